@@ -1,0 +1,198 @@
+//! The events of an OTP SMS registration: stable names, revisions and JSON payloads.
+//!
+//! No event holds a code in clear or in a recoverable form: `code added` keeps only the keyed
+//! hash. The encrypted copy for the SMS travels in the outbox, which is deleted after delivery.
+
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::ids::{OrganizationId, UserId};
+use crate::keys::CodeHash;
+use crate::phone::Phone;
+use crate::store::{CodecError, EventPayload};
+
+/// The aggregate type of every registration stream.
+pub const AGGREGATE_TYPE: &str = "user.otp_sms";
+
+/// How a code reaches the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// By SMS, through the delivery outbox and the notifier.
+    Send,
+    /// In the API response, for hosts that deliver it themselves.
+    Return,
+}
+
+/// A phone was registered as a second factor for a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Added {
+    /// The user the registration belongs to.
+    pub user: UserId,
+    /// The user's organization, which owns the registration.
+    pub organization: OrganizationId,
+    /// The phone, in E.164.
+    pub phone: Phone,
+}
+
+/// A new code was issued; any earlier code is void.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeAdded {
+    /// The code's number within the registration: 1, 2, …
+    pub number: u32,
+    /// The keyed hash of the code; the code itself is not kept.
+    pub hash: CodeHash,
+    /// When the code was issued (the command service's clock).
+    pub issued_at: DateTime<Utc>,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// How it reaches the user.
+    pub delivery: Delivery,
+}
+
+/// The code was handed to the SMS provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeSent {
+    /// Which code.
+    pub number: u32,
+}
+
+/// A wrong code was submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckFailed {
+    /// The code that was tried against.
+    pub number: u32,
+}
+
+/// The registration is verified: the phone is a usable second factor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verified {
+    /// The code that proved possession, or `None` when added as already verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u32>,
+}
+
+/// The registration was removed; nothing follows this event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Removed {}
+
+/// Every event of a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// See [`Added`].
+    Added(Added),
+    /// See [`CodeAdded`].
+    CodeAdded(CodeAdded),
+    /// See [`CodeSent`].
+    CodeSent(CodeSent),
+    /// See [`CheckFailed`].
+    CheckFailed(CheckFailed),
+    /// See [`Verified`].
+    Verified(Verified),
+    /// See [`Removed`].
+    Removed(Removed),
+}
+
+impl Event {
+    /// Every stable type name, in the order of the enum.
+    pub const TYPES: [&'static str; 6] = [
+        "user.otp_sms.added",
+        "user.otp_sms.code.added",
+        "user.otp_sms.code.sent",
+        "user.otp_sms.check.failed",
+        "user.otp_sms.verified",
+        "user.otp_sms.removed",
+    ];
+
+    fn index(&self) -> usize {
+        match self {
+            Event::Added(_) => 0,
+            Event::CodeAdded(_) => 1,
+            Event::CodeSent(_) => 2,
+            Event::CheckFailed(_) => 3,
+            Event::Verified(_) => 4,
+            Event::Removed(_) => 5,
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<serde_json::Value, CodecError> {
+    serde_json::to_value(v).map_err(|e| CodecError(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(
+    event_type: &str,
+    payload: serde_json::Value,
+) -> Result<T, CodecError> {
+    serde_json::from_value(payload).map_err(|e| CodecError(format!("{event_type}: {e}")))
+}
+
+impl EventPayload for Event {
+    fn event_type(&self) -> &str {
+        Self::TYPES[self.index()]
+    }
+
+    fn revision(&self) -> u16 {
+        // Every type is at its first revision. A later revision adds a branch to `from_json`
+        // that upcasts revision 1 payloads, never a change to how revision 1 is read.
+        1
+    }
+
+    fn to_json(&self) -> Result<serde_json::Value, CodecError> {
+        match self {
+            Event::Added(e) => encode(e),
+            Event::CodeAdded(e) => encode(e),
+            Event::CodeSent(e) => encode(e),
+            Event::CheckFailed(e) => encode(e),
+            Event::Verified(e) => encode(e),
+            Event::Removed(e) => encode(e),
+        }
+    }
+
+    fn from_json(
+        event_type: &str,
+        revision: u16,
+        payload: serde_json::Value,
+    ) -> Result<Self, CodecError> {
+        if revision != 1 {
+            return Err(CodecError(format!(
+                "{event_type}: unknown revision {revision}"
+            )));
+        }
+        Ok(match event_type {
+            "user.otp_sms.added" => Event::Added(decode(event_type, payload)?),
+            "user.otp_sms.code.added" => Event::CodeAdded(decode(event_type, payload)?),
+            "user.otp_sms.code.sent" => Event::CodeSent(decode(event_type, payload)?),
+            "user.otp_sms.check.failed" => Event::CheckFailed(decode(event_type, payload)?),
+            "user.otp_sms.verified" => Event::Verified(decode(event_type, payload)?),
+            "user.otp_sms.removed" => Event::Removed(decode(event_type, payload)?),
+            other => return Err(CodecError(format!("unknown event type `{other}`"))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_types_and_revisions_are_codec_errors() {
+        assert!(Event::from_json("user.otp_sms.removed", 1, serde_json::json!({})).is_ok());
+        assert!(Event::from_json("user.otp_sms.removed", 2, serde_json::json!({})).is_err());
+        assert!(Event::from_json("user.otp_sms.nope", 1, serde_json::json!({})).is_err());
+        assert!(Event::from_json("user.otp_sms.code.sent", 1, serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn type_names_are_stable() {
+        let e = Event::Verified(Verified { code: Some(1) });
+        assert_eq!(e.event_type(), "user.otp_sms.verified");
+        assert_eq!(e.revision(), 1);
+        assert_eq!(e.to_json().unwrap(), serde_json::json!({"code": 1}));
+    }
+}

@@ -1,0 +1,120 @@
+//! Identifiers as newtypes, so that a user id can never be passed where an organization id is
+//! expected.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The longest identifier a caller may send, in characters (the contract's bound).
+pub const MAX_ID_CHARS: usize = 200;
+
+/// Checks the contract's bound for caller-supplied strings: 1..=200 characters (not bytes).
+pub(crate) fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    // Count characters, not bytes: the contract's bounds are in characters.
+    if value.chars().nth(max).is_some() {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates a caller-supplied identifier (1..=200 characters) for the request
+            /// field `field`.
+            pub fn parse(field: &'static str, value: impl Into<String>) -> Result<Self, Error> {
+                let value = value.into();
+                check_length(field, &value, MAX_ID_CHARS)?;
+                Ok(Self(value))
+            }
+
+            /// The identifier as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The identifier as an owned string.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// The tenant (ZITADEL instance) a request runs in. Events of different instances never mix.
+    InstanceId
+);
+id_newtype!(
+    /// An organization; a user's authenticators are owned by the user's organization.
+    OrganizationId
+);
+id_newtype!(
+    /// A user, as the host's user directory knows it.
+    UserId
+);
+id_newtype!(
+    /// An OTP SMS registration (`otp_sms_id`). Generated as a UUID v7 by [`crate::UuidV7Ids`],
+    /// so ids sort by creation time and index well; callers may send any 1..=200 characters.
+    RegistrationId
+);
+id_newtype!(
+    /// Whoever acts: a user id, a service account, or `system` for the notifier.
+    PrincipalId
+);
+
+impl PrincipalId {
+    /// The principal the library uses for its own background work (the SMS notifier).
+    pub fn system() -> Self {
+        Self("system".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_one_to_two_hundred_characters() {
+        assert!(UserId::parse("id", "").is_err());
+        assert!(UserId::parse("id", "u".repeat(200)).is_ok());
+        assert_eq!(
+            UserId::parse("id", "u".repeat(201)),
+            Err(Error::invalid("id", "must be at most 200 characters"))
+        );
+        // 200 four-byte characters are 800 bytes but still 200 characters.
+        assert!(UserId::parse("id", "🦀".repeat(200)).is_ok());
+        assert!(UserId::parse("id", "🦀".repeat(201)).is_err());
+    }
+}

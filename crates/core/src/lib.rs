@@ -1,0 +1,84 @@
+//! # otp-sms-core
+//!
+//! OTP SMS registration for identity servers, as an event-sourced aggregate: a user adds a
+//! phone as a second factor, receives a one-time code by SMS, and verifies it. This crate is
+//! the domain, free of I/O:
+//!
+//! - [`Registration`]: the aggregate, rebuilt from its [`Event`]s with a pure
+//!   [`Registration::apply`], and deciding [`Command`]s with a pure [`Registration::decide`];
+//! - the ports a host plugs in: [`EventStore`], [`UserDirectory`], [`Authorizer`],
+//!   [`SmsSender`], [`Clock`], [`IdGenerator`] and the [`CodeKeyRing`];
+//! - [`CommandService`], which runs the API calls against those ports;
+//! - [`Error`], whose [`Error::rpc_code`] is the one mapping to google.rpc codes and HTTP.
+//!
+//! Codes are kept only as keyed hashes (HMAC-SHA-256) in the event log; a code that must be
+//! sent travels encrypted (AES-256-GCM) in a delivery outbox that is deleted after the SMS is
+//! handed over.
+//!
+//! ## Deciding without I/O
+//!
+//! ```
+//! use otp_sms_core::*;
+//!
+//! let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k1"), &[1u8; 32]));
+//! let policy = CodePolicy::default();
+//! let registration = RegistrationId::parse("otp_sms_id", "r1").unwrap();
+//! let user = UserId::parse("id", "u1").unwrap();
+//! let ctx = Context {
+//!     registration: &registration,
+//!     user: &user,
+//!     now: "2026-01-01T00:00:00Z".parse().unwrap(),
+//!     policy: &policy,
+//!     keys: &keys,
+//! };
+//! let code = VerificationCode::from_input("12345678").unwrap();
+//! let add = Command::Add {
+//!     user: user.clone(),
+//!     organization: OrganizationId::parse("org", "o1").unwrap(),
+//!     phone: Phone::parse("+41791234567").unwrap(),
+//!     verification: AddVerification::ReturnCode(code.clone()),
+//! };
+//! let state = Registration::default();
+//! let events = state.decide(&add, &ctx).events().to_vec();
+//! let state = Registration::from_events(&events);
+//! assert_eq!(state.status, Status::Unverified);
+//!
+//! let verified = state.decide(&Command::Verify { code }, &ctx);
+//! assert!(matches!(verified.events(), [Event::Verified(_)]));
+//! ```
+
+mod aggregate;
+mod code;
+mod error;
+mod event;
+mod ids;
+mod keys;
+mod phone;
+mod ports;
+mod service;
+mod store;
+
+pub use aggregate::{
+    AddVerification, Command, Context, Decision, PendingCode, Registration, Status,
+};
+pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
+pub use error::{Error, Precondition, RpcCode};
+pub use event::{
+    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, Verified, AGGREGATE_TYPE,
+};
+pub use ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, MAX_ID_CHARS};
+pub use keys::{CodeBinding, CodeHash, CodeKey, CodeKeyRing, KeyError, KeyId, SealedCode};
+pub use phone::{Phone, MAX_PHONE_CHARS};
+pub use ports::{
+    Authorizer, Clock, IdGenerator, ManualClock, PortError, Sms, SmsSender, SystemClock,
+    UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
+};
+pub use service::{
+    AddRequest, AddResponse, Caller, CodeDelivery, CommandService, DeliveryReport, Details,
+    OrganizationRef, Owner, OwnerType, PhoneVerification, RegistrationRequest, ResendResponse,
+    VerifyRequest,
+};
+pub use store::{
+    Append, AppendOutcome, CodecError, EventPayload, EventStore, ExpectedVersion, NewEvent,
+    NewOutboxMessage, OutboxMessage, RecordedEvent, RecordedMeta, StoreError, StreamId, Version,
+};

@@ -1,0 +1,112 @@
+//! Phone numbers, parsed and normalised to E.164.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::check_length;
+use crate::Error;
+
+/// The longest phone input accepted, in characters (the contract's bound on `phone.number`).
+pub const MAX_PHONE_CHARS: usize = 20;
+
+/// A valid phone number in E.164 form (`+41791234567`).
+///
+/// Input must be in international form (leading `+` and country code); formatting characters
+/// such as spaces, dashes and brackets are accepted and dropped. `Debug` masks the middle digits
+/// so that numbers (personal data) do not end up whole in logs.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Phone(String);
+
+impl Phone {
+    /// Parses caller input (1..=20 characters) into E.164.
+    ///
+    /// ```
+    /// use otp_sms_core::Phone;
+    /// let phone = Phone::parse("+41 79 123 45 67").unwrap();
+    /// assert_eq!(phone.as_e164(), "+41791234567");
+    /// assert!(Phone::parse("12345").is_err());
+    /// ```
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        const FIELD: &str = "phone.number";
+        check_length(FIELD, input, MAX_PHONE_CHARS)?;
+        let number = phonenumber::parse(None, input).map_err(|_| {
+            Error::invalid(
+                FIELD,
+                "not a phone number in international form (+ and country code)",
+            )
+        })?;
+        if !phonenumber::is_valid(&number) {
+            return Err(Error::invalid(FIELD, "not a valid phone number"));
+        }
+        Ok(Self(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
+    }
+
+    /// The number in E.164 form.
+    pub fn as_e164(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chars: Vec<char> = self.0.chars().collect();
+        let masked: String = chars
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < 3 || i + 2 >= chars.len() {
+                    *c
+                } else {
+                    '*'
+                }
+            })
+            .collect();
+        write!(f, "Phone({masked})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_to_e164() {
+        assert_eq!(
+            Phone::parse("+41 (79) 123-45-67").unwrap().as_e164(),
+            "+41791234567"
+        );
+        assert_eq!(
+            Phone::parse("+1 650 253 0000").unwrap().as_e164(),
+            "+16502530000"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_input_naming_the_field() {
+        for bad in [
+            "",
+            "0791234567",
+            "+999",
+            "hello",
+            "+41 79 123 45 67 89 01 23",
+            "+4179123456'; --",
+        ] {
+            match Phone::parse(bad) {
+                Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "phone.number"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn debug_masks_the_number() {
+        let phone = Phone::parse("+41791234567").unwrap();
+        let debug = format!("{phone:?}");
+        assert!(!debug.contains("1234"), "{debug}");
+        assert!(debug.starts_with("Phone(+41"));
+    }
+}

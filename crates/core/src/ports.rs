@@ -1,0 +1,184 @@
+//! What a host plugs in besides the event store: time, ids, users, permissions and SMS.
+//!
+//! Ports that may do I/O are async traits; the clock and the id generator are synchronous
+//! because they sit on every command's hot path and no sane implementation waits on anything.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::code::VerificationCode;
+use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
+use crate::phone::Phone;
+use crate::Error;
+
+/// The permission that lets a principal manage another user's authenticators.
+pub const USER_WRITE: &str = "user.write";
+
+/// The current time.
+pub trait Clock: Send + Sync {
+    /// Now, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to: for tests and simulations.
+///
+/// ```
+/// use otp_sms_core::{Clock, ManualClock};
+/// let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
+/// clock.advance(chrono::Duration::seconds(61));
+/// assert_eq!(clock.now().to_rfc3339(), "2026-01-01T00:01:01+00:00");
+/// ```
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self(Mutex::new(start))
+    }
+    /// Moves the clock forward (or back, with a negative duration).
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+    /// Sets the clock.
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Makes identifiers for new registrations and outbox messages.
+pub trait IdGenerator: Send + Sync {
+    /// A fresh, never used registration id.
+    fn registration_id(&self) -> RegistrationId;
+    /// A fresh outbox message id.
+    fn message_id(&self) -> Uuid;
+}
+
+/// UUID v7 ids: unique without coordination, and time-ordered so they index well.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UuidV7Ids;
+
+impl IdGenerator for UuidV7Ids {
+    fn registration_id(&self) -> RegistrationId {
+        RegistrationId::parse("otp_sms_id", Uuid::now_v7().to_string())
+            .expect("a UUID is 36 characters")
+    }
+    fn message_id(&self) -> Uuid {
+        Uuid::now_v7()
+    }
+}
+
+/// A port failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// It could not be reached; the caller may retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<PortError> for Error {
+    fn from(e: PortError) -> Self {
+        match e {
+            PortError::Unavailable(m) => Error::Unavailable(m),
+            PortError::Internal(m) => Error::Internal(m),
+        }
+    }
+}
+
+/// A user as the directory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The user's id.
+    pub id: UserId,
+    /// The organization the user belongs to.
+    pub organization: OrganizationId,
+}
+
+/// The host's users.
+#[async_trait]
+pub trait UserDirectory: Send + Sync {
+    /// The user, if it exists in the instance.
+    async fn find_user(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<UserRecord>, PortError>;
+
+    /// The organization with this primary domain in the instance, if any.
+    async fn organization_by_domain(
+        &self,
+        instance: &InstanceId,
+        domain: &str,
+    ) -> Result<Option<OrganizationId>, PortError>;
+}
+
+/// The host's permission model.
+#[async_trait]
+pub trait Authorizer: Send + Sync {
+    /// Whether `principal` holds `permission` in `organization` of `instance`.
+    async fn has_permission(
+        &self,
+        instance: &InstanceId,
+        principal: &PrincipalId,
+        organization: &OrganizationId,
+        permission: &str,
+    ) -> Result<bool, PortError>;
+}
+
+/// One SMS to send.
+#[derive(Clone)]
+pub struct Sms {
+    /// The tenant.
+    pub instance: InstanceId,
+    /// The registration the code is for.
+    pub registration: RegistrationId,
+    /// Where to send it.
+    pub phone: Phone,
+    /// The code, in clear: only the sender sees it.
+    pub code: VerificationCode,
+    /// When it stops being accepted (a sender may show it).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for Sms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sms")
+            .field("instance", &self.instance)
+            .field("registration", &self.registration)
+            .field("phone", &self.phone)
+            .field("code", &self.code)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Hands codes to an SMS provider.
+#[async_trait]
+pub trait SmsSender: Send + Sync {
+    /// Sends one SMS. An error leaves the message in the outbox for a later attempt.
+    async fn send(&self, sms: &Sms) -> Result<(), PortError>;
+}

@@ -1,0 +1,651 @@
+//! The command service: validate, look the user up, authorize, load the stream, rebuild,
+//! decide, append with the expected version, and retry a bounded number of times on conflict.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{AddVerification, Command, Context, Decision, Registration, Status};
+use crate::code::{CodePolicy, VerificationCode};
+use crate::error::Error;
+use crate::event::{Delivery, Event, AGGREGATE_TYPE};
+use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
+use crate::keys::{CodeBinding, CodeKeyRing, SealedCode};
+use crate::phone::Phone;
+use crate::ports::{
+    Authorizer, Clock, IdGenerator, Sms, SmsSender, SystemClock, UserDirectory, UserRecord,
+    UuidV7Ids, USER_WRITE,
+};
+use crate::store::{
+    Append, EventStore, ExpectedVersion, NewEvent, NewOutboxMessage, StoreError, StreamId,
+};
+
+/// Who calls, and in which instance. The host resolves both from the request (the instance
+/// from its `instance` field or host name, the principal from the credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant.
+    pub instance: InstanceId,
+    /// The authenticated principal.
+    pub principal: PrincipalId,
+}
+
+/// The request's optional `organization`: where the caller expects the user to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrganizationRef {
+    /// `organization.org_id`.
+    Id(String),
+    /// `organization.org_domain`.
+    Domain(String),
+}
+
+/// The `verification` oneof of `SetPhone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PhoneVerification {
+    /// `send_code`, also the default when nothing is set.
+    #[default]
+    SendCode,
+    /// `return_code`.
+    ReturnCode,
+    /// `is_verified`, which must be `true` when set.
+    IsVerified(bool),
+}
+
+/// `AddOTPSMSAuthenticator`, with fields as the caller sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddRequest {
+    /// `id`: the user.
+    pub user_id: String,
+    /// `organization`.
+    pub organization: Option<OrganizationRef>,
+    /// `phone.number`.
+    pub phone: String,
+    /// `phone.verification`.
+    pub verification: PhoneVerification,
+}
+
+/// `VerifyOTPSMSRegistration`, with fields as the caller sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyRequest {
+    /// `id`: the user.
+    pub user_id: String,
+    /// `organization`.
+    pub organization: Option<OrganizationRef>,
+    /// `otp_sms_id`.
+    pub registration_id: String,
+    /// `code`. Never logged: `Debug` of this request would show it, so do not log requests.
+    pub code: String,
+}
+
+/// `RemoveOTPSMSAuthenticator` (and the target of a resend), as the caller sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRequest {
+    /// `id`: the user.
+    pub user_id: String,
+    /// `organization`.
+    pub organization: Option<OrganizationRef>,
+    /// `otp_sms_id`.
+    pub registration_id: String,
+}
+
+/// `zitadel.object.v3alpha.OwnerType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnerType {
+    /// `OWNER_TYPE_UNSPECIFIED` = 0.
+    Unspecified = 0,
+    /// `OWNER_TYPE_SYSTEM` = 1.
+    System = 1,
+    /// `OWNER_TYPE_INSTANCE` = 2.
+    Instance = 2,
+    /// `OWNER_TYPE_ORG` = 3.
+    Org = 3,
+}
+
+/// `zitadel.object.v3alpha.Owner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// `type`.
+    pub owner_type: OwnerType,
+    /// `id`.
+    pub id: String,
+}
+
+/// `zitadel.resources.object.v3alpha.Details`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Details {
+    /// `id`: the registration id.
+    pub id: RegistrationId,
+    /// `created`: time of the registration's first event.
+    pub created: DateTime<Utc>,
+    /// `changed`: time of the last event applied.
+    pub changed: DateTime<Utc>,
+    /// `owner`: the user's organization.
+    pub owner: Owner,
+}
+
+/// The result of an add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddResponse {
+    /// `details`.
+    pub details: Details,
+    /// `otp_sms_id`.
+    pub registration_id: RegistrationId,
+    /// `verification_code`: present only with `return_code`.
+    pub verification_code: Option<VerificationCode>,
+}
+
+/// The result of a resend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResendResponse {
+    /// `details`.
+    pub details: Details,
+    /// The new code, when it was asked for with [`Delivery::Return`].
+    pub verification_code: Option<VerificationCode>,
+}
+
+/// What the notifier did in one pass over the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryReport {
+    /// Codes handed to the SMS sender and recorded as sent.
+    pub sent: usize,
+    /// Messages deleted unsent: code expired, replaced, already sent, registration verified
+    /// or removed, or the message unreadable.
+    pub dropped: usize,
+    /// Messages left for a later attempt because the sender or the store failed.
+    pub failed: usize,
+}
+
+/// The body of a delivery outbox message. The code is encrypted; the message is deleted once
+/// the SMS is handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeDelivery {
+    /// The tenant.
+    pub instance: InstanceId,
+    /// The user.
+    pub user: UserId,
+    /// The user's organization.
+    pub organization: OrganizationId,
+    /// The registration.
+    pub registration: RegistrationId,
+    /// Which code.
+    pub number: u32,
+    /// Where to send it.
+    pub phone: Phone,
+    /// The code, encrypted and bound to registration and number.
+    pub sealed: SealedCode,
+    /// After this the code is dropped, not sent late.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Runs the three API calls (and resend, delivery) against the ports.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use otp_sms_core::*;
+/// # fn build(store: Arc<dyn EventStore<Event>>, users: Arc<dyn UserDirectory>, authz: Arc<dyn Authorizer>) {
+/// let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k1"), &[42u8; 32]));
+/// let service = CommandService::new(store, users, authz, keys)
+///     .with_policy(CodePolicy::default().with_length(7).unwrap());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CommandService {
+    store: Arc<dyn EventStore<Event>>,
+    users: Arc<dyn UserDirectory>,
+    authorizer: Arc<dyn Authorizer>,
+    keys: Arc<CodeKeyRing>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    policy: CodePolicy,
+    max_attempts: u32,
+}
+
+impl CommandService {
+    /// Default attempts per command before a write conflict becomes ABORTED.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+    /// A service with the system clock, UUID v7 ids and the default [`CodePolicy`].
+    pub fn new(
+        store: Arc<dyn EventStore<Event>>,
+        users: Arc<dyn UserDirectory>,
+        authorizer: Arc<dyn Authorizer>,
+        keys: CodeKeyRing,
+    ) -> Self {
+        Self {
+            store,
+            users,
+            authorizer,
+            keys: Arc::new(keys),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidV7Ids),
+            policy: CodePolicy::default(),
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Uses another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses another id generator.
+    pub fn with_ids(mut self, ids: Arc<dyn IdGenerator>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Uses another code policy.
+    pub fn with_policy(mut self, policy: CodePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Attempts per command (at least 1) before a write conflict becomes ABORTED.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &CodePolicy {
+        &self.policy
+    }
+
+    /// The stream of a registration.
+    pub fn stream_id(instance: &InstanceId, registration: &RegistrationId) -> StreamId {
+        StreamId::new(instance.clone(), AGGREGATE_TYPE, registration.as_str())
+    }
+
+    /// `AddOTPSMSAuthenticator`: registers a phone and, unless it is added as verified,
+    /// issues the first code (by SMS through the outbox, or in the response).
+    pub async fn add(&self, caller: &Caller, req: AddRequest) -> Result<AddResponse, Error> {
+        let user_id = UserId::parse("id", req.user_id)?;
+        let phone = Phone::parse(&req.phone)?;
+        if req.verification == PhoneVerification::IsVerified(false) {
+            return Err(Error::invalid(
+                "phone.is_verified",
+                "must be true when set; omit it to send a code",
+            ));
+        }
+        let organization = parse_org_ref(req.organization)?;
+        let user = self.authorize(caller, &user_id, organization).await?;
+        let fresh = (!matches!(req.verification, PhoneVerification::IsVerified(_)))
+            .then(|| self.fresh_code());
+        let verification = match (req.verification, fresh.clone()) {
+            (PhoneVerification::ReturnCode, Some(code)) => AddVerification::ReturnCode(code),
+            (PhoneVerification::SendCode, Some(code)) => AddVerification::SendCode(code),
+            _ => AddVerification::AlreadyVerified,
+        };
+        let registration = self.ids.registration_id();
+        let command = Command::Add {
+            user: user.id.clone(),
+            organization: user.organization.clone(),
+            phone,
+            verification,
+        };
+        let details = self
+            .execute(caller, &user, &registration, &command, fresh.as_ref())
+            .await?;
+        let verification_code = (req.verification == PhoneVerification::ReturnCode)
+            .then_some(fresh)
+            .flatten();
+        Ok(AddResponse {
+            details,
+            registration_id: registration,
+            verification_code,
+        })
+    }
+
+    /// `VerifyOTPSMSRegistration`: checks the code; a wrong one is recorded and refused.
+    ///
+    /// Checks in this order: code bounds (INVALID_ARGUMENT), ids (INVALID_ARGUMENT), the user
+    /// (NOT_FOUND), the caller's right (PERMISSION_DENIED), the registration (NOT_FOUND), its
+    /// state (FAILED_PRECONDITION), the code (INVALID_ARGUMENT, recorded as `check failed`).
+    pub async fn verify(&self, caller: &Caller, req: VerifyRequest) -> Result<Details, Error> {
+        let code = VerificationCode::from_input(req.code)?;
+        let user_id = UserId::parse("id", req.user_id)?;
+        let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
+        let organization = parse_org_ref(req.organization)?;
+        let user = self.authorize(caller, &user_id, organization).await?;
+        let command = Command::Verify { code };
+        self.execute(caller, &user, &registration, &command, None)
+            .await
+    }
+
+    /// `RemoveOTPSMSAuthenticator`.
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        req: RegistrationRequest,
+    ) -> Result<Details, Error> {
+        let (user, registration) = self.target(caller, req).await?;
+        self.execute(caller, &user, &registration, &Command::Remove, None)
+            .await
+    }
+
+    /// Issues a new code (the old one becomes void), within the policy's rate limits
+    /// (RESOURCE_EXHAUSTED beyond them).
+    pub async fn resend_code(
+        &self,
+        caller: &Caller,
+        req: RegistrationRequest,
+        delivery: Delivery,
+    ) -> Result<ResendResponse, Error> {
+        let (user, registration) = self.target(caller, req).await?;
+        let code = self.fresh_code();
+        let command = Command::ResendCode {
+            code: code.clone(),
+            delivery,
+        };
+        let details = self
+            .execute(caller, &user, &registration, &command, Some(&code))
+            .await?;
+        Ok(ResendResponse {
+            details,
+            verification_code: (delivery == Delivery::Return).then_some(code),
+        })
+    }
+
+    /// Records that code `number` was handed to the SMS provider. Idempotent: a second report
+    /// of the same code records nothing.
+    pub async fn record_code_sent(
+        &self,
+        instance: &InstanceId,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        number: u32,
+    ) -> Result<Details, Error> {
+        let caller = Caller {
+            instance: instance.clone(),
+            principal: PrincipalId::system(),
+        };
+        let command = Command::RecordCodeSent { number };
+        self.execute(&caller, user, registration, &command, None)
+            .await
+    }
+
+    /// One pass of the SMS notifier over the delivery outbox: sends each pending code that is
+    /// still the registration's current, unsent, unexpired code; records `code sent`; deletes
+    /// the message. A code that can no longer be used is deleted unsent. A failed send leaves
+    /// the message for another pass once its lease runs out (at least once delivery).
+    pub async fn deliver_pending(
+        &self,
+        sender: &dyn SmsSender,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<DeliveryReport, Error> {
+        let mut report = DeliveryReport::default();
+        for message in self.store.fetch_outbox(limit, lease).await? {
+            let delivery: CodeDelivery = match serde_json::from_value(message.payload) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(message_id = %message.id, error = %e, "unreadable outbox message dropped");
+                    self.store.delete_outbox(message.id).await?;
+                    report.dropped += 1;
+                    continue;
+                }
+            };
+            match self.deliver_one(sender, &delivery).await {
+                Ok(true) => report.sent += 1,
+                Ok(false) => report.dropped += 1,
+                Err(e) => {
+                    tracing::warn!(message_id = %message.id, registration = %delivery.registration, error = %e, "SMS delivery failed; will retry");
+                    report.failed += 1;
+                    continue;
+                }
+            }
+            self.store.delete_outbox(message.id).await?;
+        }
+        Ok(report)
+    }
+
+    /// Sends one delivery if it is still due. `Ok(false)`: not due, drop it.
+    async fn deliver_one(&self, sender: &dyn SmsSender, d: &CodeDelivery) -> Result<bool, Error> {
+        let stream = Self::stream_id(&d.instance, &d.registration);
+        let history = self.store.read_stream(&stream).await?;
+        let state = Registration::from_events(history.iter().map(|r| &r.event));
+        let due = state.status == Status::Unverified
+            && state.user.as_ref() == Some(&d.user)
+            && state
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.number == d.number && !p.sent)
+            && self.clock.now() < d.expires_at;
+        if !due {
+            return Ok(false);
+        }
+        let binding = CodeBinding {
+            registration: &d.registration,
+            number: d.number,
+        };
+        let code = self
+            .keys
+            .open(binding, &d.sealed)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let sms = Sms {
+            instance: d.instance.clone(),
+            registration: d.registration.clone(),
+            phone: d.phone.clone(),
+            code,
+            expires_at: d.expires_at,
+        };
+        sender.send(&sms).await?;
+        let user = UserRecord {
+            id: d.user.clone(),
+            organization: d.organization.clone(),
+        };
+        match self
+            .record_code_sent(&d.instance, &user, &d.registration, d.number)
+            .await
+        {
+            // Verified or replaced meanwhile: the SMS went out, nothing left to record.
+            Ok(_) | Err(Error::FailedPrecondition(_)) | Err(Error::RegistrationNotFound) => {
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn fresh_code(&self) -> VerificationCode {
+        VerificationCode::generate(self.policy.length(), &mut rand::thread_rng())
+    }
+
+    async fn target(
+        &self,
+        caller: &Caller,
+        req: RegistrationRequest,
+    ) -> Result<(UserRecord, RegistrationId), Error> {
+        let user_id = UserId::parse("id", req.user_id)?;
+        let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
+        let organization = parse_org_ref(req.organization)?;
+        let user = self.authorize(caller, &user_id, organization).await?;
+        Ok((user, registration))
+    }
+
+    /// NOT_FOUND unless the user exists (in the expected organization, if named);
+    /// PERMISSION_DENIED unless the caller is the user or holds `user.write` in its organization.
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        user_id: &UserId,
+        expected: Option<OrganizationRef>,
+    ) -> Result<UserRecord, Error> {
+        let user = self
+            .users
+            .find_user(&caller.instance, user_id)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        let expected_org = match expected {
+            None => None,
+            Some(OrganizationRef::Id(id)) => {
+                Some(OrganizationId::parse("organization.org_id", id)?)
+            }
+            Some(OrganizationRef::Domain(domain)) => Some(
+                self.users
+                    .organization_by_domain(&caller.instance, &domain)
+                    .await?
+                    .ok_or(Error::UserNotFound)?,
+            ),
+        };
+        if expected_org.is_some_and(|org| org != user.organization) {
+            return Err(Error::UserNotFound);
+        }
+        if caller.principal.as_str() != user.id.as_str()
+            && !self
+                .authorizer
+                .has_permission(
+                    &caller.instance,
+                    &caller.principal,
+                    &user.organization,
+                    USER_WRITE,
+                )
+                .await?
+        {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(user)
+    }
+
+    /// Load, rebuild, decide, append; on a version conflict, again, up to `max_attempts`.
+    async fn execute(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        command: &Command,
+        fresh: Option<&VerificationCode>,
+    ) -> Result<Details, Error> {
+        let stream = Self::stream_id(&caller.instance, registration);
+        for _ in 0..self.max_attempts {
+            let history = self.store.read_stream(&stream).await?;
+            let state = Registration::from_events(history.iter().map(|r| &r.event));
+            let ctx = Context {
+                registration,
+                user: &user.id,
+                now: self.clock.now(),
+                policy: &self.policy,
+                keys: &self.keys,
+            };
+            let (events, error) = match state.decide(command, &ctx) {
+                Decision::Accepted(events) => (events, None),
+                Decision::Rejected { events, error } => (events, Some(error)),
+            };
+            if let (true, Some(error)) = (events.is_empty(), error.clone()) {
+                return Err(error);
+            }
+            let new_state = events.iter().fold(state, Registration::apply);
+            let organization = new_state
+                .organization
+                .clone()
+                .unwrap_or_else(|| user.organization.clone());
+            let mut details = Details {
+                id: registration.clone(),
+                created: history.first().map_or_else(|| ctx.now, |r| r.created_at),
+                changed: history.last().map_or_else(|| ctx.now, |r| r.created_at),
+                owner: Owner {
+                    owner_type: OwnerType::Org,
+                    id: organization.as_str().to_owned(),
+                },
+            };
+            if events.is_empty() {
+                return Ok(details);
+            }
+            let outbox = self.outbox_for(caller, registration, &new_state, &events, fresh)?;
+            let append = Append {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Exact(history.last().map_or(0, |r| r.sequence)),
+                events: events
+                    .into_iter()
+                    .map(|event| NewEvent {
+                        event,
+                        creator: caller.principal.clone(),
+                        owner: organization.clone(),
+                    })
+                    .collect(),
+                outbox,
+            };
+            match self.store.append(append).await {
+                Ok(outcome) => {
+                    if let Some(error) = error {
+                        return Err(error);
+                    }
+                    if let (Some(first), Some(last)) =
+                        (outcome.recorded.first(), outcome.recorded.last())
+                    {
+                        if history.is_empty() {
+                            details.created = first.created_at;
+                        }
+                        details.changed = last.created_at;
+                    }
+                    return Ok(details);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Aborted)
+    }
+
+    /// A delivery message for every code that must go out by SMS.
+    fn outbox_for(
+        &self,
+        caller: &Caller,
+        registration: &RegistrationId,
+        state: &Registration,
+        events: &[Event],
+        fresh: Option<&VerificationCode>,
+    ) -> Result<Vec<NewOutboxMessage>, Error> {
+        let mut outbox = Vec::new();
+        for event in events {
+            let Event::CodeAdded(added) = event else {
+                continue;
+            };
+            if added.delivery != Delivery::Send {
+                continue;
+            }
+            let (Some(code), Some(phone), Some(user), Some(organization)) =
+                (fresh, &state.phone, &state.user, &state.organization)
+            else {
+                return Err(Error::Internal("code to send without its material".into()));
+            };
+            let binding = CodeBinding {
+                registration,
+                number: added.number,
+            };
+            let sealed = self.keys.seal(binding, code, &mut rand::thread_rng());
+            let body = CodeDelivery {
+                instance: caller.instance.clone(),
+                user: user.clone(),
+                organization: organization.clone(),
+                registration: registration.clone(),
+                number: added.number,
+                phone: phone.clone(),
+                sealed,
+                expires_at: added.expires_at,
+            };
+            outbox.push(NewOutboxMessage {
+                id: self.ids.message_id(),
+                payload: serde_json::to_value(&body).map_err(|e| Error::Internal(e.to_string()))?,
+            });
+        }
+        Ok(outbox)
+    }
+}
+
+fn parse_org_ref(org: Option<OrganizationRef>) -> Result<Option<OrganizationRef>, Error> {
+    match org {
+        Some(OrganizationRef::Id(id)) => {
+            OrganizationId::parse("organization.org_id", id.clone())?;
+            Ok(Some(OrganizationRef::Id(id)))
+        }
+        Some(OrganizationRef::Domain(domain)) => {
+            crate::ids::check_length("organization.org_domain", &domain, crate::MAX_ID_CHARS)?;
+            Ok(Some(OrganizationRef::Domain(domain)))
+        }
+        None => Ok(None),
+    }
+}

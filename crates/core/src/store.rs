@@ -1,0 +1,242 @@
+//! The event store port: streams with optimistic concurrency, a global feed, and a
+//! transactional outbox written atomically with the events.
+//!
+//! The store is generic over the event type ([`EventPayload`]), so the conformance suite can
+//! drive it with its own events (1 MiB payloads included) and a store keeps typed events in
+//! memory without re-parsing them on every read.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::ids::{InstanceId, OrganizationId, PrincipalId};
+use crate::Error;
+
+/// An event type the store can persist: a stable name, a revision, and a JSON encoding.
+pub trait EventPayload: Clone + fmt::Debug + Send + Sync + 'static {
+    /// The stable type name, e.g. `user.otp_sms.verified`; never changes once released.
+    fn event_type(&self) -> &str;
+    /// The revision of the payload's schema for this type, starting at 1.
+    fn revision(&self) -> u16;
+    /// The payload as JSON (what a database store writes).
+    fn to_json(&self) -> Result<serde_json::Value, CodecError>;
+    /// Rebuilds an event from what a store read back.
+    fn from_json(
+        event_type: &str,
+        revision: u16,
+        payload: serde_json::Value,
+    ) -> Result<Self, CodecError>;
+}
+
+/// An event could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event codec: {0}")]
+pub struct CodecError(pub String);
+
+/// Where an event lives: instance, aggregate type and aggregate id. Streams of different
+/// instances or aggregate types never mix, even when the aggregate ids are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    /// The tenant.
+    pub instance: InstanceId,
+    /// The aggregate type, e.g. [`crate::AGGREGATE_TYPE`].
+    pub aggregate_type: String,
+    /// The aggregate's id within its type.
+    pub aggregate_id: String,
+}
+
+impl StreamId {
+    /// A stream id from its three parts.
+    pub fn new(
+        instance: InstanceId,
+        aggregate_type: impl Into<String>,
+        aggregate_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            instance,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+        }
+    }
+}
+
+/// A stream's version is the sequence of its last event; 0 means the stream has no events.
+pub type Version = u64;
+
+/// What the writer believes the stream's version is (the vocabulary of KurrentDB and friends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// No check: append whatever the version.
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream's last sequence must be exactly this (`Exact(0)` equals `NoStream`).
+    Exact(Version),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` satisfies this expectation.
+    pub fn admits(self, actual: Version) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(v) => actual == v,
+        }
+    }
+}
+
+/// An event to append, with who caused it and which organization owns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent<E> {
+    /// The event.
+    pub event: E,
+    /// The acting principal.
+    pub creator: PrincipalId,
+    /// The owning organization.
+    pub owner: OrganizationId,
+}
+
+/// An event as stored: the event plus its place in the stream and in the global feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent<E> {
+    /// The stream it belongs to.
+    pub stream: StreamId,
+    /// Its sequence in the stream: 1, 2, 3, … without gaps.
+    pub sequence: Version,
+    /// Its position in the global feed: strictly increasing in commit-visible order.
+    pub position: u64,
+    /// When the store recorded it (the store's clock).
+    pub created_at: DateTime<Utc>,
+    /// The acting principal.
+    pub creator: PrincipalId,
+    /// The owning organization.
+    pub owner: OrganizationId,
+    /// The event.
+    pub event: E,
+}
+
+/// A message for the transactional outbox, written only if its append commits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutboxMessage {
+    /// Unique id; the consumer deletes the message by it.
+    pub id: Uuid,
+    /// The message body, opaque to the store.
+    pub payload: serde_json::Value,
+}
+
+/// A pending outbox message, leased to the consumer that fetched it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxMessage {
+    /// The message id.
+    pub id: Uuid,
+    /// The stream whose append wrote it.
+    pub stream: StreamId,
+    /// The message body.
+    pub payload: serde_json::Value,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// How many times it has been handed out, this time included.
+    pub attempts: u32,
+}
+
+/// One atomic write: events to one stream and outbox messages, all or nothing.
+#[derive(Debug, Clone)]
+pub struct Append<E> {
+    /// The stream to write to.
+    pub stream: StreamId,
+    /// The version check.
+    pub expected: ExpectedVersion,
+    /// The events, in order. May be empty: then the append only checks the version (and
+    /// writes its outbox messages, if any).
+    pub events: Vec<NewEvent<E>>,
+    /// Outbox messages committed together with the events.
+    pub outbox: Vec<NewOutboxMessage>,
+}
+
+/// Where the appended events landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream's version after the append.
+    pub version: Version,
+    /// One entry per appended event, in order.
+    pub recorded: Vec<RecordedMeta>,
+}
+
+/// Sequence, position and time of one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedMeta {
+    /// Sequence in the stream.
+    pub sequence: Version,
+    /// Position in the global feed.
+    pub position: u64,
+    /// The store's time of recording.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a store can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The stream was not at the expected version; nothing was written.
+    #[error("version conflict on {}/{}: expected {expected:?}, actual {actual}", .stream.aggregate_type, .stream.aggregate_id)]
+    Conflict {
+        /// The stream.
+        stream: StreamId,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was refused.
+        actual: Version,
+    },
+    /// The store could not be reached (lost connection, pool timeout).
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored event could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Anything else.
+    #[error("event store error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Conflicts are retried by the command service; one that escapes is ABORTED.
+            StoreError::Conflict { .. } => Error::Aborted,
+            StoreError::Unavailable(m) => Error::Unavailable(m),
+            StoreError::Codec(c) => Error::Internal(c.to_string()),
+            StoreError::Internal(m) => Error::Internal(m),
+        }
+    }
+}
+
+/// The event store a host plugs in. Every implementation must pass `otp-sms-testkit`'s
+/// conformance suite.
+#[async_trait]
+pub trait EventStore<E: EventPayload>: Send + Sync {
+    /// All events of one stream, in sequence order; empty if the stream does not exist.
+    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent<E>>, StoreError>;
+
+    /// Appends atomically, checking the expected version first. On a mismatch nothing is
+    /// written and [`StoreError::Conflict`] carries the expected and actual versions.
+    async fn append(&self, append: Append<E>) -> Result<AppendOutcome, StoreError>;
+
+    /// Up to `limit` events of all streams with a position greater than `after`, in position
+    /// order. Never skips an event: a reader that resumes from the last position it saw will
+    /// see every event that commits later.
+    async fn read_all(&self, after: u64, limit: usize)
+        -> Result<Vec<RecordedEvent<E>>, StoreError>;
+
+    /// Up to `limit` pending outbox messages, oldest first, leased to this caller for `lease`:
+    /// no other caller gets them until the lease runs out or they are deleted.
+    async fn fetch_outbox(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+
+    /// Deletes an outbox message for good. Returns whether it existed.
+    async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError>;
+}
