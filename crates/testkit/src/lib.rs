@@ -1,1 +1,13 @@
-//! placeholder
+//! # otp-sms-testkit
+//!
+//! What a host or a store author needs to test against otp-sms:
+//!
+//! - [`conformance`]: one suite of async tests that every [`otp_sms_core::EventStore`] must
+//!   pass. The in-memory and PostgreSQL stores run it; a third-party store runs it the same way
+//!   with [`store_conformance_tests!`].
+//! - [`doubles`]: in-memory user directory, authorizer and SMS sender for tests.
+
+pub mod conformance;
+pub mod doubles;
+
+pub use conformance::{StoreFactory, TestEvent};

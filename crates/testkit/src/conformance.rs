@@ -1,0 +1,657 @@
+//! The event store conformance suite.
+//!
+//! Every case is a public async function taking a fresh, empty store. The
+//! [`store_conformance_tests!`](crate::store_conformance_tests) macro turns all of them into
+//! `#[tokio::test]`s for a [`StoreFactory`], so a store author writes:
+//!
+//! ```ignore
+//! // tests/conformance.rs of a third-party store crate; needs `tokio` as a dev-dependency.
+//! struct MyFactory;
+//!
+//! #[async_trait::async_trait]
+//! impl otp_sms_testkit::StoreFactory for MyFactory {
+//!     type Store = my_store::MyStore<otp_sms_testkit::TestEvent>;
+//!     async fn create(&self) -> Self::Store {
+//!         my_store::MyStore::connect_fresh().await
+//!     }
+//! }
+//!
+//! otp_sms_testkit::store_conformance_tests!(MyFactory);
+//! ```
+//!
+//! Decisions the suite pins (see `docs/event-store.md`):
+//! - an append with no events only checks the version: it creates no stream, returns the
+//!   current version, and still conflicts on a wrong expectation;
+//! - `Exact(0)` means the same as `NoStream`;
+//! - a duplicate outbox id makes the whole append fail with nothing written.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use otp_sms_core::{
+    Append, CodecError, EventPayload, EventStore, ExpectedVersion, InstanceId, NewEvent,
+    NewOutboxMessage, OrganizationId, PrincipalId, RecordedEvent, StoreError, StreamId,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+/// The event type the suite writes: any type name and any JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestEvent {
+    /// The type name.
+    pub kind: String,
+    /// The payload.
+    pub body: serde_json::Value,
+}
+
+impl EventPayload for TestEvent {
+    fn event_type(&self) -> &str {
+        &self.kind
+    }
+    fn revision(&self) -> u16 {
+        1
+    }
+    fn to_json(&self) -> Result<serde_json::Value, CodecError> {
+        Ok(self.body.clone())
+    }
+    fn from_json(
+        event_type: &str,
+        _revision: u16,
+        payload: serde_json::Value,
+    ) -> Result<Self, CodecError> {
+        Ok(Self {
+            kind: event_type.to_owned(),
+            body: payload,
+        })
+    }
+}
+
+/// Makes fresh, empty stores for the suite: each call a store of its own, isolated from every
+/// other (its own schema or database), so cases run in parallel.
+#[async_trait]
+pub trait StoreFactory: Send + Sync {
+    /// The store under test.
+    type Store: EventStore<TestEvent> + 'static;
+    /// A fresh, empty store.
+    async fn create(&self) -> Self::Store;
+    /// Called after a case passed; drop the schema or database here.
+    async fn dispose(&self, _store: Arc<Self::Store>) {}
+}
+
+/// Generates one `#[tokio::test]` per conformance case for a [`StoreFactory`] expression.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@cases $factory;
+            read_your_writes,
+            stream_order_and_sequences,
+            feed_order_and_paging,
+            expected_version_no_stream,
+            expected_version_exact,
+            expected_version_any,
+            failed_append_writes_nothing,
+            streams_never_mix,
+            concurrent_appends_have_one_winner,
+            feed_never_skips_under_concurrent_writers,
+            one_mebibyte_payload,
+            unicode_and_long_ids,
+            empty_append_checks_version_only,
+            outbox_only_if_committed,
+            outbox_one_consumer_at_a_time,
+            outbox_concurrent_consumers_never_share,
+            outbox_deleted_never_returns,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let factory = $factory;
+                let store = ::std::sync::Arc::new($crate::StoreFactory::create(&factory).await);
+                $crate::conformance::$case(::std::sync::Arc::clone(&store)).await;
+                $crate::StoreFactory::dispose(&factory, store).await;
+            }
+        )*
+    };
+}
+
+fn instance(id: &str) -> InstanceId {
+    InstanceId::parse("instance", id).expect("valid test instance")
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(instance("inst-1"), "test.aggregate", id)
+}
+
+fn event(kind: &str, n: usize) -> NewEvent<TestEvent> {
+    NewEvent {
+        event: TestEvent {
+            kind: kind.to_owned(),
+            body: json!({ "n": n }),
+        },
+        creator: PrincipalId::parse("creator", "tester").expect("valid"),
+        owner: OrganizationId::parse("owner", "org-1").expect("valid"),
+    }
+}
+
+fn events(n: usize) -> Vec<NewEvent<TestEvent>> {
+    (1..=n).map(|i| event("test.happened", i)).collect()
+}
+
+fn append_of(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent<TestEvent>>,
+) -> Append<TestEvent> {
+    Append {
+        stream: stream.clone(),
+        expected,
+        events,
+        outbox: Vec::new(),
+    }
+}
+
+fn message(n: usize) -> NewOutboxMessage {
+    NewOutboxMessage {
+        id: Uuid::now_v7(),
+        payload: json!({ "message": n }),
+    }
+}
+
+fn assert_conflict(
+    result: Result<otp_sms_core::AppendOutcome, StoreError>,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    actual: u64,
+) {
+    match result {
+        Err(StoreError::Conflict {
+            stream: s,
+            expected: e,
+            actual: a,
+        }) => {
+            assert_eq!(&s, stream, "conflict names the stream");
+            assert_eq!(e, expected, "conflict carries the expected version");
+            assert_eq!(a, actual, "conflict carries the actual version");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+async fn all_events<S: EventStore<TestEvent>>(store: &S) -> Vec<RecordedEvent<TestEvent>> {
+    store.read_all(0, usize::MAX).await.expect("read_all")
+}
+
+/// An appended event is read back at once, whole, with its metadata.
+pub async fn read_your_writes<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("ryw");
+    let outcome = store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(1)))
+        .await
+        .expect("append");
+    assert_eq!(outcome.version, 1);
+    assert_eq!(outcome.recorded.len(), 1);
+    let read = store.read_stream(&s).await.expect("read");
+    assert_eq!(read.len(), 1);
+    let e = &read[0];
+    assert_eq!(e.stream, s);
+    assert_eq!(e.sequence, 1);
+    assert_eq!(e.position, outcome.recorded[0].position);
+    assert_eq!(e.created_at, outcome.recorded[0].created_at);
+    assert_eq!(e.creator.as_str(), "tester");
+    assert_eq!(e.owner.as_str(), "org-1");
+    assert_eq!(e.event.kind, "test.happened");
+    assert_eq!(e.event.body, json!({"n": 1}));
+    assert!(store
+        .read_stream(&stream("other"))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Sequences are 1, 2, 3, … without gaps, across appends, in the order written.
+pub async fn stream_order_and_sequences<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("order");
+    store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(3)))
+        .await
+        .unwrap();
+    let outcome = store
+        .append(append_of(&s, ExpectedVersion::Exact(3), events(2)))
+        .await
+        .unwrap();
+    assert_eq!(outcome.version, 5);
+    assert_eq!(
+        outcome
+            .recorded
+            .iter()
+            .map(|m| m.sequence)
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let read = store.read_stream(&s).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    let ns: Vec<_> = read.iter().map(|e| e.event.body["n"].clone()).collect();
+    assert_eq!(ns, vec![json!(1), json!(2), json!(3), json!(1), json!(2)]);
+    assert!(read.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(read.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+}
+
+/// The feed holds every stream's events in position order; `after` and `limit` page it.
+pub async fn feed_order_and_paging<S: EventStore<TestEvent>>(store: Arc<S>) {
+    for i in 0..5 {
+        let s = stream(&format!("feed-{i}"));
+        store
+            .append(append_of(&s, ExpectedVersion::NoStream, events(2)))
+            .await
+            .unwrap();
+    }
+    let all = all_events(&*store).await;
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    // Events of one append are adjacent and in order.
+    for pair in all.chunks(2) {
+        assert_eq!(pair[0].stream, pair[1].stream);
+        assert_eq!((pair[0].sequence, pair[1].sequence), (1, 2));
+    }
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.read_all(after, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert!(store
+        .read_all(all.last().unwrap().position, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.read_all(0, 0).await.unwrap().is_empty());
+}
+
+/// `NoStream` admits only a stream without events and reports the actual version otherwise.
+pub async fn expected_version_no_stream<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("no-stream");
+    store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(2)))
+        .await
+        .unwrap();
+    let again = store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(1)))
+        .await;
+    assert_conflict(again, &s, ExpectedVersion::NoStream, 2);
+    let zero = store
+        .append(append_of(&s, ExpectedVersion::Exact(0), events(1)))
+        .await;
+    assert_conflict(zero, &s, ExpectedVersion::Exact(0), 2);
+    let fresh = stream("exact-zero");
+    store
+        .append(append_of(&fresh, ExpectedVersion::Exact(0), events(1)))
+        .await
+        .expect("Exact(0) on a new stream is NoStream");
+}
+
+/// `Exact(n)` admits only version n: stale and ahead expectations conflict, with details,
+/// including versions of more than one digit.
+pub async fn expected_version_exact<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("exact");
+    store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(12)))
+        .await
+        .unwrap();
+    let stale = store
+        .append(append_of(&s, ExpectedVersion::Exact(11), events(1)))
+        .await;
+    assert_conflict(stale, &s, ExpectedVersion::Exact(11), 12);
+    let ahead = store
+        .append(append_of(&s, ExpectedVersion::Exact(13), events(1)))
+        .await;
+    assert_conflict(ahead, &s, ExpectedVersion::Exact(13), 12);
+    let missing = stream("exact-missing");
+    let on_missing = store
+        .append(append_of(&missing, ExpectedVersion::Exact(1), events(1)))
+        .await;
+    assert_conflict(on_missing, &missing, ExpectedVersion::Exact(1), 0);
+    let ok = store
+        .append(append_of(&s, ExpectedVersion::Exact(12), events(1)))
+        .await
+        .unwrap();
+    assert_eq!(ok.version, 13);
+    assert_eq!(store.read_stream(&s).await.unwrap().len(), 13);
+}
+
+/// `Any` appends whatever the version, to new and existing streams.
+pub async fn expected_version_any<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("any");
+    let first = store
+        .append(append_of(&s, ExpectedVersion::Any, events(2)))
+        .await
+        .unwrap();
+    assert_eq!(first.version, 2);
+    let second = store
+        .append(append_of(&s, ExpectedVersion::Any, events(1)))
+        .await
+        .unwrap();
+    assert_eq!(second.version, 3);
+    assert_eq!(second.recorded[0].sequence, 3);
+}
+
+/// A refused append of several events and outbox messages writes none of them.
+pub async fn failed_append_writes_nothing<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("atomic");
+    store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(1)))
+        .await
+        .unwrap();
+    let before = all_events(&*store).await;
+    let mut refused = append_of(&s, ExpectedVersion::Exact(0), events(5));
+    refused.outbox = vec![message(1), message(2)];
+    assert!(store.append(refused).await.is_err());
+    // A duplicate outbox id fails the whole append too, events included.
+    let dup = message(3);
+    let mut duplicate = append_of(&s, ExpectedVersion::Exact(1), events(3));
+    duplicate.outbox = vec![dup.clone(), dup];
+    assert!(matches!(
+        store.append(duplicate).await,
+        Err(StoreError::Internal(_))
+    ));
+    assert_eq!(all_events(&*store).await, before);
+    assert_eq!(store.read_stream(&s).await.unwrap().len(), 1);
+    assert!(store
+        .fetch_outbox(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
+    // The stream still takes the next append at version 1.
+    store
+        .append(append_of(&s, ExpectedVersion::Exact(1), events(1)))
+        .await
+        .unwrap();
+}
+
+/// Equal aggregate ids in different instances or aggregate types are different streams.
+pub async fn streams_never_mix<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let a = StreamId::new(instance("inst-a"), "type.one", "same-id");
+    let b = StreamId::new(instance("inst-b"), "type.one", "same-id");
+    let c = StreamId::new(instance("inst-a"), "type.two", "same-id");
+    for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+        store
+            .append(append_of(s, ExpectedVersion::NoStream, events(i + 1)))
+            .await
+            .expect("each is a new stream");
+    }
+    for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+        let read = store.read_stream(s).await.unwrap();
+        assert_eq!(read.len(), i + 1);
+        assert!(read.iter().all(|e| &e.stream == s));
+    }
+}
+
+/// Many writers with the same expectation: exactly one wins, the others conflict.
+pub async fn concurrent_appends_have_one_winner<S: EventStore<TestEvent> + 'static>(store: Arc<S>) {
+    let s = stream("race");
+    store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(1)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let s = s.clone();
+            tokio::spawn(async move {
+                store
+                    .append(append_of(&s, ExpectedVersion::Exact(1), events(2)))
+                    .await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(outcome) => {
+                wins += 1;
+                assert_eq!(outcome.version, 3);
+            }
+            Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, 3),
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.read_stream(&s).await.unwrap().len(), 3);
+}
+
+/// A reader that pages through the feed while writers append sees every event exactly once,
+/// in increasing position order, even though writers commit out of order.
+pub async fn feed_never_skips_under_concurrent_writers<S: EventStore<TestEvent> + 'static>(
+    store: Arc<S>,
+) {
+    const WRITERS: usize = 8;
+    const APPENDS: usize = 25;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for a in 0..APPENDS {
+                    let s = stream(&format!("feed-writer-{w}-{a}"));
+                    store
+                        .append(append_of(&s, ExpectedVersion::NoStream, events(2)))
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            let expected = WRITERS * APPENDS * 2;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while seen.len() < expected && tokio::time::Instant::now() < deadline {
+                let page = store.read_all(after, 7).await.expect("read_all");
+                match page.last() {
+                    Some(last) => after = last.position,
+                    None => tokio::task::yield_now().await,
+                }
+                seen.extend(page.into_iter().map(|e| (e.position, e.stream, e.sequence)));
+            }
+            seen
+        })
+    };
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let seen = reader.await.expect("reader");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions increase"
+    );
+    let all: Vec<_> = all_events(&*store)
+        .await
+        .into_iter()
+        .map(|e| (e.position, e.stream, e.sequence))
+        .collect();
+    assert_eq!(all.len(), WRITERS * APPENDS * 2);
+    assert_eq!(seen, all, "the paging reader saw exactly the feed");
+}
+
+/// A 1 MiB payload is stored and read back intact.
+pub async fn one_mebibyte_payload<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("big");
+    let blob: String = (0..1024 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut e = event("test.big", 0);
+    e.event.body = json!({ "blob": blob });
+    store
+        .append(append_of(&s, ExpectedVersion::NoStream, vec![e.clone()]))
+        .await
+        .unwrap();
+    let read = store.read_stream(&s).await.unwrap();
+    assert_eq!(read[0].event, e.event);
+    assert_eq!(all_events(&*store).await[0].event, e.event);
+}
+
+/// Ids of 200 characters, multi-byte characters and SQL-like text round-trip unchanged.
+pub async fn unicode_and_long_ids<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let ids = [
+        "x".repeat(200),
+        "🦀".repeat(200),
+        "Zürich-東京-Ελλάδα".to_owned(),
+        "'; DROP TABLE events; --".to_owned(),
+        "with \"quotes\" and \\backslashes\\ and\nnewline".to_owned(),
+    ];
+    for id in &ids {
+        let s = StreamId::new(
+            InstanceId::parse("instance", id.clone()).unwrap(),
+            "type.ünïcode",
+            id.clone(),
+        );
+        let mut e = event("test.ünïcode.🦀", 1);
+        e.creator = PrincipalId::parse("creator", id.clone()).unwrap();
+        e.owner = OrganizationId::parse("owner", id.clone()).unwrap();
+        e.event.body = json!({ "text": id });
+        store
+            .append(append_of(&s, ExpectedVersion::NoStream, vec![e.clone()]))
+            .await
+            .unwrap();
+        let read = store.read_stream(&s).await.unwrap();
+        assert_eq!(read.len(), 1, "{id}");
+        assert_eq!(read[0].stream, s);
+        assert_eq!(read[0].event, e.event);
+        assert_eq!(read[0].creator, e.creator);
+        assert_eq!(read[0].owner, e.owner);
+    }
+}
+
+/// An append without events only checks the version: it writes nothing, creates no stream,
+/// returns the current version and conflicts on a wrong expectation.
+pub async fn empty_append_checks_version_only<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("empty");
+    let outcome = store
+        .append(append_of(&s, ExpectedVersion::NoStream, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.version, 0);
+    assert!(outcome.recorded.is_empty());
+    // No stream was created: NoStream still holds.
+    store
+        .append(append_of(&s, ExpectedVersion::NoStream, events(2)))
+        .await
+        .unwrap();
+    let ok = store
+        .append(append_of(&s, ExpectedVersion::Exact(2), vec![]))
+        .await
+        .unwrap();
+    assert_eq!(ok.version, 2);
+    let bad = store
+        .append(append_of(&s, ExpectedVersion::Exact(1), vec![]))
+        .await;
+    assert_conflict(bad, &s, ExpectedVersion::Exact(1), 2);
+    assert_eq!(all_events(&*store).await.len(), 2);
+}
+
+/// Outbox messages become visible exactly when their append commits.
+pub async fn outbox_only_if_committed<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("outbox-commit");
+    let committed = message(1);
+    let mut ok = append_of(&s, ExpectedVersion::NoStream, events(1));
+    ok.outbox = vec![committed.clone()];
+    store.append(ok).await.unwrap();
+    let mut refused = append_of(&s, ExpectedVersion::NoStream, events(1));
+    refused.outbox = vec![message(2)];
+    assert!(store.append(refused).await.is_err());
+    let fetched = store
+        .fetch_outbox(10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 1);
+    assert_eq!(fetched[0].id, committed.id);
+    assert_eq!(fetched[0].payload, committed.payload);
+    assert_eq!(fetched[0].stream, s);
+    assert_eq!(fetched[0].attempts, 1);
+}
+
+/// A fetched message is leased: nobody else gets it until the lease runs out; then it comes
+/// back with its attempt counted.
+pub async fn outbox_one_consumer_at_a_time<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("outbox-lease");
+    let mut a = append_of(&s, ExpectedVersion::NoStream, events(1));
+    a.outbox = vec![message(1), message(2), message(3)];
+    store.append(a).await.unwrap();
+    let lease = Duration::from_millis(400);
+    let first = store.fetch_outbox(2, lease).await.unwrap();
+    assert_eq!(first.len(), 2, "oldest first, up to the limit");
+    let second = store.fetch_outbox(10, lease).await.unwrap();
+    assert_eq!(second.len(), 1, "leased messages are not handed out again");
+    assert!(first.iter().all(|m| m.id != second[0].id));
+    assert!(store.fetch_outbox(10, lease).await.unwrap().is_empty());
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let again = store.fetch_outbox(10, lease).await.unwrap();
+    assert_eq!(again.len(), 3, "expired leases hand messages out again");
+    assert!(again.iter().all(|m| m.attempts == 2));
+}
+
+/// Consumers fetching at the same time never get the same message.
+pub async fn outbox_concurrent_consumers_never_share<S: EventStore<TestEvent> + 'static>(
+    store: Arc<S>,
+) {
+    let s = stream("outbox-race");
+    let mut a = append_of(&s, ExpectedVersion::NoStream, events(1));
+    a.outbox = (0..60).map(message).collect();
+    store.append(a).await.unwrap();
+    let consumers: Vec<_> = (0..6)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let batch = store
+                        .fetch_outbox(4, Duration::from_secs(60))
+                        .await
+                        .expect("fetch");
+                    if batch.is_empty() {
+                        break got;
+                    }
+                    got.extend(batch.into_iter().map(|m| m.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for c in consumers {
+        all.extend(c.await.expect("consumer"));
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 60, "every message handed out");
+    assert_eq!(unique.len(), 60, "none handed out twice");
+}
+
+/// A deleted message is gone for good, even after its lease would have run out.
+pub async fn outbox_deleted_never_returns<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("outbox-delete");
+    let mut a = append_of(&s, ExpectedVersion::NoStream, events(1));
+    a.outbox = vec![message(1), message(2)];
+    store.append(a).await.unwrap();
+    let lease = Duration::from_millis(200);
+    let fetched = store.fetch_outbox(10, lease).await.unwrap();
+    let ids: BTreeSet<_> = fetched.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), 2);
+    let gone = fetched[0].id;
+    assert!(store.delete_outbox(gone).await.unwrap());
+    assert!(!store.delete_outbox(gone).await.unwrap(), "second delete");
+    assert!(!store.delete_outbox(Uuid::now_v7()).await.unwrap());
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let again = store.fetch_outbox(10, lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].id, gone);
+}

@@ -1,0 +1,172 @@
+//! Test doubles for the ports other than the event store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use otp_sms_core::{
+    Authorizer, InstanceId, OrganizationId, PortError, PrincipalId, Sms, SmsSender, UserDirectory,
+    UserId, UserRecord,
+};
+
+/// A user directory held in memory.
+#[derive(Debug, Default)]
+pub struct StaticUsers {
+    users: HashMap<(InstanceId, UserId), OrganizationId>,
+    domains: HashMap<(InstanceId, String), OrganizationId>,
+    unavailable: AtomicBool,
+}
+
+impl StaticUsers {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds user `user` of organization `org` in `instance` (panics on invalid ids: test input).
+    pub fn with_user(mut self, instance: &str, user: &str, org: &str) -> Self {
+        self.users.insert(
+            (
+                InstanceId::parse("instance", instance).expect("test instance id"),
+                UserId::parse("id", user).expect("test user id"),
+            ),
+            OrganizationId::parse("organization", org).expect("test org id"),
+        );
+        self
+    }
+
+    /// Adds the primary domain of an organization.
+    pub fn with_domain(mut self, instance: &str, domain: &str, org: &str) -> Self {
+        self.domains.insert(
+            (
+                InstanceId::parse("instance", instance).expect("test instance id"),
+                domain.to_owned(),
+            ),
+            OrganizationId::parse("organization", org).expect("test org id"),
+        );
+        self
+    }
+
+    /// Makes every lookup fail as unreachable (or work again).
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), PortError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(PortError::Unavailable("user directory is down".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UserDirectory for StaticUsers {
+    async fn find_user(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<UserRecord>, PortError> {
+        self.check()?;
+        Ok(self
+            .users
+            .get(&(instance.clone(), user.clone()))
+            .map(|org| UserRecord {
+                id: user.clone(),
+                organization: org.clone(),
+            }))
+    }
+
+    async fn organization_by_domain(
+        &self,
+        instance: &InstanceId,
+        domain: &str,
+    ) -> Result<Option<OrganizationId>, PortError> {
+        self.check()?;
+        Ok(self
+            .domains
+            .get(&(instance.clone(), domain.to_owned()))
+            .cloned())
+    }
+}
+
+/// An authorizer with a fixed set of grants: (instance, principal, organization, permission).
+#[derive(Debug, Default)]
+pub struct StaticAuthorizer {
+    grants: HashSet<(String, String, String, String)>,
+}
+
+impl StaticAuthorizer {
+    /// No grants: only users themselves may act.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Grants `permission` in `org` of `instance` to `principal`.
+    pub fn grant(mut self, instance: &str, principal: &str, org: &str, permission: &str) -> Self {
+        self.grants.insert((
+            instance.to_owned(),
+            principal.to_owned(),
+            org.to_owned(),
+            permission.to_owned(),
+        ));
+        self
+    }
+}
+
+#[async_trait]
+impl Authorizer for StaticAuthorizer {
+    async fn has_permission(
+        &self,
+        instance: &InstanceId,
+        principal: &PrincipalId,
+        organization: &OrganizationId,
+        permission: &str,
+    ) -> Result<bool, PortError> {
+        Ok(self.grants.contains(&(
+            instance.as_str().to_owned(),
+            principal.as_str().to_owned(),
+            organization.as_str().to_owned(),
+            permission.to_owned(),
+        )))
+    }
+}
+
+/// An SMS sender that keeps what it was asked to send, and can be made to fail.
+#[derive(Debug, Default)]
+pub struct RecordingSender {
+    sent: Mutex<Vec<Sms>>,
+    failing: AtomicBool,
+}
+
+impl RecordingSender {
+    /// A sender that succeeds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every send fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Everything sent so far.
+    pub fn sent(&self) -> Vec<Sms> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl SmsSender for RecordingSender {
+    async fn send(&self, sms: &Sms) -> Result<(), PortError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(PortError::Unavailable("SMS provider is down".into()));
+        }
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sms.clone());
+        Ok(())
+    }
+}
