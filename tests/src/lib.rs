@@ -1,1 +1,11 @@
-//! End-to-end tests live in `tests/`.
+//! Shared set-up for the end-to-end tests: a PostgreSQL database for tests, with one schema per
+//! test, and a command service fixture over either store.
+//!
+//! PostgreSQL is found this way, and a test never skips silently:
+//! 1. `DATABASE_URL`, when set, names the server (CI sets it);
+//! 2. otherwise a throwaway cluster is started from the local server binaries (`initdb`,
+//!    `pg_ctl`) in a temporary directory, and reused by later test processes;
+//! 3. otherwise the test fails with a message that says how to fix it.
+
+pub mod fixture;
+pub mod pg;

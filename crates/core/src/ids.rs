@@ -38,6 +38,11 @@ macro_rules! id_newtype {
             pub fn parse(field: &'static str, value: impl Into<String>) -> Result<Self, Error> {
                 let value = value.into();
                 check_length(field, &value, MAX_ID_CHARS)?;
+                // Control characters (NUL above all) have no place in an id, and PostgreSQL
+                // text cannot hold NUL: refusing them keeps every store equivalent.
+                if value.chars().any(char::is_control) {
+                    return Err(Error::invalid(field, "must not contain control characters"));
+                }
                 Ok(Self(value))
             }
 
@@ -116,5 +121,7 @@ mod tests {
         // 200 four-byte characters are 800 bytes but still 200 characters.
         assert!(UserId::parse("id", "🦀".repeat(200)).is_ok());
         assert!(UserId::parse("id", "🦀".repeat(201)).is_err());
+        assert!(UserId::parse("id", "a\0b").is_err());
+        assert!(UserId::parse("id", "a\nb").is_err());
     }
 }

@@ -1,0 +1,124 @@
+//! A command service over either store, with test doubles for users, permissions and SMS.
+
+use std::sync::Arc;
+
+use chrono::{DurationRound, Utc};
+use otp_sms_core::{
+    AddRequest, AddResponse, Caller, CodeKey, CodeKeyRing, CommandService, Event, EventStore,
+    InstanceId, KeyId, ManualClock, PhoneVerification, PrincipalId, RecordedEvent,
+};
+use otp_sms_memory::MemoryStore;
+use otp_sms_postgres::PgStore;
+use otp_sms_testkit::doubles::{RecordingSender, StaticAuthorizer, StaticUsers};
+
+use crate::pg;
+
+/// Which event store a fixture runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `otp-sms-memory`.
+    Memory,
+    /// `otp-sms-postgres`, in a fresh schema.
+    Postgres,
+}
+
+/// The instance every fixture user lives in.
+pub const INSTANCE: &str = "inst-1";
+
+/// A service and everything around it.
+///
+/// Users of instance `inst-1`: `user-1` and `user-2` of `org-1`, `admin` of `org-1` holding
+/// `user.write` there, and `stranger` of `org-2` holding nothing. `org-1` has the domain
+/// `org-1.example.com`.
+pub struct Fixture {
+    /// The service under test.
+    pub service: CommandService,
+    /// The store behind it.
+    pub store: Arc<dyn EventStore<Event>>,
+    /// The service's clock.
+    pub clock: Arc<ManualClock>,
+    /// The user directory (can be made unavailable).
+    pub users: Arc<StaticUsers>,
+    /// Where SMS go.
+    pub sender: Arc<RecordingSender>,
+    pg: Option<Arc<PgStore<Event>>>,
+}
+
+/// The key ring of every fixture.
+pub fn keys() -> CodeKeyRing {
+    CodeKeyRing::new(CodeKey::new(KeyId::new("test-key"), &[0x5a; 32]))
+}
+
+impl Fixture {
+    /// A fixture on `backend`.
+    pub async fn new(backend: Backend) -> Self {
+        // Microseconds: what PostgreSQL keeps.
+        let start = Utc::now()
+            .duration_trunc(chrono::Duration::microseconds(1))
+            .expect("truncate");
+        let clock = Arc::new(ManualClock::new(start));
+        let (store, pg): (Arc<dyn EventStore<Event>>, _) = match backend {
+            Backend::Memory => (Arc::new(MemoryStore::with_clock(clock.clone())), None),
+            Backend::Postgres => {
+                let store = Arc::new(pg::fresh_store::<Event>().await);
+                (store.clone(), Some(store))
+            }
+        };
+        let users = Arc::new(
+            StaticUsers::new()
+                .with_user(INSTANCE, "user-1", "org-1")
+                .with_user(INSTANCE, "user-2", "org-1")
+                .with_user(INSTANCE, "admin", "org-1")
+                .with_user(INSTANCE, "stranger", "org-2")
+                .with_domain(INSTANCE, "org-1.example.com", "org-1"),
+        );
+        let authorizer =
+            Arc::new(StaticAuthorizer::new().grant(INSTANCE, "admin", "org-1", "user.write"));
+        let service = CommandService::new(store.clone(), users.clone(), authorizer, keys())
+            .with_clock(clock.clone());
+        Self {
+            service,
+            store,
+            clock,
+            users,
+            sender: Arc::new(RecordingSender::new()),
+            pg,
+        }
+    }
+
+    /// Drops the PostgreSQL schema, if any.
+    pub async fn finish(self) {
+        if let Some(pg) = self.pg {
+            pg::drop_store(&pg).await;
+        }
+    }
+
+    /// A caller in the fixture's instance.
+    pub fn caller(principal: &str) -> Caller {
+        Caller {
+            instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
+            principal: PrincipalId::parse("principal", principal).expect("valid"),
+        }
+    }
+
+    /// `user` adds `+41791234567` for themselves.
+    pub async fn add(&self, user: &str, verification: PhoneVerification) -> AddResponse {
+        self.service
+            .add(
+                &Self::caller(user),
+                AddRequest {
+                    user_id: user.to_owned(),
+                    organization: None,
+                    phone: "+41791234567".to_owned(),
+                    verification,
+                },
+            )
+            .await
+            .expect("add")
+    }
+
+    /// Every event in the store, in feed order.
+    pub async fn feed(&self) -> Vec<RecordedEvent<Event>> {
+        self.store.read_all(0, usize::MAX).await.expect("read_all")
+    }
+}
