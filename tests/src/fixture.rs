@@ -117,6 +117,14 @@ impl Fixture {
             .expect("add")
     }
 
+    /// Waits out an outbox lease on both clocks: the database's and the fixture's.
+    pub async fn let_lease_run_out(&self, lease: std::time::Duration) {
+        let margin = std::time::Duration::from_millis(200);
+        tokio::time::sleep(lease + margin).await;
+        self.clock
+            .advance(chrono::Duration::from_std(lease + margin).expect("small duration"));
+    }
+
     /// Every event in the store, in feed order.
     pub async fn feed(&self) -> Vec<RecordedEvent<Event>> {
         self.store.read_all(0, usize::MAX).await.expect("read_all")

@@ -56,7 +56,7 @@ impl Given {
         self
     }
 
-    fn as_user(mut self, user: &str) -> Self {
+    fn for_user(mut self, user: &str) -> Self {
         self.user = UserId::parse("id", user).unwrap();
         self
     }
@@ -226,7 +226,7 @@ fn verify_of_an_absent_registration_is_not_found() {
 #[test]
 fn verify_of_another_users_registration_is_not_found() {
     assert_eq!(
-        given(added()).as_user("user-2").when(verify(RIGHT), t(1)),
+        given(added()).for_user("user-2").when(verify(RIGHT), t(1)),
         rejected(Error::RegistrationNotFound)
     );
 }

@@ -17,7 +17,7 @@
 //! ```no_run
 //! # async fn run() -> Result<(), otp_sms_core::StoreError> {
 //! use otp_sms_postgres::PgStore;
-//! let pool = PgStore::pool_options().connect_lazy("postgres://postgres@127.0.0.1/app").unwrap();
+//! let pool = otp_sms_postgres::pool_options().connect_lazy("postgres://postgres@127.0.0.1/app").unwrap();
 //! let store = PgStore::<otp_sms_core::Event>::new(pool, "otp_sms")?;
 //! store.migrate().await?;
 //! # Ok(()) }
@@ -195,16 +195,16 @@ fn recorded<E: EventPayload>(row: PgRow) -> Result<RecordedEvent<E>, StoreError>
     })
 }
 
-impl<E> PgStore<E> {
-    /// Pool settings that suit the store: see `docs/operations.md` for what each means.
-    pub fn pool_options() -> PgPoolOptions {
-        PgPoolOptions::new()
-            .max_connections(16)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(5))
-            .idle_timeout(Some(Duration::from_secs(300)))
-    }
+/// Pool settings that suit the store: see `docs/operations.md` for what each means.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Some(Duration::from_secs(300)))
+}
 
+impl<E> PgStore<E> {
     /// A store in `schema` (lowercase letters, digits and `_`, at most 63 characters).
     /// Does not touch the database: call [`PgStore::migrate`] to create or update the tables.
     pub fn new(pool: PgPool, schema: &str) -> Result<Self, StoreError> {

@@ -4,19 +4,23 @@
 //! [`store_conformance_tests!`](crate::store_conformance_tests) macro turns all of them into
 //! `#[tokio::test]`s for a [`StoreFactory`], so a store author writes:
 //!
-//! ```ignore
-//! // tests/conformance.rs of a third-party store crate; needs `tokio` as a dev-dependency.
+//! ```
+//! // tests/conformance.rs of a store crate; needs `tokio` and `async-trait` as dev-dependencies.
+//! use otp_sms_testkit::{StoreFactory, TestEvent};
+//!
 //! struct MyFactory;
 //!
 //! #[async_trait::async_trait]
-//! impl otp_sms_testkit::StoreFactory for MyFactory {
-//!     type Store = my_store::MyStore<otp_sms_testkit::TestEvent>;
+//! impl StoreFactory for MyFactory {
+//!     // Your store here; the in-memory one stands in for it.
+//!     type Store = otp_sms_memory::MemoryStore<TestEvent>;
 //!     async fn create(&self) -> Self::Store {
-//!         my_store::MyStore::connect_fresh().await
+//!         otp_sms_memory::MemoryStore::new()
 //!     }
 //! }
 //!
 //! otp_sms_testkit::store_conformance_tests!(MyFactory);
+//! # fn main() {}
 //! ```
 //!
 //! Decisions the suite pins (see `docs/event-store.md`):

@@ -1,0 +1,780 @@
+//! The command service's whole flow, run against both stores: add, verify, resend, remove,
+//! the SMS notifier, every error case, and the 50-task concurrency tests.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otp_sms_core::{
+    AddRequest, Caller, CodeKey, CodeKeyRing, CommandService, Delivery, Error, Event, EventPayload,
+    KeyId, OrganizationRef, OwnerType, PhoneVerification, Precondition, RegistrationRequest,
+    RpcCode, Status, VerifyRequest,
+};
+use otp_sms_postgres::PgStore;
+use otp_sms_testkit::doubles::{StaticAuthorizer, StaticUsers};
+use otp_sms_tests::fixture::{Backend, Fixture};
+
+fn verify_req(user: &str, registration: &str, code: &str) -> VerifyRequest {
+    VerifyRequest {
+        user_id: user.to_owned(),
+        organization: None,
+        registration_id: registration.to_owned(),
+        code: code.to_owned(),
+    }
+}
+
+fn target(user: &str, registration: &str) -> RegistrationRequest {
+    RegistrationRequest {
+        user_id: user.to_owned(),
+        organization: None,
+        registration_id: registration.to_owned(),
+    }
+}
+
+fn wrong(code: &str) -> String {
+    // A different code of the same length.
+    code.chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect()
+}
+
+async fn returned_code(f: &Fixture) -> (String, String) {
+    let added = f.add("user-1", PhoneVerification::ReturnCode).await;
+    let code = added
+        .verification_code
+        .expect("return_code returns the code")
+        .expose()
+        .to_owned();
+    (added.registration_id.into_string(), code)
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let f = otp_sms_tests::fixture::Fixture::new(super::Backend::Memory).await;
+                    super::$name(&f).await;
+                    f.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let f = otp_sms_tests::fixture::Fixture::new(super::Backend::Postgres).await;
+                    super::$name(&f).await;
+                    f.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    add_with_return_code_then_verify_returns_the_details,
+    add_as_verified_needs_no_code,
+    add_refuses_bad_input_and_writes_nothing,
+    verify_checks_in_the_documented_order,
+    verify_accepts_the_organization_by_id_or_domain,
+    an_administrator_with_user_write_may_verify_for_a_user,
+    wrong_codes_are_recorded_and_burn_the_code_after_five,
+    an_expired_code_is_refused,
+    a_verified_registration_refuses_another_verify,
+    bad_input_changes_nothing,
+    resend_is_rate_limited_and_voids_the_old_code,
+    remove_then_nothing_is_found,
+    the_notifier_sends_once_and_records_code_sent,
+    the_notifier_retries_a_failed_send_and_drops_expired_codes,
+    no_recoverable_code_remains_at_rest_after_delivery,
+    fifty_tasks_with_the_right_code_verify_exactly_once,
+    fifty_tasks_with_wrong_codes_record_exactly_the_limit,
+    an_unreachable_user_directory_is_unavailable,
+);
+
+async fn add_with_return_code_then_verify_returns_the_details(f: &Fixture) {
+    let added = f.add("user-1", PhoneVerification::ReturnCode).await;
+    let registration = added.registration_id.as_str().to_owned();
+    let code = added.verification_code.clone().unwrap();
+    assert_eq!(code.expose().len(), 8);
+    assert_eq!(added.details.id, added.registration_id);
+    assert_eq!(added.details.owner.owner_type, OwnerType::Org);
+    assert_eq!(added.details.owner.id, "org-1");
+
+    let details = f
+        .service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req("user-1", &registration, code.expose()),
+        )
+        .await
+        .expect("verify");
+    let stream = f
+        .store
+        .read_stream(&CommandService::stream_id(
+            &Fixture::caller("user-1").instance,
+            &added.registration_id,
+        ))
+        .await
+        .unwrap();
+    let types: Vec<_> = stream.iter().map(|e| e.event.event_type()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "user.otp_sms.added",
+            "user.otp_sms.code.added",
+            "user.otp_sms.verified"
+        ]
+    );
+    assert_eq!(details.id.as_str(), registration);
+    assert_eq!(
+        details.created, stream[0].created_at,
+        "created = first event"
+    );
+    assert_eq!(
+        details.changed, stream[2].created_at,
+        "changed = verified event"
+    );
+    assert_eq!(details.owner.owner_type, OwnerType::Org);
+    assert_eq!(details.owner.id, "org-1");
+    assert!(stream.iter().all(|e| e.owner.as_str() == "org-1"));
+    assert!(stream.iter().all(|e| e.creator.as_str() == "user-1"));
+    // Nothing to send: the code was returned.
+    assert!(f
+        .store
+        .fetch_outbox(10, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn add_as_verified_needs_no_code(f: &Fixture) {
+    let added = f.add("user-1", PhoneVerification::IsVerified(true)).await;
+    assert!(added.verification_code.is_none());
+    let err = f
+        .service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req("user-1", added.registration_id.as_str(), "12345678"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::FailedPrecondition(Precondition::AlreadyVerified)
+    );
+}
+
+async fn add_refuses_bad_input_and_writes_nothing(f: &Fixture) {
+    let caller = Fixture::caller("user-1");
+    let cases = [
+        ("", "+41791234567", PhoneVerification::SendCode, "id"),
+        ("user-1", "", PhoneVerification::SendCode, "phone.number"),
+        (
+            "user-1",
+            "+4179123456789012345678",
+            PhoneVerification::SendCode,
+            "phone.number",
+        ),
+        (
+            "user-1",
+            "not a phone",
+            PhoneVerification::SendCode,
+            "phone.number",
+        ),
+        (
+            "user-1",
+            "+41791234567",
+            PhoneVerification::IsVerified(false),
+            "phone.is_verified",
+        ),
+    ];
+    for (user, phone, verification, field) in cases {
+        let err = f
+            .service
+            .add(
+                &caller,
+                AddRequest {
+                    user_id: user.to_owned(),
+                    organization: None,
+                    phone: phone.to_owned(),
+                    verification,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { field: f, .. } if *f == field),
+            "{user:?} {phone:?}: {err:?}"
+        );
+        assert_eq!(err.http_status(), 400);
+    }
+    let unknown = f
+        .service
+        .add(
+            &Fixture::caller("nobody"),
+            AddRequest {
+                user_id: "nobody".into(),
+                organization: None,
+                phone: "+41791234567".into(),
+                verification: PhoneVerification::SendCode,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown, Error::UserNotFound);
+    let denied = f
+        .service
+        .add(
+            &Fixture::caller("stranger"),
+            AddRequest {
+                user_id: "user-1".into(),
+                organization: None,
+                phone: "+41791234567".into(),
+                verification: PhoneVerification::SendCode,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(denied, Error::PermissionDenied);
+    assert!(f.feed().await.is_empty());
+}
+
+async fn verify_checks_in_the_documented_order(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let user = Fixture::caller("user-1");
+    let stranger = Fixture::caller("stranger");
+    let cases: Vec<(Caller, VerifyRequest, RpcCode)> = vec![
+        // 1. The code's bounds come first, even for an unknown user or a stranger.
+        (
+            stranger.clone(),
+            verify_req("nobody", "nope", ""),
+            RpcCode::InvalidArgument,
+        ),
+        (
+            stranger.clone(),
+            verify_req("nobody", "nope", &"1".repeat(201)),
+            RpcCode::InvalidArgument,
+        ),
+        // 2. Then the user.
+        (
+            stranger.clone(),
+            verify_req("nobody", &registration, &code),
+            RpcCode::NotFound,
+        ),
+        (
+            stranger.clone(),
+            VerifyRequest {
+                organization: Some(OrganizationRef::Id("org-2".into())),
+                ..verify_req("user-1", &registration, &code)
+            },
+            RpcCode::NotFound,
+        ),
+        (
+            stranger.clone(),
+            VerifyRequest {
+                organization: Some(OrganizationRef::Domain("unknown.example.com".into())),
+                ..verify_req("user-1", &registration, &code)
+            },
+            RpcCode::NotFound,
+        ),
+        // 3. Then the caller's right.
+        (
+            stranger.clone(),
+            verify_req("user-1", "nope", &code),
+            RpcCode::PermissionDenied,
+        ),
+        // 4. Then the registration: unknown, or another user's.
+        (
+            user.clone(),
+            verify_req("user-1", "nope", &code),
+            RpcCode::NotFound,
+        ),
+        (
+            Fixture::caller("user-2"),
+            verify_req("user-2", &registration, &code),
+            RpcCode::NotFound,
+        ),
+    ];
+    for (caller, req, expected) in cases {
+        let err = f.service.verify(&caller, req.clone()).await.unwrap_err();
+        assert_eq!(err.rpc_code(), expected, "{:?} -> {err:?}", req.user_id);
+    }
+    // None of that wrote anything beyond the add.
+    assert_eq!(f.feed().await.len(), 2);
+    // A 200-character multi-byte code passes the bounds and is just wrong.
+    let err = f
+        .service
+        .verify(&user, verify_req("user-1", &registration, &"é".repeat(200)))
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::WrongCode);
+    f.service
+        .verify(&user, verify_req("user-1", &registration, &code))
+        .await
+        .expect("the right code still works");
+}
+
+async fn verify_accepts_the_organization_by_id_or_domain(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let by_domain = VerifyRequest {
+        organization: Some(OrganizationRef::Domain("org-1.example.com".into())),
+        ..verify_req("user-1", &registration, &wrong(&code))
+    };
+    assert_eq!(
+        f.service
+            .verify(&Fixture::caller("user-1"), by_domain)
+            .await
+            .unwrap_err(),
+        Error::WrongCode
+    );
+    let by_id = VerifyRequest {
+        organization: Some(OrganizationRef::Id("org-1".into())),
+        ..verify_req("user-1", &registration, &code)
+    };
+    f.service
+        .verify(&Fixture::caller("user-1"), by_id)
+        .await
+        .expect("verify with the expected organization");
+}
+
+async fn an_administrator_with_user_write_may_verify_for_a_user(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let details = f
+        .service
+        .verify(
+            &Fixture::caller("admin"),
+            verify_req("user-1", &registration, &code),
+        )
+        .await
+        .expect("admin verifies");
+    assert_eq!(details.owner.id, "org-1");
+    let feed = f.feed().await;
+    assert_eq!(feed.last().unwrap().creator.as_str(), "admin");
+}
+
+async fn wrong_codes_are_recorded_and_burn_the_code_after_five(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let caller = Fixture::caller("user-1");
+    for attempt in 1..=5 {
+        let err = f
+            .service
+            .verify(&caller, verify_req("user-1", &registration, &wrong(&code)))
+            .await
+            .unwrap_err();
+        assert_eq!(err, Error::WrongCode, "attempt {attempt}");
+        assert_eq!(err.http_status(), 400);
+    }
+    let err = f
+        .service
+        .verify(&caller, verify_req("user-1", &registration, &code))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::FailedPrecondition(Precondition::TooManyAttempts)
+    );
+    let failed = f
+        .feed()
+        .await
+        .iter()
+        .filter(|e| matches!(e.event, Event::CheckFailed(_)))
+        .count();
+    assert_eq!(failed, 5);
+    // Only a new code helps.
+    f.clock.advance(chrono::Duration::seconds(60));
+    let resent = f
+        .service
+        .resend_code(&caller, target("user-1", &registration), Delivery::Return)
+        .await
+        .expect("resend");
+    let new_code = resent.verification_code.unwrap();
+    f.service
+        .verify(
+            &caller,
+            verify_req("user-1", &registration, new_code.expose()),
+        )
+        .await
+        .expect("the new code works");
+}
+
+async fn an_expired_code_is_refused(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    f.clock.advance(chrono::Duration::minutes(5));
+    let err = f
+        .service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req("user-1", &registration, &code),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::FailedPrecondition(Precondition::CodeExpired));
+    assert_eq!(err.rpc_code(), RpcCode::FailedPrecondition);
+    assert_eq!(
+        f.feed().await.len(),
+        2,
+        "an expired attempt records nothing"
+    );
+}
+
+async fn a_verified_registration_refuses_another_verify(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let caller = Fixture::caller("user-1");
+    f.service
+        .verify(&caller, verify_req("user-1", &registration, &code))
+        .await
+        .unwrap();
+    for c in [code.clone(), wrong(&code)] {
+        let err = f
+            .service
+            .verify(&caller, verify_req("user-1", &registration, &c))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::FailedPrecondition(Precondition::AlreadyVerified)
+        );
+    }
+    assert_eq!(f.feed().await.len(), 3);
+}
+
+async fn bad_input_changes_nothing(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let before = f.feed().await;
+    let caller = Fixture::caller("user-1");
+    let long_id = "u".repeat(201);
+    let nasty = [
+        verify_req("user-1", &registration, ""),
+        verify_req("user-1", &registration, &"9".repeat(201)),
+        verify_req("user-1", &registration, &"🦀".repeat(201)),
+        verify_req(&long_id, &registration, &code),
+        verify_req("user-1", &"r".repeat(201), &code),
+        verify_req("user-1", "", &code),
+        verify_req("user-1\0", &registration, &code),
+        verify_req("user-1'; DROP TABLE events; --", &registration, &code),
+        verify_req("user-1", "' OR '1'='1", &code),
+    ];
+    for req in nasty {
+        let err = f.service.verify(&caller, req).await.unwrap_err();
+        assert!(
+            matches!(err.rpc_code(), RpcCode::InvalidArgument | RpcCode::NotFound),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        f.feed().await,
+        before,
+        "the store holds exactly what it held"
+    );
+    f.service
+        .verify(&caller, verify_req("user-1", &registration, &code))
+        .await
+        .expect("and the registration still works");
+}
+
+async fn resend_is_rate_limited_and_voids_the_old_code(f: &Fixture) {
+    let (registration, old) = returned_code(f).await;
+    let caller = Fixture::caller("user-1");
+    f.clock.advance(chrono::Duration::seconds(30));
+    let err = f
+        .service
+        .resend_code(&caller, target("user-1", &registration), Delivery::Return)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::RateLimited {
+            retry_after: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(err.http_status(), 429);
+    f.clock.advance(chrono::Duration::seconds(30));
+    let resent = f
+        .service
+        .resend_code(&caller, target("user-1", &registration), Delivery::Return)
+        .await
+        .expect("resend after 60 s");
+    let new = resent.verification_code.unwrap();
+    let err = f
+        .service
+        .verify(&caller, verify_req("user-1", &registration, &old))
+        .await;
+    // The old code is void (a wrong code now), unless both codes happen to be equal.
+    if old != new.expose() {
+        assert_eq!(err.unwrap_err(), Error::WrongCode);
+    }
+    f.service
+        .verify(&caller, verify_req("user-1", &registration, new.expose()))
+        .await
+        .expect("the new code works");
+}
+
+async fn remove_then_nothing_is_found(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let caller = Fixture::caller("user-1");
+    let denied = f
+        .service
+        .remove(
+            &Fixture::caller("stranger"),
+            target("user-1", &registration),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(denied, Error::PermissionDenied);
+    let details = f
+        .service
+        .remove(&caller, target("user-1", &registration))
+        .await
+        .expect("remove");
+    assert_eq!(details.id.as_str(), registration);
+    assert_eq!(details.changed, f.feed().await.last().unwrap().created_at);
+    for err in [
+        f.service
+            .verify(&caller, verify_req("user-1", &registration, &code))
+            .await
+            .unwrap_err(),
+        f.service
+            .remove(&caller, target("user-1", &registration))
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err, Error::RegistrationNotFound);
+        assert_eq!(err.http_status(), 404);
+    }
+}
+
+async fn the_notifier_sends_once_and_records_code_sent(f: &Fixture) {
+    let added = f.add("user-1", PhoneVerification::SendCode).await;
+    assert!(
+        added.verification_code.is_none(),
+        "send_code returns no code"
+    );
+    let lease = Duration::from_secs(30);
+    let report = f
+        .service
+        .deliver_pending(&*f.sender, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.dropped, report.failed), (1, 0, 0));
+    let sent = f.sender.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].phone.as_e164(), "+41791234567");
+    assert_eq!(sent[0].registration, added.registration_id);
+    // Nothing left to deliver, and `code sent` is recorded once.
+    let again = f
+        .service
+        .deliver_pending(&*f.sender, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!((again.sent, again.dropped, again.failed), (0, 0, 0));
+    assert_eq!(f.sender.sent().len(), 1);
+    let code_sent = f
+        .feed()
+        .await
+        .iter()
+        .filter(|e| matches!(e.event, Event::CodeSent(_)))
+        .count();
+    assert_eq!(code_sent, 1);
+    f.service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req(
+                "user-1",
+                added.registration_id.as_str(),
+                sent[0].code.expose(),
+            ),
+        )
+        .await
+        .expect("the SMS code verifies");
+}
+
+async fn the_notifier_retries_a_failed_send_and_drops_expired_codes(f: &Fixture) {
+    let first = f.add("user-1", PhoneVerification::SendCode).await;
+    let lease = Duration::from_millis(300);
+    f.sender.set_failing(true);
+    let report = f
+        .service
+        .deliver_pending(&*f.sender, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.failed), (0, 1));
+    // Still pending, registration still unsent.
+    f.sender.set_failing(false);
+    f.let_lease_run_out(lease).await;
+    let report = f
+        .service
+        .deliver_pending(&*f.sender, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 1, "retried after the lease");
+    assert_eq!(f.sender.sent()[0].registration, first.registration_id);
+
+    // A code that expires before it could be sent is dropped, not sent late.
+    f.add("user-2", PhoneVerification::SendCode).await;
+    f.clock.advance(chrono::Duration::minutes(6));
+    let report = f
+        .service
+        .deliver_pending(&*f.sender, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.dropped), (0, 1));
+    assert_eq!(f.sender.sent().len(), 1);
+    assert!(f.store.fetch_outbox(10, lease).await.unwrap().is_empty());
+}
+
+async fn no_recoverable_code_remains_at_rest_after_delivery(f: &Fixture) {
+    let added = f.add("user-1", PhoneVerification::SendCode).await;
+    // Before delivery, the only copy is encrypted in the outbox.
+    let pending = f
+        .store
+        .fetch_outbox(10, Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    f.let_lease_run_out(Duration::from_millis(1)).await;
+    f.service
+        .deliver_pending(&*f.sender, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let code = f.sender.sent()[0].code.expose().to_owned();
+    assert!(!pending[0].payload.to_string().contains(&code));
+    for e in f.feed().await {
+        let json = e.event.to_json().unwrap().to_string();
+        assert!(!json.contains(&code), "{json}");
+        assert!(!format!("{e:?}").contains(&code));
+    }
+    assert!(f
+        .store
+        .fetch_outbox(10, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .is_empty());
+    let state = otp_sms_core::Registration::from_events(
+        &f.feed()
+            .await
+            .into_iter()
+            .map(|e| e.event)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(state.status, Status::Unverified);
+    let _ = added;
+}
+
+async fn fifty_tasks_with_the_right_code_verify_exactly_once(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let service = Arc::new(f.service.clone());
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let service = Arc::clone(&service);
+            let req = verify_req("user-1", &registration, &code);
+            tokio::spawn(async move { service.verify(&Fixture::caller("user-1"), req).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e, Error::FailedPrecondition(Precondition::AlreadyVerified)),
+        }
+    }
+    assert_eq!(ok, 1);
+    let verified = f
+        .feed()
+        .await
+        .iter()
+        .filter(|e| matches!(e.event, Event::Verified(_)))
+        .count();
+    assert_eq!(verified, 1);
+}
+
+async fn fifty_tasks_with_wrong_codes_record_exactly_the_limit(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let service = Arc::new(f.service.clone());
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let service = Arc::clone(&service);
+            let req = verify_req("user-1", &registration, &wrong(&code));
+            tokio::spawn(async move { service.verify(&Fixture::caller("user-1"), req).await })
+        })
+        .collect();
+    let mut wrong_answers = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap_err() {
+            Error::WrongCode => wrong_answers += 1,
+            e => assert_eq!(e, Error::FailedPrecondition(Precondition::TooManyAttempts)),
+        }
+    }
+    let limit = f.service.policy().max_failed_checks() as usize;
+    assert_eq!(wrong_answers, limit);
+    let failed = f
+        .feed()
+        .await
+        .iter()
+        .filter(|e| matches!(e.event, Event::CheckFailed(_)))
+        .count();
+    assert_eq!(failed, limit);
+    let later = f
+        .service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req("user-1", &registration, &code),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        later,
+        Error::FailedPrecondition(Precondition::TooManyAttempts)
+    );
+}
+
+async fn an_unreachable_user_directory_is_unavailable(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    f.users.set_unavailable(true);
+    let err = f
+        .service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req("user-1", &registration, &code),
+        )
+        .await
+        .unwrap_err();
+    f.users.set_unavailable(false);
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert_eq!(err.http_status(), 503);
+}
+
+/// A PostgreSQL server that cannot be reached makes every call UNAVAILABLE, not a panic.
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable() {
+    let pool = otp_sms_postgres::pool_options()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .unwrap();
+    let store = Arc::new(PgStore::<Event>::new(pool, "otp_sms").unwrap());
+    let users = Arc::new(StaticUsers::new().with_user("inst-1", "user-1", "org-1"));
+    let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[1; 32]));
+    let service = CommandService::new(store, users, Arc::new(StaticAuthorizer::new()), keys);
+    let err = service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req("user-1", "some-registration", "12345678"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert_eq!(err.rpc_code(), RpcCode::Unavailable);
+}
+
+/// Registration ids are unique across many adds.
+#[tokio::test]
+async fn registration_ids_are_unique() {
+    let f = Fixture::new(Backend::Memory).await;
+    let mut ids = HashSet::new();
+    for _ in 0..200 {
+        let added = f.add("user-1", PhoneVerification::IsVerified(true)).await;
+        assert!(ids.insert(added.registration_id));
+    }
+}
