@@ -9,3 +9,8 @@
 
 pub mod fixture;
 pub mod pg;
+
+/// The README's code blocks compile (`cargo test --doc -p otp-sms-tests`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
