@@ -3,9 +3,10 @@
 //!
 //! PostgreSQL is found this way, and a test never skips silently:
 //! 1. `DATABASE_URL`, when set, names the server (CI sets it);
-//! 2. otherwise a throwaway cluster is started from the local server binaries (`initdb`,
+//! 2. otherwise a server listening on 127.0.0.1:5432 is used (`postgres@…/postgres`);
+//! 3. otherwise a throwaway cluster is started from the local server binaries (`initdb`,
 //!    `pg_ctl`) in a temporary directory, and reused by later test processes;
-//! 3. otherwise the test fails with a message that says how to fix it.
+//! 4. otherwise the test fails with a message that says how to fix it.
 
 pub mod fixture;
 pub mod pg;

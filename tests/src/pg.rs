@@ -23,10 +23,22 @@ pub fn database_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => url,
+        _ if local_server_listens() => LOCAL_URL.to_owned(),
         _ => throwaway_cluster().unwrap_or_else(|why| {
-            panic!("DATABASE_URL is not set and no throwaway cluster could start ({why}).\n{HOW_TO_FIX}")
+            panic!(
+                "DATABASE_URL is not set, nothing listens on 127.0.0.1:5432, and no throwaway \
+                 cluster could start ({why}).\n{HOW_TO_FIX}"
+            )
         }),
     })
+}
+
+/// The conventional local server, tried when `DATABASE_URL` is not set.
+const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn local_server_listens() -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
 }
 
 fn find_bin(name: &str) -> Option<PathBuf> {
