@@ -6,8 +6,14 @@
 //!   pass. The in-memory and PostgreSQL stores run it; a third-party store runs it the same way
 //!   with [`store_conformance_tests!`].
 //! - [`doubles`]: in-memory user directory, authorizer and SMS sender for tests.
+//! - [`scenario`]: steps of one registration's life, a reference model of what each must do,
+//!   and a simulator that runs them through the real aggregate.
+//! - `strategies` (feature `proptest`): strategies that generate steps and scenarios.
 
 pub mod conformance;
 pub mod doubles;
+pub mod scenario;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 
 pub use conformance::{StoreFactory, TestEvent};

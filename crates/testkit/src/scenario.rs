@@ -1,0 +1,466 @@
+//! Scenarios of one registration, a reference model of what each step must do, and a
+//! simulator that runs steps through the real aggregate.
+//!
+//! The model is written independently of `otp_sms_core::Registration`, from the rules as
+//! `docs/architecture.md` states them, so that a model-based test compares two
+//! implementations. With the `proptest` feature, [`crate::strategies`] generates scenarios.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use otp_sms_core::{
+    AddVerification, CodeKey, CodeKeyRing, CodePolicy, Command, Context, Decision, Delivery, Error,
+    Event, EventPayload, KeyId, OrganizationId, Phone, Precondition, Registration, RegistrationId,
+    UserId, VerificationCode,
+};
+
+/// How the first code of a registration reaches the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddKind {
+    /// `send_code`.
+    Send,
+    /// `return_code`.
+    Return,
+    /// `is_verified`.
+    Verified,
+}
+
+/// A submitted code of a special shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OddCode {
+    /// `""`: out of bounds.
+    Empty,
+    /// 200 ASCII digits: in bounds, wrong.
+    Ascii200,
+    /// 201 ASCII digits: out of bounds.
+    Ascii201,
+    /// 200 two-byte characters: in bounds (characters, not bytes), wrong.
+    Multibyte200,
+    /// 201 two-byte characters: out of bounds.
+    Multibyte201,
+}
+
+impl OddCode {
+    /// The code text.
+    pub fn text(self) -> String {
+        match self {
+            OddCode::Empty => String::new(),
+            OddCode::Ascii200 => "7".repeat(200),
+            OddCode::Ascii201 => "7".repeat(201),
+            OddCode::Multibyte200 => "é".repeat(200),
+            OddCode::Multibyte201 => "é".repeat(201),
+        }
+    }
+
+    /// Whether the code is within the contract's bounds (1..=200 characters).
+    pub fn in_bounds(self) -> bool {
+        matches!(self, OddCode::Ascii200 | OddCode::Multibyte200)
+    }
+}
+
+/// One step of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Add the registration (scenarios start with it).
+    Add(AddKind),
+    /// Verify with the pending code.
+    VerifyRight,
+    /// Verify with a different code of the same length.
+    VerifyWrong,
+    /// Verify with an odd code.
+    VerifyOdd(OddCode),
+    /// Ask for a new code.
+    Resend(Delivery),
+    /// Report code delivery: of the pending code, or of the one before it (`stale`).
+    RecordCodeSent {
+        /// Report the previous code's number instead of the pending one's.
+        stale: bool,
+    },
+    /// Remove the registration.
+    Remove,
+    /// Let this many seconds pass.
+    Advance(u32),
+}
+
+/// What a step's outcome looks like, with errors reduced to what the contract fixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// INVALID_ARGUMENT on a field.
+    InvalidArgument(&'static str),
+    /// INVALID_ARGUMENT: wrong code.
+    WrongCode,
+    /// NOT_FOUND (registration).
+    RegistrationNotFound,
+    /// FAILED_PRECONDITION, with the reason.
+    FailedPrecondition(Precondition),
+    /// RESOURCE_EXHAUSTED, with the wait.
+    RateLimited(Duration),
+    /// Anything else, by its rpc code name.
+    Other(&'static str),
+}
+
+impl From<&Error> for ErrorKind {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::InvalidArgument { field, .. } => ErrorKind::InvalidArgument(field),
+            Error::WrongCode => ErrorKind::WrongCode,
+            Error::RegistrationNotFound => ErrorKind::RegistrationNotFound,
+            Error::FailedPrecondition(p) => ErrorKind::FailedPrecondition(*p),
+            Error::RateLimited { retry_after } => ErrorKind::RateLimited(*retry_after),
+            other => ErrorKind::Other(other.rpc_code().name()),
+        }
+    }
+}
+
+/// The outcome of one step: the event types recorded and the error, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Type names of the events recorded, in order.
+    pub events: Vec<String>,
+    /// The error the step answered with.
+    pub error: Option<ErrorKind>,
+}
+
+impl Outcome {
+    fn ok(events: &[&str]) -> Self {
+        Self {
+            events: events.iter().map(|s| (*s).to_owned()).collect(),
+            error: None,
+        }
+    }
+    fn err(error: ErrorKind) -> Self {
+        Self {
+            events: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
+const ADDED: &str = "user.otp_sms.added";
+const CODE_ADDED: &str = "user.otp_sms.code.added";
+const CODE_SENT: &str = "user.otp_sms.code.sent";
+const CHECK_FAILED: &str = "user.otp_sms.check.failed";
+const VERIFIED: &str = "user.otp_sms.verified";
+const REMOVED: &str = "user.otp_sms.removed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Absent,
+    Unverified,
+    Verified,
+    Removed,
+}
+
+#[derive(Debug, Clone)]
+struct ModelCode {
+    number: u32,
+    expires_at: DateTime<Utc>,
+    failures: u32,
+    sent: bool,
+}
+
+/// The reference model: the rules of one registration, stated as plainly as possible.
+#[derive(Debug, Clone)]
+pub struct Model {
+    policy: CodePolicy,
+    life: Life,
+    code: Option<ModelCode>,
+    issued: Vec<DateTime<Utc>>,
+}
+
+impl Model {
+    /// A registration that does not exist yet.
+    pub fn new(policy: CodePolicy) -> Self {
+        Self {
+            policy,
+            life: Life::Absent,
+            code: None,
+            issued: Vec::new(),
+        }
+    }
+
+    fn issue(&mut self, now: DateTime<Utc>) {
+        self.issued.push(now);
+        self.code = Some(ModelCode {
+            number: self.issued.len() as u32,
+            expires_at: now + chrono::Duration::from_std(self.policy.lifetime()).unwrap(),
+            failures: 0,
+            sent: false,
+        });
+    }
+
+    fn next_code_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let mut at = now;
+        if let Some(last) = self.issued.last() {
+            at = at.max(*last + chrono::Duration::from_std(self.policy.resend_interval()).unwrap());
+        }
+        let hour = chrono::Duration::hours(1);
+        let recent: Vec<_> = self.issued.iter().filter(|t| **t > now - hour).collect();
+        let max = self.policy.max_codes_per_hour() as usize;
+        if recent.len() >= max {
+            at = at.max(*recent[recent.len() - max] + hour);
+        }
+        at
+    }
+
+    /// What `step` must do at `now`; the model moves on accordingly.
+    pub fn step(&mut self, step: Step, now: DateTime<Utc>) -> Outcome {
+        use Life::*;
+        let live = matches!(self.life, Unverified | Verified);
+        match step {
+            Step::Advance(_) => Outcome::default(),
+            Step::Add(kind) => {
+                if self.life != Absent {
+                    return Outcome::err(ErrorKind::Other("INTERNAL"));
+                }
+                match kind {
+                    AddKind::Verified => {
+                        self.life = Verified;
+                        Outcome::ok(&[ADDED, VERIFIED])
+                    }
+                    AddKind::Send | AddKind::Return => {
+                        self.life = Unverified;
+                        self.issue(now);
+                        Outcome::ok(&[ADDED, CODE_ADDED])
+                    }
+                }
+            }
+            Step::VerifyOdd(odd) if !odd.in_bounds() => {
+                Outcome::err(ErrorKind::InvalidArgument("code"))
+            }
+            Step::VerifyRight | Step::VerifyWrong | Step::VerifyOdd(_) => {
+                if !live {
+                    return Outcome::err(ErrorKind::RegistrationNotFound);
+                }
+                if self.life == Verified {
+                    return Outcome::err(ErrorKind::FailedPrecondition(
+                        Precondition::AlreadyVerified,
+                    ));
+                }
+                let max = self.policy.max_failed_checks();
+                let Some(code) = self.code.as_mut() else {
+                    return Outcome::err(ErrorKind::FailedPrecondition(Precondition::NoActiveCode));
+                };
+                if code.failures >= max {
+                    return Outcome::err(ErrorKind::FailedPrecondition(
+                        Precondition::TooManyAttempts,
+                    ));
+                }
+                if now >= code.expires_at {
+                    return Outcome::err(ErrorKind::FailedPrecondition(Precondition::CodeExpired));
+                }
+                if step == Step::VerifyRight {
+                    self.life = Verified;
+                    self.code = None;
+                    Outcome::ok(&[VERIFIED])
+                } else {
+                    code.failures += 1;
+                    Outcome {
+                        events: vec![CHECK_FAILED.to_owned()],
+                        error: Some(ErrorKind::WrongCode),
+                    }
+                }
+            }
+            Step::Resend(_) => {
+                if !live {
+                    return Outcome::err(ErrorKind::RegistrationNotFound);
+                }
+                if self.life == Verified {
+                    return Outcome::err(ErrorKind::FailedPrecondition(
+                        Precondition::AlreadyVerified,
+                    ));
+                }
+                let at = self.next_code_at(now);
+                if at > now {
+                    return Outcome::err(ErrorKind::RateLimited((at - now).to_std().unwrap()));
+                }
+                self.issue(now);
+                Outcome::ok(&[CODE_ADDED])
+            }
+            Step::RecordCodeSent { stale } => {
+                if !live {
+                    return Outcome::err(ErrorKind::RegistrationNotFound);
+                }
+                if self.life == Verified {
+                    return Outcome::err(ErrorKind::FailedPrecondition(
+                        Precondition::AlreadyVerified,
+                    ));
+                }
+                let reported = self.reported_number(stale);
+                match self.code.as_mut() {
+                    Some(code) if code.number == reported && code.sent => Outcome::ok(&[]),
+                    Some(code) if code.number == reported => {
+                        code.sent = true;
+                        Outcome::ok(&[CODE_SENT])
+                    }
+                    _ => Outcome::err(ErrorKind::FailedPrecondition(Precondition::CodeSuperseded)),
+                }
+            }
+            Step::Remove => {
+                if !live {
+                    return Outcome::err(ErrorKind::RegistrationNotFound);
+                }
+                self.life = Removed;
+                self.code = None;
+                Outcome::ok(&[REMOVED])
+            }
+        }
+    }
+
+    /// The number a `RecordCodeSent` step reports.
+    pub fn reported_number(&self, stale: bool) -> u32 {
+        let current = self.issued.len() as u32;
+        if stale {
+            current.saturating_sub(1)
+        } else {
+            current
+        }
+    }
+}
+
+/// A code that differs from `code` in every position (same length).
+pub fn wrong_code(code: &str) -> String {
+    code.chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect()
+}
+
+/// Runs steps through the real aggregate, as the command service would (input bounds first,
+/// then `decide`, then `apply`), keeping every event and every code it issued.
+pub struct AggregateSim {
+    /// The policy in force.
+    pub policy: CodePolicy,
+    /// The current time.
+    pub now: DateTime<Utc>,
+    /// Every event recorded so far.
+    pub events: Vec<Event>,
+    /// The state applied step by step.
+    pub state: Registration,
+    /// Every code issued, in order (the last is the pending one).
+    pub codes: Vec<String>,
+    keys: CodeKeyRing,
+    registration: RegistrationId,
+    user: UserId,
+    counter: u64,
+}
+
+impl AggregateSim {
+    /// A simulator at a whole second (so no timestamp carries digits a code could match).
+    pub fn new(policy: CodePolicy) -> Self {
+        Self {
+            policy,
+            now: "2026-01-01T00:00:00Z".parse().expect("valid time"),
+            events: Vec::new(),
+            state: Registration::default(),
+            codes: Vec::new(),
+            keys: CodeKeyRing::new(CodeKey::new(KeyId::new("sim"), &[3; 32])),
+            registration: RegistrationId::parse("otp_sms_id", "sim-registration").expect("id"),
+            user: UserId::parse("id", "sim-user").expect("id"),
+            counter: 0,
+        }
+    }
+
+    /// A fresh code; deterministic (splitmix64) so failures replay.
+    fn fresh_code(&mut self) -> VerificationCode {
+        self.counter += 1;
+        let mut z = self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let digits = format!(
+            "{:0width$}",
+            z % 10u64.pow(self.policy.length() as u32),
+            width = self.policy.length()
+        );
+        VerificationCode::from_input(digits).expect("digits")
+    }
+
+    fn pending_code(&self) -> String {
+        self.codes
+            .last()
+            .cloned()
+            .unwrap_or_else(|| "12345678".to_owned())
+    }
+
+    /// Runs one step; returns its outcome and, when it failed, the error itself.
+    pub fn step(&mut self, step: Step) -> (Outcome, Option<Error>) {
+        let command = match step {
+            Step::Advance(secs) => {
+                self.now += chrono::Duration::seconds(i64::from(secs));
+                return (Outcome::default(), None);
+            }
+            Step::Add(kind) => {
+                let verification = match kind {
+                    AddKind::Verified => AddVerification::AlreadyVerified,
+                    AddKind::Send => AddVerification::SendCode(self.fresh_code()),
+                    AddKind::Return => AddVerification::ReturnCode(self.fresh_code()),
+                };
+                Command::Add {
+                    user: self.user.clone(),
+                    organization: OrganizationId::parse("organization", "sim-org").expect("id"),
+                    phone: Phone::parse("+41791234567").expect("phone"),
+                    verification,
+                }
+            }
+            Step::VerifyRight | Step::VerifyWrong | Step::VerifyOdd(_) => {
+                let text = match step {
+                    Step::VerifyRight => self.pending_code(),
+                    Step::VerifyWrong => wrong_code(&self.pending_code()),
+                    Step::VerifyOdd(odd) => odd.text(),
+                    _ => unreachable!("matched above"),
+                };
+                match VerificationCode::from_input(text) {
+                    Ok(code) => Command::Verify { code },
+                    Err(e) => return (Outcome::err(ErrorKind::from(&e)), Some(e)),
+                }
+            }
+            Step::Resend(delivery) => Command::ResendCode {
+                code: self.fresh_code(),
+                delivery,
+            },
+            Step::RecordCodeSent { stale } => {
+                let current = self.state.codes_issued;
+                Command::RecordCodeSent {
+                    number: if stale {
+                        current.saturating_sub(1)
+                    } else {
+                        current
+                    },
+                }
+            }
+            Step::Remove => Command::Remove,
+        };
+        let ctx = Context {
+            registration: &self.registration,
+            user: &self.user,
+            now: self.now,
+            policy: &self.policy,
+            keys: &self.keys,
+        };
+        let decision = self.state.decide(&command, &ctx);
+        let (events, error) = match decision {
+            Decision::Accepted(events) => (events, None),
+            Decision::Rejected { events, error } => (events, Some(error)),
+        };
+        for event in &events {
+            self.state = std::mem::take(&mut self.state).apply(event);
+            if let Event::CodeAdded(_) = event {
+                if let Command::Add {
+                    verification:
+                        AddVerification::SendCode(code) | AddVerification::ReturnCode(code),
+                    ..
+                }
+                | Command::ResendCode { code, .. } = &command
+                {
+                    self.codes.push(code.expose().to_owned());
+                }
+            }
+        }
+        self.events.extend(events.iter().cloned());
+        let outcome = Outcome {
+            events: events.iter().map(|e| e.event_type().to_owned()).collect(),
+            error: error.as_ref().map(ErrorKind::from),
+        };
+        (outcome, error)
+    }
+}
