@@ -115,6 +115,12 @@ pub enum Error {
     /// The user does not exist in the instance (or not in the organization the caller expects).
     #[error("user not found")]
     UserNotFound,
+    /// The request names no call this server serves (an unknown route or method).
+    #[error("not found: {0}")]
+    UnknownCall(String),
+    /// The instance named by the request does not exist (or is not the caller's).
+    #[error("instance not found")]
+    InstanceNotFound,
     /// The registration does not exist for this user, or was removed.
     #[error("OTP SMS registration not found")]
     RegistrationNotFound,
@@ -157,7 +163,10 @@ impl Error {
     pub fn rpc_code(&self) -> RpcCode {
         match self {
             Error::InvalidArgument { .. } | Error::WrongCode => RpcCode::InvalidArgument,
-            Error::UserNotFound | Error::RegistrationNotFound => RpcCode::NotFound,
+            Error::UserNotFound
+            | Error::InstanceNotFound
+            | Error::RegistrationNotFound
+            | Error::UnknownCall(_) => RpcCode::NotFound,
             Error::PermissionDenied => RpcCode::PermissionDenied,
             Error::FailedPrecondition(_) => RpcCode::FailedPrecondition,
             Error::RateLimited { .. } => RpcCode::ResourceExhausted,
@@ -184,6 +193,8 @@ mod tests {
             (Error::invalid("code", "empty"), 3, 400),
             (Error::WrongCode, 3, 400),
             (Error::UserNotFound, 5, 404),
+            (Error::InstanceNotFound, 5, 404),
+            (Error::UnknownCall("GET /x".into()), 5, 404),
             (Error::RegistrationNotFound, 5, 404),
             (Error::PermissionDenied, 7, 403),
             (

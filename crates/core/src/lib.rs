@@ -70,8 +70,8 @@ pub use ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, M
 pub use keys::{CodeBinding, CodeHash, CodeKey, CodeKeyRing, KeyError, KeyId, SealedCode};
 pub use phone::{Phone, MAX_PHONE_CHARS};
 pub use ports::{
-    Authorizer, Clock, IdGenerator, ManualClock, PortError, Sms, SmsSender, SystemClock,
-    UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
+    Authenticator, Authorizer, Clock, IdGenerator, ManualClock, PortError, Sms, SmsSender,
+    SystemClock, UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
 };
 pub use service::{
     AddRequest, AddResponse, Caller, CodeDelivery, CommandService, DeliveryReport, Details,

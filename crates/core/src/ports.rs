@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::code::VerificationCode;
 use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
 use crate::phone::Phone;
+use crate::service::Caller;
 use crate::Error;
 
 /// The permission that lets a principal manage another user's authenticators.
@@ -181,4 +182,15 @@ impl fmt::Debug for Sms {
 pub trait SmsSender: Send + Sync {
     /// Sends one SMS. An error leaves the message in the outbox for a later attempt.
     async fn send(&self, sms: &Sms) -> Result<(), PortError>;
+}
+
+/// Turns credentials into a caller: the host's token store.
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    /// The caller a bearer token stands for (its instance and principal), or `None` when the
+    /// token is unknown, expired or revoked.
+    async fn authenticate(&self, bearer_token: &str) -> Result<Option<Caller>, PortError>;
+
+    /// The instance with this domain, for requests that name their instance by domain.
+    async fn instance_by_domain(&self, domain: &str) -> Result<Option<InstanceId>, PortError>;
 }

@@ -170,3 +170,52 @@ impl SmsSender for RecordingSender {
         Ok(())
     }
 }
+
+/// An authenticator with fixed bearer tokens and instance domains.
+#[derive(Debug, Default)]
+pub struct StaticTokens {
+    tokens: HashMap<String, otp_sms_core::Caller>,
+    domains: HashMap<String, InstanceId>,
+}
+
+impl StaticTokens {
+    /// No tokens.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `token` authenticates `principal` in `instance`.
+    pub fn with_token(mut self, token: &str, instance: &str, principal: &str) -> Self {
+        self.tokens.insert(
+            token.to_owned(),
+            otp_sms_core::Caller {
+                instance: InstanceId::parse("instance", instance).expect("test instance id"),
+                principal: PrincipalId::parse("principal", principal).expect("test principal"),
+            },
+        );
+        self
+    }
+
+    /// `domain` names `instance`.
+    pub fn with_instance_domain(mut self, domain: &str, instance: &str) -> Self {
+        self.domains.insert(
+            domain.to_owned(),
+            InstanceId::parse("instance", instance).expect("test instance id"),
+        );
+        self
+    }
+}
+
+#[async_trait]
+impl otp_sms_core::Authenticator for StaticTokens {
+    async fn authenticate(
+        &self,
+        bearer_token: &str,
+    ) -> Result<Option<otp_sms_core::Caller>, PortError> {
+        Ok(self.tokens.get(bearer_token).cloned())
+    }
+
+    async fn instance_by_domain(&self, domain: &str) -> Result<Option<InstanceId>, PortError> {
+        Ok(self.domains.get(domain).cloned())
+    }
+}

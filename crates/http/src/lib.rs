@@ -1,0 +1,508 @@
+//! # otp-sms-http
+//!
+//! The v3alpha OTP SMS calls on HTTP/JSON, as an `axum` router a host can mount:
+//!
+//! | call | route |
+//! |---|---|
+//! | `AddOTPSMSAuthenticator` | `POST /resources/v3alpha/users/{id}/otp_sms` (body: a `SetPhone` object) |
+//! | `VerifyOTPSMSRegistration` | `POST /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify` (body: the code as a JSON string) |
+//! | `RemoveOTPSMSAuthenticator` | `DELETE /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}` |
+//! | (extension) resend a code | `POST /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_resend_code` |
+//! | the OpenAPI document | `GET /openapi.json` |
+//!
+//! `instance.id` / `instance.domain` and `organization.org_id` / `organization.org_domain`
+//! (or `organization.orgId` / `organization.orgDomain`) travel as query parameters. Callers
+//! authenticate with `Authorization: Bearer <token>`, resolved by the host's
+//! [`Authenticator`]; users and permissions come from the ports inside the
+//! [`CommandService`]. Every error, the router's own included (malformed JSON, a wrong content
+//! type, a body over [`MAX_BODY_BYTES`], unknown routes and methods), is a `google.rpc.Status`
+//! body with the HTTP status of the contract's table.
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # fn mount(service: otp_sms_core::CommandService, auth: Arc<dyn otp_sms_core::Authenticator>) {
+//! let app: axum::Router = axum::Router::new().merge(otp_sms_http::router(service, auth));
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, Uri};
+use axum::{Json, Router};
+use otp_sms_core::{
+    AddRequest, Authenticator, Caller, CommandService, Delivery, Error, InstanceId,
+    OrganizationRef, PhoneVerification, RegistrationRequest, VerifyRequest,
+};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+mod error;
+pub mod wire;
+
+use error::invalid;
+pub use error::ApiError;
+use wire::{
+    AddResponseJson, CodeObject, DetailsJson, DetailsResponseJson, ResendCode, ResendResponseJson,
+    SetPhone, StatusJson,
+};
+
+/// The largest request body accepted: the biggest valid body is well under 1 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Api {
+    service: CommandService,
+    auth: Arc<dyn Authenticator>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "otp-sms: ZITADEL v3alpha OTP SMS registration",
+        description = "Add a phone as a second factor, verify it with a one-time code, remove it. \
+                       Errors are google.rpc.Status bodies."
+    ),
+    components(schemas(StatusJson, DetailsJson, wire::OwnerJson, wire::Empty)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+fn documented_routes() -> OpenApiRouter<Api> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(add))
+        .routes(routes!(verify))
+        .routes(routes!(remove))
+        .routes(routes!(resend_code))
+}
+
+/// The OpenAPI document of the three calls, generated from the handlers' annotations, which
+/// also register the routes: the document cannot list a route the router does not serve.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().split_for_parts().1
+}
+
+/// The router: the three calls, `/openapi.json`, and `google.rpc.Status` answers for unknown
+/// routes and methods.
+pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> Router {
+    let (routes, openapi) = documented_routes().split_for_parts();
+    let document = Arc::new(openapi);
+    routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let document = Arc::clone(&document);
+                async move { Json((*document).clone()) }
+            }),
+        )
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(unknown_method)
+        .with_state(Api { service, auth })
+}
+
+async fn unknown_route(uri: Uri) -> ApiError {
+    ApiError(Error::UnknownCall(format!("no route for {}", uri.path())))
+}
+
+async fn unknown_method(method: Method, uri: Uri) -> ApiError {
+    ApiError(Error::UnknownCall(format!(
+        "no method {method} for {}",
+        uri.path()
+    )))
+}
+
+/// The request's query parameters that the contract defines.
+#[derive(Debug, Default)]
+struct Query {
+    instance_id: Option<String>,
+    instance_domain: Option<String>,
+    org_id: Option<String>,
+    org_domain: Option<String>,
+}
+
+fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| invalid("query", "malformed query string"))?;
+    let mut q = Query::default();
+    for (key, value) in pairs {
+        let (slot, field) = match key.as_str() {
+            "instance.id" => (&mut q.instance_id, "instance.id"),
+            "instance.domain" => (&mut q.instance_domain, "instance.domain"),
+            "organization.org_id" | "organization.orgId" => (&mut q.org_id, "organization.org_id"),
+            "organization.org_domain" | "organization.orgDomain" => {
+                (&mut q.org_domain, "organization.org_domain")
+            }
+            // Unknown parameters are ignored, as by grpc-gateway.
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(invalid(field, "given more than once"));
+        }
+    }
+    if q.instance_id.is_some() && q.instance_domain.is_some() {
+        return Err(invalid(
+            "instance",
+            "set either instance.id or instance.domain, not both",
+        ));
+    }
+    if q.org_id.is_some() && q.org_domain.is_some() {
+        return Err(invalid(
+            "organization",
+            "set either organization.org_id or organization.org_domain, not both",
+        ));
+    }
+    Ok(q)
+}
+
+impl Query {
+    fn organization(&self) -> Option<OrganizationRef> {
+        match (&self.org_id, &self.org_domain) {
+            (Some(id), _) => Some(OrganizationRef::Id(id.clone())),
+            (_, Some(domain)) => Some(OrganizationRef::Domain(domain.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// UNAUTHENTICATED unless the bearer token names a caller; NOT_FOUND if the request names an
+/// instance that is not the caller's.
+async fn caller(api: &Api, headers: &HeaderMap, query: &Query) -> Result<Caller, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError(Error::Unauthenticated))?;
+    let caller = api
+        .auth
+        .authenticate(token)
+        .await
+        .map_err(Error::from)?
+        .ok_or(ApiError(Error::Unauthenticated))?;
+    let named = match (&query.instance_id, &query.instance_domain) {
+        (Some(id), _) => Some(InstanceId::parse("instance.id", id.clone())?),
+        (_, Some(domain)) => Some(
+            api.auth
+                .instance_by_domain(domain)
+                .await
+                .map_err(Error::from)?
+                .ok_or(ApiError(Error::InstanceNotFound))?,
+        ),
+        _ => None,
+    };
+    if named.is_some_and(|instance| instance != caller.instance) {
+        return Err(ApiError(Error::InstanceNotFound));
+    }
+    Ok(caller)
+}
+
+/// The body, checked for content type and size.
+async fn json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" {
+        return Err(invalid(
+            "content-type",
+            "the request body must be application/json",
+        ));
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            invalid(
+                "body",
+                format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+            )
+        })
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    invalid("id", format!("malformed path: {}", rejection.body_text()))
+}
+
+/// Add a phone as an OTP SMS second factor.
+///
+/// Without an option, the code is sent by SMS; with `returnCode` it comes back in the
+/// response; with `isVerified: true` the phone is verified at once.
+#[utoipa::path(
+    post,
+    path = "/resources/v3alpha/users/{id}/otp_sms",
+    operation_id = "AddOTPSMSAuthenticator",
+    params(
+        ("id" = String, Path, description = "The user (1..=200 characters)."),
+        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
+        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
+        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
+        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+    ),
+    request_body(content = SetPhone, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Added", body = AddResponseJson),
+        (status = 400, description = "INVALID_ARGUMENT", body = StatusJson),
+        (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
+        (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
+        (status = 404, description = "NOT_FOUND", body = StatusJson),
+        (status = "default", description = "An unexpected error", body = StatusJson),
+    )
+)]
+async fn add(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AddResponseJson>, ApiError> {
+    let Path(user_id) = path.map_err(path_error)?;
+    let query = parse_query(raw.as_deref())?;
+    let caller = caller(&api, &headers, &query).await?;
+    let bytes = json_body(&headers, body).await?;
+    let phone: SetPhone = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid("phone", format!("malformed SetPhone JSON: {e}")))?;
+    let verification = match (&phone.send_code, &phone.return_code, phone.is_verified) {
+        (_, None, None) => PhoneVerification::SendCode,
+        (None, Some(_), None) => PhoneVerification::ReturnCode,
+        (None, None, Some(v)) => PhoneVerification::IsVerified(v),
+        _ => {
+            return Err(invalid(
+                "phone.verification",
+                "set at most one of sendCode, returnCode, isVerified",
+            ))
+        }
+    };
+    let added = api
+        .service
+        .add(
+            &caller,
+            AddRequest {
+                user_id,
+                organization: query.organization(),
+                phone: phone.number,
+                verification,
+            },
+        )
+        .await?;
+    Ok(Json(AddResponseJson {
+        details: DetailsJson::from(&added.details),
+        otp_sms_id: added.registration_id.into_string(),
+        verification_code: added.verification_code.map(|c| c.expose().to_owned()),
+    }))
+}
+
+/// Verify the OTP SMS registration with the code.
+///
+/// The body is the code as a JSON string, e.g. `"12345678"` (`{"code": "12345678"}` is
+/// accepted too).
+#[utoipa::path(
+    post,
+    path = "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify",
+    operation_id = "VerifyOTPSMSRegistration",
+    params(
+        ("id" = String, Path, description = "The user (1..=200 characters)."),
+        ("otp_sms_id" = String, Path, description = "The registration, as returned by the add (1..=200 characters)."),
+        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
+        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
+        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
+        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+    ),
+    request_body(
+        content = String,
+        content_type = "application/json",
+        description = "The verification code: non-empty and at most 200 characters.",
+        example = json!("12345678")
+    ),
+    responses(
+        (status = 200, description = "OTP SMS authenticator successfully verified", body = DetailsResponseJson),
+        (status = 400, description = "INVALID_ARGUMENT (wrong code, bounds) or FAILED_PRECONDITION (verified, expired, too many attempts)", body = StatusJson),
+        (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
+        (status = 403, description = "Returned when the user does not have permission to access the resource.", body = StatusJson),
+        (status = 404, description = "Returned when the resource does not exist.", body = StatusJson),
+        (status = "default", description = "An unexpected error response.", body = StatusJson),
+    )
+)]
+async fn verify(
+    State(api): State<Api>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<DetailsResponseJson>, ApiError> {
+    let Path((user_id, registration_id)) = path.map_err(path_error)?;
+    let query = parse_query(raw.as_deref())?;
+    let caller = caller(&api, &headers, &query).await?;
+    let bytes = json_body(&headers, body).await?;
+    // The serde message is not echoed: it could quote the code.
+    let code = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::String(code)) => code,
+        Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value::<CodeObject>(value)
+            .map(|o| o.code)
+            .map_err(|_| invalid("code", "the body must be the code as a JSON string"))?,
+        _ => {
+            return Err(invalid(
+                "code",
+                "the body must be the code as a JSON string",
+            ))
+        }
+    };
+    let details = api
+        .service
+        .verify(
+            &caller,
+            VerifyRequest {
+                user_id,
+                organization: query.organization(),
+                registration_id,
+                code,
+            },
+        )
+        .await?;
+    Ok(Json(DetailsResponseJson {
+        details: DetailsJson::from(&details),
+    }))
+}
+
+/// Remove the OTP SMS registration.
+#[utoipa::path(
+    delete,
+    path = "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}",
+    operation_id = "RemoveOTPSMSAuthenticator",
+    params(
+        ("id" = String, Path, description = "The user (1..=200 characters)."),
+        ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
+        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
+        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
+        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
+        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+    ),
+    responses(
+        (status = 200, description = "Removed", body = DetailsResponseJson),
+        (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
+        (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
+        (status = 404, description = "NOT_FOUND", body = StatusJson),
+        (status = "default", description = "An unexpected error", body = StatusJson),
+    )
+)]
+async fn remove(
+    State(api): State<Api>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Json<DetailsResponseJson>, ApiError> {
+    let Path((user_id, registration_id)) = path.map_err(path_error)?;
+    let query = parse_query(raw.as_deref())?;
+    let caller = caller(&api, &headers, &query).await?;
+    let details = api
+        .service
+        .remove(
+            &caller,
+            RegistrationRequest {
+                user_id,
+                organization: query.organization(),
+                registration_id,
+            },
+        )
+        .await?;
+    Ok(Json(DetailsResponseJson {
+        details: DetailsJson::from(&details),
+    }))
+}
+
+/// Issue a new code (extension: not in the v3alpha contract).
+///
+/// The old code becomes void. At most one code per 60 seconds and 5 per hour per registration;
+/// beyond that RESOURCE_EXHAUSTED (429) with `Retry-After`.
+#[utoipa::path(
+    post,
+    path = "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_resend_code",
+    operation_id = "ResendOTPSMSCode",
+    params(
+        ("id" = String, Path, description = "The user (1..=200 characters)."),
+        ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
+        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
+        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
+        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
+        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+    ),
+    request_body(content = ResendCode, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A new code was issued", body = ResendResponseJson),
+        (status = 400, description = "INVALID_ARGUMENT or FAILED_PRECONDITION", body = StatusJson),
+        (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
+        (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
+        (status = 404, description = "NOT_FOUND", body = StatusJson),
+        (status = 429, description = "RESOURCE_EXHAUSTED", body = StatusJson),
+        (status = "default", description = "An unexpected error", body = StatusJson),
+    )
+)]
+async fn resend_code(
+    State(api): State<Api>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ResendResponseJson>, ApiError> {
+    let Path((user_id, registration_id)) = path.map_err(path_error)?;
+    let query = parse_query(raw.as_deref())?;
+    let caller = caller(&api, &headers, &query).await?;
+    let bytes = json_body(&headers, body).await?;
+    let options: ResendCode = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid("body", format!("malformed ResendCode JSON: {e}")))?;
+    let delivery = match (&options.send_code, &options.return_code) {
+        (_, None) => Delivery::Send,
+        (None, Some(_)) => Delivery::Return,
+        _ => {
+            return Err(invalid(
+                "verification",
+                "set at most one of sendCode, returnCode",
+            ))
+        }
+    };
+    let resent = api
+        .service
+        .resend_code(
+            &caller,
+            RegistrationRequest {
+                user_id,
+                organization: query.organization(),
+                registration_id,
+            },
+            delivery,
+        )
+        .await?;
+    Ok(Json(ResendResponseJson {
+        details: DetailsJson::from(&resent.details),
+        verification_code: resent.verification_code.map(|c| c.expose().to_owned()),
+    }))
+}

@@ -1,0 +1,151 @@
+//! The JSON shapes of the contract, by the proto3 JSON mapping: lowerCamelCase out, both
+//! spellings in, RFC 3339 timestamps, enums by name.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use otp_sms_core::{Details, OwnerType};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// RFC 3339 in UTC with `Z` and 0, 3, 6 or 9 fractional digits, as proto3 JSON wants.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// `zitadel.object.v3alpha.Owner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerJson {
+    /// `OwnerType` by name, e.g. `OWNER_TYPE_ORG`.
+    #[serde(rename = "type")]
+    #[schema(example = "OWNER_TYPE_ORG")]
+    pub owner_type: String,
+    /// The owner's id.
+    pub id: String,
+}
+
+/// `zitadel.resources.object.v3alpha.Details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetailsJson {
+    /// The registration id.
+    pub id: String,
+    /// The timestamp of the first event applied to the object.
+    #[schema(example = "2024-11-22T09:27:10.421Z")]
+    pub created: String,
+    /// The timestamp of the last event applied to the object.
+    #[schema(example = "2024-11-22T09:27:10.421Z")]
+    pub changed: String,
+    /// The parent object representing the returned object's context.
+    pub owner: OwnerJson,
+}
+
+fn owner_type_name(t: OwnerType) -> &'static str {
+    match t {
+        OwnerType::Unspecified => "OWNER_TYPE_UNSPECIFIED",
+        OwnerType::System => "OWNER_TYPE_SYSTEM",
+        OwnerType::Instance => "OWNER_TYPE_INSTANCE",
+        OwnerType::Org => "OWNER_TYPE_ORG",
+    }
+}
+
+impl From<&Details> for DetailsJson {
+    fn from(d: &Details) -> Self {
+        Self {
+            id: d.id.to_string(),
+            created: timestamp(d.created),
+            changed: timestamp(d.changed),
+            owner: OwnerJson {
+                owner_type: owner_type_name(d.owner.owner_type).to_owned(),
+                id: d.owner.id.clone(),
+            },
+        }
+    }
+}
+
+/// An empty message (`SendPhoneVerificationCode`, `ReturnPhoneVerificationCode`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `SetPhone`: the body of the add call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SetPhone {
+    /// The phone number, 1..=20 characters, in international form.
+    #[serde(default)]
+    #[schema(example = "+41791234567")]
+    pub number: String,
+    /// Send the code by SMS (the default when no option is set).
+    #[serde(default, alias = "send_code")]
+    pub send_code: Option<Empty>,
+    /// Return the code in the response instead of sending it.
+    #[serde(default, alias = "return_code")]
+    pub return_code: Option<Empty>,
+    /// Mark the phone as verified; must be `true` when set.
+    #[serde(default, alias = "is_verified")]
+    pub is_verified: Option<bool>,
+}
+
+/// `AddOTPSMSAuthenticatorResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AddResponseJson {
+    /// Details of the new registration.
+    pub details: DetailsJson,
+    /// The registration id, for verify and remove.
+    pub otp_sms_id: String,
+    /// The code, present only with `returnCode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_code: Option<String>,
+}
+
+/// `VerifyOTPSMSRegistrationResponse` and `RemoveOTPSMSAuthenticatorResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetailsResponseJson {
+    /// Details of the registration after the call.
+    pub details: DetailsJson,
+}
+
+/// The verify body in the `{"code": "…"}` form (the contract's form is the bare JSON string).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CodeObject {
+    pub code: String,
+}
+
+/// `google.rpc.Status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusJson {
+    /// The google.rpc code.
+    pub code: i32,
+    /// What went wrong, for a developer.
+    pub message: String,
+    /// Typed details (`google.rpc.BadRequest`, `google.rpc.RetryInfo`).
+    #[schema(value_type = Vec<Object>)]
+    pub details: Vec<serde_json::Value>,
+}
+
+/// The body of the resend extension: how the new code reaches the user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResendCode {
+    /// Send the code by SMS (the default).
+    #[serde(default, alias = "send_code")]
+    pub send_code: Option<Empty>,
+    /// Return the code in the response.
+    #[serde(default, alias = "return_code")]
+    pub return_code: Option<Empty>,
+}
+
+/// The answer of the resend extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResendResponseJson {
+    /// Details of the registration.
+    pub details: DetailsJson,
+    /// The new code, present only with `returnCode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_code: Option<String>,
+}

@@ -1,0 +1,456 @@
+//! The router on the in-memory store: bodies, query parameters, authentication and the
+//! google.rpc.Status answers, the router's own errors included.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use otp_sms_core::{CodeKey, CodeKeyRing, CommandService, Event, KeyId};
+use otp_sms_memory::MemoryStore;
+use otp_sms_testkit::doubles::{StaticAuthorizer, StaticTokens, StaticUsers};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn app() -> Router {
+    let users = Arc::new(
+        StaticUsers::new()
+            .with_user("inst-1", "alice", "org-1")
+            .with_user("inst-1", "bob", "org-1")
+            .with_domain("inst-1", "org-1.example.com", "org-1"),
+    );
+    let authz = Arc::new(StaticAuthorizer::new());
+    let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[7; 32]));
+    let service = CommandService::new(Arc::new(MemoryStore::<Event>::new()), users, authz, keys);
+    let tokens = Arc::new(
+        StaticTokens::new()
+            .with_token("alice-token", "inst-1", "alice")
+            .with_token("other-instance", "inst-2", "alice")
+            .with_instance_domain("inst-1.example.com", "inst-1"),
+    );
+    otp_sms_http::router(service, tokens)
+}
+
+async fn call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+    call_with(
+        app,
+        method,
+        uri,
+        body,
+        "application/json",
+        Some("alice-token"),
+    )
+    .await
+}
+
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    content_type: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", content_type);
+    }
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+const ADD: &str = "/resources/v3alpha/users/alice/otp_sms";
+
+async fn add_returning(app: &Router) -> (String, String) {
+    let (status, body) = call(
+        app,
+        "POST",
+        ADD,
+        Some(r#"{"number":"+41791234567","returnCode":{}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (
+        body["otpSmsId"].as_str().unwrap().to_owned(),
+        body["verificationCode"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn verify_uri(id: &str) -> String {
+    format!("/resources/v3alpha/users/alice/otp_sms/{id}/_verify")
+}
+
+fn assert_status(body: &Value, code: i64) {
+    assert_eq!(body["code"], json!(code), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    assert!(body["details"].is_array(), "{body}");
+    let keys: Vec<_> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, vec!["code", "details", "message"]);
+}
+
+#[tokio::test]
+async fn add_then_verify_with_the_contracts_bodies() {
+    let app = app();
+    let (id, code) = add_returning(&app).await;
+    let (status, body) = call(&app, "POST", &verify_uri(&id), Some(&format!("\"{code}\""))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let details = &body["details"];
+    assert_eq!(body.as_object().unwrap().len(), 1);
+    assert_eq!(details["id"], json!(id));
+    assert_eq!(
+        details["owner"],
+        json!({"type": "OWNER_TYPE_ORG", "id": "org-1"})
+    );
+    for t in ["created", "changed"] {
+        let text = details[t].as_str().unwrap();
+        assert!(text.ends_with('Z'), "{text}");
+        chrono::DateTime::parse_from_rfc3339(text).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_code_object_form_and_both_spellings_are_accepted() {
+    let app = app();
+    let (status, body) = call(
+        &app,
+        "POST",
+        ADD,
+        Some(r#"{"number":"+41791234567","return_code":{}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["otpSmsId"].as_str().unwrap();
+    let code = body["verificationCode"].as_str().unwrap();
+    let (status, _) = call(
+        &app,
+        "POST",
+        &format!(
+            "{}?organization.orgId=org-1&instance.id=inst-1",
+            verify_uri(id)
+        ),
+        Some(&json!({"code": code}).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(
+        &app,
+        "POST",
+        ADD,
+        Some(r#"{"number":"+41791234567","is_verified":true}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("verificationCode").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn send_code_is_the_default_and_returns_no_code() {
+    let app = app();
+    let (status, body) = call(&app, "POST", ADD, Some(r#"{"number":"+41791234567"}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("verificationCode").is_none());
+}
+
+#[tokio::test]
+async fn router_errors_are_google_rpc_status() {
+    let app = app();
+    let cases: Vec<(
+        &str,
+        String,
+        Option<&str>,
+        &str,
+        Option<&str>,
+        StatusCode,
+        i64,
+    )> = vec![
+        (
+            "POST",
+            ADD.into(),
+            Some("{not json"),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            ADD.into(),
+            Some(r#"{"number":"+41791234567"}"#),
+            "text/plain",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            ADD.into(),
+            Some(r#"{"number":"+41791234567","unknown":1}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            ADD.into(),
+            Some(r#"{"number":"+41791234567","sendCode":{},"returnCode":{}}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            ADD.into(),
+            Some(r#"{"number":"+41791234567","isVerified":false}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            ADD.into(),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            None,
+            StatusCode::UNAUTHORIZED,
+            16,
+        ),
+        (
+            "POST",
+            ADD.into(),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            Some("wrong"),
+            StatusCode::UNAUTHORIZED,
+            16,
+        ),
+        (
+            "POST",
+            "/resources/v3alpha/users/carol/otp_sms".into(),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::NOT_FOUND,
+            5,
+        ),
+        (
+            "POST",
+            "/resources/v3alpha/users/bob/otp_sms".into(),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::FORBIDDEN,
+            7,
+        ),
+        (
+            "POST",
+            format!("{ADD}?instance.id=inst-2"),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::NOT_FOUND,
+            5,
+        ),
+        (
+            "POST",
+            format!("{ADD}?instance.domain=unknown.example.com"),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::NOT_FOUND,
+            5,
+        ),
+        (
+            "POST",
+            format!("{ADD}?instance.id=inst-1&instance.domain=inst-1.example.com"),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            format!("{ADD}?organization.org_id=org-2"),
+            Some(r#"{"number":"+41791234567"}"#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::NOT_FOUND,
+            5,
+        ),
+        (
+            "GET",
+            "/nowhere".into(),
+            None,
+            "application/json",
+            Some("alice-token"),
+            StatusCode::NOT_FOUND,
+            5,
+        ),
+        (
+            "PUT",
+            ADD.into(),
+            None,
+            "application/json",
+            Some("alice-token"),
+            StatusCode::NOT_FOUND,
+            5,
+        ),
+        (
+            "POST",
+            verify_uri("x"),
+            Some("12345678"),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            verify_uri("x"),
+            Some("null"),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            verify_uri("x"),
+            Some(r#""""#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::BAD_REQUEST,
+            3,
+        ),
+        (
+            "POST",
+            verify_uri("x"),
+            Some(r#""12345678""#),
+            "application/json",
+            Some("alice-token"),
+            StatusCode::NOT_FOUND,
+            5,
+        ),
+    ];
+    for (method, uri, body, content_type, token, status, code) in cases {
+        let (got, value) = call_with(&app, method, &uri, body, content_type, token).await;
+        assert_eq!(got, status, "{method} {uri} {body:?}: {value}");
+        assert_status(&value, code);
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let app = app();
+    let big = format!("\"{}\"", "1".repeat(otp_sms_http::MAX_BODY_BYTES));
+    let (status, body) = call(&app, "POST", &verify_uri("x"), Some(&big)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_status(&body, 3);
+    assert_eq!(
+        body["details"][0]["fieldViolations"][0]["field"],
+        json!("body")
+    );
+}
+
+#[tokio::test]
+async fn errors_never_echo_the_code() {
+    let app = app();
+    let (id, code) = add_returning(&app).await;
+    let wrong: String = code
+        .chars()
+        .map(|c| if c == '1' { '2' } else { '1' })
+        .collect();
+    for body in [
+        format!("\"{wrong}\""),
+        format!("{wrong}"),
+        format!(r#"{{"code": {wrong}}}"#),
+    ] {
+        let (_, value) = call(&app, "POST", &verify_uri(&id), Some(&body)).await;
+        assert!(!value.to_string().contains(&wrong), "{value}");
+        assert!(!value.to_string().contains(&code), "{value}");
+    }
+}
+
+#[tokio::test]
+async fn resend_is_rate_limited_with_retry_after() {
+    let app = app();
+    let (id, _) = add_returning(&app).await;
+    let uri = format!("/resources/v3alpha/users/alice/otp_sms/{id}/_resend_code");
+    let req = Request::builder()
+        .method("POST")
+        .uri(&uri)
+        .header("authorization", "Bearer alice-token")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"returnCode":{}}"#))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_status(&body, 8);
+    assert_eq!(
+        body["details"][0]["@type"],
+        json!("type.googleapis.com/google.rpc.RetryInfo")
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_served_calls() {
+    let app = app();
+    let (status, doc) = call(&app, "GET", "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(
+        doc["paths"]["/resources/v3alpha/users/{id}/otp_sms"]["post"]["operationId"],
+        json!("AddOTPSMSAuthenticator")
+    );
+    assert_eq!(
+        doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify"]["post"]
+            ["operationId"],
+        json!("VerifyOTPSMSRegistration")
+    );
+    assert_eq!(
+        doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}"]["delete"]["operationId"],
+        json!("RemoveOTPSMSAuthenticator")
+    );
+    // Every documented path is served: a call to each answers from its handler (401 without
+    // a token), never the fallback's 404.
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let uri = path.replace("{id}", "alice").replace("{otp_sms_id}", "x");
+            let (status, _) = call_with(
+                &app,
+                &method.to_uppercase(),
+                &uri,
+                Some("{}"),
+                "application/json",
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        }
+    }
+    assert_eq!(doc, serde_json::to_value(otp_sms_http::openapi()).unwrap());
+}

@@ -1,0 +1,461 @@
+//! The configuration file: instances, organizations, users, personal access tokens, the code
+//! policy, the SMS sender and the notifier.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use otp_sms_core::{
+    Authenticator, Authorizer, Caller, CodePolicy, InstanceId, OrganizationId, PortError,
+    PrincipalId, UserDirectory, UserId, UserRecord,
+};
+use serde::Deserialize;
+use sha2_digest::token_digest;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of bounds or refers to something undefined.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Tenants.
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+    /// Organizations.
+    #[serde(default)]
+    pub organizations: Vec<OrganizationConfig>,
+    /// Users.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Personal access tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// The code policy.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// How codes are sent.
+    #[serde(default)]
+    pub sms: SmsConfig,
+    /// The delivery outbox drain.
+    #[serde(default)]
+    pub notifier: NotifierConfig,
+    /// The command service.
+    #[serde(default)]
+    pub service: ServiceConfig,
+}
+
+/// `[service]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Attempts per command before a write conflict answers ABORTED (409).
+    pub max_attempts: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: otp_sms_core::CommandService::DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// `[[instances]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// The instance id.
+    pub id: String,
+    /// Domains that name it (`instance.domain`).
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+/// `[[organizations]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    /// The instance it belongs to.
+    pub instance: String,
+    /// The organization id.
+    pub id: String,
+    /// Its primary domain (`organization.org_domain`), if any.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// `[[users]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The instance.
+    pub instance: String,
+    /// The user id.
+    pub id: String,
+    /// The user's organization.
+    pub organization: String,
+}
+
+/// `[[tokens]]`: a personal access token of a user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret token, as sent in `Authorization: Bearer`.
+    pub token: String,
+    /// The instance.
+    pub instance: String,
+    /// The user the token acts as.
+    pub user: String,
+    /// Permissions the token holds in the user's organization, e.g. `user.write`.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Digits per code (7..=12).
+    pub code_length: usize,
+    /// Seconds a code is valid (1..=600).
+    pub code_lifetime_secs: u64,
+    /// Wrong attempts that burn a code (1..=100).
+    pub max_failed_checks: u32,
+    /// Least seconds between two codes of one registration.
+    pub resend_interval_secs: u64,
+    /// Most codes per registration per hour (1..=32).
+    pub max_codes_per_hour: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let p = CodePolicy::default();
+        Self {
+            code_length: p.length(),
+            code_lifetime_secs: p.lifetime().as_secs(),
+            max_failed_checks: p.max_failed_checks(),
+            resend_interval_secs: p.resend_interval().as_secs(),
+            max_codes_per_hour: p.max_codes_per_hour(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The validated policy.
+    pub fn policy(&self) -> Result<CodePolicy, ConfigError> {
+        CodePolicy::new(
+            self.code_length,
+            Duration::from_secs(self.code_lifetime_secs),
+            self.max_failed_checks,
+            Duration::from_secs(self.resend_interval_secs),
+            self.max_codes_per_hour,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("[policy]: {e}")))
+    }
+}
+
+/// Which SMS sender to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderKind {
+    /// Print the SMS on standard output: development mode only.
+    #[default]
+    Log,
+    /// POST each SMS as JSON to `webhook_url`.
+    Webhook,
+}
+
+/// `[sms]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// `log` or `webhook`.
+    pub sender: SenderKind,
+    /// Where the webhook sender posts.
+    pub webhook_url: Option<String>,
+    /// Time-out of one webhook request.
+    pub timeout_ms: u64,
+    /// Extra attempts after a failed webhook request, with doubling back-off.
+    pub retries: u32,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            sender: SenderKind::Log,
+            webhook_url: None,
+            timeout_ms: 5_000,
+            retries: 2,
+        }
+    }
+}
+
+/// `[notifier]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifierConfig {
+    /// Pause between two passes over the outbox.
+    pub interval_ms: u64,
+    /// Messages per pass.
+    pub batch: usize,
+    /// How long a fetched message stays with this notifier before another may take it.
+    pub lease_secs: u64,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 500,
+            batch: 100,
+            lease_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// The configuration `--dev` uses when no file is given: instance `default` (domain
+    /// `localhost`), organization `acme`, users `alice` and `admin`; token `dev-alice` acts as
+    /// alice, `dev-admin` as admin with `user.write` in acme.
+    pub fn development() -> Self {
+        Self::from_toml(include_str!("../dev.toml"))
+            .expect("the built-in development config parses")
+    }
+}
+
+/// Users, organizations, tokens and permissions from the configuration: the server's
+/// [`UserDirectory`], [`Authorizer`] and [`Authenticator`].
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: HashMap<(InstanceId, UserId), OrganizationId>,
+    org_domains: HashMap<(InstanceId, String), OrganizationId>,
+    instance_domains: HashMap<String, InstanceId>,
+    /// Tokens by SHA-256 digest, so a lookup's timing says nothing about the token.
+    tokens: HashMap<[u8; 32], Caller>,
+    grants: HashSet<(InstanceId, PrincipalId, OrganizationId, String)>,
+}
+
+fn id<T>(
+    parse: fn(&'static str, String) -> Result<T, otp_sms_core::Error>,
+    what: &'static str,
+    value: &str,
+) -> Result<T, ConfigError> {
+    parse(what, value.to_owned()).map_err(|e| ConfigError::Invalid(e.to_string()))
+}
+
+impl Directory {
+    /// Builds the directory, checking that every reference is defined.
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        let mut d = Directory::default();
+        let mut instances = HashSet::new();
+        for i in &config.instances {
+            let instance = id(InstanceId::parse, "instances.id", &i.id)?;
+            for domain in &i.domains {
+                d.instance_domains
+                    .insert(domain.to_ascii_lowercase(), instance.clone());
+            }
+            instances.insert(instance);
+        }
+        let known_instance = |name: &str| -> Result<InstanceId, ConfigError> {
+            let instance = id(InstanceId::parse, "instance", name)?;
+            if instances.contains(&instance) {
+                Ok(instance)
+            } else {
+                Err(ConfigError::Invalid(format!(
+                    "instance `{name}` is not defined"
+                )))
+            }
+        };
+        let mut orgs = HashSet::new();
+        for o in &config.organizations {
+            let instance = known_instance(&o.instance)?;
+            let org = id(OrganizationId::parse, "organizations.id", &o.id)?;
+            if let Some(domain) = &o.domain {
+                d.org_domains
+                    .insert((instance.clone(), domain.to_ascii_lowercase()), org.clone());
+            }
+            orgs.insert((instance, org));
+        }
+        for u in &config.users {
+            let instance = known_instance(&u.instance)?;
+            let org = id(OrganizationId::parse, "users.organization", &u.organization)?;
+            if !orgs.contains(&(instance.clone(), org.clone())) {
+                return Err(ConfigError::Invalid(format!(
+                    "user `{}`: organization `{}` is not defined",
+                    u.id, u.organization
+                )));
+            }
+            let user = id(UserId::parse, "users.id", &u.id)?;
+            d.users.insert((instance, user), org);
+        }
+        for t in &config.tokens {
+            if t.token.len() < 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "token of user `{}` is shorter than 8 characters",
+                    t.user
+                )));
+            }
+            let instance = known_instance(&t.instance)?;
+            let user = id(UserId::parse, "tokens.user", &t.user)?;
+            let Some(org) = d.users.get(&(instance.clone(), user.clone())).cloned() else {
+                return Err(ConfigError::Invalid(format!(
+                    "token: user `{}` is not defined in instance `{}`",
+                    t.user, t.instance
+                )));
+            };
+            let principal = id(PrincipalId::parse, "tokens.user", &t.user)?;
+            for permission in &t.permissions {
+                d.grants.insert((
+                    instance.clone(),
+                    principal.clone(),
+                    org.clone(),
+                    permission.clone(),
+                ));
+            }
+            if d.tokens
+                .insert(
+                    token_digest(&t.token),
+                    Caller {
+                        instance,
+                        principal,
+                    },
+                )
+                .is_some()
+            {
+                return Err(ConfigError::Invalid("a token is listed twice".into()));
+            }
+        }
+        Ok(d)
+    }
+}
+
+#[async_trait]
+impl UserDirectory for Directory {
+    async fn find_user(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<UserRecord>, PortError> {
+        Ok(self
+            .users
+            .get(&(instance.clone(), user.clone()))
+            .map(|org| UserRecord {
+                id: user.clone(),
+                organization: org.clone(),
+            }))
+    }
+
+    async fn organization_by_domain(
+        &self,
+        instance: &InstanceId,
+        domain: &str,
+    ) -> Result<Option<OrganizationId>, PortError> {
+        Ok(self
+            .org_domains
+            .get(&(instance.clone(), domain.to_ascii_lowercase()))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl Authorizer for Directory {
+    async fn has_permission(
+        &self,
+        instance: &InstanceId,
+        principal: &PrincipalId,
+        organization: &OrganizationId,
+        permission: &str,
+    ) -> Result<bool, PortError> {
+        Ok(self.grants.contains(&(
+            instance.clone(),
+            principal.clone(),
+            organization.clone(),
+            permission.to_owned(),
+        )))
+    }
+}
+
+#[async_trait]
+impl Authenticator for Directory {
+    async fn authenticate(&self, bearer_token: &str) -> Result<Option<Caller>, PortError> {
+        Ok(self.tokens.get(&token_digest(bearer_token)).cloned())
+    }
+
+    async fn instance_by_domain(&self, domain: &str) -> Result<Option<InstanceId>, PortError> {
+        Ok(self
+            .instance_domains
+            .get(&domain.to_ascii_lowercase())
+            .cloned())
+    }
+}
+
+mod sha2_digest {
+    use sha2::{Digest, Sha256};
+
+    pub fn token_digest(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_development_config_is_valid() {
+        let config = Config::development();
+        Directory::new(&config).unwrap();
+        config.policy.policy().unwrap();
+    }
+
+    #[test]
+    fn undefined_references_and_unsafe_policies_are_refused() {
+        let bad_user = r#"
+            [[instances]]
+            id = "i"
+            [[users]]
+            instance = "i"
+            id = "u"
+            organization = "missing"
+        "#;
+        assert!(Directory::new(&Config::from_toml(bad_user).unwrap()).is_err());
+        let bad_policy = "[policy]\ncode_length = 6\n";
+        assert!(Config::from_toml(bad_policy)
+            .unwrap()
+            .policy
+            .policy()
+            .is_err());
+        assert!(Config::from_toml("[nope]\n").is_err());
+    }
+}

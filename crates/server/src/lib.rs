@@ -1,0 +1,375 @@
+//! # otp-sms-server
+//!
+//! Runs the otp-sms HTTP/JSON API with the SMS notifier, on PostgreSQL
+//! (`--database-url`) or, by default, on the in-memory store. `otp-sms-server --help` lists
+//! the flags; `docs/operations.md` explains them.
+//!
+//! The binary is `fn main() { otp_sms_server::cli_main() }`; hosts that want the same server
+//! inside their own process call [`run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::{Parser, ValueEnum};
+use otp_sms_core::{CodeKey, CodeKeyRing, CommandService, Event, EventStore, KeyId, SmsSender};
+use otp_sms_memory::MemoryStore;
+use otp_sms_postgres::PgStore;
+use serde_json::json;
+use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use zeroize::Zeroizing;
+
+pub mod config;
+pub mod sms;
+
+use config::{Config, Directory, SenderKind};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The command line; every flag can also come from the environment.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "otp-sms-server",
+    version,
+    about = "OTP SMS registration server (ZITADEL v3alpha API)"
+)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "OTP_SMS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; migrations run at start. Without it, data lives only in memory.
+    #[arg(long, env = "OTP_SMS_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Schema for the PostgreSQL tables.
+    #[arg(long, env = "OTP_SMS_DATABASE_SCHEMA", default_value = "otp_sms")]
+    pub schema: String,
+    /// TOML configuration: instances, organizations, users, tokens, policy, SMS, notifier.
+    #[arg(long, env = "OTP_SMS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// File with the code keys, one `KEY_ID HEX64` per line; the first is current.
+    #[arg(long, env = "OTP_SMS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The code keys inline, `KEY_ID:HEX64[,KEY_ID:HEX64…]`; the first is current.
+    #[arg(long, env = "OTP_SMS_KEYS", hide_env_values = true)]
+    pub keys: Option<String>,
+    /// Development mode: a generated key if none is given, the built-in development
+    /// configuration if no --config is given, and the printing SMS sender allowed.
+    #[arg(long, env = "OTP_SMS_DEV")]
+    pub dev: bool,
+    /// Log format.
+    #[arg(long, env = "OTP_SMS_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration problem.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// No usable code keys.
+    #[error("code keys: {0}")]
+    Keys(String),
+    /// The store could not be opened or migrated.
+    #[error("event store: {0}")]
+    Store(#[from] otp_sms_core::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Parses the command line, sets up logging and runs until SIGTERM or Ctrl-C.
+pub fn cli_main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("otp-sms-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Parses keys from `KEY_ID HEX64` lines or `KEY_ID:HEX64` items; the first is current.
+pub fn parse_keys(text: &str) -> Result<CodeKeyRing, StartError> {
+    let mut ring: Option<CodeKeyRing> = None;
+    for item in text
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (id, hex_key) = item
+            .split_once([' ', ':', '\t'])
+            .ok_or_else(|| StartError::Keys("expected `KEY_ID HEX64`".into()))?;
+        let bytes = Zeroizing::new(
+            hex::decode(hex_key.trim())
+                .map_err(|_| StartError::Keys(format!("key `{id}` is not hex")))?,
+        );
+        let master: Zeroizing<[u8; 32]> =
+            Zeroizing::new(bytes.as_slice().try_into().map_err(|_| {
+                StartError::Keys(format!("key `{id}` must be 32 bytes (64 hex digits)"))
+            })?);
+        let key = CodeKey::new(KeyId::new(id.trim()), &master);
+        ring = Some(match ring {
+            None => CodeKeyRing::new(key),
+            Some(r) => r.with_previous(key),
+        });
+    }
+    ring.ok_or_else(|| StartError::Keys("no key given".into()))
+}
+
+fn load_keys(args: &Args) -> Result<CodeKeyRing, StartError> {
+    if let Some(path) = &args.key_file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| StartError::Keys(format!("cannot read {}: {e}", path.display())))?,
+        );
+        return parse_keys(&text);
+    }
+    if let Some(keys) = &args.keys {
+        return parse_keys(keys);
+    }
+    if args.dev {
+        tracing::warn!("DEVELOPMENT MODE: using a generated code key; codes of this run cannot be checked after a restart");
+        let mut master = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut master[..]);
+        return Ok(CodeKeyRing::new(CodeKey::new(KeyId::new("dev"), &master)));
+    }
+    Err(StartError::Keys(
+        "no code key: pass --key-file or --keys (OTP_SMS_KEY_FILE / OTP_SMS_KEYS), or --dev for a generated development key".into(),
+    ))
+}
+
+/// How the server reaches its store, for the readiness check.
+#[derive(Clone)]
+enum Readiness {
+    Memory,
+    Postgres(Arc<PgStore<Event>>),
+}
+
+impl Readiness {
+    async fn check(&self) -> Result<(), String> {
+        match self {
+            Readiness::Memory => Ok(()),
+            Readiness::Postgres(store) => store.ping().await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, Json<serde_json::Value>) {
+    match readiness.check().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"code": 14, "message": "event store unavailable", "details": []})),
+            )
+        }
+    }
+}
+
+/// Builds everything from `args` and serves until `shutdown` completes.
+pub async fn run(
+    args: Args,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let config = match (&args.config, args.dev) {
+        (Some(path), _) => Config::from_file(path)?,
+        (None, true) => {
+            tracing::warn!("DEVELOPMENT MODE: built-in configuration; tokens `dev-alice` and `dev-admin` are public");
+            Config::development()
+        }
+        (None, false) => {
+            return Err(StartError::Other(
+                "no configuration: pass --config FILE (OTP_SMS_CONFIG), or --dev for the built-in development configuration".into(),
+            ))
+        }
+    };
+    let directory = Arc::new(Directory::new(&config)?);
+    let policy = config.policy.policy()?;
+    let keys = load_keys(&args)?;
+
+    let (store, readiness): (Arc<dyn EventStore<Event>>, Readiness) = match &args.database_url {
+        Some(url) => {
+            let pool = otp_sms_postgres::pool_options()
+                .connect(url)
+                .await
+                .map_err(otp_sms_postgres::map_error)?;
+            let store = Arc::new(PgStore::<Event>::new(pool, &args.schema)?);
+            store.migrate().await?;
+            tracing::info!(schema = %args.schema, "using PostgreSQL; migrations applied");
+            (store.clone(), Readiness::Postgres(store))
+        }
+        None => {
+            tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
+            (Arc::new(MemoryStore::<Event>::new()), Readiness::Memory)
+        }
+    };
+
+    let sender: Arc<dyn SmsSender> = match config.sms.sender {
+        SenderKind::Log if args.dev => Arc::new(sms::PrintSender),
+        SenderKind::Log => {
+            return Err(StartError::Other(
+                "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\"".into(),
+            ))
+        }
+        SenderKind::Webhook => {
+            let url = config.sms.webhook_url.clone().ok_or_else(|| {
+                StartError::Other("[sms] sender = \"webhook\" needs webhook_url".into())
+            })?;
+            Arc::new(
+                sms::WebhookSender::new(
+                    url,
+                    Duration::from_millis(config.sms.timeout_ms),
+                    config.sms.retries,
+                )
+                .map_err(|e| StartError::Other(format!("webhook client: {e}")))?,
+            )
+        }
+    };
+
+    let service = CommandService::new(store, directory.clone(), directory.clone(), keys)
+        .with_policy(policy)
+        .with_max_attempts(config.service.max_attempts);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let notifier = tokio::spawn(run_notifier(
+        service.clone(),
+        sender,
+        config.notifier.clone(),
+        stop_rx,
+    ));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(readiness)
+        .merge(otp_sms_http::router(service, directory))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| StartError::Listen(args.listen, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(args.listen, e))?;
+    tracing::info!("listening on http://{local}");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| StartError::Other(format!("server: {e}")));
+    let _ = stop_tx.send(true);
+    let _ = notifier.await;
+    tracing::info!("stopped");
+    served
+}
+
+/// Drains the delivery outbox until told to stop.
+async fn run_notifier(
+    service: CommandService,
+    sender: Arc<dyn SmsSender>,
+    config: config::NotifierConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(config.interval_ms.max(10));
+    let lease = Duration::from_secs(config.lease_secs.max(1));
+    loop {
+        match service
+            .deliver_pending(sender.as_ref(), config.batch.max(1), lease)
+            .await
+        {
+            Ok(report) if report != Default::default() => {
+                tracing::info!(
+                    sent = report.sent,
+                    dropped = report.dropped,
+                    failed = report.failed,
+                    "notifier pass"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "notifier pass failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
