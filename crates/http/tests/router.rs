@@ -162,18 +162,21 @@ async fn send_code_is_the_default_and_returns_no_code() {
     assert!(body.get("verificationCode").is_none());
 }
 
+/// Method, URI, body, content type, token, expected HTTP status, expected google.rpc code.
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    StatusCode,
+    i64,
+);
+
 #[tokio::test]
 async fn router_errors_are_google_rpc_status() {
     let app = app();
-    let cases: Vec<(
-        &str,
-        String,
-        Option<&str>,
-        &str,
-        Option<&str>,
-        StatusCode,
-        i64,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             ADD.into(),
@@ -376,7 +379,7 @@ async fn errors_never_echo_the_code() {
         .collect();
     for body in [
         format!("\"{wrong}\""),
-        format!("{wrong}"),
+        wrong.clone(),
         format!(r#"{{"code": {wrong}}}"#),
     ] {
         let (_, value) = call(&app, "POST", &verify_uri(&id), Some(&body)).await;
