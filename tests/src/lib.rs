@@ -9,7 +9,9 @@
 //! 4. otherwise the test fails with a message that says how to fix it.
 
 pub mod fixture;
+pub mod net;
 pub mod pg;
+pub mod server;
 
 /// The README's code blocks compile (`cargo test --doc -p otp-sms-tests`).
 #[cfg(doctest)]

@@ -161,7 +161,7 @@ pub async fn pool() -> PgPool {
 const SCHEMA_PREFIX: &str = "otp_sms_test_";
 
 /// A fresh schema name whose UUID v7 part records when it was made.
-fn schema_name() -> String {
+pub fn schema_name() -> String {
     format!("{SCHEMA_PREFIX}{}", uuid::Uuid::now_v7().simple())
 }
 
@@ -209,4 +209,38 @@ pub async fn drop_store<E>(store: &PgStore<E>) {
     .await
     .expect("drop test schema");
     store.pool().close().await;
+}
+
+/// Drops a schema by name (for schemas a spawned server created).
+pub async fn drop_schema(name: &str) {
+    let pool = pool().await;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("drop schema");
+    pool.close().await;
+}
+
+/// `url` with its host and port replaced (for routing a server through a proxy).
+pub fn with_host_port(url: &str, host_port: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| format!("{u}@"));
+    format!(
+        "{scheme}://{}{host_port}{path}",
+        userinfo.unwrap_or_default()
+    )
+}
+
+/// The `host:port` of `url` (default port 5432).
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").expect("a URL with a scheme").1;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host.split('?').next().unwrap_or(host);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
 }

@@ -173,11 +173,10 @@ impl PolicyConfig {
 }
 
 /// Which SMS sender to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SenderKind {
     /// Print the SMS on standard output: development mode only.
-    #[default]
     Log,
     /// POST each SMS as JSON to `webhook_url`.
     Webhook,
@@ -187,8 +186,9 @@ pub enum SenderKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmsConfig {
-    /// `log` or `webhook`.
-    pub sender: SenderKind,
+    /// `log` or `webhook`. Unset: `log` in development mode; otherwise no notifier runs and
+    /// codes to send wait in the outbox.
+    pub sender: Option<SenderKind>,
     /// Where the webhook sender posts.
     pub webhook_url: Option<String>,
     /// Time-out of one webhook request.
@@ -200,7 +200,7 @@ pub struct SmsConfig {
 impl Default for SmsConfig {
     fn default() -> Self {
         Self {
-            sender: SenderKind::Log,
+            sender: None,
             webhook_url: None,
             timeout_ms: 5_000,
             retries: 2,

@@ -272,25 +272,30 @@ pub async fn run(
         }
     };
 
-    let sender: Arc<dyn SmsSender> = match config.sms.sender {
-        SenderKind::Log if args.dev => Arc::new(sms::PrintSender),
-        SenderKind::Log => {
+    let sender: Option<Arc<dyn SmsSender>> = match config.sms.sender {
+        None if args.dev => Some(Arc::new(sms::PrintSender)),
+        None => {
+            tracing::warn!("no SMS sender configured ([sms] sender): codes to send wait in the outbox until one is");
+            None
+        }
+        Some(SenderKind::Log) if args.dev => Some(Arc::new(sms::PrintSender)),
+        Some(SenderKind::Log) => {
             return Err(StartError::Other(
                 "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\"".into(),
             ))
         }
-        SenderKind::Webhook => {
+        Some(SenderKind::Webhook) => {
             let url = config.sms.webhook_url.clone().ok_or_else(|| {
                 StartError::Other("[sms] sender = \"webhook\" needs webhook_url".into())
             })?;
-            Arc::new(
+            Some(Arc::new(
                 sms::WebhookSender::new(
                     url,
                     Duration::from_millis(config.sms.timeout_ms),
                     config.sms.retries,
                 )
                 .map_err(|e| StartError::Other(format!("webhook client: {e}")))?,
-            )
+            ))
         }
     };
 
@@ -299,12 +304,14 @@ pub async fn run(
         .with_max_attempts(config.service.max_attempts);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let notifier = tokio::spawn(run_notifier(
-        service.clone(),
-        sender,
-        config.notifier.clone(),
-        stop_rx,
-    ));
+    let notifier = sender.map(|sender| {
+        tokio::spawn(run_notifier(
+            service.clone(),
+            sender,
+            config.notifier.clone(),
+            stop_rx,
+        ))
+    });
 
     let request_id = HeaderName::from_static("x-request-id");
     let app = Router::new()
@@ -337,7 +344,9 @@ pub async fn run(
         .await
         .map_err(|e| StartError::Other(format!("server: {e}")));
     let _ = stop_tx.send(true);
-    let _ = notifier.await;
+    if let Some(notifier) = notifier {
+        let _ = notifier.await;
+    }
     tracing::info!("stopped");
     served
 }

@@ -1,0 +1,204 @@
+//! Starts the real server binary on a free port and talks to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A test key ring: `KEY_ID:HEX64`.
+pub const TEST_KEYS: &str = "k1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// The configuration most tests use: instance `inst-1` (domain `inst-1.test`); organizations
+/// `org-1` (domain `org-1.test`) and `org-2`; users `alice` and `admin` of org-1, `stranger`
+/// of org-2; tokens `token-alice`, `token-admin` (user.write in org-1), `token-stranger`.
+/// `extra` is appended (e.g. `[sms]`, `[policy]`).
+pub fn config(extra: &str) -> String {
+    format!(
+        r#"
+[[instances]]
+id = "inst-1"
+domains = ["inst-1.test"]
+
+[[organizations]]
+instance = "inst-1"
+id = "org-1"
+domain = "org-1.test"
+
+[[organizations]]
+instance = "inst-1"
+id = "org-2"
+
+[[users]]
+instance = "inst-1"
+id = "alice"
+organization = "org-1"
+
+[[users]]
+instance = "inst-1"
+id = "admin"
+organization = "org-1"
+
+[[users]]
+instance = "inst-1"
+id = "stranger"
+organization = "org-2"
+
+[[tokens]]
+token = "token-alice"
+instance = "inst-1"
+user = "alice"
+
+[[tokens]]
+token = "token-admin"
+instance = "inst-1"
+user = "admin"
+permissions = ["user.write"]
+
+[[tokens]]
+token = "token-stranger"
+instance = "inst-1"
+user = "stranger"
+
+{extra}
+"#
+    )
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The configuration file's text.
+    pub config: String,
+    /// `--keys`.
+    pub keys: Option<String>,
+    /// `--database-url` and `--schema`.
+    pub database: Option<(String, String)>,
+    /// `--dev`.
+    pub dev: bool,
+}
+
+/// A running server process; killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    output: Arc<Mutex<Vec<String>>>,
+    config_path: PathBuf,
+}
+
+impl Server {
+    /// Starts `binary` (pass `env!("CARGO_BIN_EXE_otp-sms-server-under-test")`) and waits
+    /// until it listens.
+    pub fn start(binary: &str, options: &Options) -> Self {
+        let config_path =
+            std::env::temp_dir().join(format!("otp-sms-test-{}.toml", uuid::Uuid::now_v7()));
+        std::fs::write(&config_path, &options.config).expect("write config");
+        let mut cmd = Command::new(binary);
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--config")
+            .arg(&config_path);
+        // Nothing from the test's own environment may leak into the server's.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("OTP_SMS_") || key == "DATABASE_URL" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_LOG", "info");
+        if let Some(keys) = &options.keys {
+            cmd.arg("--keys").arg(keys);
+        }
+        if let Some((url, schema)) = &options.database {
+            cmd.arg("--database-url")
+                .arg(url)
+                .arg("--schema")
+                .arg(schema);
+        }
+        if options.dev {
+            cmd.arg("--dev");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        let output: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().expect("stderr");
+        let stdout = child.stdout.take().expect("stdout");
+        for (stream, tx) in [
+            (Box::new(stderr) as Box<dyn std::io::Read + Send>, Some(tx)),
+            (Box::new(stdout), None),
+        ] {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let (Some(tx), Some(at)) = (&tx, line.find("listening on http://")) {
+                        let addr = line[at + "listening on ".len()..].trim().to_owned();
+                        let _ = tx.send(addr);
+                    }
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let base_url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "the server did not start:\n{}",
+                    output.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            child,
+            base_url,
+            output,
+            config_path,
+        }
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Everything the server printed so far (stderr and stdout).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the process to exit; returns its success.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<bool> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}

@@ -1,0 +1,524 @@
+//! End-to-end: the real server binary on a free port, driven over HTTP.
+
+use std::time::Duration;
+
+use otp_sms_tests::net::{TcpProxy, WebhookReceiver};
+use otp_sms_tests::pg;
+use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
+
+fn memory_server() -> Server {
+    Server::start(
+        BIN,
+        &Options {
+            config: config(""),
+            keys: Some(TEST_KEYS.into()),
+            ..Options::default()
+        },
+    )
+}
+
+/// A server on PostgreSQL in a fresh schema; returns it and the schema.
+fn pg_server(extra_config: &str, database_url: Option<String>) -> (Server, String) {
+    let schema = pg::schema_name();
+    let url = database_url.unwrap_or_else(|| pg::database_url().to_owned());
+    let server = Server::start(
+        BIN,
+        &Options {
+            config: config(extra_config),
+            keys: Some(TEST_KEYS.into()),
+            database: Some((url, schema.clone())),
+            ..Options::default()
+        },
+    );
+    (server, schema)
+}
+
+async fn request(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    request_with(&reqwest::Client::new(), method, url, token, body).await
+}
+
+/// A client is tied to the runtime of the test that made it: never share one across tests.
+async fn request_with(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut req = client.request(method, url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn post(url: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    request(reqwest::Method::POST, url, token, Some(body)).await
+}
+
+fn add_url(s: &Server, user: &str) -> String {
+    s.url(&format!("/resources/v3alpha/users/{user}/otp_sms"))
+}
+
+fn verify_url(s: &Server, user: &str, id: &str) -> String {
+    s.url(&format!(
+        "/resources/v3alpha/users/{user}/otp_sms/{id}/_verify"
+    ))
+}
+
+async fn add_returning(s: &Server) -> (String, String) {
+    let (status, body) = post(
+        &add_url(s, "alice"),
+        Some("token-alice"),
+        r#"{"number": "+41791234567", "returnCode": {}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["otpSmsId"].as_str().unwrap().to_owned(),
+        body["verificationCode"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn assert_rpc(status: u16, body: &Value, http: u16, code: i64) {
+    assert_eq!(status, http, "{body}");
+    assert_eq!(body["code"], json!(code), "{body}");
+    assert!(
+        body["message"].is_string() && body["details"].is_array(),
+        "{body}"
+    );
+}
+
+/// Every event in a schema, as (position, type, payload) rows.
+async fn events_in(schema: &str) -> Vec<(i64, String, Value)> {
+    let pool = pg::pool().await;
+    let rows: Vec<(i64, String, Value)> = sqlx::query_as(&format!(
+        "SELECT position, event_type, payload FROM \"{schema}\".events ORDER BY position"
+    ))
+    .fetch_all(&pool)
+    .await
+    .expect("read events");
+    pool.close().await;
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_add_with_return_code_then_verify() {
+    let s = memory_server();
+    let (id, code) = add_returning(&s).await;
+    assert_eq!(code.len(), 8);
+    let (status, body) = post(
+        &verify_url(&s, "alice", &id),
+        Some("token-alice"),
+        &format!("\"{code}\""),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let keys: Vec<_> = body["details"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(keys, vec!["changed", "created", "id", "owner"]);
+    assert_eq!(body["details"]["id"], json!(id));
+    assert_eq!(
+        body["details"]["owner"],
+        json!({"type": "OWNER_TYPE_ORG", "id": "org-1"})
+    );
+    let created =
+        chrono::DateTime::parse_from_rfc3339(body["details"]["created"].as_str().unwrap()).unwrap();
+    let changed =
+        chrono::DateTime::parse_from_rfc3339(body["details"]["changed"].as_str().unwrap()).unwrap();
+    assert!(changed >= created);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_error_row_of_the_table_over_http() {
+    let s = memory_server();
+    let (id, code) = add_returning(&s).await;
+    let verify = verify_url(&s, "alice", &id);
+
+    // 3 INVALID_ARGUMENT / 400: an empty code, a malformed body, a wrong code.
+    let (st, b) = post(&verify, Some("token-alice"), r#""""#).await;
+    assert_rpc(st, &b, 400, 3);
+    let (st, b) = post(&verify, Some("token-alice"), "{").await;
+    assert_rpc(st, &b, 400, 3);
+    // 16 UNAUTHENTICATED / 401: no token, an unknown token.
+    let (st, b) = post(&verify, None, &format!("\"{code}\"")).await;
+    assert_rpc(st, &b, 401, 16);
+    let (st, b) = post(&verify, Some("nope-nope"), &format!("\"{code}\"")).await;
+    assert_rpc(st, &b, 401, 16);
+    // 7 PERMISSION_DENIED / 403: another organization's user without user.write.
+    let (st, b) = post(&verify, Some("token-stranger"), &format!("\"{code}\"")).await;
+    assert_rpc(st, &b, 403, 7);
+    // 5 NOT_FOUND / 404: an unknown user, an unknown registration, an unknown route.
+    let (st, b) = post(
+        &verify_url(&s, "carol", &id),
+        Some("token-admin"),
+        &format!("\"{code}\""),
+    )
+    .await;
+    assert_rpc(st, &b, 404, 5);
+    let (st, b) = post(
+        &verify_url(&s, "alice", "nope"),
+        Some("token-alice"),
+        &format!("\"{code}\""),
+    )
+    .await;
+    assert_rpc(st, &b, 404, 5);
+    let (st, b) = request(reqwest::Method::GET, &s.url("/nope"), None, None).await;
+    assert_rpc(st, &b, 404, 5);
+    // 8 RESOURCE_EXHAUSTED / 429: a new code within 60 s.
+    let resend = s.url(&format!(
+        "/resources/v3alpha/users/alice/otp_sms/{id}/_resend_code"
+    ));
+    let (st, b) = post(&resend, Some("token-alice"), r#"{"returnCode": {}}"#).await;
+    assert_rpc(st, &b, 429, 8);
+    // The admin may verify for alice; then 9 FAILED_PRECONDITION / 400: already verified.
+    let (st, b) = post(&verify, Some("token-admin"), &format!("\"{code}\"")).await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = post(&verify, Some("token-alice"), &format!("\"{code}\"")).await;
+    assert_rpc(st, &b, 400, 9);
+    // Remove, then NOT_FOUND.
+    let remove = s.url(&format!("/resources/v3alpha/users/alice/otp_sms/{id}"));
+    let (st, b) = request(reqwest::Method::DELETE, &remove, Some("token-alice"), None).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["details"]["id"], json!(id));
+    let (st, b) = request(reqwest::Method::DELETE, &remove, Some("token-alice"), None).await;
+    assert_rpc(st, &b, 404, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_when_conflicts_outlast_the_attempts() {
+    // One attempt per command and a high burn limit: concurrent wrong codes must collide.
+    let (s, schema) = pg_server(
+        "[service]\nmax_attempts = 1\n[policy]\nmax_failed_checks = 100\n",
+        None,
+    );
+    let (id, code) = add_returning(&s).await;
+    let wrong: String = code
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    let url = verify_url(&s, "alice", &id);
+    // One client, and every call released at once, so that the calls overlap.
+    let client = reqwest::Client::new();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(40));
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let (url, client, start) = (url.clone(), client.clone(), start.clone());
+            let body = format!("\"{wrong}\"");
+            tokio::spawn(async move {
+                start.wait().await;
+                request_with(
+                    &client,
+                    reqwest::Method::POST,
+                    &url,
+                    Some("token-alice"),
+                    Some(&body),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut aborted = 0;
+    for call in calls {
+        let (st, b) = call.await.unwrap();
+        match st {
+            409 => {
+                assert_rpc(st, &b, 409, 10);
+                aborted += 1;
+            }
+            400 => assert_rpc(st, &b, 400, 3),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert!(aborted > 0, "no call collided");
+    let failed = events_in(&schema)
+        .await
+        .iter()
+        .filter(|(_, t, _)| t == "user.otp_sms.check.failed")
+        .count();
+    assert_eq!(failed, 40 - aborted, "every refused call wrote nothing");
+    drop(s);
+    pg::drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_when_the_database_goes_away() {
+    let proxy = TcpProxy::start(pg::host_port(pg::database_url())).await;
+    let via_proxy = pg::with_host_port(pg::database_url(), &proxy.addr.to_string());
+    let (s, schema) = pg_server("", Some(via_proxy));
+    let (id, code) = add_returning(&s).await;
+    let (st, b) = request(reqwest::Method::GET, &s.url("/readyz"), None, None).await;
+    assert_eq!(st, 200, "{b}");
+    proxy.cut();
+    let (st, b) = post(
+        &verify_url(&s, "alice", &id),
+        Some("token-alice"),
+        &format!("\"{code}\""),
+    )
+    .await;
+    assert_rpc(st, &b, 503, 14);
+    assert!(
+        !b.to_string().contains("127.0.0.1"),
+        "no internals leak: {b}"
+    );
+    let (st, b) = request(reqwest::Method::GET, &s.url("/readyz"), None, None).await;
+    assert_eq!(st, 503, "{b}");
+    drop(s);
+    pg::drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_when_the_code_key_was_dropped_from_the_ring() {
+    let (mut s, schema) = pg_server("", None);
+    let (id, code) = add_returning(&s).await;
+    s.kill();
+    // Restart with a different key only: the stored hash names key k1, which is gone.
+    let s2 = Server::start(
+        BIN,
+        &Options {
+            config: config(""),
+            keys: Some(
+                "k2:1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100".into(),
+            ),
+            database: Some((pg::database_url().to_owned(), schema.clone())),
+            ..Options::default()
+        },
+    );
+    let (st, b) = post(
+        &verify_url(&s2, "alice", &id),
+        Some("token-alice"),
+        &format!("\"{code}\""),
+    )
+    .await;
+    assert_rpc(st, &b, 500, 13);
+    assert_eq!(
+        b["message"],
+        json!("internal error"),
+        "details stay in the logs"
+    );
+    drop(s2);
+    pg::drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_changes_nothing() {
+    let (s, schema) = pg_server("", None);
+    let (id, code) = add_returning(&s).await;
+    let before = events_in(&schema).await;
+    let verify = verify_url(&s, "alice", &id);
+    let long = "u".repeat(201);
+    let crab201 = "🦀".repeat(201);
+    let big = format!("\"{}\"", "1".repeat(70_000));
+    let cases: Vec<(String, String)> = vec![
+        (verify.clone(), "{".into()),
+        (verify.clone(), "[1,2".into()),
+        (verify.clone(), big),
+        (verify.clone(), format!("\"{}\"", "9".repeat(201))),
+        (verify.clone(), format!("\"{crab201}\"")),
+        (verify.clone(), "\"\"".into()),
+        (verify.clone(), "null".into()),
+        (verify_url(&s, &long, &id), format!("\"{code}\"")),
+        (verify_url(&s, "alice", &long), format!("\"{code}\"")),
+        (
+            verify_url(&s, "alice%27%3B%20DROP%20TABLE%20events%3B--", &id),
+            format!("\"{code}\""),
+        ),
+        (
+            verify_url(&s, "alice", "%27%20OR%20%271%27%3D%271"),
+            format!("\"{code}\""),
+        ),
+        (
+            add_url(&s, "alice"),
+            r#"{"number": "+41 79 123 45 67 89 01 23"}"#.into(),
+        ),
+        (
+            add_url(&s, "alice"),
+            r#"{"number": "'; DROP TABLE events; --"}"#.into(),
+        ),
+        (
+            add_url(&s, "alice"),
+            r#"{"number": "+41791234567", "returnCode": {}, "isVerified": true}"#.into(),
+        ),
+        (add_url(&s, &long), r#"{"number": "+41791234567"}"#.into()),
+    ];
+    for (url, body) in &cases {
+        let (st, b) = post(url, Some("token-alice"), body).await;
+        assert!(matches!(st, 400 | 404), "{url} {body:.40}: {st} {b}");
+    }
+    // A wrong content type changes nothing either.
+    let res = reqwest::Client::new()
+        .post(&verify)
+        .bearer_auth("token-alice")
+        .header("content-type", "text/plain")
+        .body(format!("\"{code}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    assert_eq!(
+        events_in(&schema).await,
+        before,
+        "the store holds exactly what it held"
+    );
+    // A 200-character multi-byte code is in bounds: a wrong code, recorded as such.
+    let (st, b) = post(
+        &verify,
+        Some("token-alice"),
+        &format!("\"{}\"", "é".repeat(200)),
+    )
+    .await;
+    assert_rpc(st, &b, 400, 3);
+    assert_eq!(events_in(&schema).await.len(), before.len() + 1);
+    let (st, _) = post(&verify, Some("token-alice"), &format!("\"{code}\"")).await;
+    assert_eq!(st, 200);
+    drop(s);
+    pg::drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifier_delivers_each_code_once_across_a_crash() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_failing(true);
+    let sms = format!(
+        "[sms]\nsender = \"webhook\"\nwebhook_url = \"{}\"\ntimeout_ms = 1000\nretries = 0\n[notifier]\ninterval_ms = 50\nlease_secs = 1\n",
+        receiver.url
+    );
+    let (mut first, schema) = pg_server(&sms, None);
+    let (st, b) = post(
+        &add_url(&first, "alice"),
+        Some("token-alice"),
+        r#"{"number": "+41791234567"}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b.get("verificationCode").is_none());
+    let id = b["otpSmsId"].as_str().unwrap().to_owned();
+    // The provider is down: the code stays in the outbox, the registration unsent.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(receiver.received().is_empty());
+    first.kill();
+    receiver.set_failing(false);
+    let second = Server::start(
+        BIN,
+        &Options {
+            config: config(&sms),
+            keys: Some(TEST_KEYS.into()),
+            database: Some((pg::database_url().to_owned(), schema.clone())),
+            ..Options::default()
+        },
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while receiver.received().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a lease and more: no second send
+    let received = receiver.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "delivered once: {received:?}\n{}",
+        second.output()
+    );
+    assert_eq!(received[0]["otpSmsId"], json!(id));
+    assert_eq!(received[0]["phone"], json!("+41791234567"));
+    let code = received[0]["code"].as_str().unwrap().to_owned();
+    let events = events_in(&schema).await;
+    let sent = events
+        .iter()
+        .filter(|(_, t, _)| t == "user.otp_sms.code.sent")
+        .count();
+    assert_eq!(sent, 1, "code sent recorded once");
+    for (_, _, payload) in &events {
+        assert!(
+            !payload.to_string().contains(&code),
+            "no code at rest: {payload}"
+        );
+    }
+    let pool = pg::pool().await;
+    let outbox: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{schema}\".outbox"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0, "the encrypted copy is gone after delivery");
+    pool.close().await;
+    let (st, b) = post(
+        &verify_url(&second, "alice", &id),
+        Some("token-alice"),
+        &format!("\"{code}\""),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    drop(second);
+    pg::drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_openapi_and_graceful_shutdown() {
+    let mut s = memory_server();
+    let (st, b) = request(reqwest::Method::GET, &s.url("/healthz"), None, None).await;
+    assert_eq!((st, b), (200, json!({"status": "ok"})));
+    let (st, _) = request(reqwest::Method::GET, &s.url("/readyz"), None, None).await;
+    assert_eq!(st, 200);
+    let (st, doc) = request(reqwest::Method::GET, &s.url("/openapi.json"), None, None).await;
+    assert_eq!(st, 200);
+    assert!(doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify"].is_object());
+    let res = reqwest::Client::new()
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers().contains_key("x-request-id"),
+        "a request id per call"
+    );
+    assert!(
+        s.output().contains("data lives only in memory"),
+        "the loud memory warning"
+    );
+    assert_eq!(
+        s.terminate(Duration::from_secs(10)),
+        Some(true),
+        "exits cleanly on SIGTERM"
+    );
+}
+
+#[test]
+fn refuses_to_start_without_a_key_or_configuration() {
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("OTP_SMS_KEYS")
+        .env_remove("OTP_SMS_KEY_FILE")
+        .env_remove("OTP_SMS_CONFIG")
+        .env_remove("OTP_SMS_DEV")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--config") && stderr.contains("--dev"),
+        "{stderr}"
+    );
+}
