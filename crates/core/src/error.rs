@@ -177,6 +177,16 @@ impl Error {
         }
     }
 
+    /// The message to send to callers: the `Display` text, except for INTERNAL and UNAVAILABLE,
+    /// whose causes are for the logs only.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error".to_owned(),
+            Error::Unavailable(_) => "service unavailable; retry later".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The HTTP status of this error (`self.rpc_code().http_status()`).
     pub fn http_status(&self) -> u16 {
         self.rpc_code().http_status()

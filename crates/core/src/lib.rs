@@ -74,9 +74,9 @@ pub use ports::{
     SystemClock, UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
 };
 pub use service::{
-    AddRequest, AddResponse, Caller, CodeDelivery, CommandService, DeliveryReport, Details,
-    OrganizationRef, Owner, OwnerType, PhoneVerification, RegistrationRequest, ResendResponse,
-    VerifyRequest,
+    authenticate, bearer_token, AddRequest, AddResponse, Caller, CodeDelivery, CommandService,
+    DeliveryReport, Details, InstanceRef, OrganizationRef, Owner, OwnerType, PhoneVerification,
+    RegistrationRequest, ResendResponse, VerifyRequest,
 };
 pub use store::{
     Append, AppendOutcome, CodecError, EventPayload, EventStore, ExpectedVersion, NewEvent,

@@ -44,16 +44,16 @@ impl IntoResponse for ApiError {
                     "retryDelay": format!("{}s", retry_after.as_secs().max(1)),
                 })],
             ),
-            // The text of these is for the logs, not for callers.
+            // The causes of these are for the logs, not for callers.
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
-                ("internal error".to_owned(), Vec::new())
+                (self.0.public_message(), Vec::new())
             }
             Error::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "dependency unavailable");
-                ("service unavailable; retry later".to_owned(), Vec::new())
+                (self.0.public_message(), Vec::new())
             }
-            other => (other.to_string(), Vec::new()),
+            other => (other.public_message(), Vec::new()),
         };
         let body = StatusJson {
             code: code.as_i32(),

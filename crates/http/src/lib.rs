@@ -33,8 +33,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, Uri};
 use axum::{Json, Router};
 use otp_sms_core::{
-    AddRequest, Authenticator, Caller, CommandService, Delivery, Error, InstanceId,
-    OrganizationRef, PhoneVerification, RegistrationRequest, VerifyRequest,
+    authenticate, bearer_token, AddRequest, Authenticator, Caller, CommandService, Delivery, Error,
+    InstanceRef, OrganizationRef, PhoneVerification, RegistrationRequest, VerifyRequest,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -185,40 +185,18 @@ impl Query {
     }
 }
 
-/// UNAUTHENTICATED unless the bearer token names a caller; NOT_FOUND if the request names an
-/// instance that is not the caller's.
+/// The caller, by the one rule every adapter shares ([`otp_sms_core::authenticate`]).
 async fn caller(api: &Api, headers: &HeaderMap, query: &Query) -> Result<Caller, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError(Error::Unauthenticated))?;
-    let caller = api
-        .auth
-        .authenticate(token)
-        .await
-        .map_err(Error::from)?
-        .ok_or(ApiError(Error::Unauthenticated))?;
-    let named = match (&query.instance_id, &query.instance_domain) {
-        (Some(id), _) => Some(InstanceId::parse("instance.id", id.clone())?),
-        (_, Some(domain)) => Some(
-            api.auth
-                .instance_by_domain(domain)
-                .await
-                .map_err(Error::from)?
-                .ok_or(ApiError(Error::InstanceNotFound))?,
-        ),
+        .and_then(bearer_token);
+    let instance = match (&query.instance_id, &query.instance_domain) {
+        (Some(id), _) => Some(InstanceRef::Id(id.clone())),
+        (_, Some(domain)) => Some(InstanceRef::Domain(domain.clone())),
         _ => None,
     };
-    if named.is_some_and(|instance| instance != caller.instance) {
-        return Err(ApiError(Error::InstanceNotFound));
-    }
-    Ok(caller)
+    Ok(authenticate(api.auth.as_ref(), token, instance).await?)
 }
 
 /// The body, checked for content type and size.

@@ -1,6 +1,6 @@
 //! # otp-sms-server
 //!
-//! Runs the otp-sms HTTP/JSON API with the SMS notifier, on PostgreSQL
+//! Runs the otp-sms API (HTTP/JSON, gRPC and gRPC-web on one port) with the SMS notifier, on PostgreSQL
 //! (`--database-url`) or, by default, on the in-memory store. `otp-sms-server --help` lists
 //! the flags; `docs/operations.md` explains them.
 //!
@@ -314,11 +314,24 @@ pub async fn run(
     });
 
     let request_id = HeaderName::from_static("x-request-id");
+    // One port: gRPC and gRPC-web routes, health, and everything else to the JSON router,
+    // except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
+    let json = otp_sms_http::router(service.clone(), directory.clone());
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(readiness)
-        .merge(otp_sms_http::router(service, directory))
+        .merge(otp_sms_grpc::router(service, directory))
+        .fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
+            let json = json.clone();
+            async move {
+                if otp_sms_grpc::is_grpc(req.headers()) {
+                    Ok(otp_sms_grpc::unimplemented_response())
+                } else {
+                    tower::ServiceExt::oneshot(json, req).await
+                }
+            }
+        }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -1,0 +1,331 @@
+//! # otp-sms-grpc
+//!
+//! The OTP SMS calls of `zitadel.resources.user.v3alpha.ZITADELUsers` on gRPC and gRPC-web,
+//! wire compatible with the public API definition: same package, service, method and message
+//! names, same field numbers and types. The `.proto` files (in `proto/`) declare only what
+//! these calls need and are compiled in Rust (`protox`), so building needs no `protoc`.
+//!
+//! - [`router`] gives an `axum::Router` that serves the service (gRPC over HTTP/2, gRPC-web
+//!   over HTTP/1.1 via `tonic-web`) and gRPC server reflection, to merge with the JSON router on
+//!   one port. Other methods of `ZITADELUsers` answer UNIMPLEMENTED.
+//! - Errors are `tonic::Status` with the codes of [`otp_sms_core::Error::rpc_code`], the same
+//!   mapping the HTTP adapter uses; callers authenticate with `authorization: Bearer` metadata.
+//! - [`proto`] holds the generated messages, server and client; [`FILE_DESCRIPTOR_SET`] the
+//!   compiled definitions.
+//!
+//! ```
+//! use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::VerifyOtpsmsRegistrationRequest;
+//! use prost::Message;
+//! let request = VerifyOtpsmsRegistrationRequest { code: "12345678".into(), ..Default::default() };
+//! // Field 5, length-delimited: tag byte 5 << 3 | 2 = 0x2a.
+//! assert_eq!(request.encode_to_vec()[0], 0x2a);
+//! // Debug is redacted: requests can be logged without leaking codes.
+//! assert!(!format!("{request:?}").contains("12345678"));
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use otp_sms_core::{
+    authenticate, bearer_token, AddRequest, Authenticator, Caller, CommandService, Details, Error,
+    InstanceRef, OrganizationRef, OwnerType, PhoneVerification, RegistrationRequest, VerifyRequest,
+};
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+
+/// The generated protobuf messages, gRPC server and client.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    /// `zitadel.*`
+    pub mod zitadel {
+        /// `zitadel.object.*`
+        pub mod object {
+            /// `zitadel.object.v3alpha`
+            pub mod v3alpha {
+                include!(concat!(env!("OUT_DIR"), "/zitadel.object.v3alpha.rs"));
+            }
+        }
+        /// `zitadel.resources.*`
+        pub mod resources {
+            /// `zitadel.resources.object.*`
+            pub mod object {
+                /// `zitadel.resources.object.v3alpha`
+                pub mod v3alpha {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/zitadel.resources.object.v3alpha.rs"
+                    ));
+                }
+            }
+            /// `zitadel.resources.user.*`
+            pub mod user {
+                /// `zitadel.resources.user.v3alpha`
+                pub mod v3alpha {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/zitadel.resources.user.v3alpha.rs"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+use proto::zitadel::object::v3alpha as object;
+use proto::zitadel::resources::object::v3alpha as resources_object;
+use proto::zitadel::resources::user::v3alpha as user;
+use user::zitadel_users_server::{ZitadelUsers, ZitadelUsersServer};
+
+/// The compiled `.proto` files (an encoded `google.protobuf.FileDescriptorSet`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// The gRPC service name, `zitadel.resources.user.v3alpha.ZITADELUsers`.
+pub const SERVICE_NAME: &str = user::zitadel_users_server::SERVICE_NAME;
+
+impl fmt::Debug for user::VerifyOtpsmsRegistrationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyOtpsmsRegistrationRequest")
+            .field("instance", &self.instance)
+            .field("organization", &self.organization)
+            .field("id", &self.id)
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for user::AddOtpsmsAuthenticatorResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddOtpsmsAuthenticatorResponse")
+            .field("details", &self.details)
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field(
+                "verification_code",
+                &self.verification_code.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The one mapping from the library's errors to gRPC: the code of [`Error::rpc_code`] and the
+/// caller-safe [`Error::public_message`].
+pub fn status(error: &Error) -> Status {
+    match error {
+        Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+        Error::Unavailable(detail) => tracing::warn!(error = %detail, "dependency unavailable"),
+        _ => {}
+    }
+    Status::new(
+        tonic::Code::from_i32(error.rpc_code().as_i32()),
+        error.public_message(),
+    )
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn details(d: &Details) -> resources_object::Details {
+    resources_object::Details {
+        id: d.id.to_string(),
+        created: Some(timestamp(d.created)),
+        changed: Some(timestamp(d.changed)),
+        owner: Some(object::Owner {
+            r#type: match d.owner.owner_type {
+                OwnerType::Unspecified => object::OwnerType::Unspecified,
+                OwnerType::System => object::OwnerType::System,
+                OwnerType::Instance => object::OwnerType::Instance,
+                OwnerType::Org => object::OwnerType::Org,
+            } as i32,
+            id: d.owner.id.clone(),
+        }),
+    }
+}
+
+fn instance_ref(instance: Option<object::Instance>) -> Option<InstanceRef> {
+    match instance?.property? {
+        object::instance::Property::Id(id) => Some(InstanceRef::Id(id)),
+        object::instance::Property::Domain(domain) => Some(InstanceRef::Domain(domain)),
+    }
+}
+
+fn organization_ref(org: Option<object::Organization>) -> Option<OrganizationRef> {
+    match org?.property? {
+        object::organization::Property::OrgId(id) => Some(OrganizationRef::Id(id)),
+        object::organization::Property::OrgDomain(domain) => Some(OrganizationRef::Domain(domain)),
+    }
+}
+
+/// `ZITADELUsers` on top of the command service.
+#[derive(Clone)]
+pub struct UsersService {
+    service: CommandService,
+    auth: Arc<dyn Authenticator>,
+}
+
+impl UsersService {
+    /// The service, with the host's authenticator for bearer tokens.
+    pub fn new(service: CommandService, auth: Arc<dyn Authenticator>) -> Self {
+        Self { service, auth }
+    }
+
+    async fn caller<T>(
+        &self,
+        request: &Request<T>,
+        instance: Option<object::Instance>,
+    ) -> Result<Caller, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token);
+        authenticate(self.auth.as_ref(), token, instance_ref(instance))
+            .await
+            .map_err(|e| status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl ZitadelUsers for UsersService {
+    async fn add_otpsms_authenticator(
+        &self,
+        request: Request<user::AddOtpsmsAuthenticatorRequest>,
+    ) -> Result<Response<user::AddOtpsmsAuthenticatorResponse>, Status> {
+        let caller = self
+            .caller(&request, request.get_ref().instance.clone())
+            .await?;
+        let req = request.into_inner();
+        let phone = req.phone.unwrap_or_default();
+        let verification = match phone.verification {
+            None | Some(user::set_phone::Verification::SendCode(_)) => PhoneVerification::SendCode,
+            Some(user::set_phone::Verification::ReturnCode(_)) => PhoneVerification::ReturnCode,
+            Some(user::set_phone::Verification::IsVerified(v)) => PhoneVerification::IsVerified(v),
+        };
+        let added = self
+            .service
+            .add(
+                &caller,
+                AddRequest {
+                    user_id: req.id,
+                    organization: organization_ref(req.organization),
+                    phone: phone.number,
+                    verification,
+                },
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(user::AddOtpsmsAuthenticatorResponse {
+            details: Some(details(&added.details)),
+            otp_sms_id: added.registration_id.into_string(),
+            verification_code: added.verification_code.map(|c| c.expose().to_owned()),
+        }))
+    }
+
+    async fn verify_otpsms_registration(
+        &self,
+        request: Request<user::VerifyOtpsmsRegistrationRequest>,
+    ) -> Result<Response<user::VerifyOtpsmsRegistrationResponse>, Status> {
+        let caller = self
+            .caller(&request, request.get_ref().instance.clone())
+            .await?;
+        let req = request.into_inner();
+        let verified = self
+            .service
+            .verify(
+                &caller,
+                VerifyRequest {
+                    user_id: req.id,
+                    organization: organization_ref(req.organization),
+                    registration_id: req.otp_sms_id,
+                    code: req.code,
+                },
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(user::VerifyOtpsmsRegistrationResponse {
+            details: Some(details(&verified)),
+        }))
+    }
+
+    async fn remove_otpsms_authenticator(
+        &self,
+        request: Request<user::RemoveOtpsmsAuthenticatorRequest>,
+    ) -> Result<Response<user::RemoveOtpsmsAuthenticatorResponse>, Status> {
+        let caller = self
+            .caller(&request, request.get_ref().instance.clone())
+            .await?;
+        let req = request.into_inner();
+        let removed = self
+            .service
+            .remove(
+                &caller,
+                RegistrationRequest {
+                    user_id: req.id,
+                    organization: organization_ref(req.organization),
+                    registration_id: req.otp_sms_id,
+                },
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(user::RemoveOtpsmsAuthenticatorResponse {
+            details: Some(details(&removed)),
+        }))
+    }
+}
+
+/// An `axum::Router` serving `ZITADELUsers` (gRPC and gRPC-web) and gRPC reflection, with no
+/// fallback of its own, to merge with other routers on one port. HTTP/2 must be enabled on the
+/// listener for gRPC (axum's `http2` feature); gRPC-web also works over HTTP/1.1.
+pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Router {
+    let users = ZitadelUsersServer::new(UsersService::new(service, auth));
+    // Both reflection versions: grpcurl and older tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the compiled descriptor set is valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the compiled descriptor set is valid");
+    axum::Router::new()
+        .route_service(
+            &format!("/{}/{{*rest}}", SERVICE_NAME),
+            tower::ServiceBuilder::new()
+                .layer(tonic_web::GrpcWebLayer::new())
+                .service(users),
+        )
+        .route_service(
+            &format!("/{}/{{*rest}}", name_of(&reflection_v1)),
+            reflection_v1,
+        )
+        .route_service(
+            &format!("/{}/{{*rest}}", name_of(&reflection_v1alpha)),
+            reflection_v1alpha,
+        )
+}
+
+fn name_of<S: NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
+/// Whether a request is gRPC or gRPC-web, by its content type: for fallbacks that must answer
+/// in the caller's protocol.
+pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// The gRPC answer for a method this server does not serve: UNIMPLEMENTED.
+pub fn unimplemented_response() -> axum::response::Response {
+    let (parts, ()) = Status::unimplemented("method not implemented")
+        .into_http::<()>()
+        .into_parts();
+    axum::response::Response::from_parts(parts, axum::body::Body::empty())
+}
