@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DurationRound, Utc};
 use otp_sms_core::{
     AddRequest, AddResponse, Caller, CodeKey, CodeKeyRing, CommandService, Event, EventStore,
-    InstanceId, KeyId, ManualClock, PhoneVerification, PrincipalId, RecordedEvent,
+    InstanceId, KeyId, ManualClock, PhoneVerification, PrincipalId, Recorded,
 };
 use otp_sms_memory::MemoryStore;
 use otp_sms_postgres::PgStore;
@@ -126,7 +126,7 @@ impl Fixture {
     }
 
     /// Every event in the store, in feed order.
-    pub async fn feed(&self) -> Vec<RecordedEvent<Event>> {
+    pub async fn feed(&self) -> Recorded<Event> {
         self.store.read_all(0, usize::MAX).await.expect("read_all")
     }
 }

@@ -656,7 +656,7 @@ async fn no_recoverable_code_remains_at_rest_after_delivery(f: &Fixture) {
         &f.feed()
             .await
             .into_iter()
-            .map(|e| e.event)
+            .map(|e| e.event.clone())
             .collect::<Vec<_>>(),
     );
     assert_eq!(state.status, Status::Unverified);

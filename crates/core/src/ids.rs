@@ -2,6 +2,7 @@
 //! expected.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +31,7 @@ macro_rules! id_newtype {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates a caller-supplied identifier (1..=200 characters) for the request
@@ -43,7 +44,7 @@ macro_rules! id_newtype {
                 if value.chars().any(char::is_control) {
                     return Err(Error::invalid(field, "must not contain control characters"));
                 }
-                Ok(Self(value))
+                Ok(Self(Arc::from(value)))
             }
 
             /// The identifier as a string slice.
@@ -53,7 +54,12 @@ macro_rules! id_newtype {
 
             /// The identifier as an owned string.
             pub fn into_string(self) -> String {
-                self.0
+                self.0.to_string()
+            }
+
+            /// The shared string behind the identifier (cloning it is a reference count).
+            pub fn as_shared(&self) -> &Arc<str> {
+                &self.0
             }
         }
 
@@ -102,7 +108,7 @@ id_newtype!(
 impl PrincipalId {
     /// The principal the library uses for its own background work (the SMS notifier).
     pub fn system() -> Self {
-        Self("system".to_owned())
+        Self(Arc::from("system"))
     }
 }
 

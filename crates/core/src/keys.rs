@@ -29,12 +29,12 @@ const ENC_INFO: &[u8] = b"otp-sms/code-enc/v1";
 /// The name of a key in the ring, recorded next to every hash and ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct KeyId(String);
+pub struct KeyId(std::sync::Arc<str>);
 
 impl KeyId {
     /// A key id; any non-secret label such as `2026-11` or `k7`.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(std::sync::Arc::from(id.into()))
     }
     /// The id as text.
     pub fn as_str(&self) -> &str {

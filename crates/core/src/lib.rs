@@ -80,5 +80,6 @@ pub use service::{
 };
 pub use store::{
     Append, AppendOutcome, CodecError, EventPayload, EventStore, ExpectedVersion, NewEvent,
-    NewOutboxMessage, OutboxMessage, RecordedEvent, RecordedMeta, StoreError, StreamId, Version,
+    NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
+    Version,
 };

@@ -1,6 +1,7 @@
 //! Phone numbers, parsed and normalised to E.164.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,7 @@ pub const MAX_PHONE_CHARS: usize = 20;
 /// so that numbers (personal data) do not end up whole in logs.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Phone(String);
+pub struct Phone(Arc<str>);
 
 impl Phone {
     /// Parses caller input (1..=20 characters) into E.164.
@@ -40,9 +41,9 @@ impl Phone {
         if !phonenumber::is_valid(&number) {
             return Err(Error::invalid(FIELD, "not a valid phone number"));
         }
-        Ok(Self(
+        Ok(Self(Arc::from(
             number.format().mode(phonenumber::Mode::E164).to_string(),
-        ))
+        )))
     }
 
     /// The number in E.164 form.

@@ -305,7 +305,11 @@ impl CommandService {
 
     /// The stream of a registration.
     pub fn stream_id(instance: &InstanceId, registration: &RegistrationId) -> StreamId {
-        StreamId::new(instance.clone(), AGGREGATE_TYPE, registration.as_str())
+        StreamId::new(
+            instance.clone(),
+            AGGREGATE_TYPE,
+            registration.as_shared().clone(),
+        )
     }
 
     /// `AddOTPSMSAuthenticator`: registers a phone and, unless it is added as verified,

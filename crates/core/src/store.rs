@@ -5,7 +5,9 @@
 //! drive it with its own events (1 MiB payloads included) and a store keeps typed events in
 //! memory without re-parsing them on every read.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,18 +44,18 @@ pub struct CodecError(pub String);
 pub struct StreamId {
     /// The tenant.
     pub instance: InstanceId,
-    /// The aggregate type, e.g. [`crate::AGGREGATE_TYPE`].
-    pub aggregate_type: String,
-    /// The aggregate's id within its type.
-    pub aggregate_id: String,
+    /// The aggregate type, e.g. [`crate::AGGREGATE_TYPE`] (static: no allocation per stream).
+    pub aggregate_type: Cow<'static, str>,
+    /// The aggregate's id within its type (shared: cloning it is a reference count).
+    pub aggregate_id: Arc<str>,
 }
 
 impl StreamId {
     /// A stream id from its three parts.
     pub fn new(
         instance: InstanceId,
-        aggregate_type: impl Into<String>,
-        aggregate_id: impl Into<String>,
+        aggregate_type: impl Into<Cow<'static, str>>,
+        aggregate_id: impl Into<Arc<str>>,
     ) -> Self {
         Self {
             instance,
@@ -98,6 +100,9 @@ pub struct NewEvent<E> {
     /// The owning organization.
     pub owner: OrganizationId,
 }
+
+/// Events as a store hands them out: shared, so that reading a stream copies no event.
+pub type Recorded<E> = Vec<Arc<RecordedEvent<E>>>;
 
 /// An event as stored: the event plus its place in the stream and in the global feed.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,7 +222,7 @@ impl From<StoreError> for Error {
 #[async_trait]
 pub trait EventStore<E: EventPayload>: Send + Sync {
     /// All events of one stream, in sequence order; empty if the stream does not exist.
-    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent<E>>, StoreError>;
+    async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<E>, StoreError>;
 
     /// Appends atomically, checking the expected version first. On a mismatch nothing is
     /// written and [`StoreError::Conflict`] carries the expected and actual versions.
@@ -226,8 +231,7 @@ pub trait EventStore<E: EventPayload>: Send + Sync {
     /// Up to `limit` events of all streams with a position greater than `after`, in position
     /// order. Never skips an event: a reader that resumes from the last position it saw will
     /// see every event that commits later.
-    async fn read_all(&self, after: u64, limit: usize)
-        -> Result<Vec<RecordedEvent<E>>, StoreError>;
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<E>, StoreError>;
 
     /// Up to `limit` pending outbox messages, oldest first, leased to this caller for `lease`:
     /// no other caller gets them until the lease runs out or they are deleted.

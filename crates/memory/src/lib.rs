@@ -24,33 +24,50 @@
 //! # }
 //! ```
 //!
-//! All state sits behind one lock that is never held across an `.await`, so an append is
-//! atomic and global positions are assigned in commit order: the feed cannot skip.
+//! Streams live in independently locked shards; positions are assigned under the log's lock
+//! in the same step that publishes the events, so the feed cannot skip. No lock is held across
+//! an `.await`.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
-    Append, AppendOutcome, Clock, EventPayload, EventStore, OutboxMessage, RecordedEvent,
+    Append, AppendOutcome, Clock, EventPayload, EventStore, OutboxMessage, Recorded, RecordedEvent,
     RecordedMeta, StoreError, StreamId, SystemClock,
 };
+use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
+/// Streams are spread over this many independently locked shards, so that commands on
+/// different registrations do not wait for each other.
+const SHARDS: usize = 64;
+
+type Shard<E> = HashMap<StreamId, Vec<Arc<RecordedEvent<E>>>>;
+
 /// An event store that lives in the process's memory.
+///
+/// Locks, always taken in this order and never across an `.await`: the stream's shard, then
+/// the outbox (only if the append has messages), then the global log. An append holds its
+/// shard from the version check to the last write, so it is atomic for every reader; the log
+/// lock assigns positions and publishes events in one step, so the feed never skips.
 pub struct MemoryStore<E> {
-    inner: RwLock<Inner<E>>,
+    shards: Box<[RwLock<Shard<E>>]>,
+    shard_hasher: RandomState,
+    log: RwLock<Vec<Arc<RecordedEvent<E>>>>,
+    outbox: Mutex<Outbox>,
     clock: Arc<dyn Clock>,
 }
 
-struct Inner<E> {
-    streams: HashMap<StreamId, Vec<Arc<RecordedEvent<E>>>>,
-    log: Vec<Arc<RecordedEvent<E>>>,
-    outbox: BTreeMap<u64, OutboxEntry>,
-    outbox_ids: HashMap<Uuid, u64>,
-    next_outbox: u64,
+#[derive(Default)]
+struct Outbox {
+    messages: BTreeMap<u64, OutboxEntry>,
+    ids: HashMap<Uuid, u64>,
+    next: u64,
 }
 
 struct OutboxEntry {
@@ -73,20 +90,17 @@ impl<E> MemoryStore<E> {
     /// An empty store whose `created_at` times and outbox leases follow `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
-            inner: RwLock::new(Inner {
-                streams: HashMap::new(),
-                log: Vec::new(),
-                outbox: BTreeMap::new(),
-                outbox_ids: HashMap::new(),
-                next_outbox: 0,
-            }),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shard_hasher: RandomState::new(),
+            log: RwLock::new(Vec::new()),
+            outbox: Mutex::new(Outbox::default()),
             clock,
         }
     }
 
     /// How many events the store holds.
     pub fn len(&self) -> usize {
-        self.read().log.len()
+        self.log.read().len()
     }
 
     /// Whether the store holds no events.
@@ -96,36 +110,30 @@ impl<E> MemoryStore<E> {
 
     /// How many outbox messages are pending (leased or not).
     pub fn outbox_len(&self) -> usize {
-        self.read().outbox.len()
+        self.outbox.lock().messages.len()
     }
 
-    // A panic can only poison the lock between complete mutations (every mutation is
-    // validated before it starts), so the data behind a poisoned lock is still consistent.
-    fn read(&self) -> RwLockReadGuard<'_, Inner<E>> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Inner<E>> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, stream: &StreamId) -> &RwLock<Shard<E>> {
+        let hash = self.shard_hasher.hash_one(stream);
+        &self.shards[(hash as usize) % SHARDS]
     }
 }
 
 #[async_trait]
 impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
-    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+    async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<E>, StoreError> {
         Ok(self
+            .shard(stream)
             .read()
-            .streams
             .get(stream)
-            .map(|events| events.iter().map(|e| (**e).clone()).collect())
+            .cloned()
             .unwrap_or_default())
     }
 
     async fn append(&self, append: Append<E>) -> Result<AppendOutcome, StoreError> {
         let now = self.clock.now();
-        let mut inner = self.write();
-        let actual = inner
-            .streams
+        let mut shard = self.shard(&append.stream).write();
+        let actual = shard
             .get(&append.stream)
             .map_or(0, |events| events.len() as u64);
         if !append.expected.admits(actual) {
@@ -136,81 +144,75 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
             });
         }
         // Validate everything before the first write, so a refused append writes nothing.
-        let mut ids = HashSet::with_capacity(append.outbox.len());
-        for message in &append.outbox {
-            if inner.outbox_ids.contains_key(&message.id) || !ids.insert(message.id) {
-                return Err(StoreError::Internal(format!(
-                    "duplicate outbox message id {}",
-                    message.id
-                )));
+        let mut outbox = (!append.outbox.is_empty()).then(|| self.outbox.lock());
+        if let Some(outbox) = &outbox {
+            let mut ids = HashSet::with_capacity(append.outbox.len());
+            for message in &append.outbox {
+                if outbox.ids.contains_key(&message.id) || !ids.insert(message.id) {
+                    return Err(StoreError::Internal(format!(
+                        "duplicate outbox message id {}",
+                        message.id
+                    )));
+                }
             }
         }
-        let inner = &mut *inner;
         let mut recorded = Vec::with_capacity(append.events.len());
-        let mut sequence = actual;
-        let stream_events = inner.streams.entry(append.stream.clone()).or_default();
-        for new in append.events {
-            sequence += 1;
-            let position = inner.log.len() as u64 + 1;
-            let event = Arc::new(RecordedEvent {
-                stream: append.stream.clone(),
-                sequence,
-                position,
-                created_at: now,
-                creator: new.creator,
-                owner: new.owner,
-                event: new.event,
-            });
-            recorded.push(RecordedMeta {
-                sequence,
-                position,
-                created_at: now,
-            });
-            stream_events.push(Arc::clone(&event));
-            inner.log.push(event);
+        let mut events = Vec::with_capacity(append.events.len());
+        if !append.events.is_empty() {
+            let mut log = self.log.write();
+            for (i, new) in append.events.into_iter().enumerate() {
+                let sequence = actual + 1 + i as u64;
+                let position = log.len() as u64 + 1;
+                let event = Arc::new(RecordedEvent {
+                    stream: append.stream.clone(),
+                    sequence,
+                    position,
+                    created_at: now,
+                    creator: new.creator,
+                    owner: new.owner,
+                    event: new.event,
+                });
+                recorded.push(RecordedMeta {
+                    sequence,
+                    position,
+                    created_at: now,
+                });
+                log.push(Arc::clone(&event));
+                events.push(event);
+            }
         }
-        if stream_events.is_empty() {
-            // An empty append to a new stream must not create it.
-            inner.streams.remove(&append.stream);
-        }
-        for message in append.outbox {
-            let key = inner.next_outbox;
-            inner.next_outbox += 1;
-            inner.outbox_ids.insert(message.id, key);
-            inner.outbox.insert(
-                key,
-                OutboxEntry {
-                    message: OutboxMessage {
-                        id: message.id,
-                        stream: append.stream.clone(),
-                        payload: message.payload,
-                        created_at: now,
-                        attempts: 0,
+        if let Some(outbox) = outbox.as_mut() {
+            for message in append.outbox {
+                let key = outbox.next;
+                outbox.next += 1;
+                outbox.ids.insert(message.id, key);
+                outbox.messages.insert(
+                    key,
+                    OutboxEntry {
+                        message: OutboxMessage {
+                            id: message.id,
+                            stream: append.stream.clone(),
+                            payload: message.payload,
+                            created_at: now,
+                            attempts: 0,
+                        },
+                        leased_until: None,
                     },
-                    leased_until: None,
-                },
-            );
+                );
+            }
         }
-        Ok(AppendOutcome {
-            version: sequence,
-            recorded,
-        })
+        let version = actual + events.len() as u64;
+        // An empty append to a new stream must not create it.
+        if !events.is_empty() {
+            shard.entry(append.stream).or_default().extend(events);
+        }
+        Ok(AppendOutcome { version, recorded })
     }
 
-    async fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
-        let inner = self.read();
-        let start = usize::try_from(after)
-            .unwrap_or(usize::MAX)
-            .min(inner.log.len());
-        Ok(inner.log[start..]
-            .iter()
-            .take(limit)
-            .map(|e| (**e).clone())
-            .collect())
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<E>, StoreError> {
+        let log = self.log.read();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
+        Ok(log[start..].iter().take(limit).cloned().collect())
     }
 
     async fn fetch_outbox(
@@ -220,9 +222,9 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        let mut inner = self.write();
+        let mut outbox = self.outbox.lock();
         let mut out = Vec::new();
-        for entry in inner.outbox.values_mut() {
+        for entry in outbox.messages.values_mut() {
             if out.len() >= limit {
                 break;
             }
@@ -237,9 +239,9 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
     }
 
     async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError> {
-        let mut inner = self.write();
-        Ok(match inner.outbox_ids.remove(&id) {
-            Some(key) => inner.outbox.remove(&key).is_some(),
+        let mut outbox = self.outbox.lock();
+        Ok(match outbox.ids.remove(&id) {
+            Some(key) => outbox.messages.remove(&key).is_some(),
             None => false,
         })
     }

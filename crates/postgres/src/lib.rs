@@ -5,7 +5,11 @@
 //!
 //! - Events are keyed by (instance, aggregate type, aggregate id, sequence): two writers of the
 //!   same sequence collide on the primary key, on one server or many.
-//! - An append (version check, events, outbox messages) is one transaction: all or nothing.
+//! - An append (version check, events, outbox messages) is all or nothing.
+//! - Group commit: appends that arrive while a write is in flight are written together by one
+//!   call of a stored function, in one transaction with one commit flush; each is checked
+//!   against its own expected version, so a conflict fails only its own command. Alone, an
+//!   append is a single round trip.
 //! - The global feed never skips: positions are assigned under a transaction-scoped advisory
 //!   lock held until commit, so they become visible in increasing order (`docs/event-store.md`
 //!   explains why a plain sequence is not enough).
@@ -23,17 +27,21 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashSet;
 use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
-    Append, AppendOutcome, EventPayload, EventStore, InstanceId, OrganizationId, OutboxMessage,
-    PrincipalId, RecordedEvent, RecordedMeta, StoreError, StreamId, Version,
+    Append, AppendOutcome, EventPayload, EventStore, ExpectedVersion, InstanceId, OrganizationId,
+    OutboxMessage, PrincipalId, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
+    Version,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// The embedded migrations (`crates/postgres/migrations`).
@@ -42,13 +50,33 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The advisory lock class of this library ("otp" in ASCII); the object id is the schema's hash.
 const LOCK_CLASS: i32 = 0x006f_7470;
 
+/// The most appends one group commit writes.
+const MAX_BATCH: usize = 128;
+
 /// A PostgreSQL event store in one schema.
+///
+/// Appends go through a writer task, spawned on the Tokio runtime of the first append, that
+/// writes whatever appends are waiting in one call (group commit). Use the store from that
+/// runtime; dropping the store stops the writer.
 pub struct PgStore<E> {
+    shared: Arc<Shared>,
+    writer: OnceLock<mpsc::UnboundedSender<Job<E>>>,
+    _events: PhantomData<fn() -> E>,
+}
+
+/// What the store and its writer task share.
+struct Shared {
     pool: PgPool,
     schema: String,
     lock_key: i32,
     sql: Sql,
-    _events: PhantomData<fn() -> E>,
+}
+
+/// One append waiting for the writer.
+struct Job<E> {
+    append: Append<E>,
+    payloads: Vec<String>,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
 /// Every statement, with the schema filled in once.
@@ -56,8 +84,7 @@ struct Sql {
     read_stream: String,
     read_all: String,
     version: String,
-    insert_events: String,
-    insert_outbox: String,
+    append_batch: String,
     fetch_outbox: String,
     delete_outbox: String,
 }
@@ -80,19 +107,9 @@ impl Sql {
                 "SELECT coalesce(max(sequence), 0) FROM {s}.events \
                  WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3"
             ),
-            insert_events: format!(
-                "INSERT INTO {s}.events (instance_id, aggregate_type, aggregate_id, sequence, \
-                 event_type, revision, payload, creator, owner) \
-                 SELECT $1, $2, $3, $4 + u.ord, u.t, u.r, u.p::jsonb, u.c, u.o \
-                 FROM unnest($5::text[], $6::int2[], $7::text[], $8::text[], $9::text[]) \
-                 WITH ORDINALITY AS u(t, r, p, c, o, ord) ORDER BY u.ord \
-                 RETURNING sequence, position, created_at"
-            ),
-            insert_outbox: format!(
-                "INSERT INTO {s}.outbox (id, instance_id, aggregate_type, aggregate_id, payload) \
-                 SELECT u.id, $1, $2, $3, u.p::jsonb \
-                 FROM unnest($4::uuid[], $5::text[]) WITH ORDINALITY AS u(id, p, ord) \
-                 ORDER BY u.ord"
+            append_batch: format!(
+                "SELECT kind, idx, seq, pos, at FROM {s}.append_batch(\
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             ),
             fetch_outbox: format!(
                 "UPDATE {s}.outbox o \
@@ -129,24 +146,7 @@ fn schema_lock_key(schema: &str) -> i32 {
 
 /// Maps a sqlx error: lost connections and pool time-outs are UNAVAILABLE, the rest INTERNAL.
 pub fn map_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            // Class 08: connection exception; 57P0x: shutdown; 53300: too many connections.
-            Some(code)
-                if code.starts_with("08")
-                    || matches!(code, "57P01" | "57P02" | "57P03" | "53300") =>
-            {
-                StoreError::Unavailable(e.to_string())
-            }
-            _ => StoreError::Internal(e.to_string()),
-        },
-        _ => StoreError::Internal(e.to_string()),
-    }
+    map_error_ref(&e)
 }
 
 fn unique_violation_on(e: &sqlx::Error) -> Option<String> {
@@ -163,20 +163,20 @@ fn to_i64(v: u64) -> i64 {
 }
 
 fn stream_of(row: &PgRow) -> Result<StreamId, sqlx::Error> {
-    Ok(StreamId {
-        instance: InstanceId::parse("instance_id", row.try_get::<String, _>("instance_id")?)
+    Ok(StreamId::new(
+        InstanceId::parse("instance_id", row.try_get::<String, _>("instance_id")?)
             .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-    })
+        row.try_get::<String, _>("aggregate_type")?,
+        row.try_get::<String, _>("aggregate_id")?,
+    ))
 }
 
-fn recorded<E: EventPayload>(row: PgRow) -> Result<RecordedEvent<E>, StoreError> {
+fn recorded<E: EventPayload>(row: PgRow) -> Result<Arc<RecordedEvent<E>>, StoreError> {
     let decode = |e: otp_sms_core::Error| StoreError::Internal(e.to_string());
     let event_type: String = row.try_get("event_type").map_err(map_error)?;
     let revision: i16 = row.try_get("revision").map_err(map_error)?;
     let payload: serde_json::Value = row.try_get("payload").map_err(map_error)?;
-    Ok(RecordedEvent {
+    Ok(Arc::new(RecordedEvent {
         stream: stream_of(&row).map_err(map_error)?,
         sequence: row.try_get::<i64, _>("sequence").map_err(map_error)? as u64,
         position: row.try_get::<i64, _>("position").map_err(map_error)? as u64,
@@ -192,7 +192,7 @@ fn recorded<E: EventPayload>(row: PgRow) -> Result<RecordedEvent<E>, StoreError>
         )
         .map_err(decode)?,
         event: E::from_json(&event_type, revision as u16, payload)?,
-    })
+    }))
 }
 
 /// Pool settings that suit the store: see `docs/operations.md` for what each means.
@@ -214,29 +214,32 @@ impl<E> PgStore<E> {
             )));
         }
         Ok(Self {
-            pool,
-            schema: schema.to_owned(),
-            lock_key: schema_lock_key(schema),
-            sql: Sql::new(schema),
+            shared: Arc::new(Shared {
+                pool,
+                schema: schema.to_owned(),
+                lock_key: schema_lock_key(schema),
+                sql: Sql::new(schema),
+            }),
+            writer: OnceLock::new(),
             _events: PhantomData,
         })
     }
 
     /// The schema the tables live in.
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.shared.schema
     }
 
     /// The connection pool.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.shared.pool
     }
 
     /// Creates the schema if needed and applies the embedded migrations to it. Safe to run on
     /// every start and from several servers at once (sqlx takes a lock while migrating).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(map_error)?;
-        let schema = format!("\"{}\"", self.schema);
+        let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
+        let schema = format!("\"{}\"", self.shared.schema);
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
             .execute(&mut *conn)
             .await
@@ -259,112 +262,233 @@ impl<E> PgStore<E> {
 
     /// Whether the database answers (for readiness checks).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(map_error)?;
+        let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
         conn.ping().await.map_err(map_error)
     }
+}
 
-    async fn try_append(
-        &self,
-        append: &Append<E>,
-        payloads: Vec<String>,
-    ) -> Result<Result<AppendOutcome, Version>, sqlx::Error>
-    where
-        E: EventPayload,
-    {
-        let s = &append.stream;
-        let mut tx = self.pool.begin().await?;
-        // Held until commit: appends assign positions and become visible one after another,
-        // so a reader of the feed never sees position n+1 while n may still commit.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind(LOCK_CLASS)
-            .bind(self.lock_key)
-            .execute(&mut *tx)
-            .await?;
-        let actual: i64 = sqlx::query_scalar(&self.sql.version)
-            .bind(s.instance.as_str())
-            .bind(&s.aggregate_type)
-            .bind(&s.aggregate_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let actual = actual as u64;
-        if !append.expected.admits(actual) {
-            tx.rollback().await?;
-            return Ok(Err(actual));
-        }
-        let mut recorded = Vec::with_capacity(append.events.len());
-        if !append.events.is_empty() {
-            let types: Vec<&str> = append.events.iter().map(|e| e.event.event_type()).collect();
-            let revisions: Vec<i16> = append
-                .events
-                .iter()
-                .map(|e| e.event.revision() as i16)
-                .collect();
-            let creators: Vec<&str> = append.events.iter().map(|e| e.creator.as_str()).collect();
-            let owners: Vec<&str> = append.events.iter().map(|e| e.owner.as_str()).collect();
-            let rows = sqlx::query(&self.sql.insert_events)
-                .bind(s.instance.as_str())
-                .bind(&s.aggregate_type)
-                .bind(&s.aggregate_id)
-                .bind(to_i64(actual))
-                .bind(&types)
-                .bind(&revisions)
-                .bind(&payloads)
-                .bind(&creators)
-                .bind(&owners)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in rows {
-                recorded.push(RecordedMeta {
-                    sequence: row.try_get::<i64, _>("sequence")? as u64,
-                    position: row.try_get::<i64, _>("position")? as u64,
-                    created_at: row.try_get::<DateTime<Utc>, _>("created_at")?,
-                });
+impl<E: EventPayload> PgStore<E> {
+    fn writer(&self) -> &mpsc::UnboundedSender<Job<E>> {
+        self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(write_batches(Arc::clone(&self.shared), rx));
+            tx
+        })
+    }
+}
+
+/// The writer task: takes every waiting append (up to [`MAX_BATCH`]) and writes them in one
+/// call, until the store is dropped.
+async fn write_batches<E: EventPayload>(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Job<E>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-            recorded.sort_by_key(|m| m.sequence);
         }
-        if !append.outbox.is_empty() {
-            let ids: Vec<Uuid> = append.outbox.iter().map(|m| m.id).collect();
-            let bodies: Vec<String> = append
-                .outbox
-                .iter()
-                .map(|m| m.payload.to_string())
-                .collect();
-            sqlx::query(&self.sql.insert_outbox)
-                .bind(s.instance.as_str())
-                .bind(&s.aggregate_type)
-                .bind(&s.aggregate_id)
-                .bind(&ids)
-                .bind(&bodies)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Ok(AppendOutcome {
-            version: actual + recorded.len() as u64,
-            recorded,
-        }))
+        write_batch(&shared, batch).await;
     }
+}
 
-    async fn current_version(&self, s: &StreamId) -> Result<Version, StoreError> {
-        let v: i64 = sqlx::query_scalar(&self.sql.version)
-            .bind(s.instance.as_str())
-            .bind(&s.aggregate_type)
-            .bind(&s.aggregate_id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(v as u64)
+/// Writes one batch and answers every job in it.
+async fn write_batch<E: EventPayload>(shared: &Shared, batch: Vec<Job<E>>) {
+    let mut a = BatchArrays::default();
+    for (i, job) in batch.iter().enumerate() {
+        let s = &job.append.stream;
+        let idx = i as i32 + 1;
+        a.instance.push(s.instance.as_str());
+        a.aggregate_type.push(&s.aggregate_type);
+        a.aggregate_id.push(&s.aggregate_id);
+        a.expected.push(match job.append.expected {
+            ExpectedVersion::Any => -1,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => to_i64(v),
+        });
+        for (n, (new, payload)) in job.append.events.iter().zip(&job.payloads).enumerate() {
+            a.e_append.push(idx);
+            a.e_offset.push(n as i32 + 1);
+            a.e_type.push(new.event.event_type());
+            a.e_revision.push(new.event.revision() as i16);
+            a.e_payload.push(payload);
+            a.e_creator.push(new.creator.as_str());
+            a.e_owner.push(new.owner.as_str());
+        }
+        for message in &job.append.outbox {
+            a.o_append.push(idx);
+            a.o_id.push(message.id);
+            a.o_payload.push(message.payload.to_string());
+        }
     }
+    let rows = sqlx::query(&shared.sql.append_batch)
+        .bind(LOCK_CLASS)
+        .bind(shared.lock_key)
+        .bind(&a.instance)
+        .bind(&a.aggregate_type)
+        .bind(&a.aggregate_id)
+        .bind(&a.expected)
+        .bind(&a.e_append)
+        .bind(&a.e_offset)
+        .bind(&a.e_type)
+        .bind(&a.e_revision)
+        .bind(&a.e_payload)
+        .bind(&a.e_creator)
+        .bind(&a.e_owner)
+        .bind(&a.o_append)
+        .bind(&a.o_id)
+        .bind(&a.o_payload)
+        .fetch_all(&shared.pool)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Nothing of the batch was written. A unique violation means a writer that does not
+            // take the lock got a sequence first: a conflict for the service to retry.
+            let conflict = unique_violation_on(&e).as_deref() == Some("events_pkey");
+            for job in batch {
+                let answer = if conflict {
+                    match current_version(shared, &job.append.stream).await {
+                        Ok(actual) => Err(StoreError::Conflict {
+                            stream: job.append.stream,
+                            expected: job.append.expected,
+                            actual,
+                        }),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    Err(map_error_ref(&e))
+                };
+                let _ = job.reply.send(answer);
+            }
+            return;
+        }
+    };
+    let mut answers: Vec<Option<Result<AppendOutcome, StoreError>>> =
+        (0..batch.len()).map(|_| None).collect();
+    let mut recorded: Vec<Vec<RecordedMeta>> = vec![Vec::new(); batch.len()];
+    for row in rows {
+        let parsed = (|| -> Result<(String, usize, i64, Option<i64>, Option<DateTime<Utc>>), sqlx::Error> {
+            Ok((
+                row.try_get("kind")?,
+                row.try_get::<i32, _>("idx")? as usize - 1,
+                row.try_get("seq")?,
+                row.try_get("pos")?,
+                row.try_get("at")?,
+            ))
+        })();
+        let Ok((kind, i, seq, pos, at)) = parsed else {
+            continue;
+        };
+        let Some(job) = batch.get(i) else { continue };
+        match kind.as_str() {
+            "conflict" => {
+                answers[i] = Some(Err(StoreError::Conflict {
+                    stream: job.append.stream.clone(),
+                    expected: job.append.expected,
+                    actual: seq as u64,
+                }))
+            }
+            "duplicate" => {
+                answers[i] = Some(Err(StoreError::Internal(
+                    "duplicate outbox message id".to_owned(),
+                )))
+            }
+            "ok" => {
+                answers[i] = Some(Ok(AppendOutcome {
+                    version: seq as u64 + job.append.events.len() as u64,
+                    recorded: Vec::new(),
+                }))
+            }
+            "event" => {
+                if let (Some(pos), Some(at)) = (pos, at) {
+                    recorded[i].push(RecordedMeta {
+                        sequence: seq as u64,
+                        position: pos as u64,
+                        created_at: at,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((job, answer), mut metas) in batch.into_iter().zip(answers).zip(recorded) {
+        let answer = match answer {
+            Some(Ok(mut outcome)) => {
+                metas.sort_by_key(|m| m.sequence);
+                outcome.recorded = metas;
+                Ok(outcome)
+            }
+            Some(err) => err,
+            None => Err(StoreError::Internal(
+                "the append function gave no answer for an append".to_owned(),
+            )),
+        };
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// The arrays one `append_batch` call takes.
+#[derive(Default)]
+struct BatchArrays<'a> {
+    instance: Vec<&'a str>,
+    aggregate_type: Vec<&'a str>,
+    aggregate_id: Vec<&'a str>,
+    expected: Vec<i64>,
+    e_append: Vec<i32>,
+    e_offset: Vec<i32>,
+    e_type: Vec<&'a str>,
+    e_revision: Vec<i16>,
+    e_payload: Vec<&'a str>,
+    e_creator: Vec<&'a str>,
+    e_owner: Vec<&'a str>,
+    o_append: Vec<i32>,
+    o_id: Vec<Uuid>,
+    o_payload: Vec<String>,
+}
+
+fn map_error_ref(e: &sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(code)
+                if code.starts_with("08")
+                    || matches!(code, "57P01" | "57P02" | "57P03" | "53300") =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+async fn current_version(shared: &Shared, s: &StreamId) -> Result<Version, StoreError> {
+    let v: i64 = sqlx::query_scalar(&shared.sql.version)
+        .bind(s.instance.as_str())
+        .bind(s.aggregate_type.as_ref())
+        .bind(s.aggregate_id.as_ref())
+        .fetch_one(&shared.pool)
+        .await
+        .map_err(map_error)?;
+    Ok(v as u64)
 }
 
 #[async_trait]
 impl<E: EventPayload> EventStore<E> for PgStore<E> {
-    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent<E>>, StoreError> {
-        let rows = sqlx::query(&self.sql.read_stream)
+    async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<E>, StoreError> {
+        let rows = sqlx::query(&self.shared.sql.read_stream)
             .bind(stream.instance.as_str())
-            .bind(&stream.aggregate_type)
-            .bind(&stream.aggregate_id)
-            .fetch_all(&self.pool)
+            .bind(stream.aggregate_type.as_ref())
+            .bind(stream.aggregate_id.as_ref())
+            .fetch_all(&self.shared.pool)
             .await
             .map_err(map_error)?;
         rows.into_iter().map(recorded).collect()
@@ -376,38 +500,33 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
             .iter()
             .map(|e| e.event.to_json().map(|v| v.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        let conflict = |actual| StoreError::Conflict {
-            stream: append.stream.clone(),
-            expected: append.expected,
-            actual,
-        };
-        match self.try_append(&append, payloads).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(actual)) => Err(conflict(actual)),
-            Err(e) => match unique_violation_on(&e).as_deref() {
-                // Another writer got the same sequence first (only possible when a writer
-                // bypasses the lock, e.g. another schema version): a conflict, not a crash.
-                Some("events_pkey") => Err(conflict(self.current_version(&append.stream).await?)),
-                Some("outbox_pkey") => Err(StoreError::Internal(
-                    "duplicate outbox message id".to_owned(),
-                )),
-                _ => Err(map_error(e)),
-            },
+        let mut ids = HashSet::with_capacity(append.outbox.len());
+        if !append.outbox.iter().all(|m| ids.insert(m.id)) {
+            return Err(StoreError::Internal(
+                "duplicate outbox message id".to_owned(),
+            ));
         }
+        let (reply, answer) = oneshot::channel();
+        self.writer()
+            .send(Job {
+                append,
+                payloads,
+                reply,
+            })
+            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?
     }
 
-    async fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent<E>>, StoreError> {
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<E>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&self.sql.read_all)
+        let rows = sqlx::query(&self.shared.sql.read_all)
             .bind(to_i64(after))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.shared.pool)
             .await
             .map_err(map_error)?;
         rows.into_iter().map(recorded).collect()
@@ -421,10 +540,10 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&self.sql.fetch_outbox)
+        let rows = sqlx::query(&self.shared.sql.fetch_outbox)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(lease.as_secs_f64())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.shared.pool)
             .await
             .map_err(map_error)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -447,9 +566,9 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
     }
 
     async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.sql.delete_outbox)
+        let done = sqlx::query(&self.shared.sql.delete_outbox)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.shared.pool)
             .await
             .map_err(map_error)?;
         Ok(done.rows_affected() > 0)

@@ -37,7 +37,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use otp_sms_core::{
     Append, CodecError, EventPayload, EventStore, ExpectedVersion, InstanceId, NewEvent,
-    NewOutboxMessage, OrganizationId, PrincipalId, RecordedEvent, StoreError, StreamId,
+    NewOutboxMessage, OrganizationId, PrincipalId, Recorded, StoreError, StreamId,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -99,6 +99,7 @@ macro_rules! store_conformance_tests {
             failed_append_writes_nothing,
             streams_never_mix,
             concurrent_appends_have_one_winner,
+            a_conflict_fails_only_its_own_append,
             feed_never_skips_under_concurrent_writers,
             one_mebibyte_payload,
             unicode_and_long_ids,
@@ -185,7 +186,7 @@ fn assert_conflict(
     }
 }
 
-async fn all_events<S: EventStore<TestEvent>>(store: &S) -> Vec<RecordedEvent<TestEvent>> {
+async fn all_events<S: EventStore<TestEvent>>(store: &S) -> Recorded<TestEvent> {
     store.read_all(0, usize::MAX).await.expect("read_all")
 }
 
@@ -433,6 +434,52 @@ pub async fn concurrent_appends_have_one_winner<S: EventStore<TestEvent> + 'stat
     assert_eq!(store.read_stream(&s).await.unwrap().len(), 3);
 }
 
+/// Appends in flight together (a store may write them in one transaction) succeed or fail
+/// each on its own: stale expectations conflict, the others are written.
+pub async fn a_conflict_fails_only_its_own_append<S: EventStore<TestEvent> + 'static>(
+    store: Arc<S>,
+) {
+    let busy = stream("busy");
+    store
+        .append(append_of(&busy, ExpectedVersion::NoStream, events(2)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let s = stream(&format!("fresh-{i}"));
+                    let mut a = append_of(&s, ExpectedVersion::NoStream, events(2));
+                    a.outbox = vec![message(i)];
+                    (true, store.append(a).await)
+                } else {
+                    let mut a = append_of(&busy, ExpectedVersion::Exact(1), events(1));
+                    a.outbox = vec![message(i)];
+                    (false, store.append(a).await)
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.expect("task") {
+            (true, result) => assert_eq!(result.expect("fresh stream").version, 2),
+            (false, result) => assert!(matches!(
+                result,
+                Err(StoreError::Conflict { actual: 2, .. })
+            )),
+        }
+    }
+    assert_eq!(all_events(&*store).await.len(), 2 + 10 * 2);
+    assert_eq!(store.read_stream(&busy).await.unwrap().len(), 2);
+    let outbox = store
+        .fetch_outbox(100, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(outbox.len(), 10, "only the written appends' messages");
+}
+
 /// A reader that pages through the feed while writers append sees every event exactly once,
 /// in increasing position order, even though writers commit out of order.
 pub async fn feed_never_skips_under_concurrent_writers<S: EventStore<TestEvent> + 'static>(
@@ -471,7 +518,10 @@ pub async fn feed_never_skips_under_concurrent_writers<S: EventStore<TestEvent> 
                     None if finished => break seen,
                     None => tokio::task::yield_now().await,
                 }
-                seen.extend(page.into_iter().map(|e| (e.position, e.stream, e.sequence)));
+                seen.extend(
+                    page.iter()
+                        .map(|e| (e.position, e.stream.clone(), e.sequence)),
+                );
             }
         })
     };
@@ -486,8 +536,8 @@ pub async fn feed_never_skips_under_concurrent_writers<S: EventStore<TestEvent> 
     );
     let all: Vec<_> = all_events(&*store)
         .await
-        .into_iter()
-        .map(|e| (e.position, e.stream, e.sequence))
+        .iter()
+        .map(|e| (e.position, e.stream.clone(), e.sequence))
         .collect();
     assert_eq!(all.len(), WRITERS * APPENDS * 2);
     assert_eq!(seen, all, "the paging reader saw exactly the feed");

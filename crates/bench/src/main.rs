@@ -1,0 +1,366 @@
+//! `otp-sms-bench`: adds N registrations through the public command service (delivery: return
+//! the code), then verifies each once with the right code from C concurrent tasks, through the
+//! same service a host uses, and prints one JSON line on stdout:
+//!
+//! ```text
+//! {"system":"otp-sms","store":"memory","registrations":N,"concurrency":C,
+//!  "add_per_sec":..,"verify_per_sec":..,"verify_p50_us":..,"verify_p99_us":..}
+//! ```
+//!
+//! Progress goes to stderr. With PostgreSQL it works in a fresh schema and drops it at the end.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clap::{Parser, ValueEnum};
+use otp_sms_core::{
+    AddRequest, Append, Authorizer, Caller, CodeKey, CodeKeyRing, CommandService, Event,
+    EventStore, ExpectedVersion, InstanceId, KeyId, NewEvent, OrganizationId, PhoneVerification,
+    PortError, PrincipalId, UserDirectory, UserId, UserRecord, VerifyRequest,
+};
+use otp_sms_memory::MemoryStore;
+use otp_sms_postgres::PgStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    Memory,
+    Postgres,
+}
+
+/// The verify path, end to end, on one store.
+#[derive(Debug, Parser)]
+#[command(name = "otp-sms-bench")]
+struct Args {
+    /// Which event store.
+    #[arg(long, value_enum)]
+    store: StoreKind,
+    /// Registrations to add and then verify.
+    #[arg(long)]
+    registrations: usize,
+    /// Concurrent tasks.
+    #[arg(long)]
+    concurrency: usize,
+    /// PostgreSQL database to create the benchmark's schema in.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Events of other registrations to fill the store with first.
+    #[arg(long, default_value_t = 0)]
+    preload_events: usize,
+}
+
+const INSTANCE: &str = "bench";
+const ORG: &str = "bench-org";
+
+/// The host's user directory: one user per registration, in one organization.
+struct Users {
+    users: HashMap<UserId, OrganizationId>,
+}
+
+#[async_trait]
+impl UserDirectory for Users {
+    async fn find_user(
+        &self,
+        _instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<UserRecord>, PortError> {
+        Ok(self.users.get(user).map(|org| UserRecord {
+            id: user.clone(),
+            organization: org.clone(),
+        }))
+    }
+
+    async fn organization_by_domain(
+        &self,
+        _instance: &InstanceId,
+        _domain: &str,
+    ) -> Result<Option<OrganizationId>, PortError> {
+        Ok(None)
+    }
+}
+
+/// Nobody holds `user.write`: every caller acts for themselves.
+struct SelfOnly;
+
+#[async_trait]
+impl Authorizer for SelfOnly {
+    async fn has_permission(
+        &self,
+        _instance: &InstanceId,
+        _principal: &PrincipalId,
+        _organization: &OrganizationId,
+        _permission: &str,
+    ) -> Result<bool, PortError> {
+        Ok(false)
+    }
+}
+
+fn user_name(i: usize) -> String {
+    format!("user-{i:08}")
+}
+
+fn caller(i: usize) -> Caller {
+    Caller {
+        instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
+        principal: PrincipalId::parse("principal", user_name(i)).expect("valid"),
+    }
+}
+
+/// Fills the store with `count` events of other registrations: added, code added, verified.
+async fn preload(
+    store: &dyn EventStore<Event>,
+    keys: &CodeKeyRing,
+    count: usize,
+) -> Result<(), String> {
+    let instance = InstanceId::parse("instance", INSTANCE).expect("valid");
+    let org = OrganizationId::parse("org", ORG).expect("valid");
+    let now = chrono::Utc::now();
+    let mut written = 0;
+    let mut i = 0usize;
+    while written < count {
+        let registration =
+            otp_sms_core::RegistrationId::parse("id", format!("preload-{i}")).expect("valid");
+        let user = UserId::parse("id", format!("preload-user-{i}")).expect("valid");
+        let code = otp_sms_core::VerificationCode::from_input("12345678").expect("valid");
+        let events = [
+            Event::Added(otp_sms_core::Added {
+                user: user.clone(),
+                organization: org.clone(),
+                phone: otp_sms_core::Phone::parse("+41791234567").expect("valid"),
+            }),
+            Event::CodeAdded(otp_sms_core::CodeAdded {
+                number: 1,
+                hash: keys.hash(
+                    otp_sms_core::CodeBinding {
+                        registration: &registration,
+                        number: 1,
+                    },
+                    &code,
+                ),
+                issued_at: now,
+                expires_at: now + chrono::Duration::minutes(5),
+                delivery: otp_sms_core::Delivery::Return,
+            }),
+            Event::Verified(otp_sms_core::Verified { code: Some(1) }),
+        ];
+        let take = (count - written).min(events.len());
+        store
+            .append(Append {
+                stream: CommandService::stream_id(&instance, &registration),
+                expected: ExpectedVersion::NoStream,
+                events: events[..take]
+                    .iter()
+                    .map(|event| NewEvent {
+                        event: event.clone(),
+                        creator: PrincipalId::parse("p", user.as_str()).expect("valid"),
+                        owner: org.clone(),
+                    })
+                    .collect(),
+                outbox: Vec::new(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        written += take;
+        i += 1;
+        if i % 50_000 == 0 {
+            eprintln!("preloaded {written} events");
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Runs `op(i)` for every `i` in `0..n` from `concurrency` tasks; returns the wall time and
+/// every call's latency in nanoseconds.
+async fn run_concurrently<F, Fut>(n: usize, concurrency: usize, op: F) -> (Duration, Vec<u64>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, next) = (Arc::clone(&op), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(n / concurrency + 1);
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break latencies;
+                    }
+                    let t = Instant::now();
+                    op(i).await;
+                    latencies.push(t.elapsed().as_nanos() as u64);
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.expect("benchmark task"));
+    }
+    (start.elapsed(), all)
+}
+
+async fn bench(args: Args) -> Result<serde_json::Value, String> {
+    let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("bench"), &[0x42; 32]));
+    let mut pg_schema: Option<(sqlx::PgPool, String)> = None;
+    let store: Arc<dyn EventStore<Event>> = match args.store {
+        StoreKind::Memory => Arc::new(MemoryStore::<Event>::new()),
+        StoreKind::Postgres => {
+            let url = args
+                .database_url
+                .clone()
+                .ok_or("--database-url (or DATABASE_URL) is required with --store postgres")?;
+            let pool = otp_sms_postgres::pool_options()
+                .max_connections(args.concurrency.max(2) as u32 + 4)
+                .connect(&url)
+                .await
+                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+            let schema = format!("otp_sms_bench_{}", uuid::Uuid::now_v7().simple());
+            let store = PgStore::<Event>::new(pool.clone(), &schema).map_err(|e| e.to_string())?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            pg_schema = Some((pool, schema));
+            Arc::new(store)
+        }
+    };
+    let result = measure(&args, store, keys).await;
+    if let Some((pool, schema)) = pg_schema {
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("drop schema {schema}: {e}"))?;
+        pool.close().await;
+    }
+    result
+}
+
+async fn measure(
+    args: &Args,
+    store: Arc<dyn EventStore<Event>>,
+    keys: CodeKeyRing,
+) -> Result<serde_json::Value, String> {
+    let n = args.registrations;
+    let c = args.concurrency.max(1);
+    if args.preload_events > 0 {
+        eprintln!("preloading {} events", args.preload_events);
+        preload(store.as_ref(), &keys, args.preload_events).await?;
+    }
+    let org = OrganizationId::parse("org", ORG).expect("valid");
+    let users = Users {
+        users: (0..n)
+            .map(|i| {
+                (
+                    UserId::parse("id", user_name(i)).expect("valid"),
+                    org.clone(),
+                )
+            })
+            .collect(),
+    };
+    let service = Arc::new(CommandService::new(
+        store,
+        Arc::new(users),
+        Arc::new(SelfOnly),
+        keys,
+    ));
+
+    eprintln!("adding {n} registrations from {c} tasks");
+    let added: Arc<Vec<std::sync::OnceLock<(String, String)>>> =
+        Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
+    let (add_time, _) = {
+        let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+        run_concurrently(n, c, move |i| {
+            let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+            async move {
+                let response = service
+                    .add(
+                        &caller(i),
+                        AddRequest {
+                            user_id: user_name(i),
+                            organization: None,
+                            phone: "+41791234567".to_owned(),
+                            verification: PhoneVerification::ReturnCode,
+                        },
+                    )
+                    .await
+                    .expect("add");
+                let code = response.verification_code.expect("returned");
+                let _ = added[i].set((
+                    response.registration_id.to_string(),
+                    code.expose().to_owned(),
+                ));
+            }
+        })
+        .await
+    };
+
+    eprintln!("verifying {n} registrations from {c} tasks");
+    let (verify_time, mut latencies) = {
+        let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+        run_concurrently(n, c, move |i| {
+            let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+            async move {
+                let (registration, code) = added[i].get().expect("added").clone();
+                service
+                    .verify(
+                        &caller(i),
+                        VerifyRequest {
+                            user_id: user_name(i),
+                            organization: None,
+                            registration_id: registration,
+                            code,
+                        },
+                    )
+                    .await
+                    .expect("verify");
+            }
+        })
+        .await
+    };
+    latencies.sort_unstable();
+    Ok(serde_json::json!({
+        "system": "otp-sms",
+        "store": match args.store { StoreKind::Memory => "memory", StoreKind::Postgres => "postgres" },
+        "registrations": n,
+        "concurrency": c,
+        "add_per_sec": (n as f64 / add_time.as_secs_f64()).round(),
+        "verify_per_sec": (n as f64 / verify_time.as_secs_f64()).round(),
+        "verify_p50_us": percentile(&latencies, 50.0),
+        "verify_p99_us": percentile(&latencies, 99.0),
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("otp-sms-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(args)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("otp-sms-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
