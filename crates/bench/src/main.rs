@@ -54,9 +54,10 @@ struct Args {
 const INSTANCE: &str = "bench";
 const ORG: &str = "bench-org";
 
-/// The host's user directory: one user per registration, in one organization.
+/// The host's user directory: one user per registration, in one organization, in a hash map
+/// as an in-process cache of the host's users would be.
 struct Users {
-    users: HashMap<UserId, OrganizationId>,
+    users: HashMap<UserId, OrganizationId, foldhash::fast::RandomState>,
 }
 
 #[async_trait]
@@ -101,11 +102,29 @@ fn user_name(i: usize) -> String {
     format!("user-{i:08}")
 }
 
-fn caller(i: usize) -> Caller {
-    Caller {
-        instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
-        principal: PrincipalId::parse("principal", user_name(i)).expect("valid"),
-    }
+/// What the host knows per request before it calls the service: the authenticated caller
+/// and the path's user id (prepared up front so the benchmark measures the service, not
+/// string formatting).
+struct Request {
+    caller: Caller,
+    user_id: String,
+    phone: String,
+}
+
+fn requests(n: usize) -> Vec<Request> {
+    // Each request owns its ids, as a host that decodes them per request does; sharing one
+    // `Arc` among all requests would measure reference-count contention between cores.
+    (0..n)
+        .map(|i| Request {
+            caller: Caller {
+                instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
+                principal: PrincipalId::parse("principal", user_name(i)).expect("valid"),
+            },
+            user_id: user_name(i),
+            // A different Swiss mobile number per registration.
+            phone: format!("+4179{:07}", i % 10_000_000),
+        })
+        .collect()
 }
 
 /// Fills the store with `count` events of other registrations: added, code added, verified.
@@ -257,17 +276,18 @@ async fn measure(
         eprintln!("preloading {} events", args.preload_events);
         preload(store.as_ref(), &keys, args.preload_events).await?;
     }
-    let org = OrganizationId::parse("org", ORG).expect("valid");
+    // One organization value per user, as rows loaded from the host's storage would be.
     let users = Users {
         users: (0..n)
             .map(|i| {
                 (
                     UserId::parse("id", user_name(i)).expect("valid"),
-                    org.clone(),
+                    OrganizationId::parse("org", ORG).expect("valid"),
                 )
             })
             .collect(),
     };
+    let requests = Arc::new(requests(n));
     let service = Arc::new(CommandService::new(
         store,
         Arc::new(users),
@@ -279,17 +299,26 @@ async fn measure(
     let added: Arc<Vec<std::sync::OnceLock<(String, String)>>> =
         Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
     let (add_time, _) = {
-        let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+        let (service, added, requests) = (
+            Arc::clone(&service),
+            Arc::clone(&added),
+            Arc::clone(&requests),
+        );
         run_concurrently(n, c, move |i| {
-            let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+            let (service, added, requests) = (
+                Arc::clone(&service),
+                Arc::clone(&added),
+                Arc::clone(&requests),
+            );
             async move {
+                let r = &requests[i];
                 let response = service
                     .add(
-                        &caller(i),
+                        &r.caller,
                         AddRequest {
-                            user_id: user_name(i),
+                            user_id: r.user_id.clone(),
                             organization: None,
-                            phone: "+41791234567".to_owned(),
+                            phone: r.phone.clone(),
                             verification: PhoneVerification::ReturnCode,
                         },
                     )
@@ -307,16 +336,25 @@ async fn measure(
 
     eprintln!("verifying {n} registrations from {c} tasks");
     let (verify_time, mut latencies) = {
-        let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+        let (service, added, requests) = (
+            Arc::clone(&service),
+            Arc::clone(&added),
+            Arc::clone(&requests),
+        );
         run_concurrently(n, c, move |i| {
-            let (service, added) = (Arc::clone(&service), Arc::clone(&added));
+            let (service, added, requests) = (
+                Arc::clone(&service),
+                Arc::clone(&added),
+                Arc::clone(&requests),
+            );
             async move {
+                let r = &requests[i];
                 let (registration, code) = added[i].get().expect("added").clone();
                 service
                     .verify(
-                        &caller(i),
+                        &r.caller,
                         VerifyRequest {
-                            user_id: user_name(i),
+                            user_id: r.user_id.clone(),
                             organization: None,
                             registration_id: registration,
                             code,

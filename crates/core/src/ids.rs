@@ -16,8 +16,9 @@ pub(crate) fn check_length(field: &'static str, value: &str, max: usize) -> Resu
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
-    // Count characters, not bytes: the contract's bounds are in characters.
-    if value.chars().nth(max).is_some() {
+    // Count characters, not bytes: the contract's bounds are in characters. A string of at most
+    // `max` bytes has at most `max` characters, which spares the count on the common path.
+    if value.len() > max && value.chars().nth(max).is_some() {
         return Err(Error::invalid(
             field,
             format!("must be at most {max} characters"),
