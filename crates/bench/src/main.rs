@@ -198,30 +198,34 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-/// Runs `op(i)` for every `i` in `0..n` from `concurrency` tasks; returns the wall time and
-/// every call's latency in nanoseconds.
-async fn run_concurrently<F, Fut>(n: usize, concurrency: usize, op: F) -> (Duration, Vec<u64>)
+/// Runs `op(state, i)` for every `i` in `0..n` from `concurrency` tasks, each on its own
+/// contiguous share of the indices; returns the wall time and every call's latency in
+/// nanoseconds. Each task holds its own handle on `state`, so the harness adds no shared
+/// counter or reference count that the cores would contend for.
+async fn run_concurrently<S, F, Fut>(
+    n: usize,
+    concurrency: usize,
+    state: Arc<S>,
+    op: F,
+) -> (Duration, Vec<u64>)
 where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let op = Arc::new(op);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (op, next) = (Arc::clone(&op), Arc::clone(&next));
+        .map(|k| {
+            let (state, op) = (Arc::clone(&state), op.clone());
+            let (from, to) = (k * n / concurrency, (k + 1) * n / concurrency);
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(n / concurrency + 1);
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
-                        break latencies;
-                    }
+                let mut latencies = Vec::with_capacity(to - from);
+                for i in from..to {
                     let t = Instant::now();
-                    op(i).await;
+                    op(Arc::clone(&state), i).await;
                     latencies.push(t.elapsed().as_nanos() as u64);
                 }
+                latencies
             })
         })
         .collect();
@@ -230,6 +234,13 @@ where
         all.extend(t.await.expect("benchmark task"));
     }
     (start.elapsed(), all)
+}
+
+/// What every benchmark task shares.
+struct Shared {
+    service: CommandService,
+    requests: Vec<Request>,
+    added: Vec<std::sync::OnceLock<(String, String)>>,
 }
 
 async fn bench(args: Args) -> Result<serde_json::Value, String> {
@@ -287,85 +298,54 @@ async fn measure(
             })
             .collect(),
     };
-    let requests = Arc::new(requests(n));
-    let service = Arc::new(CommandService::new(
-        store,
-        Arc::new(users),
-        Arc::new(SelfOnly),
-        keys,
-    ));
+    let shared = Arc::new(Shared {
+        service: CommandService::new(store, Arc::new(users), Arc::new(SelfOnly), keys),
+        requests: requests(n),
+        added: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+    });
 
     eprintln!("adding {n} registrations from {c} tasks");
-    let added: Arc<Vec<std::sync::OnceLock<(String, String)>>> =
-        Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
-    let (add_time, _) = {
-        let (service, added, requests) = (
-            Arc::clone(&service),
-            Arc::clone(&added),
-            Arc::clone(&requests),
-        );
-        run_concurrently(n, c, move |i| {
-            let (service, added, requests) = (
-                Arc::clone(&service),
-                Arc::clone(&added),
-                Arc::clone(&requests),
-            );
-            async move {
-                let r = &requests[i];
-                let response = service
-                    .add(
-                        &r.caller,
-                        AddRequest {
-                            user_id: r.user_id.clone(),
-                            organization: None,
-                            phone: r.phone.clone(),
-                            verification: PhoneVerification::ReturnCode,
-                        },
-                    )
-                    .await
-                    .expect("add");
-                let code = response.verification_code.expect("returned");
-                let _ = added[i].set((
-                    response.registration_id.to_string(),
-                    code.expose().to_owned(),
-                ));
-            }
-        })
-        .await
-    };
+    let (add_time, _) = run_concurrently(n, c, Arc::clone(&shared), |s, i| async move {
+        let r = &s.requests[i];
+        let response = s
+            .service
+            .add(
+                &r.caller,
+                AddRequest {
+                    user_id: r.user_id.clone(),
+                    organization: None,
+                    phone: r.phone.clone(),
+                    verification: PhoneVerification::ReturnCode,
+                },
+            )
+            .await
+            .expect("add");
+        let code = response.verification_code.expect("returned");
+        let _ = s.added[i].set((
+            response.registration_id.to_string(),
+            code.expose().to_owned(),
+        ));
+    })
+    .await;
 
     eprintln!("verifying {n} registrations from {c} tasks");
-    let (verify_time, mut latencies) = {
-        let (service, added, requests) = (
-            Arc::clone(&service),
-            Arc::clone(&added),
-            Arc::clone(&requests),
-        );
-        run_concurrently(n, c, move |i| {
-            let (service, added, requests) = (
-                Arc::clone(&service),
-                Arc::clone(&added),
-                Arc::clone(&requests),
-            );
-            async move {
-                let r = &requests[i];
-                let (registration, code) = added[i].get().expect("added").clone();
-                service
-                    .verify(
-                        &r.caller,
-                        VerifyRequest {
-                            user_id: r.user_id.clone(),
-                            organization: None,
-                            registration_id: registration,
-                            code,
-                        },
-                    )
-                    .await
-                    .expect("verify");
-            }
-        })
-        .await
-    };
+    let (verify_time, mut latencies) = run_concurrently(n, c, shared, |s, i| async move {
+        let r = &s.requests[i];
+        let (registration, code) = s.added[i].get().expect("added").clone();
+        s.service
+            .verify(
+                &r.caller,
+                VerifyRequest {
+                    user_id: r.user_id.clone(),
+                    organization: None,
+                    registration_id: registration,
+                    code,
+                },
+            )
+            .await
+            .expect("verify");
+    })
+    .await;
     latencies.sort_unstable();
     Ok(serde_json::json!({
         "system": "otp-sms",
