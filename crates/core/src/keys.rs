@@ -64,6 +64,13 @@ pub struct CodeBinding<'a> {
 }
 
 impl CodeBinding<'_> {
+    fn feed(&self, mac: &mut Hmac<Sha256>) {
+        let id = self.registration.as_str().as_bytes();
+        mac.update(&(id.len() as u64).to_be_bytes());
+        mac.update(id);
+        mac.update(&self.number.to_be_bytes());
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let id = self.registration.as_str().as_bytes();
         let mut out = Vec::with_capacity(12 + id.len());
@@ -106,7 +113,7 @@ impl CodeKey {
     fn tag(&self, binding: CodeBinding<'_>, code: &VerificationCode) -> [u8; 32] {
         // Cloning the keyed state skips re-hashing the key for every code.
         let mut mac = self.mac.clone();
-        mac.update(&binding.bytes());
+        binding.feed(&mut mac);
         mac.update(code.expose().as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -130,35 +137,39 @@ impl fmt::Debug for CodeKey {
 /// ```
 #[derive(Debug, Clone)]
 pub struct CodeKeyRing {
-    current: KeyId,
-    keys: HashMap<KeyId, CodeKey>,
+    current: CodeKey,
+    previous: HashMap<KeyId, CodeKey>,
 }
 
 impl CodeKeyRing {
     /// A ring whose current key is `current`.
     pub fn new(current: CodeKey) -> Self {
-        let id = current.id.clone();
-        let mut keys = HashMap::new();
-        keys.insert(id.clone(), current);
-        Self { current: id, keys }
+        Self {
+            current,
+            previous: HashMap::new(),
+        }
     }
 
     /// Adds a key that is no longer used for new codes but still checks and opens old ones.
     /// A key with the current key's id is ignored.
     pub fn with_previous(mut self, key: CodeKey) -> Self {
-        if key.id != self.current {
-            self.keys.insert(key.id.clone(), key);
+        if key.id != self.current.id {
+            self.previous.insert(key.id.clone(), key);
         }
         self
     }
 
     /// The key new codes are made under.
     pub fn current(&self) -> &CodeKey {
-        &self.keys[&self.current]
+        &self.current
     }
 
     fn get(&self, id: &KeyId) -> Result<&CodeKey, KeyError> {
-        self.keys
+        // Almost every hash is under the current key: no map lookup then.
+        if *id == self.current.id {
+            return Ok(&self.current);
+        }
+        self.previous
             .get(id)
             .ok_or_else(|| KeyError::UnknownKey(id.clone()))
     }

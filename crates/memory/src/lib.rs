@@ -24,13 +24,14 @@
 //! # }
 //! ```
 //!
-//! Streams live in independently locked shards; positions are assigned under the log's lock
-//! in the same step that publishes the events, so the feed cannot skip. No lock is held across
+//! Streams live in independently locked shards; the global feed is a lock-free log whose
+//! readers stop at an append still in flight, so the feed cannot skip. No lock is held across
 //! an `.await`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,16 +54,82 @@ type Shard<E> = HashMap<StreamId, Vec<Arc<RecordedEvent<E>>>, RandomState>;
 
 /// An event store that lives in the process's memory.
 ///
-/// Locks, always taken in this order and never across an `.await`: the stream's shard, then
-/// the outbox (only if the append has messages), then the global log. An append holds its
-/// shard from the version check to the last write, so it is atomic for every reader; the log
-/// lock assigns positions and publishes events in one step, so the feed never skips.
+/// Locks, taken in this order and never across an `.await`: the stream's shard, then the
+/// outbox (only if the append has messages). An append holds its shard from the version check
+/// to the last write, so it is atomic for every reader of the stream. The global feed is a
+/// lock-free [`Log`]: appends on different shards never wait for each other.
 pub struct MemoryStore<E> {
     shards: Box<[RwLock<Shard<E>>]>,
     shard_hasher: RandomState,
-    log: RwLock<Vec<Arc<RecordedEvent<E>>>>,
+    log: Log<E>,
     outbox: Mutex<Outbox>,
     clock: Arc<dyn Clock>,
+}
+
+/// log2 of the first segment's slot count.
+const FIRST_SEGMENT_BITS: u32 = 10;
+/// Segments double in size: 40 of them hold more events than memory does.
+const SEGMENTS: usize = 40;
+
+/// The global feed: an append-only array of slots, in segments that double in size, so it
+/// grows without ever moving an event or taking a lock.
+///
+/// An append reserves its positions with one atomic add and fills its slots last to first. A
+/// reader stops at the first empty slot: an append in flight holds back the positions after
+/// it until it is complete, so a reader never skips an event and never sees part of an append.
+struct Log<E> {
+    reserved: AtomicU64,
+    segments: [OnceLock<Box<[OnceLock<Arc<RecordedEvent<E>>>]>>; SEGMENTS],
+}
+
+impl<E> Log<E> {
+    fn new() -> Self {
+        Self {
+            reserved: AtomicU64::new(0),
+            segments: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Reserves `count` consecutive indexes; returns the first.
+    fn reserve(&self, count: u64) -> u64 {
+        self.reserved.fetch_add(count, Ordering::SeqCst)
+    }
+
+    /// The slot of index `i`.
+    fn slot(&self, i: u64) -> &OnceLock<Arc<RecordedEvent<E>>> {
+        let j = i + (1 << FIRST_SEGMENT_BITS);
+        let high = 63 - j.leading_zeros();
+        let segment = (high - FIRST_SEGMENT_BITS) as usize;
+        let offset = (j - (1u64 << high)) as usize;
+        let slots = self.segments[segment]
+            .get_or_init(|| (0..1usize << high).map(|_| OnceLock::new()).collect());
+        &slots[offset]
+    }
+
+    /// Publishes an event at its reserved index.
+    fn publish(&self, i: u64, event: Arc<RecordedEvent<E>>) {
+        // Each index is reserved once, so the slot is empty.
+        let _ = self.slot(i).set(event);
+    }
+
+    /// Up to `limit` events from index `from`, stopping at the first slot still being filled.
+    fn read(&self, from: u64, limit: usize) -> Vec<Arc<RecordedEvent<E>>> {
+        let end = self.reserved.load(Ordering::SeqCst);
+        let mut out = Vec::new();
+        let mut i = from;
+        while i < end && out.len() < limit {
+            match self.slot(i).get() {
+                Some(event) => out.push(Arc::clone(event)),
+                None => break,
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn len(&self) -> u64 {
+        self.reserved.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Default)]
@@ -96,7 +163,7 @@ impl<E> MemoryStore<E> {
                 .map(|_| RwLock::new(HashMap::with_hasher(RandomState::default())))
                 .collect(),
             shard_hasher: RandomState::default(),
-            log: RwLock::new(Vec::new()),
+            log: Log::new(),
             outbox: Mutex::new(Outbox::default()),
             clock,
         }
@@ -104,7 +171,7 @@ impl<E> MemoryStore<E> {
 
     /// How many events the store holds.
     pub fn len(&self) -> usize {
-        self.log.read().len()
+        self.log.len() as usize
     }
 
     /// Whether the store holds no events.
@@ -160,13 +227,18 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
                 }
             }
         }
+        let count = append.events.len() as u64;
         let mut recorded = Vec::with_capacity(append.events.len());
-        let mut events = Vec::with_capacity(append.events.len());
-        if !append.events.is_empty() {
-            let mut log = self.log.write();
+        if count > 0 {
+            // Look up before inserting, so an existing stream costs no key clone.
+            if !shard.contains_key(&append.stream) {
+                shard.insert(append.stream.clone(), Vec::new());
+            }
+            let events = shard.get_mut(&append.stream).expect("inserted above");
+            let first = self.log.reserve(count);
             for (i, new) in append.events.into_iter().enumerate() {
                 let sequence = actual + 1 + i as u64;
-                let position = log.len() as u64 + 1;
+                let position = first + 1 + i as u64;
                 let event = Arc::new(RecordedEvent {
                     stream: append.stream.clone(),
                     sequence,
@@ -181,8 +253,13 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
                     position,
                     created_at: now,
                 });
-                log.push(Arc::clone(&event));
                 events.push(event);
+            }
+            // Last to first: the append's first slot is filled last, so a reader sees all of
+            // it or none of it.
+            let appended = &events[events.len() - count as usize..];
+            for (i, event) in appended.iter().enumerate().rev() {
+                self.log.publish(first + i as u64, Arc::clone(event));
             }
         }
         if let Some(outbox) = outbox.as_mut() {
@@ -205,18 +282,16 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
                 );
             }
         }
-        let version = actual + events.len() as u64;
-        // An empty append to a new stream must not create it.
-        if !events.is_empty() {
-            shard.entry(append.stream).or_default().extend(events);
-        }
-        Ok(AppendOutcome { version, recorded })
+        // An empty append created no stream entry: a new stream stays absent.
+        Ok(AppendOutcome {
+            version: actual + count,
+            recorded,
+        })
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<E>, StoreError> {
-        let log = self.log.read();
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
-        Ok(log[start..].iter().take(limit).cloned().collect())
+        // Position p lives at index p - 1: events after `after` start at index `after`.
+        Ok(self.log.read(after, limit))
     }
 
     async fn fetch_outbox(
@@ -248,5 +323,49 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
             Some(key) => outbox.messages.remove(&key).is_some(),
             None => false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_slots_cover_segment_boundaries() {
+        let log: Log<()> = Log::new();
+        // Index → (segment, offset) is a bijection across the first segments.
+        let mut seen = HashSet::new();
+        for i in 0..10_000u64 {
+            let ptr = log.slot(i) as *const _ as usize;
+            assert!(seen.insert(ptr), "index {i} shares a slot");
+        }
+    }
+
+    #[test]
+    fn a_reader_stops_at_an_append_in_flight() {
+        let log: Log<u8> = Log::new();
+        let event = |n| {
+            Arc::new(RecordedEvent {
+                stream: StreamId::new(otp_sms_core::InstanceId::parse("i", "i").unwrap(), "t", "a"),
+                sequence: n,
+                position: n,
+                created_at: Utc::now(),
+                creator: otp_sms_core::PrincipalId::parse("c", "c").unwrap(),
+                owner: otp_sms_core::OrganizationId::parse("o", "o").unwrap(),
+                event: 0u8,
+            })
+        };
+        let a = log.reserve(2); // an append of two, in flight
+        let b = log.reserve(1);
+        log.publish(b, event(3));
+        assert!(
+            log.read(0, 10).is_empty(),
+            "nothing before the gap is complete"
+        );
+        log.publish(a + 1, event(2));
+        assert!(log.read(0, 10).is_empty(), "half an append is not visible");
+        log.publish(a, event(1));
+        assert_eq!(log.read(0, 10).len(), 3);
+        assert_eq!(log.read(2, 10).len(), 1);
     }
 }
