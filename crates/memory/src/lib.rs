@@ -79,8 +79,13 @@ const SEGMENTS: usize = 40;
 /// it until it is complete, so a reader never skips an event and never sees part of an append.
 struct Log<E> {
     reserved: AtomicU64,
-    segments: [OnceLock<Box<[OnceLock<Arc<RecordedEvent<E>>>]>>; SEGMENTS],
+    segments: [Segment<E>; SEGMENTS],
 }
+
+/// One position of the feed, filled once.
+type Slot<E> = OnceLock<Arc<RecordedEvent<E>>>;
+/// A run of slots, allocated when first reached.
+type Segment<E> = OnceLock<Box<[Slot<E>]>>;
 
 impl<E> Log<E> {
     fn new() -> Self {
@@ -96,7 +101,7 @@ impl<E> Log<E> {
     }
 
     /// The slot of index `i`.
-    fn slot(&self, i: u64) -> &OnceLock<Arc<RecordedEvent<E>>> {
+    fn slot(&self, i: u64) -> &Slot<E> {
         let j = i + (1 << FIRST_SEGMENT_BITS);
         let high = 63 - j.leading_zeros();
         let segment = (high - FIRST_SEGMENT_BITS) as usize;

@@ -39,7 +39,7 @@ use otp_sms_core::{
     OutboxMessage, PrincipalId, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
     Version,
 };
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -53,11 +53,15 @@ const LOCK_CLASS: i32 = 0x006f_7470;
 /// The most appends one group commit writes.
 const MAX_BATCH: usize = 128;
 
+/// How long the writer waits for more appends when the previous batch showed concurrent
+/// writers: a commit flush costs the same for one append as for many. Never when alone.
+const LINGER: Duration = Duration::from_micros(250);
+
 /// A PostgreSQL event store in one schema.
 ///
-/// Appends go through a writer task, spawned on the Tokio runtime of the first append, that
-/// writes whatever appends are waiting in one call (group commit). Use the store from that
-/// runtime; dropping the store stops the writer.
+/// Appends go through a writer thread with its own connection, started at the first append,
+/// that writes whatever appends are waiting in one call (group commit). Dropping the store
+/// stops it.
 pub struct PgStore<E> {
     shared: Arc<Shared>,
     writer: OnceLock<mpsc::UnboundedSender<Job<E>>>,
@@ -271,32 +275,118 @@ impl<E: EventPayload> PgStore<E> {
     fn writer(&self) -> &mpsc::UnboundedSender<Job<E>> {
         self.writer.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(write_batches(Arc::clone(&self.shared), rx));
+            let shared = Arc::clone(&self.shared);
+            // Its own thread and runtime: a commit's answer is handled the moment it arrives,
+            // not when a busy worker of the host's runtime gets to it.
+            let spawned = std::thread::Builder::new()
+                .name(format!("otp-sms-pg-writer-{}", shared.schema))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(write_batches(shared, rx)),
+                        Err(e) => tracing::error!(error = %e, "cannot start the append writer"),
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the append writer thread");
+            }
             tx
         })
     }
 }
 
-/// The writer task: takes every waiting append (up to [`MAX_BATCH`]) and writes them in one
-/// call, until the store is dropped.
+/// Connects the writer's own connection (appends never wait for the pool).
+async fn connect(shared: &Shared) -> Result<PgConnection, StoreError> {
+    let options = (*shared.pool.connect_options()).clone();
+    PgConnection::connect_with(&options)
+        .await
+        .map_err(map_error)
+}
+
+/// The writer: takes the waiting appends (up to [`MAX_BATCH`]) and writes them in one call,
+/// until the store is dropped. A batch holds at most one append per stream and each outbox id
+/// once, so its appends are independent; the others wait for the next batch, in the order
+/// they came.
 async fn write_batches<E: EventPayload>(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Job<E>>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    let mut conn: Option<PgConnection> = None;
+    let mut waiting: std::collections::VecDeque<Job<E>> = std::collections::VecDeque::new();
+    let mut last_batch = 0usize;
+    loop {
+        if waiting.is_empty() {
+            match rx.recv().await {
+                Some(job) => waiting.push_back(job),
+                None => return,
+            }
+        }
+        if last_batch > 1 && waiting.len() < last_batch {
+            // Concurrent writers are about: give them a moment to join this commit.
+            let deadline = tokio::time::Instant::now() + LINGER;
+            while waiting.len() < last_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => waiting.push_back(job),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        while waiting.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => waiting.push_back(job),
                 Err(_) => break,
             }
         }
-        write_batch(&shared, batch).await;
+        let mut batch = Vec::new();
+        let mut deferred = std::collections::VecDeque::new();
+        let mut streams = HashSet::new();
+        let mut outbox_ids = HashSet::new();
+        while let Some(job) = waiting.pop_front() {
+            let independent = batch.len() < MAX_BATCH
+                && !streams.contains(&job.append.stream)
+                && job
+                    .append
+                    .outbox
+                    .iter()
+                    .all(|m| !outbox_ids.contains(&m.id));
+            if independent {
+                streams.insert(job.append.stream.clone());
+                outbox_ids.extend(job.append.outbox.iter().map(|m| m.id));
+                batch.push(job);
+            } else {
+                deferred.push_back(job);
+            }
+        }
+        waiting = deferred;
+        last_batch = batch.len();
+        let connection = match conn.take() {
+            Some(c) => Ok(c),
+            None => connect(&shared).await,
+        };
+        match connection {
+            Ok(mut c) => {
+                if write_batch(&shared, &mut c, batch).await {
+                    conn = Some(c);
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
-/// Writes one batch and answers every job in it.
-async fn write_batch<E: EventPayload>(shared: &Shared, batch: Vec<Job<E>>) {
+/// Writes one batch and answers every job in it. Returns whether the connection is still
+/// good.
+async fn write_batch<E: EventPayload>(
+    shared: &Shared,
+    conn: &mut PgConnection,
+    batch: Vec<Job<E>>,
+) -> bool {
     let mut a = BatchArrays::default();
     for (i, job) in batch.iter().enumerate() {
         let s = &job.append.stream;
@@ -341,7 +431,7 @@ async fn write_batch<E: EventPayload>(shared: &Shared, batch: Vec<Job<E>>) {
         .bind(&a.o_append)
         .bind(&a.o_id)
         .bind(&a.o_payload)
-        .fetch_all(&shared.pool)
+        .fetch_all(&mut *conn)
         .await;
     let rows = match rows {
         Ok(rows) => rows,
@@ -364,7 +454,8 @@ async fn write_batch<E: EventPayload>(shared: &Shared, batch: Vec<Job<E>>) {
                 };
                 let _ = job.reply.send(answer);
             }
-            return;
+            // A database error leaves the connection usable; anything else replaces it.
+            return matches!(e, sqlx::Error::Database(_));
         }
     };
     let mut answers: Vec<Option<Result<AppendOutcome, StoreError>>> =
@@ -429,6 +520,7 @@ async fn write_batch<E: EventPayload>(shared: &Shared, batch: Vec<Job<E>>) {
         };
         let _ = job.reply.send(answer);
     }
+    true
 }
 
 /// The arrays one `append_batch` call takes.
