@@ -462,16 +462,14 @@ async fn write_batch<E: EventPayload>(
         (0..batch.len()).map(|_| None).collect();
     let mut recorded: Vec<Vec<RecordedMeta>> = vec![Vec::new(); batch.len()];
     for row in rows {
-        let parsed = (|| -> Result<(String, usize, i64, Option<i64>, Option<DateTime<Utc>>), sqlx::Error> {
-            Ok((
-                row.try_get("kind")?,
-                row.try_get::<i32, _>("idx")? as usize - 1,
-                row.try_get("seq")?,
-                row.try_get("pos")?,
-                row.try_get("at")?,
-            ))
-        })();
-        let Ok((kind, i, seq, pos, at)) = parsed else {
+        let Ok(BatchRow {
+            kind,
+            idx: i,
+            seq,
+            pos,
+            at,
+        }) = BatchRow::read(&row)
+        else {
             continue;
         };
         let Some(job) = batch.get(i) else { continue };
@@ -521,6 +519,28 @@ async fn write_batch<E: EventPayload>(
         let _ = job.reply.send(answer);
     }
     true
+}
+
+/// One result row of `append_batch`.
+struct BatchRow {
+    kind: String,
+    /// The append's index in the batch, from 0.
+    idx: usize,
+    seq: i64,
+    pos: Option<i64>,
+    at: Option<DateTime<Utc>>,
+}
+
+impl BatchRow {
+    fn read(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            kind: row.try_get("kind")?,
+            idx: (row.try_get::<i32, _>("idx")? as usize).saturating_sub(1),
+            seq: row.try_get("seq")?,
+            pos: row.try_get("pos")?,
+            at: row.try_get("at")?,
+        })
+    }
 }
 
 /// The arrays one `append_batch` call takes.
