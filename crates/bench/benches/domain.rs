@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{black_box, criterion_main, BatchSize, Criterion};
 use otp_sms_core::{
     AddRequest, AddVerification, Authorizer, Caller, CodeBinding, CodeKey, CodeKeyRing, CodePolicy,
     Command, CommandService, Context, Event, InstanceId, KeyId, OrganizationId, Phone,
@@ -149,5 +149,9 @@ fn service(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, domain, service);
-criterion_main!(benches);
+// criterion's macro generates an undocumented function.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::domain, super::service);
+}
+criterion_main!(group::benches);
