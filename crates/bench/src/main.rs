@@ -127,6 +127,55 @@ fn requests(n: usize) -> Vec<Request> {
         .collect()
 }
 
+/// Fills a PostgreSQL schema with `count` events of other registrations (added, code added,
+/// verified, with real payloads) in bulk statements: going through `append` would take
+/// minutes and measures nothing this flag is for.
+async fn preload_postgres(
+    pool: &sqlx::PgPool,
+    schema: &str,
+    keys: &CodeKeyRing,
+    count: usize,
+) -> Result<(), String> {
+    use otp_sms_core::EventPayload;
+    let sample = MemoryStore::<Event>::new();
+    preload(&sample, keys, 3).await?;
+    let events = sample.read_all(0, 3).await.map_err(|e| e.to_string())?;
+    let types: Vec<String> = events.iter().map(|e| e.event.event_type().to_owned()).collect();
+    let payloads: Vec<String> = events
+        .iter()
+        .map(|e| e.event.to_json().map(|v| v.to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let chunk = 100_000usize;
+    let mut start = 0usize;
+    while start < count {
+        let end = (start + chunk).min(count);
+        sqlx::query(&format!(
+            "INSERT INTO \"{schema}\".events (instance_id, aggregate_type, aggregate_id, sequence, \
+             event_type, revision, payload, creator, owner) \
+             SELECT $1, 'user.otp_sms', 'preload-' || (g / 3), (g % 3) + 1, ($2::text[])[(g % 3) + 1], \
+                    1, (($3::text[])[(g % 3) + 1])::jsonb, 'preload', $4 \
+               FROM generate_series($5::bigint, $6::bigint) AS g"
+        ))
+        .bind(INSTANCE)
+        .bind(&types)
+        .bind(&payloads)
+        .bind(ORG)
+        .bind(start as i64)
+        .bind(end as i64 - 1)
+        .execute(pool)
+        .await
+        .map_err(|e| format!("preload: {e}"))?;
+        start = end;
+        eprintln!("preloaded {start} events");
+    }
+    sqlx::query(&format!("ANALYZE \"{schema}\".events"))
+        .execute(pool)
+        .await
+        .map_err(|e| format!("analyze: {e}"))?;
+    Ok(())
+}
+
 /// Fills the store with `count` events of other registrations: added, code added, verified.
 async fn preload(
     store: &dyn EventStore<Event>,
@@ -265,6 +314,10 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
             Arc::new(store)
         }
     };
+    if let (Some((pool, schema)), true) = (&pg_schema, args.preload_events > 0) {
+        eprintln!("preloading {} events", args.preload_events);
+        preload_postgres(pool, schema, &keys, args.preload_events).await?;
+    }
     let result = measure(&args, store, keys).await;
     if let Some((pool, schema)) = pg_schema {
         sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
@@ -283,7 +336,7 @@ async fn measure(
 ) -> Result<serde_json::Value, String> {
     let n = args.registrations;
     let c = args.concurrency.max(1);
-    if args.preload_events > 0 {
+    if args.preload_events > 0 && args.store == StoreKind::Memory {
         eprintln!("preloading {} events", args.preload_events);
         preload(store.as_ref(), &keys, args.preload_events).await?;
     }
