@@ -140,7 +140,10 @@ async fn preload_postgres(
     let sample = MemoryStore::<Event>::new();
     preload(&sample, keys, 3).await?;
     let events = sample.read_all(0, 3).await.map_err(|e| e.to_string())?;
-    let types: Vec<String> = events.iter().map(|e| e.event.event_type().to_owned()).collect();
+    let types: Vec<String> = events
+        .iter()
+        .map(|e| e.event.event_type().to_owned())
+        .collect();
     let payloads: Vec<String> = events
         .iter()
         .map(|e| e.event.to_json().map(|v| v.to_string()))

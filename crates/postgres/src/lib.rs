@@ -9,7 +9,10 @@
 //! - Group commit: appends that arrive while a write is in flight are written together by one
 //!   call of a stored function, in one transaction with one commit flush; each is checked
 //!   against its own expected version, so a conflict fails only its own command. Alone, an
-//!   append is a single round trip.
+//!   append is a single round trip. Stream reads that overlap are answered by one query.
+//! - Appends and stream reads run on two threads of the store's own, each with one connection,
+//!   so their answers are handled the moment they arrive rather than when a busy worker of the
+//!   host's runtime gets to them; the feed, the outbox and migrations use the pool.
 //! - The global feed never skips: positions are assigned under a transaction-scoped advisory
 //!   lock held until commit, so they become visible in increasing order (`docs/event-store.md`
 //!   explains why a plain sequence is not enough).
@@ -60,13 +63,23 @@ const LINGER: Duration = Duration::from_micros(250);
 /// A PostgreSQL event store in one schema.
 ///
 /// Appends go through a writer thread with its own connection, started at the first append,
-/// that writes whatever appends are waiting in one call (group commit). Dropping the store
-/// stops it.
+/// that writes whatever appends are waiting in one call (group commit); stream reads go
+/// through a reader thread likewise. Dropping the store stops both.
 pub struct PgStore<E> {
     shared: Arc<Shared>,
     writer: OnceLock<mpsc::UnboundedSender<Job<E>>>,
+    reader: OnceLock<mpsc::UnboundedSender<ReadJob<E>>>,
     _events: PhantomData<fn() -> E>,
 }
+
+/// One stream read waiting for the reader.
+struct ReadJob<E> {
+    stream: StreamId,
+    reply: oneshot::Sender<Result<Recorded<E>, StoreError>>,
+}
+
+/// Most streams one read query fetches.
+const MAX_READ_BATCH: usize = 128;
 
 /// What the store and its writer task share.
 struct Shared {
@@ -86,6 +99,7 @@ struct Job<E> {
 /// Every statement, with the schema filled in once.
 struct Sql {
     read_stream: String,
+    read_streams: String,
     read_all: String,
     version: String,
     append_batch: String,
@@ -103,6 +117,15 @@ impl Sql {
                 "SELECT {columns} FROM {s}.events \
                  WHERE instance_id = $1 AND aggregate_type = $2 AND aggregate_id = $3 \
                  ORDER BY sequence"
+            ),
+            // One index range scan per stream (LATERAL), never a scan of the table.
+            read_streams: format!(
+                "SELECT e.* FROM unnest($1::text[], $2::text[], $3::text[]) \
+                   WITH ORDINALITY AS r(i, t, a, n) \
+                 CROSS JOIN LATERAL (SELECT {columns} FROM {s}.events \
+                   WHERE instance_id = r.i AND aggregate_type = r.t AND aggregate_id = r.a \
+                   ORDER BY sequence) AS e \
+                 ORDER BY r.n, e.sequence"
             ),
             read_all: format!(
                 "SELECT {columns} FROM {s}.events WHERE position > $1 ORDER BY position LIMIT $2"
@@ -225,6 +248,7 @@ impl<E> PgStore<E> {
                 sql: Sql::new(schema),
             }),
             writer: OnceLock::new(),
+            reader: OnceLock::new(),
             _events: PhantomData,
         })
     }
@@ -271,29 +295,146 @@ impl<E> PgStore<E> {
     }
 }
 
+/// Runs `task` on a thread of its own with a single-threaded runtime: its network answers are
+/// handled the moment they arrive, not when a busy worker of the host's runtime gets to them.
+fn spawn_worker<F>(name: String, task: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(task),
+            Err(e) => tracing::error!(error = %e, "cannot start a store worker"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a store worker thread");
+    }
+}
+
 impl<E: EventPayload> PgStore<E> {
     fn writer(&self) -> &mpsc::UnboundedSender<Job<E>> {
         self.writer.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let shared = Arc::clone(&self.shared);
-            // Its own thread and runtime: a commit's answer is handled the moment it arrives,
-            // not when a busy worker of the host's runtime gets to it.
-            let spawned = std::thread::Builder::new()
-                .name(format!("otp-sms-pg-writer-{}", shared.schema))
-                .spawn(move || {
-                    match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime.block_on(write_batches(shared, rx)),
-                        Err(e) => tracing::error!(error = %e, "cannot start the append writer"),
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start the append writer thread");
-            }
+            spawn_worker(
+                format!("otp-sms-pg-writer-{}", shared.schema),
+                write_batches(shared, rx),
+            );
             tx
         })
+    }
+
+    fn reader(&self) -> &mpsc::UnboundedSender<ReadJob<E>> {
+        self.reader.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let shared = Arc::clone(&self.shared);
+            spawn_worker(
+                format!("otp-sms-pg-reader-{}", shared.schema),
+                read_batches(shared, rx),
+            );
+            tx
+        })
+    }
+}
+
+/// The reader: the stream reads waiting together go to the database in one query, on the
+/// reader's own connection.
+async fn read_batches<E: EventPayload>(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<ReadJob<E>>,
+) {
+    let mut conn: Option<PgConnection> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_READ_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let connection = match conn.take() {
+            Some(c) => Ok(c),
+            None => connect(&shared).await,
+        };
+        let mut c = match connection {
+            Ok(c) => c,
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        // The same stream may be asked for by several jobs: fetch it once.
+        let mut unique: Vec<&StreamId> = Vec::with_capacity(batch.len());
+        let mut slot_of: std::collections::HashMap<&StreamId, usize> =
+            std::collections::HashMap::with_capacity(batch.len());
+        for job in &batch {
+            slot_of.entry(&job.stream).or_insert_with(|| {
+                unique.push(&job.stream);
+                unique.len() - 1
+            });
+        }
+        let rows = if let [only] = unique.as_slice() {
+            sqlx::query(&shared.sql.read_stream)
+                .bind(only.instance.as_str())
+                .bind(only.aggregate_type.as_ref())
+                .bind(only.aggregate_id.as_ref())
+                .fetch_all(&mut c)
+                .await
+        } else {
+            let instances: Vec<&str> = unique.iter().map(|s| s.instance.as_str()).collect();
+            let types: Vec<&str> = unique.iter().map(|s| s.aggregate_type.as_ref()).collect();
+            let ids: Vec<&str> = unique.iter().map(|s| s.aggregate_id.as_ref()).collect();
+            sqlx::query(&shared.sql.read_streams)
+                .bind(&instances)
+                .bind(&types)
+                .bind(&ids)
+                .fetch_all(&mut c)
+                .await
+        };
+        let events: Result<Vec<Arc<RecordedEvent<E>>>, StoreError> = match rows {
+            Ok(rows) => {
+                conn = Some(c);
+                rows.into_iter().map(recorded).collect()
+            }
+            Err(e) => {
+                if matches!(e, sqlx::Error::Database(_)) {
+                    conn = Some(c);
+                }
+                Err(map_error(e))
+            }
+        };
+        match events {
+            Ok(events) => {
+                let mut streams: Vec<Recorded<E>> = vec![Vec::new(); unique.len()];
+                for event in events {
+                    if let Some(&i) = slot_of.get(&event.stream) {
+                        streams[i].push(event);
+                    }
+                }
+                let answers: Vec<_> = batch
+                    .iter()
+                    .map(|job| streams[slot_of[&job.stream]].clone())
+                    .collect();
+                drop(slot_of);
+                drop(unique);
+                for (job, found) in batch.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(found));
+                }
+            }
+            Err(e) => {
+                drop(slot_of);
+                drop(unique);
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -596,14 +737,16 @@ async fn current_version(shared: &Shared, s: &StreamId) -> Result<Version, Store
 #[async_trait]
 impl<E: EventPayload> EventStore<E> for PgStore<E> {
     async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<E>, StoreError> {
-        let rows = sqlx::query(&self.shared.sql.read_stream)
-            .bind(stream.instance.as_str())
-            .bind(stream.aggregate_type.as_ref())
-            .bind(stream.aggregate_id.as_ref())
-            .fetch_all(&self.shared.pool)
+        let (reply, answer) = oneshot::channel();
+        self.reader()
+            .send(ReadJob {
+                stream: stream.clone(),
+                reply,
+            })
+            .map_err(|_| StoreError::Unavailable("the stream reader has stopped".into()))?;
+        answer
             .await
-            .map_err(map_error)?;
-        rows.into_iter().map(recorded).collect()
+            .map_err(|_| StoreError::Unavailable("the stream reader has stopped".into()))?
     }
 
     async fn append(&self, append: Append<E>) -> Result<AppendOutcome, StoreError> {

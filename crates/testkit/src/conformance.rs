@@ -100,6 +100,7 @@ macro_rules! store_conformance_tests {
             streams_never_mix,
             concurrent_appends_have_one_winner,
             a_conflict_fails_only_its_own_append,
+            concurrent_reads_agree,
             feed_never_skips_under_concurrent_writers,
             one_mebibyte_payload,
             unicode_and_long_ids,
@@ -432,6 +433,46 @@ pub async fn concurrent_appends_have_one_winner<S: EventStore<TestEvent> + 'stat
     }
     assert_eq!(wins, 1);
     assert_eq!(store.read_stream(&s).await.unwrap().len(), 3);
+}
+
+/// Reads in flight together (a store may answer them with one query) each get exactly their
+/// own stream, also when many ask for the same one.
+pub async fn concurrent_reads_agree<S: EventStore<TestEvent> + 'static>(store: Arc<S>) {
+    let hot = stream("hot");
+    store
+        .append(append_of(&hot, ExpectedVersion::NoStream, events(3)))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let s = stream(&format!("cold-{i}"));
+        store
+            .append(append_of(&s, ExpectedVersion::NoStream, events(i + 1)))
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let (s, expected) = match i % 4 {
+                    0 | 1 => (stream("hot"), 3),
+                    2 => (stream(&format!("cold-{}", i % 5)), i % 5 + 1),
+                    _ => (stream("missing"), 0),
+                };
+                let read = store.read_stream(&s).await.expect("read");
+                (s, expected, read)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (s, expected, read) = task.await.expect("task");
+        assert_eq!(read.len(), expected, "{s:?}");
+        assert!(read.iter().all(|e| e.stream == s));
+        assert!(read
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.sequence == i as u64 + 1));
+    }
 }
 
 /// Appends in flight together (a store may write them in one transaction) succeed or fail
