@@ -132,6 +132,26 @@ async fn unknown_method(method: Method, uri: Uri) -> ApiError {
     )))
 }
 
+/// The query parameters every call takes, for the OpenAPI document (parsing is
+/// [`parse_query`], which also accepts the lowerCamelCase spellings).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ContextParams {
+    /// Expect the caller's instance to have this id.
+    #[param(rename = "instance.id")]
+    instance_id: Option<String>,
+    /// Expect the caller's instance to have this domain.
+    #[param(rename = "instance.domain")]
+    instance_domain: Option<String>,
+    /// Expect the user in this organization.
+    #[param(rename = "organization.org_id")]
+    org_id: Option<String>,
+    /// Expect the user in the organization with this domain.
+    #[param(rename = "organization.org_domain")]
+    org_domain: Option<String>,
+}
+
 /// The request's query parameters that the contract defines.
 #[derive(Debug, Default)]
 struct Query {
@@ -241,10 +261,7 @@ fn path_error(rejection: PathRejection) -> ApiError {
     operation_id = "AddOTPSMSAuthenticator",
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
-        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
-        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
-        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
-        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+        ContextParams,
     ),
     request_body(content = SetPhone, content_type = "application/json"),
     responses(
@@ -310,10 +327,7 @@ async fn add(
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ("otp_sms_id" = String, Path, description = "The registration, as returned by the add (1..=200 characters)."),
-        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
-        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
-        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
-        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+        ContextParams,
     ),
     request_body(
         content = String,
@@ -379,10 +393,7 @@ async fn verify(
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
-        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
-        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
-        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
-        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+        ContextParams,
     ),
     responses(
         (status = 200, description = "Removed", body = DetailsResponseJson),
@@ -428,10 +439,7 @@ async fn remove(
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
-        ("instance.id" = Option<String>, Query, description = "Expect the caller's instance to have this id."),
-        ("instance.domain" = Option<String>, Query, description = "Expect the caller's instance to have this domain."),
-        ("organization.org_id" = Option<String>, Query, description = "Expect the user in this organization."),
-        ("organization.org_domain" = Option<String>, Query, description = "Expect the user in the organization with this domain."),
+        ContextParams,
     ),
     request_body(content = ResendCode, content_type = "application/json"),
     responses(

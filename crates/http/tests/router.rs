@@ -457,3 +457,34 @@ async fn the_openapi_document_lists_the_served_calls() {
     }
     assert_eq!(doc, serde_json::to_value(otp_sms_http::openapi()).unwrap());
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_query_parameters() {
+    let doc = serde_json::to_value(otp_sms_http::openapi()).unwrap();
+    let params = &doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify"]
+        ["post"]["parameters"];
+    let names: Vec<_> = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["in"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (name, place) in [
+        ("id", "path"),
+        ("otp_sms_id", "path"),
+        ("instance.id", "query"),
+        ("instance.domain", "query"),
+        ("organization.org_id", "query"),
+        ("organization.org_domain", "query"),
+    ] {
+        assert!(
+            names.contains(&(name.to_owned(), place.to_owned())),
+            "{name} in {place}: {names:?}"
+        );
+    }
+}
