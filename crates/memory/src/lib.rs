@@ -57,7 +57,7 @@ type Shard<E> = HashMap<StreamId, Vec<Arc<RecordedEvent<E>>>, RandomState>;
 /// Locks, taken in this order and never across an `.await`: the stream's shard, then the
 /// outbox (only if the append has messages). An append holds its shard from the version check
 /// to the last write, so it is atomic for every reader of the stream. The global feed is a
-/// lock-free [`Log`]: appends on different shards never wait for each other.
+/// lock-free log: appends on different shards never wait for each other.
 pub struct MemoryStore<E> {
     shards: Box<[RwLock<Shard<E>>]>,
     shard_hasher: RandomState,

@@ -3,7 +3,7 @@
 //!
 //! The model is written independently of `otp_sms_core::Registration`, from the rules as
 //! `docs/architecture.md` states them, so that a model-based test compares two
-//! implementations. With the `proptest` feature, [`crate::strategies`] generates scenarios.
+//! implementations. With the `proptest` feature, `crate::strategies` generates scenarios.
 
 use std::time::Duration;
 
