@@ -79,6 +79,18 @@ pub struct Options {
     pub dev: bool,
 }
 
+/// A server on the in-memory store with [`config`] and [`TEST_KEYS`].
+pub fn memory_server(binary: &str) -> Server {
+    Server::start(
+        binary,
+        &Options {
+            config: config(""),
+            keys: Some(TEST_KEYS.into()),
+            ..Options::default()
+        },
+    )
+}
+
 /// A running server process; killed on drop.
 pub struct Server {
     child: Child,

@@ -10,7 +10,7 @@ use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
     AddOtpsmsAuthenticatorResponse, RemoveOtpsmsAuthenticatorRequest, ReturnPhoneVerificationCode,
     SetPhone, VerifyOtpsmsRegistrationRequest,
 };
-use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::Server;
 use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -18,14 +18,7 @@ use tonic::{Code, Request};
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 
 fn server() -> Server {
-    Server::start(
-        BIN,
-        &Options {
-            config: config(""),
-            keys: Some(TEST_KEYS.into()),
-            ..Options::default()
-        },
-    )
+    otp_sms_tests::server::memory_server(BIN)
 }
 
 async fn client(s: &Server) -> ZitadelUsersClient<Channel> {

@@ -10,14 +10,7 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 
 fn memory_server() -> Server {
-    Server::start(
-        BIN,
-        &Options {
-            config: config(""),
-            keys: Some(TEST_KEYS.into()),
-            ..Options::default()
-        },
-    )
+    otp_sms_tests::server::memory_server(BIN)
 }
 
 /// A server on PostgreSQL in a fresh schema; returns it and the schema.

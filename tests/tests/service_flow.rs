@@ -31,11 +31,9 @@ fn target(user: &str, registration: &str) -> RegistrationRequest {
     }
 }
 
+/// A different code of the same length.
 fn wrong(code: &str) -> String {
-    // A different code of the same length.
-    code.chars()
-        .map(|c| if c == '0' { '1' } else { '0' })
-        .collect()
+    otp_sms_testkit::scenario::wrong_code(code)
 }
 
 async fn returned_code(f: &Fixture) -> (String, String) {
