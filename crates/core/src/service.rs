@@ -19,7 +19,8 @@ use crate::ports::{
     UserRecord, UuidV7Ids, USER_WRITE,
 };
 use crate::store::{
-    Append, EventStore, ExpectedVersion, NewEvent, NewOutboxMessage, StoreError, StreamId,
+    Append, EventStore, ExpectedVersion, NewEvent, NewOutboxMessage, RecordedEvent, RecordedMeta,
+    StoreError, StreamId,
 };
 
 /// Who calls, and in which instance. The host resolves both from the request (the instance
@@ -586,25 +587,17 @@ impl CommandService {
                 Decision::Accepted(events) => (events, None),
                 Decision::Rejected { events, error } => (events, Some(error)),
             };
-            if let (true, Some(error)) = (events.is_empty(), error.clone()) {
-                return Err(error);
-            }
             let new_state = events.iter().fold(state, Registration::apply);
             let organization = new_state
                 .organization
                 .clone()
                 .unwrap_or_else(|| user.organization.clone());
-            let mut details = Details {
-                id: registration.clone(),
-                created: history.first().map_or_else(|| ctx.now, |r| r.created_at),
-                changed: history.last().map_or_else(|| ctx.now, |r| r.created_at),
-                owner: Owner {
-                    owner_type: OwnerType::Org,
-                    id: organization.as_str().to_owned(),
-                },
-            };
             if events.is_empty() {
-                return Ok(details);
+                // Nothing to record: a refusal, or a command already done (a repeated report).
+                return match error {
+                    Some(error) => Err(error),
+                    None => Ok(details(registration, &organization, &history, &[], ctx.now)),
+                };
             }
             let outbox = self.outbox_for(caller, registration, &new_state, &events, fresh)?;
             let append = Append {
@@ -622,18 +615,17 @@ impl CommandService {
             };
             match self.store.append(append).await {
                 Ok(outcome) => {
-                    if let Some(error) = error {
-                        return Err(error);
-                    }
-                    if let (Some(first), Some(last)) =
-                        (outcome.recorded.first(), outcome.recorded.last())
-                    {
-                        if history.is_empty() {
-                            details.created = first.created_at;
-                        }
-                        details.changed = last.created_at;
-                    }
-                    return Ok(details);
+                    return match error {
+                        // A refusal that records events (a wrong code) still fails the call.
+                        Some(error) => Err(error),
+                        None => Ok(details(
+                            registration,
+                            &organization,
+                            &history,
+                            &outcome.recorded,
+                            ctx.now,
+                        )),
+                    };
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -685,6 +677,36 @@ impl CommandService {
             });
         }
         Ok(outbox)
+    }
+}
+
+/// `created` is the registration's first event, `changed` its last: recorded before the call
+/// (`history`) or by it (`appended`).
+fn details(
+    registration: &RegistrationId,
+    organization: &OrganizationId,
+    history: &[Arc<RecordedEvent<Event>>],
+    appended: &[RecordedMeta],
+    now: DateTime<Utc>,
+) -> Details {
+    let created = history
+        .first()
+        .map(|r| r.created_at)
+        .or(appended.first().map(|m| m.created_at))
+        .unwrap_or(now);
+    let changed = appended
+        .last()
+        .map(|m| m.created_at)
+        .or(history.last().map(|r| r.created_at))
+        .unwrap_or(now);
+    Details {
+        id: registration.clone(),
+        created,
+        changed,
+        owner: Owner {
+            owner_type: OwnerType::Org,
+            id: organization.as_str().to_owned(),
+        },
     }
 }
 
