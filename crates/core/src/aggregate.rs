@@ -172,11 +172,21 @@ fn std_to_chrono(d: Duration) -> chrono::Duration {
 impl Registration {
     /// Rebuilds a registration from its events.
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
-        events.into_iter().fold(Self::default(), Self::apply)
+        let mut state = Self::default();
+        for event in events {
+            state.apply_in_place(event);
+        }
+        state
     }
 
     /// Applies one event. Total: it never fails or panics, as recorded events are facts.
     pub fn apply(mut self, event: &Event) -> Self {
+        self.apply_in_place(event);
+        self
+    }
+
+    /// [`Registration::apply`] without moving the state: for folds over many events.
+    pub fn apply_in_place(&mut self, event: &Event) {
         match event {
             Event::Added(Added {
                 user,
@@ -222,7 +232,6 @@ impl Registration {
                 self.pending = None;
             }
         }
-        self
     }
 
     /// Whether the registration exists for `user` and is not removed.

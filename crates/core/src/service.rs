@@ -587,7 +587,10 @@ impl CommandService {
                 Decision::Accepted(events) => (events, None),
                 Decision::Rejected { events, error } => (events, Some(error)),
             };
-            let new_state = events.iter().fold(state, Registration::apply);
+            let mut new_state = state;
+            for event in &events {
+                new_state.apply_in_place(event);
+            }
             let organization = new_state
                 .organization
                 .clone()
