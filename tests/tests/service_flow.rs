@@ -637,7 +637,10 @@ async fn no_recoverable_code_remains_at_rest_after_delivery(f: &Fixture) {
         .deliver_pending(&*f.sender, 10, Duration::from_secs(30))
         .await
         .unwrap();
-    let code = f.sender.sent()[0].code.expose().to_owned();
+    let sent = f.sender.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].registration, added.registration_id);
+    let code = sent[0].code.expose().to_owned();
     assert!(!pending[0].payload.to_string().contains(&code));
     for e in f.feed().await {
         let json = e.event.to_json().unwrap().to_string();
@@ -658,7 +661,6 @@ async fn no_recoverable_code_remains_at_rest_after_delivery(f: &Fixture) {
             .collect::<Vec<_>>(),
     );
     assert_eq!(state.status, Status::Unverified);
-    let _ = added;
 }
 
 async fn fifty_tasks_with_the_right_code_verify_exactly_once(f: &Fixture) {

@@ -205,7 +205,18 @@ impl Query {
     }
 }
 
-/// The caller, by the one rule every adapter shares ([`otp_sms_core::authenticate`]).
+/// The request's context: its query parameters and its caller, resolved by the one rule every
+/// adapter shares ([`otp_sms_core::authenticate`]).
+async fn context(
+    api: &Api,
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+) -> Result<(Caller, Query), ApiError> {
+    let query = parse_query(raw_query)?;
+    let caller = caller(api, headers, &query).await?;
+    Ok((caller, query))
+}
+
 async fn caller(api: &Api, headers: &HeaderMap, query: &Query) -> Result<Caller, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -281,8 +292,7 @@ async fn add(
     body: Body,
 ) -> Result<Json<AddResponseJson>, ApiError> {
     let Path(user_id) = path.map_err(path_error)?;
-    let query = parse_query(raw.as_deref())?;
-    let caller = caller(&api, &headers, &query).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
     let bytes = json_body(&headers, body).await?;
     let phone: SetPhone = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("phone", format!("malformed SetPhone JSON: {e}")))?;
@@ -352,8 +362,7 @@ async fn verify(
     body: Body,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let query = parse_query(raw.as_deref())?;
-    let caller = caller(&api, &headers, &query).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
     let bytes = json_body(&headers, body).await?;
     // The serde message is not echoed: it could quote the code.
     let code = match serde_json::from_slice::<serde_json::Value>(&bytes) {
@@ -410,8 +419,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let query = parse_query(raw.as_deref())?;
-    let caller = caller(&api, &headers, &query).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
     let details = api
         .service
         .remove(
@@ -460,8 +468,7 @@ async fn resend_code(
     body: Body,
 ) -> Result<Json<ResendResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let query = parse_query(raw.as_deref())?;
-    let caller = caller(&api, &headers, &query).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
     let bytes = json_body(&headers, body).await?;
     let options: ResendCode = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("body", format!("malformed ResendCode JSON: {e}")))?;
