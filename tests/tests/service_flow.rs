@@ -90,6 +90,7 @@ on_both_stores!(
     fifty_tasks_with_the_right_code_verify_exactly_once,
     fifty_tasks_with_wrong_codes_record_exactly_the_limit,
     an_unreachable_user_directory_is_unavailable,
+    an_add_under_a_used_registration_id_is_refused_and_writes_nothing,
 );
 
 async fn add_with_return_code_then_verify_returns_the_details(f: &Fixture) {
@@ -744,6 +745,51 @@ async fn an_unreachable_user_directory_is_unavailable(f: &Fixture) {
     f.users.set_unavailable(false);
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     assert_eq!(err.http_status(), 503);
+}
+
+/// An id generator that breaks its promise and hands out one id forever.
+struct OneId(otp_sms_core::RegistrationId);
+
+impl otp_sms_core::IdGenerator for OneId {
+    fn registration_id(&self) -> otp_sms_core::RegistrationId {
+        self.0.clone()
+    }
+    fn message_id(&self) -> uuid::Uuid {
+        uuid::Uuid::now_v7()
+    }
+}
+
+/// Given a registration, when an add is issued under its id (a broken id generator), then the
+/// add is refused as INTERNAL and the store holds exactly what it held: the add skips its read
+/// on the first attempt, so this is the store's version check at work.
+async fn an_add_under_a_used_registration_id_is_refused_and_writes_nothing(f: &Fixture) {
+    let first = f.add("user-1", PhoneVerification::ReturnCode).await;
+    let before = f.feed().await;
+    let service = CommandService::new(
+        f.store.clone(),
+        f.users.clone(),
+        Arc::new(StaticAuthorizer::new()),
+        otp_sms_tests::fixture::keys(),
+    )
+    .with_clock(f.clock.clone())
+    .with_ids(Arc::new(OneId(first.registration_id.clone())));
+    let err = service
+        .add(
+            &Fixture::caller("user-1"),
+            AddRequest {
+                user_id: "user-1".into(),
+                organization: None,
+                phone: "+41791234567".into(),
+                verification: PhoneVerification::ReturnCode,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    assert_eq!(err.rpc_code(), RpcCode::Internal);
+    let after = f.feed().await;
+    assert_eq!(before.len(), after.len());
+    assert!(before.iter().zip(&after).all(|(b, a)| b == a));
 }
 
 /// A PostgreSQL server that cannot be reached makes every call UNAVAILABLE, not a panic.

@@ -361,6 +361,9 @@ async fn measure(
         added: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
     }));
 
+    // As a host does at start-up (the server does): a process's first add would otherwise
+    // load the numbering-plan metadata inside the timed phase.
+    otp_sms_core::Phone::load_metadata();
     eprintln!("adding {n} registrations from {c} tasks");
     let (add_time, _) = run_concurrently(n, c, shared, |s, i| async move {
         let r = &s.requests[i];

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::check_length;
 use crate::Error;
 
+mod validity;
+
 /// The longest phone input accepted, in characters (the contract's bound on `phone.number`).
 pub const MAX_PHONE_CHARS: usize = 20;
 
@@ -38,12 +40,35 @@ impl Phone {
                 "not a phone number in international form (+ and country code)",
             )
         })?;
-        if !phonenumber::is_valid(&number) {
+        // E.164 is `+`, the calling code and the national number with its leading zeros;
+        // written here because phonenumber's formatter looks up a national format (through
+        // its shared regex cache) even for E.164, which ignores it.
+        use std::fmt::Write as _;
+        let mut e164 = String::with_capacity(MAX_PHONE_CHARS);
+        let national = number.national();
+        // Writing to a String cannot fail.
+        let _ = write!(e164, "+{}", number.code().value());
+        let national_start = e164.len();
+        for _ in 0..national.zeros() {
+            e164.push('0');
+        }
+        let _ = write!(e164, "{}", national.value());
+        if !validity::is_valid(&number, &e164[national_start..]) {
             return Err(Error::invalid(FIELD, "not a valid phone number"));
         }
-        Ok(Self(Arc::from(
-            number.format().mode(phonenumber::Mode::E164).to_string(),
-        )))
+        Ok(Self(Arc::from(e164)))
+    }
+
+    /// Loads the numbering-plan metadata now (tens of milliseconds, once per process) instead
+    /// of during the first [`Phone::parse`]. Hosts call it at start-up so that the first add
+    /// is not slow; later calls return at once.
+    ///
+    /// ```
+    /// otp_sms_core::Phone::load_metadata();
+    /// assert!(otp_sms_core::Phone::parse("+41 79 123 45 67").is_ok());
+    /// ```
+    pub fn load_metadata() {
+        let _: &phonenumber::metadata::Database = &phonenumber::metadata::DATABASE;
     }
 
     /// The number in E.164 form.

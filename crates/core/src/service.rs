@@ -19,8 +19,8 @@ use crate::ports::{
     UserRecord, UuidV7Ids, USER_WRITE,
 };
 use crate::store::{
-    Append, EventStore, ExpectedVersion, NewEvent, NewOutboxMessage, RecordedEvent, RecordedMeta,
-    StoreError, StreamId,
+    Append, EventStore, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent,
+    RecordedMeta, StoreError, StreamId,
 };
 
 /// Who calls, and in which instance. The host resolves both from the request (the instance
@@ -573,8 +573,15 @@ impl CommandService {
         fresh: Option<&VerificationCode>,
     ) -> Result<Details, Error> {
         let stream = Self::stream_id(&caller.instance, registration);
-        for _ in 0..self.max_attempts {
-            let history = self.store.read_stream(&stream).await?;
+        for attempt in 0..self.max_attempts {
+            // An add names its stream with an id the generator promises was never used, so
+            // the first attempt skips the read: the append expects an empty stream, and
+            // should the promise be broken the store refuses it and the retry reads.
+            let history = if attempt == 0 && matches!(command, Command::Add { .. }) {
+                Recorded::new()
+            } else {
+                self.store.read_stream(&stream).await?
+            };
             let state = Registration::from_events(history.iter().map(|r| &r.event));
             let ctx = Context {
                 registration,

@@ -254,6 +254,8 @@ pub async fn run(
     let directory = Arc::new(Directory::new(&config)?);
     let policy = config.policy.policy()?;
     let keys = load_keys(&args)?;
+    // Before the listener opens, so that no request waits for it.
+    otp_sms_core::Phone::load_metadata();
 
     let (store, readiness): (Arc<dyn EventStore<Event>>, Readiness) = match &args.database_url {
         Some(url) => {
