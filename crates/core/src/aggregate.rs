@@ -288,11 +288,13 @@ impl Registration {
             // Registration ids are generated; a used one means a broken id generator.
             return Decision::reject(Error::Internal("registration id already in use".into()));
         }
-        let mut events = vec![Event::Added(Added {
+        // Room for the second event up front: growing the Vec would move the first.
+        let mut events = Vec::with_capacity(2);
+        events.push(Event::Added(Added {
             user: user.clone(),
             organization: organization.clone(),
             phone: phone.clone(),
-        })];
+        }));
         match verification {
             AddVerification::SendCode(code) => events.push(self.issue(code, Delivery::Send, ctx)),
             AddVerification::ReturnCode(code) => {

@@ -235,11 +235,18 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
         let count = append.events.len() as u64;
         let mut recorded = Vec::with_capacity(append.events.len());
         if count > 0 {
-            // Look up before inserting, so an existing stream costs no key clone.
-            if !shard.contains_key(&append.stream) {
-                shard.insert(append.stream.clone(), Vec::new());
-            }
-            let events = shard.get_mut(&append.stream).expect("inserted above");
+            // One more look-up: an existing stream is found without cloning its key, a new one
+            // is inserted with room for a typical life (added, code added, verified, ...), so
+            // later appends do not reallocate under the shard's lock.
+            let events = if actual == 0 {
+                shard
+                    .entry(append.stream.clone())
+                    .or_insert_with(|| Vec::with_capacity(append.events.len().max(4)))
+            } else {
+                shard
+                    .get_mut(&append.stream)
+                    .expect("the stream has events")
+            };
             let first = self.log.reserve(count);
             for (i, new) in append.events.into_iter().enumerate() {
                 let sequence = actual + 1 + i as u64;
