@@ -28,6 +28,8 @@
 //! readers stop at an append still in flight, so the feed cannot skip. No lock is held across
 //! an `.await`.
 
+mod key;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use foldhash::fast::RandomState;
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use otp_sms_core::{
     Append, AppendOutcome, Clock, EventPayload, EventStore, OutboxMessage, Recorded, RecordedEvent,
     RecordedMeta, StoreError, StreamId, SystemClock,
@@ -44,13 +47,36 @@ use otp_sms_core::{
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
+use crate::key::StreamKey;
+
 /// Streams are spread over this many independently locked shards, so that commands on
 /// different registrations do not wait for each other.
 const SHARDS: usize = 64;
 
-/// foldhash with a random seed per map: several times faster than SipHash on short keys, and
-/// stream ids are generated, not chosen by callers.
-type Shard<E> = HashMap<StreamId, Vec<Arc<RecordedEvent<E>>>, RandomState>;
+/// One shard's streams. Each entry keeps its hash (one foldhash of the encoded key, with a
+/// random seed per store: several times faster than SipHash on short keys, and stream ids are
+/// generated, not chosen by callers), so look-ups compare keys only on a full hash match and
+/// growth never rehashes.
+type Shard<E> = HashTable<StreamEntry<E>>;
+
+struct StreamEntry<E> {
+    hash: u64,
+    key: StreamKey,
+    events: Vec<Arc<RecordedEvent<E>>>,
+}
+
+/// Where a stream lives: its encoded key, its hash and its shard.
+struct Located<'s, E> {
+    key: StreamKey,
+    hash: u64,
+    shard: &'s RwLock<Shard<E>>,
+}
+
+impl<E> Located<'_, E> {
+    fn matches(&self) -> impl Fn(&StreamEntry<E>) -> bool + '_ {
+        |entry| entry.hash == self.hash && entry.key == self.key
+    }
+}
 
 /// An event store that lives in the process's memory.
 ///
@@ -164,9 +190,7 @@ impl<E> MemoryStore<E> {
     /// An empty store whose `created_at` times and outbox leases follow `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
-            shards: (0..SHARDS)
-                .map(|_| RwLock::new(HashMap::with_hasher(RandomState::default())))
-                .collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             shard_hasher: RandomState::default(),
             log: Log::new(),
             outbox: Mutex::new(Outbox::default()),
@@ -189,29 +213,34 @@ impl<E> MemoryStore<E> {
         self.outbox.lock().messages.len()
     }
 
-    fn shard(&self, stream: &StreamId) -> &RwLock<Shard<E>> {
-        let hash = self.shard_hasher.hash_one(stream);
-        &self.shards[(hash as usize) % SHARDS]
+    fn locate(&self, stream: &StreamId) -> Located<'_, E> {
+        let key = StreamKey::new(stream);
+        let hash = self.shard_hasher.hash_one(key.as_bytes());
+        // Bits the table does not use: it takes its bucket from the low bits and its tag
+        // from the top seven.
+        let shard = &self.shards[((hash >> 40) as usize) % SHARDS];
+        Located { key, hash, shard }
     }
 }
 
 #[async_trait]
 impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
     async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<E>, StoreError> {
-        Ok(self
-            .shard(stream)
-            .read()
-            .get(stream)
-            .cloned()
+        let at = self.locate(stream);
+        let shard = at.shard.read();
+        Ok(shard
+            .find(at.hash, at.matches())
+            .map(|entry| entry.events.clone())
             .unwrap_or_default())
     }
 
     async fn append(&self, append: Append<E>) -> Result<AppendOutcome, StoreError> {
         let now = self.clock.now();
-        let mut shard = self.shard(&append.stream).write();
+        let at = self.locate(&append.stream);
+        let mut shard = at.shard.write();
         let actual = shard
-            .get(&append.stream)
-            .map_or(0, |events| events.len() as u64);
+            .find(at.hash, at.matches())
+            .map_or(0, |entry| entry.events.len() as u64);
         if !append.expected.admits(actual) {
             return Err(StoreError::Conflict {
                 stream: append.stream,
@@ -235,17 +264,21 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
         let count = append.events.len() as u64;
         let mut recorded = Vec::with_capacity(append.events.len());
         if count > 0 {
-            // One more look-up: an existing stream is found without cloning its key, a new one
-            // is inserted with room for a typical life (added, code added, verified, ...), so
-            // later appends do not reallocate under the shard's lock.
-            let events = if actual == 0 {
-                shard
-                    .entry(append.stream.clone())
-                    .or_insert_with(|| Vec::with_capacity(append.events.len().max(4)))
-            } else {
-                shard
-                    .get_mut(&append.stream)
-                    .expect("the stream has events")
+            // A new stream is inserted with room for a typical life (added, code added,
+            // verified, ...), so later appends do not reallocate under the shard's lock.
+            let capacity = append.events.len().max(4);
+            let events = match shard.entry(at.hash, at.matches(), |entry| entry.hash) {
+                TableEntry::Occupied(entry) => &mut entry.into_mut().events,
+                TableEntry::Vacant(entry) => {
+                    &mut entry
+                        .insert(StreamEntry {
+                            hash: at.hash,
+                            key: at.key,
+                            events: Vec::with_capacity(capacity),
+                        })
+                        .into_mut()
+                        .events
+                }
             };
             let first = self.log.reserve(count);
             for (i, new) in append.events.into_iter().enumerate() {
