@@ -9,11 +9,15 @@ baseline=${PGBENCH_BASELINE:-../shared/bench/pgbench-baseline}
 rounds=${ROUNDS:-3}
 cargo build --release -q -p otp-sms-bench
 bench=target/release/otp-sms-bench
+# The same benchmark on the system allocator (glibc's malloc on Linux), for comparison.
+cargo build --release -q -p otp-sms-bench --no-default-features --target-dir target/bench-system-alloc
+system_alloc=target/bench-system-alloc/release/otp-sms-bench
 out=$(mktemp)
 run() { echo "$1 $("${@:2}" 2>/dev/null)" | tee -a "$out"; }
 for _ in $(seq "$rounds"); do
   run memory-c8 "$bench" --store memory --registrations 100000 --concurrency 8
   run memory-c8-preload1m "$bench" --store memory --registrations 100000 --concurrency 8 --preload-events 1000000
+  run memory-c8-system-alloc "$system_alloc" --store memory --registrations 100000 --concurrency 8
   run baseline-c8 env DATABASE_URL="$url" bash "$baseline" 8 5
   run postgres-c8 "$bench" --store postgres --registrations 20000 --concurrency 8 --database-url "$url"
   run baseline-c1 env DATABASE_URL="$url" bash "$baseline" 1 5

@@ -51,6 +51,19 @@ struct Args {
     preload_events: usize,
 }
 
+/// The allocator a host would likely pick (see `Cargo.toml`); the library itself leaves the
+/// choice to its host.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Which allocator this build uses, for the progress output.
+const ALLOCATOR_NAME: &str = if cfg!(all(feature = "jemalloc", not(target_env = "msvc"))) {
+    "jemalloc"
+} else {
+    "system"
+};
+
 const INSTANCE: &str = "bench";
 const ORG: &str = "bench-org";
 
@@ -364,7 +377,7 @@ async fn measure(
     // As a host does at start-up (the server does): a process's first add would otherwise
     // load the numbering-plan metadata inside the timed phase.
     otp_sms_core::Phone::load_metadata();
-    eprintln!("adding {n} registrations from {c} tasks");
+    eprintln!("adding {n} registrations from {c} tasks ({ALLOCATOR_NAME} allocator)");
     let (add_time, _) = run_concurrently(n, c, shared, |s, i| async move {
         let r = &s.requests[i];
         let response = s
