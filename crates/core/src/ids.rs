@@ -27,6 +27,16 @@ pub(crate) fn check_length(field: &'static str, value: &str, max: usize) -> Resu
     Ok(())
 }
 
+/// Whether `value` holds a control character (Unicode category Cc). Ids are nearly always
+/// ASCII, where a byte test answers without decoding characters.
+fn has_control(value: &str) -> bool {
+    if value.is_ascii() {
+        value.bytes().any(|b| b.is_ascii_control())
+    } else {
+        value.chars().any(char::is_control)
+    }
+}
+
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -42,7 +52,7 @@ macro_rules! id_newtype {
                 check_length(field, &value, MAX_ID_CHARS)?;
                 // Control characters (NUL above all) have no place in an id, and PostgreSQL
                 // text cannot hold NUL: refusing them keeps every store equivalent.
-                if value.chars().any(char::is_control) {
+                if has_control(&value) {
                     return Err(Error::invalid(field, "must not contain control characters"));
                 }
                 Ok(Self(Arc::from(value)))
@@ -130,5 +140,15 @@ mod tests {
         assert!(UserId::parse("id", "🦀".repeat(201)).is_err());
         assert!(UserId::parse("id", "a\0b").is_err());
         assert!(UserId::parse("id", "a\nb").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_ascii_and_unicode_ids() {
+        for bad in ["a\u{7f}", "\u{1f}", "ü\u{85}", "ü\0", "🦀\t"] {
+            assert!(RegistrationId::parse("otp_sms_id", bad).is_err(), "{bad:?}");
+        }
+        for good in ["0195f3c2-7a1b-7c3d-8e4f-0123456789ab", "ü-ß", "user 1", "~"] {
+            assert!(RegistrationId::parse("otp_sms_id", good).is_ok(), "{good:?}");
+        }
     }
 }
