@@ -497,7 +497,7 @@ mod tests {
         let expected: Vec<_> = (5..MAX_TRACKED_ISSUES as i64 + 5).map(minute).collect();
         assert_eq!(kept, expected);
         assert_eq!(times.last(), expected.last());
-        assert_eq!(times.iter().rev().next(), expected.last());
+        assert_eq!(times.iter().next_back(), expected.last());
     }
 
     #[test]
