@@ -148,7 +148,10 @@ mod tests {
             assert!(RegistrationId::parse("otp_sms_id", bad).is_err(), "{bad:?}");
         }
         for good in ["0195f3c2-7a1b-7c3d-8e4f-0123456789ab", "ü-ß", "user 1", "~"] {
-            assert!(RegistrationId::parse("otp_sms_id", good).is_ok(), "{good:?}");
+            assert!(
+                RegistrationId::parse("otp_sms_id", good).is_ok(),
+                "{good:?}"
+            );
         }
     }
 }

@@ -582,34 +582,40 @@ impl CommandService {
             } else {
                 self.store.read_stream(&stream).await?
             };
-            let state = Registration::from_events(history.iter().map(|r| &r.event));
-            let ctx = Context {
-                registration,
-                user: &user.id,
-                now: self.clock.now(),
-                policy: &self.policy,
-                keys: &self.keys,
-            };
-            let (events, error) = match state.decide(command, &ctx) {
-                Decision::Accepted(events) => (events, None),
-                Decision::Rejected { events, error } => (events, Some(error)),
-            };
-            let mut new_state = state;
-            for event in &events {
-                new_state.apply_in_place(event);
-            }
-            let organization = new_state
-                .organization
-                .clone()
-                .unwrap_or_else(|| user.organization.clone());
-            if events.is_empty() {
-                // Nothing to record: a refusal, or a command already done (a repeated report).
-                return match error {
-                    Some(error) => Err(error),
-                    None => Ok(details(registration, &organization, &history, &[], ctx.now)),
+            let now = self.clock.now();
+            // The rebuilt state ends with this block, before the append's `.await`: kept
+            // alive across it, it would sit in this future, which is copied whole when moved.
+            let (events, error, organization, outbox) = {
+                let mut state = Registration::from_events(history.iter().map(|r| &r.event));
+                let ctx = Context {
+                    registration,
+                    user: &user.id,
+                    now,
+                    policy: &self.policy,
+                    keys: &self.keys,
                 };
-            }
-            let outbox = self.outbox_for(caller, registration, &new_state, &events, fresh)?;
+                let (events, error) = match state.decide(command, &ctx) {
+                    Decision::Accepted(events) => (events, None),
+                    Decision::Rejected { events, error } => (events, Some(error)),
+                };
+                for event in &events {
+                    state.apply_in_place(event);
+                }
+                let organization = state
+                    .organization
+                    .clone()
+                    .unwrap_or_else(|| user.organization.clone());
+                if events.is_empty() {
+                    // Nothing to record: a refusal, or a command already done (a repeated
+                    // report).
+                    return match error {
+                        Some(error) => Err(error),
+                        None => Ok(details(registration, &organization, &history, &[], now)),
+                    };
+                }
+                let outbox = self.outbox_for(caller, registration, &state, &events, fresh)?;
+                (events, error, organization, outbox)
+            };
             let append = Append {
                 stream: stream.clone(),
                 expected: ExpectedVersion::Exact(history.last().map_or(0, |r| r.sequence)),
@@ -633,7 +639,7 @@ impl CommandService {
                             &organization,
                             &history,
                             &outcome.recorded,
-                            ctx.now,
+                            now,
                         )),
                     };
                 }
