@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Every figure of docs/benchmarks.md, with PostgreSQL's own baseline measured in the same run.
 # Prints JSON lines (one per measurement) and, at the end, the medians per configuration.
-# usage: crates/bench/reproduce.sh   (ROUNDS=3, DATABASE_URL, PGBENCH_BASELINE may be set)
+# usage: crates/bench/reproduce.sh   (ROUNDS=5, DATABASE_URL, PGBENCH_BASELINE may be set)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 baseline=${PGBENCH_BASELINE:-../shared/bench/pgbench-baseline}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 cargo build --release -q -p otp-sms-bench
 bench=target/release/otp-sms-bench
 # The same benchmark on the system allocator (glibc's malloc on Linux), for comparison.
