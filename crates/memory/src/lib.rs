@@ -56,7 +56,7 @@ const SHARDS: usize = 64;
 /// One shard's streams. Each entry keeps its hash (one foldhash of the encoded key, with a
 /// random seed per store: several times faster than SipHash on short keys, and stream ids are
 /// generated, not chosen by callers), so look-ups compare keys only on a full hash match and
-/// growth never rehashes.
+/// growing the table never hashes a key again.
 type Shard<E> = HashTable<StreamEntry<E>>;
 
 struct StreamEntry<E> {
