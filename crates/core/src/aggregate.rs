@@ -4,6 +4,7 @@
 //! keys and any fresh code come in through [`Context`] and [`Command`], so the same inputs always
 //! give the same output. That is what lets property tests drive it.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -61,90 +62,8 @@ pub struct Registration {
     pub pending: Option<PendingCode>,
     /// How many codes were ever issued.
     pub codes_issued: u32,
-    /// Issue times of the most recent codes, at most [`MAX_TRACKED_ISSUES`].
-    pub recent_issues: IssueTimes,
-}
-
-/// The issue times of a registration's most recent codes, oldest first: the last
-/// [`MAX_TRACKED_ISSUES`] kept inline, so rebuilding a registration allocates nothing for them.
-///
-/// ```
-/// use chrono::{TimeZone, Utc};
-/// use otp_sms_core::{IssueTimes, MAX_TRACKED_ISSUES};
-/// let mut times = IssueTimes::default();
-/// for minute in 0..MAX_TRACKED_ISSUES as u32 + 2 {
-///     times.push(Utc.with_ymd_and_hms(2026, 1, 1, 0, minute, 0).unwrap());
-/// }
-/// assert_eq!(times.len(), MAX_TRACKED_ISSUES);
-/// assert_eq!(times.iter().next().unwrap().format("%M").to_string(), "02");
-/// assert_eq!(times.last().unwrap().format("%M").to_string(), "33");
-/// ```
-#[derive(Clone, Copy)]
-pub struct IssueTimes {
-    /// A ring: the oldest kept time is at `start`.
-    times: [DateTime<Utc>; MAX_TRACKED_ISSUES],
-    start: usize,
-    len: usize,
-}
-
-impl Default for IssueTimes {
-    fn default() -> Self {
-        Self {
-            times: [DateTime::<Utc>::MIN_UTC; MAX_TRACKED_ISSUES],
-            start: 0,
-            len: 0,
-        }
-    }
-}
-
-impl IssueTimes {
-    /// Records a code issued at `at`, forgetting the oldest time when full.
-    pub fn push(&mut self, at: DateTime<Utc>) {
-        if self.len == MAX_TRACKED_ISSUES {
-            self.times[self.start] = at;
-            self.start = (self.start + 1) % MAX_TRACKED_ISSUES;
-        } else {
-            self.times[(self.start + self.len) % MAX_TRACKED_ISSUES] = at;
-            self.len += 1;
-        }
-    }
-
-    /// How many times are kept.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether no code was issued.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The most recent issue time.
-    pub fn last(&self) -> Option<&DateTime<Utc>> {
-        self.len
-            .checked_sub(1)
-            .map(|i| &self.times[(self.start + i) % MAX_TRACKED_ISSUES])
-    }
-
-    /// The kept times, oldest first.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &DateTime<Utc>> + ExactSizeIterator {
-        (0..self.len).map(move |i| &self.times[(self.start + i) % MAX_TRACKED_ISSUES])
-    }
-}
-
-/// Equal when the kept times are, wherever the ring starts.
-impl PartialEq for IssueTimes {
-    fn eq(&self, other: &Self) -> bool {
-        self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for IssueTimes {}
-
-impl std::fmt::Debug for IssueTimes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
+    /// Issue times of the most recent codes, oldest first, at most [`MAX_TRACKED_ISSUES`].
+    pub recent_issues: VecDeque<DateTime<Utc>>,
 }
 
 /// What the caller asks of a registration.
@@ -289,7 +208,10 @@ impl Registration {
                     delivery: e.delivery,
                     sent: false,
                 });
-                self.recent_issues.push(e.issued_at);
+                if self.recent_issues.len() == MAX_TRACKED_ISSUES {
+                    self.recent_issues.pop_front();
+                }
+                self.recent_issues.push_back(e.issued_at);
             }
             Event::CodeSent(CodeSent { number }) => {
                 if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
@@ -442,7 +364,7 @@ impl Registration {
         let interval = std_to_chrono(ctx.policy.resend_interval());
         let hour = chrono::Duration::hours(1);
         let mut earliest = ctx.now;
-        if let Some(last) = self.recent_issues.last() {
+        if let Some(last) = self.recent_issues.back() {
             earliest = earliest.max(*last + interval);
         }
         let max = ctx.policy.max_codes_per_hour() as usize;
@@ -474,43 +396,5 @@ impl Registration {
             }
             _ => Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn minute(m: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(m)
-    }
-
-    #[test]
-    fn issue_times_keep_the_most_recent_oldest_first() {
-        let mut times = IssueTimes::default();
-        assert!(times.is_empty() && times.last().is_none());
-        for m in 0..MAX_TRACKED_ISSUES as i64 + 5 {
-            times.push(minute(m));
-        }
-        let kept: Vec<_> = times.iter().copied().collect();
-        let expected: Vec<_> = (5..MAX_TRACKED_ISSUES as i64 + 5).map(minute).collect();
-        assert_eq!(kept, expected);
-        assert_eq!(times.last(), expected.last());
-        assert_eq!(times.iter().next_back(), expected.last());
-    }
-
-    #[test]
-    fn issue_times_are_equal_when_their_times_are_wherever_the_ring_starts() {
-        let (mut wrapped, mut straight) = (IssueTimes::default(), IssueTimes::default());
-        for m in 0..MAX_TRACKED_ISSUES as i64 + 3 {
-            wrapped.push(minute(m));
-        }
-        for m in 3..MAX_TRACKED_ISSUES as i64 + 3 {
-            straight.push(minute(m));
-        }
-        assert_eq!(wrapped, straight);
-        straight.push(minute(100));
-        assert_ne!(wrapped, straight);
     }
 }

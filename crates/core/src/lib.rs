@@ -59,7 +59,7 @@ mod service;
 mod store;
 
 pub use aggregate::{
-    AddVerification, Command, Context, Decision, IssueTimes, PendingCode, Registration, Status,
+    AddVerification, Command, Context, Decision, PendingCode, Registration, Status,
 };
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
