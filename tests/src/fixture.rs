@@ -86,6 +86,19 @@ impl Fixture {
         }
     }
 
+    /// The same fixture, its service keeping a [`otp_sms_core::StreamCache`] of `capacity`
+    /// streams.
+    pub fn with_stream_cache(mut self, capacity: usize) -> Self {
+        self.service = self.service.with_stream_cache(capacity);
+        self
+    }
+
+    /// Another service on the same store, clock and doubles, without a stream cache: another
+    /// process sharing the database.
+    pub fn other_process(&self) -> CommandService {
+        self.service.clone().with_stream_cache(0)
+    }
+
     /// Drops the PostgreSQL schema, if any.
     pub async fn finish(self) {
         if let Some(pg) = self.pg {

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otp_sms_core::{
-    AddRequest, Caller, CodeKey, CodeKeyRing, CommandService, Delivery, Error, Event, EventPayload,
-    KeyId, OrganizationRef, OwnerType, PhoneVerification, Precondition, RegistrationRequest,
-    RpcCode, Status, VerifyRequest,
+    AddRequest, Append, AppendOutcome, Caller, CodeKey, CodeKeyRing, CommandService, Delivery,
+    Error, Event, EventPayload, EventStore, KeyId, OrganizationRef, OutboxMessage, OwnerType,
+    PhoneVerification, Precondition, Recorded, RegistrationRequest, RpcCode, Status, StoreError,
+    StreamId, VerifyRequest,
 };
 use otp_sms_postgres::PgStore;
 use otp_sms_testkit::doubles::{StaticAuthorizer, StaticUsers};
@@ -46,23 +47,25 @@ async fn returned_code(f: &Fixture) -> (String, String) {
     (added.registration_id.into_string(), code)
 }
 
+/// Every case runs on both stores, each once with and once without the service's stream
+/// cache: the cache must not change a single answer.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
-        mod memory {
+        on_both_stores!(@store memory, Memory, 0, $($name),*);
+        on_both_stores!(@store postgres, Postgres, 0, $($name),*);
+        on_both_stores!(@store memory_cached, Memory, StreamCache::DEFAULT_CAPACITY, $($name),*);
+        on_both_stores!(@store postgres_cached, Postgres, StreamCache::DEFAULT_CAPACITY, $($name),*);
+    };
+    (@store $module:ident, $backend:ident, $cache:expr, $($name:ident),*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use otp_sms_core::StreamCache;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let f = otp_sms_tests::fixture::Fixture::new(super::Backend::Memory).await;
-                    super::$name(&f).await;
-                    f.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let f = otp_sms_tests::fixture::Fixture::new(super::Backend::Postgres).await;
+                    let f = otp_sms_tests::fixture::Fixture::new(super::Backend::$backend)
+                        .await
+                        .with_stream_cache($cache);
                     super::$name(&f).await;
                     f.finish().await;
                 }
@@ -91,6 +94,7 @@ on_both_stores!(
     fifty_tasks_with_wrong_codes_record_exactly_the_limit,
     an_unreachable_user_directory_is_unavailable,
     an_add_under_a_used_registration_id_is_refused_and_writes_nothing,
+    another_process_writing_the_stream_changes_no_answer,
 );
 
 async fn add_with_return_code_then_verify_returns_the_details(f: &Fixture) {
@@ -438,6 +442,53 @@ async fn a_verified_registration_refuses_another_verify(f: &Fixture) {
         );
     }
     assert_eq!(f.feed().await.len(), 3);
+}
+
+/// Given a service whose cache (when it has one) holds a registration's history, when another
+/// process sharing the store writes that registration, then the service still answers as
+/// the store's history says and appends nothing on a stale basis.
+async fn another_process_writing_the_stream_changes_no_answer(f: &Fixture) {
+    let (registration, code) = returned_code(f).await;
+    let caller = Fixture::caller("user-1");
+    let other = f.other_process();
+    other
+        .verify(&caller, verify_req("user-1", &registration, &code))
+        .await
+        .expect("the other process verifies");
+    // Stale: the cache says unverified. The verify it decides is refused by the version check,
+    // and the retry reads the store.
+    assert_eq!(
+        f.service
+            .verify(&caller, verify_req("user-1", &registration, &code))
+            .await
+            .unwrap_err(),
+        Error::FailedPrecondition(Precondition::AlreadyVerified)
+    );
+    assert_eq!(f.feed().await.len(), 3, "one verified event, not two");
+    other
+        .remove(&caller, target("user-1", &registration))
+        .await
+        .expect("the other process removes");
+    // Stale: the cache says verified, which refuses a verify without recording anything, so
+    // without a version check. The answer must still be the store's.
+    for (c, what) in [(code.clone(), "right code"), (wrong(&code), "wrong code")] {
+        assert_eq!(
+            f.service
+                .verify(&caller, verify_req("user-1", &registration, &c))
+                .await
+                .unwrap_err(),
+            Error::RegistrationNotFound,
+            "{what}"
+        );
+    }
+    assert_eq!(
+        f.service
+            .remove(&caller, target("user-1", &registration))
+            .await
+            .unwrap_err(),
+        Error::RegistrationNotFound
+    );
+    assert_eq!(f.feed().await.len(), 4, "nothing after the removal");
 }
 
 async fn bad_input_changes_nothing(f: &Fixture) {
@@ -823,4 +874,100 @@ async fn registration_ids_are_unique() {
         let added = f.add("user-1", PhoneVerification::IsVerified(true)).await;
         assert!(ids.insert(added.registration_id));
     }
+}
+
+/// A memory store that counts the stream reads it serves.
+struct CountingReads {
+    inner: otp_sms_memory::MemoryStore<Event>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventStore<Event> for CountingReads {
+    async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<Event>, StoreError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_stream(stream).await
+    }
+    async fn append(&self, append: Append<Event>) -> Result<AppendOutcome, StoreError> {
+        self.inner.append(append).await
+    }
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<Event>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn fetch_outbox(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.inner.fetch_outbox(limit, lease).await
+    }
+    async fn delete_outbox(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_outbox(id).await
+    }
+}
+
+/// Adds `users` registrations (one per user id `u0`, `u1`, …) and verifies them in the same
+/// order; returns how many stream reads the verifies made.
+async fn reads_to_verify(cache: usize, users: usize) -> usize {
+    let store = Arc::new(CountingReads {
+        inner: otp_sms_memory::MemoryStore::new(),
+        reads: Default::default(),
+    });
+    let directory = (0..users).fold(StaticUsers::new(), |d, i| {
+        d.with_user("inst-1", &format!("u{i}"), "org-1")
+    });
+    let service = CommandService::new(
+        store.clone(),
+        Arc::new(directory),
+        Arc::new(StaticAuthorizer::new()),
+        CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[1; 32])),
+    )
+    .with_stream_cache(cache);
+    let mut added = Vec::new();
+    for i in 0..users {
+        let user = format!("u{i}");
+        let response = service
+            .add(
+                &Fixture::caller(&user),
+                AddRequest {
+                    user_id: user.clone(),
+                    organization: None,
+                    phone: "+41791234567".into(),
+                    verification: PhoneVerification::ReturnCode,
+                },
+            )
+            .await
+            .expect("add");
+        added.push((user, response));
+    }
+    let before = store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    for (user, response) in added {
+        service
+            .verify(
+                &Fixture::caller(&user),
+                verify_req(
+                    &user,
+                    response.registration_id.as_str(),
+                    response.verification_code.unwrap().expose(),
+                ),
+            )
+            .await
+            .expect("verify");
+    }
+    store.reads.load(std::sync::atomic::Ordering::SeqCst) - before
+}
+
+/// Given a stream cache, a verify after its add on the same service reads nothing from the
+/// store; without one, or once the stream was evicted, it reads.
+#[tokio::test]
+async fn the_stream_cache_spares_the_read_of_a_recently_written_stream() {
+    assert_eq!(
+        reads_to_verify(0, 8).await,
+        8,
+        "no cache: one read per verify"
+    );
+    assert_eq!(reads_to_verify(1024, 8).await, 0, "cached: no read");
+    // 16 streams held (one per shard), 200 written: most verifies find theirs evicted.
+    let evicted = reads_to_verify(16, 200).await;
+    assert!(evicted >= 200 - 16, "{evicted} reads");
 }

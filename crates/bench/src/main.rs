@@ -49,6 +49,10 @@ struct Args {
     /// Events of other registrations to fill the store with first.
     #[arg(long, default_value_t = 0)]
     preload_events: usize,
+    /// Streams whose history the service keeps (`CommandService::with_stream_cache`); by
+    /// default what the server uses: 65,536 with PostgreSQL, none with the in-memory store.
+    #[arg(long)]
+    stream_cache: Option<usize>,
 }
 
 /// The allocator a host would likely pick (see `Cargo.toml`); the library itself leaves the
@@ -392,7 +396,11 @@ async fn measure(
     };
     // Leaked: it lives until the process exits, and tasks borrow it without reference counts.
     let shared: &'static Shared = Box::leak(Box::new(Shared {
-        service: CommandService::new(store, Arc::new(users), Arc::new(SelfOnly), keys),
+        service: CommandService::new(store, Arc::new(users), Arc::new(SelfOnly), keys)
+            .with_stream_cache(args.stream_cache.unwrap_or(match args.store {
+                StoreKind::Memory => 0,
+                StoreKind::Postgres => otp_sms_core::StreamCache::DEFAULT_CAPACITY,
+            })),
         requests: requests(n),
         added: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
     }));

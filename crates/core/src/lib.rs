@@ -8,7 +8,8 @@
 //!   [`Registration::apply`], and deciding [`Command`]s with a pure [`Registration::decide`];
 //! - the ports a host plugs in: [`EventStore`], [`UserDirectory`], [`Authorizer`],
 //!   [`SmsSender`], [`Clock`], [`IdGenerator`] and the [`CodeKeyRing`];
-//! - [`CommandService`], which runs the API calls against those ports;
+//! - [`CommandService`], which runs the API calls against those ports (optionally with a
+//!   [`StreamCache`] that spares a database read per command);
 //! - [`Error`], whose [`Error::rpc_code`] is the one mapping to google.rpc codes and HTTP.
 //!
 //! Codes are kept only as keyed hashes (HMAC-SHA-256) in the event log; a code that must be
@@ -57,6 +58,7 @@ mod phone;
 mod ports;
 mod service;
 mod store;
+mod stream_cache;
 
 pub use aggregate::{
     AddVerification, Command, Context, Decision, PendingCode, Registration, Status,
@@ -83,3 +85,4 @@ pub use store::{
     NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
     Version,
 };
+pub use stream_cache::StreamCache;

@@ -22,6 +22,7 @@ use crate::store::{
     Append, EventStore, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent,
     RecordedMeta, StoreError, StreamId,
 };
+use crate::stream_cache::StreamCache;
 
 /// Who calls, and in which instance. The host resolves both from the request (the instance
 /// from its `instance` field or host name, the principal from the credentials).
@@ -250,6 +251,7 @@ pub struct CommandService {
     ids: Arc<dyn IdGenerator>,
     policy: CodePolicy,
     max_attempts: u32,
+    cache: Option<Arc<StreamCache>>,
 }
 
 impl CommandService {
@@ -272,6 +274,7 @@ impl CommandService {
             ids: Arc::new(UuidV7Ids),
             policy: CodePolicy::default(),
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            cache: None,
         }
     }
 
@@ -297,6 +300,32 @@ impl CommandService {
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
+    }
+
+    /// Keeps the confirmed histories of up to `capacity` recently read or written streams, so
+    /// that a command on one of them skips the store's read (`0`: no cache, the default).
+    ///
+    /// Worth it where a read is a round trip (PostgreSQL: a verify after its add, on the same
+    /// process, makes one round trip instead of two); with the in-memory store a read costs
+    /// what the cache's look-up does. Safe when other processes write the same store: see
+    /// [`StreamCache`] for why no answer is ever given from a stale history.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use otp_sms_core::*;
+    /// # fn build(store: Arc<dyn EventStore<Event>>, users: Arc<dyn UserDirectory>, authz: Arc<dyn Authorizer>, keys: CodeKeyRing) {
+    /// let service = CommandService::new(store, users, authz, keys)
+    ///     .with_stream_cache(StreamCache::DEFAULT_CAPACITY);
+    /// # }
+    /// ```
+    pub fn with_stream_cache(mut self, capacity: usize) -> Self {
+        self.cache = (capacity > 0).then(|| Arc::new(StreamCache::new(capacity)));
+        self
+    }
+
+    /// The stream cache, if the service keeps one.
+    pub fn stream_cache(&self) -> Option<&StreamCache> {
+        self.cache.as_deref()
     }
 
     /// The policy in force.
@@ -573,14 +602,29 @@ impl CommandService {
         fresh: Option<&VerificationCode>,
     ) -> Result<Details, Error> {
         let stream = Self::stream_id(&caller.instance, registration);
-        for attempt in 0..self.max_attempts {
+        let mut attempt = 0;
+        // A cached history is trusted until it leads to a conflict or to a decision that
+        // records nothing; from then on this command reads the store.
+        let mut trust_cache = true;
+        while attempt < self.max_attempts {
             // An add names its stream with an id the generator promises was never used, so
             // the first attempt skips the read: the append expects an empty stream, and
             // should the promise be broken the store refuses it and the retry reads.
-            let history = if attempt == 0 && matches!(command, Command::Add { .. }) {
-                Recorded::new()
+            let (history, from_cache) = if attempt == 0 && matches!(command, Command::Add { .. }) {
+                (Recorded::new(), false)
+            } else if let Some(cached) = self
+                .cache
+                .as_ref()
+                .filter(|_| trust_cache)
+                .and_then(|cache| cache.get(&stream))
+            {
+                (cached, true)
             } else {
-                self.store.read_stream(&stream).await?
+                let history = self.store.read_stream(&stream).await?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&stream, history.clone());
+                }
+                (history, false)
             };
             let now = self.clock.now();
             // The rebuilt state ends with this block, before the append's `.await`: kept
@@ -605,17 +649,29 @@ impl CommandService {
                     .organization
                     .clone()
                     .unwrap_or_else(|| user.organization.clone());
-                if events.is_empty() {
-                    // Nothing to record: a refusal, or a command already done (a repeated
-                    // report).
-                    return match error {
-                        Some(error) => Err(error),
-                        None => Ok(details(registration, &organization, &history, &[], now)),
-                    };
-                }
-                let outbox = self.outbox_for(caller, registration, &state, &events, fresh)?;
+                let outbox = if events.is_empty() {
+                    Vec::new()
+                } else {
+                    self.outbox_for(caller, registration, &state, &events, fresh)?
+                };
                 (events, error, organization, outbox)
             };
+            if events.is_empty() {
+                if from_cache {
+                    // Nothing to append means no version check to catch a stale history:
+                    // the store confirms it before the service answers.
+                    trust_cache = false;
+                    continue;
+                }
+                // Nothing to record: a refusal, or a command already done (a repeated
+                // report).
+                return match error {
+                    Some(error) => Err(error),
+                    None => Ok(details(registration, &organization, &history, &[], now)),
+                };
+            }
+            // What the cache needs after the append, which consumes the events.
+            let for_cache = self.cache.is_some().then(|| events.clone());
             let append = Append {
                 stream: stream.clone(),
                 expected: ExpectedVersion::Exact(history.last().map_or(0, |r| r.sequence)),
@@ -631,6 +687,24 @@ impl CommandService {
             };
             match self.store.append(append).await {
                 Ok(outcome) => {
+                    if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
+                        let appended =
+                            events
+                                .into_iter()
+                                .zip(&outcome.recorded)
+                                .map(|(event, meta)| {
+                                    Arc::new(RecordedEvent {
+                                        stream: stream.clone(),
+                                        sequence: meta.sequence,
+                                        position: meta.position,
+                                        created_at: meta.created_at,
+                                        creator: caller.principal.clone(),
+                                        owner: organization.clone(),
+                                        event,
+                                    })
+                                });
+                        cache.put(&stream, history.iter().cloned().chain(appended).collect());
+                    }
                     return match error {
                         // A refusal that records events (a wrong code) still fails the call.
                         Some(error) => Err(error),
@@ -643,7 +717,10 @@ impl CommandService {
                         )),
                     };
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    attempt += 1;
+                    trust_cache = false;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -68,12 +68,17 @@ pub struct Config {
 pub struct ServiceConfig {
     /// Attempts per command before a write conflict answers ABORTED (409).
     pub max_attempts: u32,
+    /// Streams whose confirmed history the service keeps, with PostgreSQL, so that a command
+    /// on a recently used registration skips its read (0: none). Unused with the in-memory
+    /// store, whose reads cost what a cache look-up does.
+    pub stream_cache: usize,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             max_attempts: otp_sms_core::CommandService::DEFAULT_MAX_ATTEMPTS,
+            stream_cache: otp_sms_core::StreamCache::DEFAULT_CAPACITY,
         }
     }
 }
@@ -457,5 +462,17 @@ mod tests {
             .policy()
             .is_err());
         assert!(Config::from_toml("[nope]\n").is_err());
+    }
+
+    #[test]
+    fn the_stream_cache_defaults_to_the_library_default_and_can_be_switched_off() {
+        let default = Config::from_toml("").unwrap();
+        assert_eq!(
+            default.service.stream_cache,
+            otp_sms_core::StreamCache::DEFAULT_CAPACITY
+        );
+        let off = Config::from_toml("[service]\nstream_cache = 0\n").unwrap();
+        assert_eq!(off.service.stream_cache, 0);
+        assert!(Config::from_toml("[service]\nstream_cache = -1\n").is_err());
     }
 }

@@ -257,22 +257,27 @@ pub async fn run(
     // Before the listener opens, so that no request waits for it.
     otp_sms_core::Phone::load_metadata();
 
-    let (store, readiness): (Arc<dyn EventStore<Event>>, Readiness) = match &args.database_url {
-        Some(url) => {
-            let pool = otp_sms_postgres::pool_options()
-                .connect(url)
-                .await
-                .map_err(otp_sms_postgres::map_error)?;
-            let store = Arc::new(PgStore::<Event>::new(pool, &args.schema)?);
-            store.migrate().await?;
-            tracing::info!(schema = %args.schema, "using PostgreSQL; migrations applied");
-            (store.clone(), Readiness::Postgres(store))
-        }
-        None => {
-            tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
-            (Arc::new(MemoryStore::<Event>::new()), Readiness::Memory)
-        }
-    };
+    let (store, readiness, stream_cache): (Arc<dyn EventStore<Event>>, Readiness, usize) =
+        match &args.database_url {
+            Some(url) => {
+                let pool = otp_sms_postgres::pool_options()
+                    .connect(url)
+                    .await
+                    .map_err(otp_sms_postgres::map_error)?;
+                let store = Arc::new(PgStore::<Event>::new(pool, &args.schema)?);
+                store.migrate().await?;
+                tracing::info!(schema = %args.schema, "using PostgreSQL; migrations applied");
+                (
+                    store.clone(),
+                    Readiness::Postgres(store),
+                    config.service.stream_cache,
+                )
+            }
+            None => {
+                tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
+                (Arc::new(MemoryStore::<Event>::new()), Readiness::Memory, 0)
+            }
+        };
 
     let sender: Option<Arc<dyn SmsSender>> = match config.sms.sender {
         None if args.dev => Some(Arc::new(sms::PrintSender)),
@@ -303,7 +308,8 @@ pub async fn run(
 
     let service = CommandService::new(store, directory.clone(), directory.clone(), keys)
         .with_policy(policy)
-        .with_max_attempts(config.service.max_attempts);
+        .with_max_attempts(config.service.max_attempts)
+        .with_stream_cache(stream_cache);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let notifier = sender.map(|sender| {
