@@ -20,8 +20,10 @@ for _ in $(seq "$rounds"); do
   run memory-c8-system-alloc "$system_alloc" --store memory --registrations 100000 --concurrency 8
   run baseline-c8 env DATABASE_URL="$url" bash "$baseline" 8 5
   run postgres-c8 "$bench" --store postgres --registrations 20000 --concurrency 8 --database-url "$url"
+  run postgres-c8-no-cache "$bench" --store postgres --registrations 20000 --concurrency 8 --stream-cache 0 --database-url "$url"
   run baseline-c1 env DATABASE_URL="$url" bash "$baseline" 1 5
   run postgres-c1 "$bench" --store postgres --registrations 5000 --concurrency 1 --database-url "$url"
+  run postgres-c1-no-cache "$bench" --store postgres --registrations 5000 --concurrency 1 --stream-cache 0 --database-url "$url"
   run postgres-c8-preload1m "$bench" --store postgres --registrations 20000 --concurrency 8 --preload-events 1000000 --database-url "$url"
 done
 echo "memory-1m-events-rss_kb $( { /usr/bin/time -f '%M' "$bench" --store memory --registrations 1000 --concurrency 8 --preload-events 1000000 >/dev/null; } 2>&1 | tail -n1)" | tee -a "$out"
