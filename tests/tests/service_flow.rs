@@ -906,9 +906,9 @@ impl EventStore<Event> for CountingReads {
     }
 }
 
-/// Adds `users` registrations (one per user id `u0`, `u1`, …) and verifies them in the same
-/// order; returns how many stream reads the verifies made.
-async fn reads_to_verify(cache: usize, users: usize) -> usize {
+/// A service over a [`CountingReads`] store, with a stream cache of `cache` streams and the
+/// users `u0`, `u1`, … `u{users - 1}`.
+fn counting_service(cache: usize, users: usize) -> (CommandService, Arc<CountingReads>) {
     let store = Arc::new(CountingReads {
         inner: otp_sms_memory::MemoryStore::new(),
         reads: Default::default(),
@@ -923,21 +923,32 @@ async fn reads_to_verify(cache: usize, users: usize) -> usize {
         CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[1; 32])),
     )
     .with_stream_cache(cache);
+    (service, store)
+}
+
+async fn add_returning(service: &CommandService, user: &str) -> otp_sms_core::AddResponse {
+    service
+        .add(
+            &Fixture::caller(user),
+            AddRequest {
+                user_id: user.to_owned(),
+                organization: None,
+                phone: "+41791234567".into(),
+                verification: PhoneVerification::ReturnCode,
+            },
+        )
+        .await
+        .expect("add")
+}
+
+/// Adds `users` registrations (one per user id `u0`, `u1`, …) and verifies them in the same
+/// order; returns how many stream reads the verifies made.
+async fn reads_to_verify(cache: usize, users: usize) -> usize {
+    let (service, store) = counting_service(cache, users);
     let mut added = Vec::new();
     for i in 0..users {
         let user = format!("u{i}");
-        let response = service
-            .add(
-                &Fixture::caller(&user),
-                AddRequest {
-                    user_id: user.clone(),
-                    organization: None,
-                    phone: "+41791234567".into(),
-                    verification: PhoneVerification::ReturnCode,
-                },
-            )
-            .await
-            .expect("add");
+        let response = add_returning(&service, &user).await;
         added.push((user, response));
     }
     let before = store.reads.load(std::sync::atomic::Ordering::SeqCst);
@@ -955,6 +966,54 @@ async fn reads_to_verify(cache: usize, users: usize) -> usize {
             .expect("verify");
     }
     store.reads.load(std::sync::atomic::Ordering::SeqCst) - before
+}
+
+/// Given a cached history that the store contradicts with a shorter one (a store restored
+/// from a backup under a running process), when a command conflicts on it, then the history
+/// read for the retry replaces it, and the next command needs no read.
+#[tokio::test]
+async fn a_cached_history_the_store_contradicts_is_replaced() {
+    let (service, store) = counting_service(1024, 1);
+    let added = add_returning(&service, "u0").await;
+    let stream = CommandService::stream_id(&Fixture::caller("u0").instance, &added.registration_id);
+    let cache = service.stream_cache().expect("a cache");
+    // Five events where the store has two: a code added, sent, and two failed checks more.
+    let mut longer = cache.get(&stream).expect("cached by the add");
+    let last = longer.last().unwrap().clone();
+    for sequence in 3..=5 {
+        let mut invented = (*last).clone();
+        invented.sequence = sequence;
+        invented.event = Event::CheckFailed(otp_sms_core::CheckFailed { number: 1 });
+        longer.push(Arc::new(invented));
+    }
+    cache.put(&stream, longer);
+    let reads = || store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    let before = reads();
+    service
+        .verify(
+            &Fixture::caller("u0"),
+            verify_req(
+                "u0",
+                added.registration_id.as_str(),
+                added.verification_code.unwrap().expose(),
+            ),
+        )
+        .await
+        .expect("the store's history has a pending code");
+    assert_eq!(reads() - before, 1, "the conflict's retry read the store");
+    assert_eq!(cache.get(&stream).map(|h| h.len()), Some(3));
+    service
+        .remove(
+            &Fixture::caller("u0"),
+            target("u0", added.registration_id.as_str()),
+        )
+        .await
+        .expect("remove");
+    assert_eq!(
+        reads() - before,
+        1,
+        "the remove decided on the replaced history"
+    );
 }
 
 /// Given a stream cache, a verify after its add on the same service reads nothing from the

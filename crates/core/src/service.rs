@@ -718,6 +718,11 @@ impl CommandService {
                     };
                 }
                 Err(StoreError::Conflict { .. }) => {
+                    if let (true, Some(cache)) = (from_cache, &self.cache) {
+                        // The store contradicts the cached history: the retry's read
+                        // replaces it, even should it be shorter.
+                        cache.forget(&stream);
+                    }
                     attempt += 1;
                     trust_cache = false;
                 }

@@ -67,7 +67,10 @@ impl StreamCache {
 
     /// How many streams it holds.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).histories.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| lock(s).histories.values().filter(|h| !h.is_empty()).count())
+            .sum()
     }
 
     /// Whether it holds no stream.
@@ -77,7 +80,23 @@ impl StreamCache {
 
     /// The last confirmed history of `stream`, if it is held.
     pub fn get(&self, stream: &StreamId) -> Option<Recorded<Event>> {
-        lock(self.shard(stream)).histories.get(stream).cloned()
+        lock(self.shard(stream))
+            .histories
+            .get(stream)
+            .filter(|history| !history.is_empty())
+            .cloned()
+    }
+
+    /// Drops what is held of `stream`, so that the next history put is taken whatever its
+    /// length: for a history the store contradicted (a conflict on an append that expected
+    /// it). Without this, a store that lost events (restored from a backup under a running
+    /// process) would cost every later command on the stream a conflict.
+    pub fn forget(&self, stream: &StreamId) {
+        if let Some(held) = lock(self.shard(stream)).histories.get_mut(stream) {
+            // Kept as an empty history, so that the key keeps its one place in the eviction
+            // order; `get` treats it as absent.
+            held.clear();
+        }
     }
 
     /// Records `history` as the confirmed history of `stream`, unless a history at least as
@@ -219,6 +238,19 @@ mod tests {
             .collect();
         assert!(held.len() <= SHARDS * 2);
         assert!(held.iter().all(|&i| i >= 1000 - 400), "{held:?}");
+    }
+
+    #[test]
+    fn given_a_forgotten_stream_when_a_shorter_history_is_put_then_it_is_taken() {
+        let cache = StreamCache::new(16);
+        let a = stream("a");
+        cache.put(&a, history(&a, 3));
+        cache.forget(&a);
+        assert!(cache.get(&a).is_none());
+        cache.put(&a, history(&a, 2));
+        assert_eq!(cache.get(&a).map(|h| h.len()), Some(2));
+        cache.forget(&stream("never held"));
+        assert!(cache.get(&stream("never held")).is_none());
     }
 
     #[test]
