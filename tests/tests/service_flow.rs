@@ -131,6 +131,12 @@ async fn add_with_return_code_then_verify_returns_the_details(f: &Fixture) {
             "user.otp_sms.verified"
         ]
     );
+    if let Some(cache) = f.service.stream_cache() {
+        // What the service wrote down for itself is what the store recorded, field by field.
+        let id =
+            CommandService::stream_id(&Fixture::caller("user-1").instance, &added.registration_id);
+        assert_eq!(cache.get(&id).as_ref(), Some(&stream));
+    }
     assert_eq!(details.id.as_str(), registration);
     assert_eq!(
         details.created, stream[0].created_at,

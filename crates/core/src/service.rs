@@ -688,22 +688,15 @@ impl CommandService {
             match self.store.append(append).await {
                 Ok(outcome) => {
                     if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
-                        let appended =
-                            events
-                                .into_iter()
-                                .zip(&outcome.recorded)
-                                .map(|(event, meta)| {
-                                    Arc::new(RecordedEvent {
-                                        stream: stream.clone(),
-                                        sequence: meta.sequence,
-                                        position: meta.position,
-                                        created_at: meta.created_at,
-                                        creator: caller.principal.clone(),
-                                        owner: organization.clone(),
-                                        event,
-                                    })
-                                });
-                        cache.put(&stream, history.iter().cloned().chain(appended).collect());
+                        let written = Written {
+                            stream: &stream,
+                            creator: &caller.principal,
+                            owner: &organization,
+                        };
+                        cache.put(
+                            &stream,
+                            written.history(&history, events, &outcome.recorded),
+                        );
                     }
                     return match error {
                         // A refusal that records events (a wrong code) still fails the call.
@@ -775,6 +768,36 @@ impl CommandService {
             });
         }
         Ok(outbox)
+    }
+}
+
+/// What an accepted append wrote, for the stream cache: the events as the store recorded them.
+struct Written<'a> {
+    stream: &'a StreamId,
+    creator: &'a PrincipalId,
+    owner: &'a OrganizationId,
+}
+
+impl Written<'_> {
+    /// `before` followed by `events`, placed where the store's `recorded` says.
+    fn history(
+        &self,
+        before: &[Arc<RecordedEvent<Event>>],
+        events: Vec<Event>,
+        recorded: &[RecordedMeta],
+    ) -> Recorded<Event> {
+        let appended = events.into_iter().zip(recorded).map(|(event, meta)| {
+            Arc::new(RecordedEvent {
+                stream: self.stream.clone(),
+                sequence: meta.sequence,
+                position: meta.position,
+                created_at: meta.created_at,
+                creator: self.creator.clone(),
+                owner: self.owner.clone(),
+                event,
+            })
+        });
+        before.iter().cloned().chain(appended).collect()
     }
 }
 
