@@ -98,6 +98,8 @@ on_both_stores!(
 );
 
 async fn add_with_return_code_then_verify_returns_the_details(f: &Fixture) {
+    // Another registration first, so that feed positions and stream sequences differ.
+    f.add("user-2", PhoneVerification::IsVerified(true)).await;
     let added = f.add("user-1", PhoneVerification::ReturnCode).await;
     let registration = added.registration_id.as_str().to_owned();
     let code = added.verification_code.clone().unwrap();
