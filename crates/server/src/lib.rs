@@ -266,7 +266,11 @@ pub async fn run(
                     .map_err(otp_sms_postgres::map_error)?;
                 let store = Arc::new(PgStore::<Event>::new(pool, &args.schema)?);
                 store.migrate().await?;
-                tracing::info!(schema = %args.schema, "using PostgreSQL; migrations applied");
+                tracing::info!(
+                    schema = %args.schema,
+                    stream_cache = config.service.stream_cache,
+                    "using PostgreSQL; migrations applied"
+                );
                 (
                     store.clone(),
                     Readiness::Postgres(store),
