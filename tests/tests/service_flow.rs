@@ -1038,3 +1038,44 @@ async fn the_stream_cache_spares_the_read_of_a_recently_written_stream() {
     let evicted = reads_to_verify(16, 200).await;
     assert!(evicted >= 200 - 16, "{evicted} reads");
 }
+
+/// Given a stream the cache does not hold, when a command reads it and is refused without
+/// recording anything, then the history it read is kept: the next command needs no read.
+#[tokio::test]
+async fn a_refusal_keeps_the_history_it_read() {
+    let (service, store) = counting_service(1024, 1);
+    let added = service
+        .add(
+            &Fixture::caller("u0"),
+            AddRequest {
+                user_id: "u0".into(),
+                organization: None,
+                phone: "+41791234567".into(),
+                verification: PhoneVerification::IsVerified(true),
+            },
+        )
+        .await
+        .expect("add");
+    let id = added.registration_id.as_str();
+    let stream = CommandService::stream_id(&Fixture::caller("u0").instance, &added.registration_id);
+    service.stream_cache().expect("a cache").forget(&stream);
+    let reads = || store.reads.load(std::sync::atomic::Ordering::SeqCst);
+    let before = reads();
+    assert_eq!(
+        service
+            .verify(&Fixture::caller("u0"), verify_req("u0", id, "12345678"))
+            .await
+            .unwrap_err(),
+        Error::FailedPrecondition(Precondition::AlreadyVerified)
+    );
+    assert_eq!(reads() - before, 1);
+    service
+        .remove(&Fixture::caller("u0"), target("u0", id))
+        .await
+        .expect("remove");
+    assert_eq!(
+        reads() - before,
+        1,
+        "the remove decided on the kept history"
+    );
+}

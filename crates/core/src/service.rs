@@ -620,11 +620,7 @@ impl CommandService {
             {
                 (cached, true)
             } else {
-                let history = self.store.read_stream(&stream).await?;
-                if let Some(cache) = &self.cache {
-                    cache.put(&stream, history.clone());
-                }
-                (history, false)
+                (self.store.read_stream(&stream).await?, false)
             };
             let now = self.clock.now();
             // The rebuilt state ends with this block, before the append's `.await`: kept
@@ -664,7 +660,11 @@ impl CommandService {
                     continue;
                 }
                 // Nothing to record: a refusal, or a command already done (a repeated
-                // report).
+                // report). The history just read is confirmed; kept for the next command.
+                // (After an append, the cache gets the longer history instead.)
+                if let Some(cache) = &self.cache {
+                    cache.put(&stream, history.clone());
+                }
                 return match error {
                     Some(error) => Err(error),
                     None => Ok(details(registration, &organization, &history, &[], now)),
