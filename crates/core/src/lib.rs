@@ -49,6 +49,8 @@
 //! ```
 
 mod aggregate;
+mod api;
+mod caller;
 mod code;
 mod error;
 mod event;
@@ -63,6 +65,11 @@ mod stream_cache;
 pub use aggregate::{
     AddVerification, Command, Context, Decision, PendingCode, Registration, Status,
 };
+pub use api::{
+    AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
+    RegistrationRequest, ResendResponse, VerifyRequest,
+};
+pub use caller::{authenticate, bearer_token, Caller, InstanceRef};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
@@ -75,11 +82,7 @@ pub use ports::{
     Authenticator, Authorizer, Clock, IdGenerator, ManualClock, PortError, Sms, SmsSender,
     SystemClock, UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
 };
-pub use service::{
-    authenticate, bearer_token, AddRequest, AddResponse, Caller, CodeDelivery, CommandService,
-    DeliveryReport, Details, InstanceRef, OrganizationRef, Owner, OwnerType, PhoneVerification,
-    RegistrationRequest, ResendResponse, VerifyRequest,
-};
+pub use service::{CodeDelivery, CommandService, DeliveryReport};
 pub use store::{
     Append, AppendOutcome, CodecError, EventPayload, EventStore, ExpectedVersion, NewEvent,
     NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,

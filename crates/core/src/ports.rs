@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::caller::Caller;
 use crate::code::VerificationCode;
 use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
 use crate::phone::Phone;
-use crate::service::Caller;
 use crate::Error;
 
 /// The permission that lets a principal manage another user's authenticators.

@@ -1,0 +1,263 @@
+//! The command loop: load (or take from the stream cache), rebuild, decide, append with the
+//! expected version; on a conflict, again, a bounded number of times.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::CommandService;
+use crate::aggregate::{Command, Context, Decision, Registration};
+use crate::api::{Details, Owner, OwnerType};
+use crate::caller::Caller;
+use crate::code::VerificationCode;
+use crate::error::Error;
+use crate::event::{Delivery, Event};
+use crate::ids::{OrganizationId, PrincipalId, RegistrationId};
+use crate::keys::CodeBinding;
+use crate::ports::UserRecord;
+use crate::store::{
+    Append, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent, RecordedMeta,
+    StoreError, StreamId,
+};
+
+use super::delivery::CodeDelivery;
+
+impl CommandService {
+    /// Load, rebuild, decide, append; on a version conflict, again, up to `max_attempts`.
+    pub(super) async fn execute(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        command: &Command,
+        fresh: Option<&VerificationCode>,
+    ) -> Result<Details, Error> {
+        let stream = Self::stream_id(&caller.instance, registration);
+        let mut attempt = 0;
+        // A cached history is trusted until it leads to a conflict or to a decision that
+        // records nothing; from then on this command reads the store.
+        let mut trust_cache = true;
+        while attempt < self.max_attempts {
+            // An add names its stream with an id the generator promises was never used, so
+            // the first attempt skips the read: the append expects an empty stream, and
+            // should the promise be broken the store refuses it and the retry reads.
+            let (history, from_cache) = if attempt == 0 && matches!(command, Command::Add { .. }) {
+                (Recorded::new(), false)
+            } else if let Some(cached) = self
+                .cache
+                .as_ref()
+                .filter(|_| trust_cache)
+                .and_then(|cache| cache.get(&stream))
+            {
+                (cached, true)
+            } else {
+                (self.store.read_stream(&stream).await?, false)
+            };
+            let now = self.clock.now();
+            // The rebuilt state ends with this block, before the append's `.await`: kept
+            // alive across it, it would sit in this future, which is copied whole when moved.
+            let (events, error, organization, outbox) = {
+                let mut state = Registration::from_events(history.iter().map(|r| &r.event));
+                let ctx = Context {
+                    registration,
+                    user: &user.id,
+                    now,
+                    policy: &self.policy,
+                    keys: &self.keys,
+                };
+                let (events, error) = match state.decide(command, &ctx) {
+                    Decision::Accepted(events) => (events, None),
+                    Decision::Rejected { events, error } => (events, Some(error)),
+                };
+                for event in &events {
+                    state.apply_in_place(event);
+                }
+                let organization = state
+                    .organization
+                    .clone()
+                    .unwrap_or_else(|| user.organization.clone());
+                let outbox = if events.is_empty() {
+                    Vec::new()
+                } else {
+                    self.outbox_for(caller, registration, &state, &events, fresh)?
+                };
+                (events, error, organization, outbox)
+            };
+            if events.is_empty() {
+                if from_cache {
+                    // Nothing to append means no version check to catch a stale history:
+                    // the store confirms it before the service answers.
+                    trust_cache = false;
+                    continue;
+                }
+                // Nothing to record: a refusal, or a command already done (a repeated
+                // report). The history just read is confirmed; kept for the next command.
+                // (After an append, the cache gets the longer history instead.)
+                if let Some(cache) = &self.cache {
+                    cache.put(&stream, history.clone());
+                }
+                return match error {
+                    Some(error) => Err(error),
+                    None => Ok(details(registration, &organization, &history, &[], now)),
+                };
+            }
+            // What the cache needs after the append, which consumes the events.
+            let for_cache = self.cache.is_some().then(|| events.clone());
+            let append = Append {
+                stream: stream.clone(),
+                expected: ExpectedVersion::Exact(history.last().map_or(0, |r| r.sequence)),
+                events: events
+                    .into_iter()
+                    .map(|event| NewEvent {
+                        event,
+                        creator: caller.principal.clone(),
+                        owner: organization.clone(),
+                    })
+                    .collect(),
+                outbox,
+            };
+            match self.store.append(append).await {
+                Ok(outcome) => {
+                    if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
+                        let written = Written {
+                            stream: &stream,
+                            creator: &caller.principal,
+                            owner: &organization,
+                        };
+                        cache.put(
+                            &stream,
+                            written.history(&history, events, &outcome.recorded),
+                        );
+                    }
+                    return match error {
+                        // A refusal that records events (a wrong code) still fails the call.
+                        Some(error) => Err(error),
+                        None => Ok(details(
+                            registration,
+                            &organization,
+                            &history,
+                            &outcome.recorded,
+                            now,
+                        )),
+                    };
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    if let (true, Some(cache)) = (from_cache, &self.cache) {
+                        // The store contradicts the cached history: the retry's read
+                        // replaces it, even should it be shorter.
+                        cache.forget(&stream);
+                    }
+                    attempt += 1;
+                    trust_cache = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Aborted)
+    }
+
+    /// A delivery message for every code that must go out by SMS.
+    fn outbox_for(
+        &self,
+        caller: &Caller,
+        registration: &RegistrationId,
+        state: &Registration,
+        events: &[Event],
+        fresh: Option<&VerificationCode>,
+    ) -> Result<Vec<NewOutboxMessage>, Error> {
+        let mut outbox = Vec::new();
+        for event in events {
+            let Event::CodeAdded(added) = event else {
+                continue;
+            };
+            if added.delivery != Delivery::Send {
+                continue;
+            }
+            let (Some(code), Some(phone), Some(user), Some(organization)) =
+                (fresh, &state.phone, &state.user, &state.organization)
+            else {
+                return Err(Error::Internal("code to send without its material".into()));
+            };
+            let binding = CodeBinding {
+                registration,
+                number: added.number,
+            };
+            let sealed = self.keys.seal(binding, code, &mut rand::thread_rng());
+            let body = CodeDelivery {
+                instance: caller.instance.clone(),
+                user: user.clone(),
+                organization: organization.clone(),
+                registration: registration.clone(),
+                number: added.number,
+                phone: phone.clone(),
+                sealed,
+                expires_at: added.expires_at,
+            };
+            outbox.push(NewOutboxMessage {
+                id: self.ids.message_id(),
+                payload: serde_json::to_value(&body).map_err(|e| Error::Internal(e.to_string()))?,
+            });
+        }
+        Ok(outbox)
+    }
+}
+
+/// What an accepted append wrote, for the stream cache: the events as the store recorded them.
+struct Written<'a> {
+    stream: &'a StreamId,
+    creator: &'a PrincipalId,
+    owner: &'a OrganizationId,
+}
+
+impl Written<'_> {
+    /// `before` followed by `events`, placed where the store's `recorded` says.
+    fn history(
+        &self,
+        before: &[Arc<RecordedEvent<Event>>],
+        events: Vec<Event>,
+        recorded: &[RecordedMeta],
+    ) -> Recorded<Event> {
+        let appended = events.into_iter().zip(recorded).map(|(event, meta)| {
+            Arc::new(RecordedEvent {
+                stream: self.stream.clone(),
+                sequence: meta.sequence,
+                position: meta.position,
+                created_at: meta.created_at,
+                creator: self.creator.clone(),
+                owner: self.owner.clone(),
+                event,
+            })
+        });
+        before.iter().cloned().chain(appended).collect()
+    }
+}
+
+/// `created` is the registration's first event, `changed` its last: recorded before the call
+/// (`history`) or by it (`appended`).
+fn details(
+    registration: &RegistrationId,
+    organization: &OrganizationId,
+    history: &[Arc<RecordedEvent<Event>>],
+    appended: &[RecordedMeta],
+    now: DateTime<Utc>,
+) -> Details {
+    let created = history
+        .first()
+        .map(|r| r.created_at)
+        .or(appended.first().map(|m| m.created_at))
+        .unwrap_or(now);
+    let changed = appended
+        .last()
+        .map(|m| m.created_at)
+        .or(history.last().map(|r| r.created_at))
+        .unwrap_or(now);
+    Details {
+        id: registration.clone(),
+        created,
+        changed,
+        owner: Owner {
+            owner_type: OwnerType::Org,
+            id: organization.as_str().to_owned(),
+        },
+    }
+}

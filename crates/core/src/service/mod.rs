@@ -1,0 +1,323 @@
+//! The command service: validate, look the user up, authorize, then run the command loop
+//! ([`command`]: load, rebuild, decide, append, retry on conflict); the notifier's pass over the
+//! delivery outbox is [`delivery`].
+
+mod command;
+mod delivery;
+
+use std::sync::Arc;
+
+use crate::aggregate::{AddVerification, Command};
+use crate::api::{
+    AddRequest, AddResponse, Details, OrganizationRef, PhoneVerification, RegistrationRequest,
+    ResendResponse, VerifyRequest,
+};
+use crate::caller::Caller;
+use crate::code::{CodePolicy, VerificationCode};
+use crate::error::Error;
+use crate::event::{Delivery, Event, AGGREGATE_TYPE};
+use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
+use crate::keys::CodeKeyRing;
+use crate::phone::Phone;
+use crate::ports::{
+    Authorizer, Clock, IdGenerator, SystemClock, UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
+};
+use crate::store::{EventStore, StreamId};
+use crate::stream_cache::StreamCache;
+
+pub use delivery::{CodeDelivery, DeliveryReport};
+
+/// Runs the three API calls (and resend, delivery) against the ports.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use otp_sms_core::*;
+/// # fn build(store: Arc<dyn EventStore<Event>>, users: Arc<dyn UserDirectory>, authz: Arc<dyn Authorizer>) {
+/// let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k1"), &[42u8; 32]));
+/// let service = CommandService::new(store, users, authz, keys)
+///     .with_policy(CodePolicy::default().with_length(7).unwrap());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CommandService {
+    store: Arc<dyn EventStore<Event>>,
+    users: Arc<dyn UserDirectory>,
+    authorizer: Arc<dyn Authorizer>,
+    keys: Arc<CodeKeyRing>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    policy: CodePolicy,
+    max_attempts: u32,
+    cache: Option<Arc<StreamCache>>,
+}
+
+impl CommandService {
+    /// Default attempts per command before a write conflict becomes ABORTED.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+    /// A service with the system clock, UUID v7 ids and the default [`CodePolicy`].
+    pub fn new(
+        store: Arc<dyn EventStore<Event>>,
+        users: Arc<dyn UserDirectory>,
+        authorizer: Arc<dyn Authorizer>,
+        keys: CodeKeyRing,
+    ) -> Self {
+        Self {
+            store,
+            users,
+            authorizer,
+            keys: Arc::new(keys),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidV7Ids),
+            policy: CodePolicy::default(),
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            cache: None,
+        }
+    }
+
+    /// Uses another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses another id generator.
+    pub fn with_ids(mut self, ids: Arc<dyn IdGenerator>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Uses another code policy.
+    pub fn with_policy(mut self, policy: CodePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Attempts per command (at least 1) before a write conflict becomes ABORTED.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Keeps the confirmed histories of up to `capacity` recently read or written streams, so
+    /// that a command on one of them skips the store's read (`0`: no cache, the default).
+    ///
+    /// Worth it where a read is a round trip (PostgreSQL: a verify after its add, on the same
+    /// process, makes one round trip instead of two); with the in-memory store a read costs
+    /// what the cache's look-up does. Safe when other processes write the same store: see
+    /// [`StreamCache`] for why no answer is ever given from a stale history.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use otp_sms_core::*;
+    /// # fn build(store: Arc<dyn EventStore<Event>>, users: Arc<dyn UserDirectory>, authz: Arc<dyn Authorizer>, keys: CodeKeyRing) {
+    /// let service = CommandService::new(store, users, authz, keys)
+    ///     .with_stream_cache(StreamCache::DEFAULT_CAPACITY);
+    /// # }
+    /// ```
+    pub fn with_stream_cache(mut self, capacity: usize) -> Self {
+        self.cache = (capacity > 0).then(|| Arc::new(StreamCache::new(capacity)));
+        self
+    }
+
+    /// The stream cache, if the service keeps one.
+    pub fn stream_cache(&self) -> Option<&StreamCache> {
+        self.cache.as_deref()
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &CodePolicy {
+        &self.policy
+    }
+
+    /// The stream of a registration.
+    pub fn stream_id(instance: &InstanceId, registration: &RegistrationId) -> StreamId {
+        StreamId::new(
+            instance.clone(),
+            AGGREGATE_TYPE,
+            registration.as_shared().clone(),
+        )
+    }
+
+    /// `AddOTPSMSAuthenticator`: registers a phone and, unless it is added as verified,
+    /// issues the first code (by SMS through the outbox, or in the response).
+    pub async fn add(&self, caller: &Caller, req: AddRequest) -> Result<AddResponse, Error> {
+        let user_id = UserId::parse("id", req.user_id)?;
+        let phone = Phone::parse(&req.phone)?;
+        if req.verification == PhoneVerification::IsVerified(false) {
+            return Err(Error::invalid(
+                "phone.is_verified",
+                "must be true when set; omit it to send a code",
+            ));
+        }
+        let organization = parse_org_ref(req.organization)?;
+        let user = self.authorize(caller, &user_id, organization).await?;
+        let fresh = (!matches!(req.verification, PhoneVerification::IsVerified(_)))
+            .then(|| self.fresh_code());
+        let verification = match (req.verification, fresh.clone()) {
+            (PhoneVerification::ReturnCode, Some(code)) => AddVerification::ReturnCode(code),
+            (PhoneVerification::SendCode, Some(code)) => AddVerification::SendCode(code),
+            _ => AddVerification::AlreadyVerified,
+        };
+        let registration = self.ids.registration_id();
+        let command = Command::Add {
+            user: user.id.clone(),
+            organization: user.organization.clone(),
+            phone,
+            verification,
+        };
+        let details = self
+            .execute(caller, &user, &registration, &command, fresh.as_ref())
+            .await?;
+        let verification_code = (req.verification == PhoneVerification::ReturnCode)
+            .then_some(fresh)
+            .flatten();
+        Ok(AddResponse {
+            details,
+            registration_id: registration,
+            verification_code,
+        })
+    }
+
+    /// `VerifyOTPSMSRegistration`: checks the code; a wrong one is recorded and refused.
+    ///
+    /// Checks in this order: code bounds (INVALID_ARGUMENT), ids (INVALID_ARGUMENT), the user
+    /// (NOT_FOUND), the caller's right (PERMISSION_DENIED), the registration (NOT_FOUND), its
+    /// state (FAILED_PRECONDITION), the code (INVALID_ARGUMENT, recorded as `check failed`).
+    pub async fn verify(&self, caller: &Caller, req: VerifyRequest) -> Result<Details, Error> {
+        let code = VerificationCode::from_input(req.code)?;
+        let user_id = UserId::parse("id", req.user_id)?;
+        let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
+        let organization = parse_org_ref(req.organization)?;
+        let user = self.authorize(caller, &user_id, organization).await?;
+        let command = Command::Verify { code };
+        self.execute(caller, &user, &registration, &command, None)
+            .await
+    }
+
+    /// `RemoveOTPSMSAuthenticator`.
+    pub async fn remove(
+        &self,
+        caller: &Caller,
+        req: RegistrationRequest,
+    ) -> Result<Details, Error> {
+        let (user, registration) = self.target(caller, req).await?;
+        self.execute(caller, &user, &registration, &Command::Remove, None)
+            .await
+    }
+
+    /// Issues a new code (the old one becomes void), within the policy's rate limits
+    /// (RESOURCE_EXHAUSTED beyond them).
+    pub async fn resend_code(
+        &self,
+        caller: &Caller,
+        req: RegistrationRequest,
+        delivery: Delivery,
+    ) -> Result<ResendResponse, Error> {
+        let (user, registration) = self.target(caller, req).await?;
+        let code = self.fresh_code();
+        let command = Command::ResendCode {
+            code: code.clone(),
+            delivery,
+        };
+        let details = self
+            .execute(caller, &user, &registration, &command, Some(&code))
+            .await?;
+        Ok(ResendResponse {
+            details,
+            verification_code: (delivery == Delivery::Return).then_some(code),
+        })
+    }
+
+    /// Records that code `number` was handed to the SMS provider. Idempotent: a second report
+    /// of the same code records nothing.
+    pub async fn record_code_sent(
+        &self,
+        instance: &InstanceId,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        number: u32,
+    ) -> Result<Details, Error> {
+        let caller = Caller {
+            instance: instance.clone(),
+            principal: PrincipalId::system(),
+        };
+        let command = Command::RecordCodeSent { number };
+        self.execute(&caller, user, registration, &command, None)
+            .await
+    }
+
+    fn fresh_code(&self) -> VerificationCode {
+        VerificationCode::generate(self.policy.length(), &mut rand::thread_rng())
+    }
+
+    async fn target(
+        &self,
+        caller: &Caller,
+        req: RegistrationRequest,
+    ) -> Result<(UserRecord, RegistrationId), Error> {
+        let user_id = UserId::parse("id", req.user_id)?;
+        let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
+        let organization = parse_org_ref(req.organization)?;
+        let user = self.authorize(caller, &user_id, organization).await?;
+        Ok((user, registration))
+    }
+
+    /// NOT_FOUND unless the user exists (in the expected organization, if named);
+    /// PERMISSION_DENIED unless the caller is the user or holds `user.write` in its organization.
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        user_id: &UserId,
+        expected: Option<OrganizationRef>,
+    ) -> Result<UserRecord, Error> {
+        let user = self
+            .users
+            .find_user(&caller.instance, user_id)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        let expected_org = match expected {
+            None => None,
+            Some(OrganizationRef::Id(id)) => {
+                Some(OrganizationId::parse("organization.org_id", id)?)
+            }
+            Some(OrganizationRef::Domain(domain)) => Some(
+                self.users
+                    .organization_by_domain(&caller.instance, &domain)
+                    .await?
+                    .ok_or(Error::UserNotFound)?,
+            ),
+        };
+        if expected_org.is_some_and(|org| org != user.organization) {
+            return Err(Error::UserNotFound);
+        }
+        if caller.principal.as_str() != user.id.as_str()
+            && !self
+                .authorizer
+                .has_permission(
+                    &caller.instance,
+                    &caller.principal,
+                    &user.organization,
+                    USER_WRITE,
+                )
+                .await?
+        {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(user)
+    }
+}
+
+fn parse_org_ref(org: Option<OrganizationRef>) -> Result<Option<OrganizationRef>, Error> {
+    match org {
+        Some(OrganizationRef::Id(id)) => {
+            OrganizationId::parse("organization.org_id", id.clone())?;
+            Ok(Some(OrganizationRef::Id(id)))
+        }
+        Some(OrganizationRef::Domain(domain)) => {
+            crate::ids::check_length("organization.org_domain", &domain, crate::MAX_ID_CHARS)?;
+            Ok(Some(OrganizationRef::Domain(domain)))
+        }
+        None => Ok(None),
+    }
+}
