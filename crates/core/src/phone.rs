@@ -10,6 +10,78 @@ use crate::Error;
 
 mod numbering;
 
+/// What kind of line a number is, by libphonenumber's metadata (its `PhoneNumberType`).
+///
+/// Abuse rules use it: premium-rate and similar numbers cost whoever sends to them, and
+/// fixed lines cannot receive SMS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NumberType {
+    /// A landline.
+    FixedLine,
+    /// A mobile phone.
+    Mobile,
+    /// The region's plan cannot tell fixed lines from mobiles (e.g. the US).
+    FixedLineOrMobile,
+    /// Free to the caller, paid by the receiver.
+    TollFree,
+    /// Paid by the caller above the normal rate; the receiver earns a share.
+    PremiumRate,
+    /// Cost shared between caller and receiver.
+    SharedCost,
+    /// Voice over IP.
+    Voip,
+    /// A personal number that forwards elsewhere.
+    PersonalNumber,
+    /// A pager.
+    Pager,
+    /// A universal access number (a company's number that routes elsewhere).
+    Uan,
+    /// A voicemail access number.
+    Voicemail,
+    /// None of the above (valid numbers are rarely this).
+    Unknown,
+}
+
+impl NumberType {
+    /// The type's name in messages and configuration, e.g. `premium-rate`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NumberType::FixedLine => "fixed-line",
+            NumberType::Mobile => "mobile",
+            NumberType::FixedLineOrMobile => "fixed-line-or-mobile",
+            NumberType::TollFree => "toll-free",
+            NumberType::PremiumRate => "premium-rate",
+            NumberType::SharedCost => "shared-cost",
+            NumberType::Voip => "voip",
+            NumberType::PersonalNumber => "personal-number",
+            NumberType::Pager => "pager",
+            NumberType::Uan => "uan",
+            NumberType::Voicemail => "voicemail",
+            NumberType::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<phonenumber::Type> for NumberType {
+    fn from(t: phonenumber::Type) -> Self {
+        use phonenumber::Type as T;
+        match t {
+            T::FixedLine => NumberType::FixedLine,
+            T::Mobile => NumberType::Mobile,
+            T::FixedLineOrMobile => NumberType::FixedLineOrMobile,
+            T::TollFree => NumberType::TollFree,
+            T::PremiumRate => NumberType::PremiumRate,
+            T::SharedCost => NumberType::SharedCost,
+            T::Voip => NumberType::Voip,
+            T::PersonalNumber => NumberType::PersonalNumber,
+            T::Pager => NumberType::Pager,
+            T::Uan => NumberType::Uan,
+            T::Voicemail => NumberType::Voicemail,
+            _ => NumberType::Unknown,
+        }
+    }
+}
+
 /// The longest phone input accepted, in characters (the contract's bound on `phone.number`).
 pub const MAX_PHONE_CHARS: usize = 20;
 
@@ -88,6 +160,42 @@ impl Phone {
     /// The number in E.164 form.
     pub fn as_e164(&self) -> &str {
         &self.0
+    }
+
+    /// What kind of line this is (mobile, fixed line, premium rate, …).
+    ///
+    /// ```
+    /// use otp_sms_core::{NumberType, Phone};
+    /// assert_eq!(Phone::parse("+41791234567").unwrap().number_type(), NumberType::Mobile);
+    /// assert_eq!(Phone::parse("+19005550123").unwrap().number_type(), NumberType::PremiumRate);
+    /// ```
+    pub fn number_type(&self) -> NumberType {
+        self.classify().0
+    }
+
+    /// The region (ISO 3166-1 alpha-2 country code, e.g. `CH`) the number belongs to; `None`
+    /// for non-geographic numbers (`+800`, `+882`, …).
+    ///
+    /// ```
+    /// use otp_sms_core::Phone;
+    /// assert_eq!(Phone::parse("+41791234567").unwrap().region(), Some("CH"));
+    /// assert_eq!(Phone::parse("+16502530000").unwrap().region(), Some("US"));
+    /// ```
+    pub fn region(&self) -> Option<&'static str> {
+        self.classify().1
+    }
+
+    /// The number range: E.164 without its last three digits (`+41791234` for
+    /// `+41791234567`). Pumping sprays sequential numbers of one range.
+    pub fn range(&self) -> &str {
+        let cut = self.0.len().saturating_sub(3).max(1);
+        &self.0[..cut]
+    }
+
+    fn classify(&self) -> (NumberType, Option<&'static str>) {
+        numbering::split_e164(&self.0)
+            .and_then(|(code, national)| numbering::classify(code, national))
+            .unwrap_or((NumberType::Unknown, None))
     }
 }
 

@@ -31,6 +31,8 @@ use regex_automata::dfa::{dense, Automaton, StartKind};
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 
+use super::NumberType;
+
 /// A compiled pattern; searched anchored at the start.
 type Dfa = dense::DFA<Vec<u32>>;
 
@@ -50,6 +52,32 @@ fn rules(code: u16) -> Option<&'static Rules> {
     RULES
         .get(usize::from(code))
         .map(|slot| slot.get_or_init(|| Rules::compile(code)))
+}
+
+/// What kind of number `+{code}{national}` is and which region it belongs to, by
+/// libphonenumber's `getNumberType` rules on the national significant number (leading zeros
+/// included): `None` when this calling code must be asked of phonenumber.
+pub(super) fn classify(code: u16, national: &str) -> Option<(NumberType, Option<&'static str>)> {
+    match rules(code)? {
+        Rules::NoRegion => Some((NumberType::Unknown, None)),
+        Rules::Fallback => None,
+        Rules::Compiled(source) => Some(match source.region_for(national) {
+            Some(region) => (region.number_type(national), region.id),
+            None => (NumberType::Unknown, None),
+        }),
+    }
+}
+
+/// Splits a number already in E.164 into calling code and national significant number.
+pub(super) fn split_e164(e164: &str) -> Option<(u16, &str)> {
+    let digits = e164.strip_prefix('+')?;
+    (1..=3.min(digits.len())).find_map(|len| {
+        let code = digits[..len].parse::<u16>().ok()?;
+        match rules(code)? {
+            Rules::NoRegion => None,
+            Rules::Fallback | Rules::Compiled(_) => Some((code, &digits[len..])),
+        }
+    })
 }
 
 /// Whether the number `+{code}{national}` is valid, `national` being its national significant
@@ -149,7 +177,10 @@ impl Source {
     fn memory_usage(&self) -> usize {
         let region = |r: &Region| {
             r.general.dfa.memory_usage()
-                + r.types.iter().map(|t| t.dfa.memory_usage()).sum::<usize>()
+                + r.types
+                    .iter()
+                    .map(|(_, t)| t.dfa.memory_usage())
+                    .sum::<usize>()
                 + r.prefix_for_parsing
                     .as_ref()
                     .map_or(0, |d| d.memory_usage())
@@ -189,7 +220,10 @@ impl Rules {
                 None
             };
             return match meta {
-                Some(meta) => Ok(Some(Source::Single(Box::new(Region::compile(meta)?)))),
+                Some(meta) => Ok(Some(Source::Single(Box::new(Region::compile(
+                    meta,
+                    (only != "001").then_some(only),
+                )?)))),
                 None => Ok(None),
             };
         }
@@ -207,7 +241,7 @@ impl Rules {
                 .leading_digits()
                 .map(|p| compile(p.as_str()))
                 .transpose()?;
-            shared.push((leading, Region::compile(meta)?));
+            shared.push((leading, Region::compile(meta, Some(id))?));
         }
         Ok(Some(Source::Shared(shared)))
     }
@@ -216,34 +250,45 @@ impl Rules {
 /// One region: the general descriptor, the typed ones phonenumber's `number_type` consults (in
 /// its order), and what its parser strips as a national prefix.
 struct Region {
+    /// The region code (`CH`), or `None` for a non-geographic entity (`001`).
+    id: Option<&'static str>,
     general: Pattern,
-    types: Vec<Pattern>,
+    types: Vec<(NumberType, Pattern)>,
+    /// The fixed-line and mobile patterns are the same text: a fixed-line match is
+    /// "fixed line or mobile".
+    fixed_is_mobile: bool,
     national_prefix: Option<String>,
     prefix_for_parsing: Option<Dfa>,
 }
 
 impl Region {
-    fn compile(meta: &Metadata) -> Result<Self, CompileError> {
+    fn compile(meta: &Metadata, id: Option<&'static str>) -> Result<Self, CompileError> {
         let d = meta.descriptors();
         let typed = [
-            d.premium_rate(),
-            d.toll_free(),
-            d.shared_cost(),
-            d.voip(),
-            d.personal_number(),
-            d.pager(),
-            d.uan(),
-            d.voicemail(),
-            d.fixed_line(),
-            d.mobile(),
+            (NumberType::PremiumRate, d.premium_rate()),
+            (NumberType::TollFree, d.toll_free()),
+            (NumberType::SharedCost, d.shared_cost()),
+            (NumberType::Voip, d.voip()),
+            (NumberType::PersonalNumber, d.personal_number()),
+            (NumberType::Pager, d.pager()),
+            (NumberType::Uan, d.uan()),
+            (NumberType::Voicemail, d.voicemail()),
+            (NumberType::FixedLine, d.fixed_line()),
+            (NumberType::Mobile, d.mobile()),
         ];
+        let fixed_is_mobile = match (d.fixed_line(), d.mobile()) {
+            (Some(f), Some(m)) => f.national_number().as_str() == m.national_number().as_str(),
+            _ => false,
+        };
         Ok(Self {
+            id,
+            fixed_is_mobile,
             general: Pattern::compile(d.general())?,
             types: typed
                 .into_iter()
-                .flatten()
-                .map(Pattern::compile)
-                .collect::<Result<_, _>>()?,
+                .filter_map(|(kind, d)| Some((kind, d?)))
+                .map(|(kind, d)| Ok((kind, Pattern::compile(d)?)))
+                .collect::<Result<_, CompileError>>()?,
             national_prefix: meta.national_prefix().map(str::to_owned),
             prefix_for_parsing: meta
                 .national_prefix_for_parsing()
@@ -253,7 +298,33 @@ impl Region {
     }
 
     fn is_valid(&self, national: &str) -> bool {
-        self.general.matches(national) && self.types.iter().any(|t| t.matches(national))
+        self.general.matches(national) && self.types.iter().any(|(_, t)| t.matches(national))
+    }
+
+    /// The first type whose pattern matches, in libphonenumber's order; a fixed-line match is
+    /// "fixed line or mobile" when the mobile pattern matches too (or is the same).
+    fn number_type(&self, national: &str) -> NumberType {
+        if !self.general.matches(national) {
+            return NumberType::Unknown;
+        }
+        let Some(kind) = self
+            .types
+            .iter()
+            .find_map(|(kind, t)| t.matches(national).then_some(*kind))
+        else {
+            return NumberType::Unknown;
+        };
+        let mobile_too = || {
+            self.fixed_is_mobile
+                || self
+                    .types
+                    .iter()
+                    .any(|(k, t)| *k == NumberType::Mobile && t.matches(national))
+        };
+        match kind {
+            NumberType::FixedLine if mobile_too() => NumberType::FixedLineOrMobile,
+            kind => kind,
+        }
     }
 }
 
@@ -403,6 +474,54 @@ mod tests {
             }
         }
         assert!(checked > 5000, "only {checked} numbers checked");
+    }
+
+    /// Type and region of every example number agree with phonenumber's where its answer is
+    /// libphonenumber's: phonenumber types the national number without its leading zeros, so
+    /// numbers that have some (Italy's fixed lines) are compared by validity only.
+    #[test]
+    fn classifies_every_example_number_as_phonenumber_does() {
+        let (mut checked, mut kinds) = (0, std::collections::HashSet::new());
+        for meta in DATABASE.iter() {
+            let d = meta.descriptors();
+            for example in [
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.personal_number(),
+                d.voip(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.example())
+            {
+                let Ok(phone) = Phone::parse(&format!("+{}{example}", meta.country_code())) else {
+                    continue;
+                };
+                let number = phonenumber::parse(None, phone.as_e164()).unwrap();
+                if number.national().zeros() > 0 {
+                    continue;
+                }
+                let theirs = NumberType::from(number.number_type(&DATABASE));
+                assert_eq!(phone.number_type(), theirs, "type of {}", phone.as_e164());
+                let region = number.country().id().map(|id| id.as_ref().to_owned());
+                assert_eq!(
+                    phone.region().map(str::to_owned),
+                    region.filter(|r| r != "001"),
+                    "region of {}",
+                    phone.as_e164()
+                );
+                kinds.insert(theirs);
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "only {checked} numbers checked");
+        assert!(kinds.len() >= 10, "{kinds:?}");
     }
 
     /// The comparisons test this module only if no calling code falls back to phonenumber.
