@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use chrono::{DurationRound, Utc};
 use otp_sms_core::{
-    AddRequest, AddResponse, Caller, CodeKey, CodeKeyRing, CommandService, Event, EventStore,
-    InstanceId, KeyId, ManualClock, PhoneVerification, PrincipalId, Recorded,
+    AbusePolicy, AddRequest, AddResponse, Caller, CodeKey, CodeKeyRing, CommandService, Event,
+    EventStore, InstanceId, KeyId, ManualClock, PhoneVerification, PrincipalId, Recorded,
 };
 use otp_sms_memory::MemoryStore;
 use otp_sms_postgres::PgStore;
@@ -49,6 +49,15 @@ pub fn keys() -> CodeKeyRing {
     CodeKeyRing::new(CodeKey::new(KeyId::new("test-key"), &[0x5a; 32]))
 }
 
+/// The abuse policy of the flow suite, which tests a registration's life, not the abuse rules
+/// (`tests/abuse.rs` does, on the default policy): no send budgets or registration cap, and
+/// the instance setting that lets users ask for their code in the response.
+pub fn flow_policy() -> AbusePolicy {
+    let mut policy = AbusePolicy::unlimited();
+    policy.allow_self_return_code = true;
+    policy
+}
+
 impl Fixture {
     /// A fixture on `backend`.
     pub async fn new(backend: Backend) -> Self {
@@ -75,7 +84,12 @@ impl Fixture {
         let authorizer =
             Arc::new(StaticAuthorizer::new().grant(INSTANCE, "admin", "org-1", "user.write"));
         let service = CommandService::new(store.clone(), users.clone(), authorizer, keys())
-            .with_clock(clock.clone());
+            .with_clock(clock.clone())
+            .with_instance_abuse_policy(
+                InstanceId::parse("instance", INSTANCE).expect("valid"),
+                flow_policy(),
+            )
+            .expect("a valid policy");
         Self {
             service,
             store,
@@ -111,14 +125,20 @@ impl Fixture {
         Caller {
             instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
             principal: PrincipalId::parse("principal", principal).expect("valid"),
+            address: None,
         }
     }
 
-    /// `user` adds `+41791234567` for themselves.
+    /// `+41791234567` is added for `user`: by the user, or, as `is_verified`, by `admin`
+    /// (only holders of `user.write` may vouch for a number).
     pub async fn add(&self, user: &str, verification: PhoneVerification) -> AddResponse {
+        let caller = match verification {
+            PhoneVerification::IsVerified(_) => Self::caller("admin"),
+            _ => Self::caller(user),
+        };
         self.service
             .add(
-                &Self::caller(user),
+                &caller,
                 AddRequest {
                     user_id: user.to_owned(),
                     organization: None,

@@ -61,6 +61,40 @@ token = "token-stranger"
 instance = "inst-1"
 user = "stranger"
 
+# The wire tests let alice see her own code (an instance setting, off by default); the
+# possession matrix runs on an instance without it.
+[[instances]]
+id = "inst-strict"
+abuse = { allow_self_return_code = false }
+
+[[organizations]]
+instance = "inst-strict"
+id = "org-s"
+
+[[users]]
+instance = "inst-strict"
+id = "carol"
+organization = "org-s"
+
+[[users]]
+instance = "inst-strict"
+id = "root"
+organization = "org-s"
+
+[[tokens]]
+token = "token-carol"
+instance = "inst-strict"
+user = "carol"
+
+[[tokens]]
+token = "token-root"
+instance = "inst-strict"
+user = "root"
+permissions = ["user.write"]
+
+[abuse]
+allow_self_return_code = true
+
 {extra}
 "#
     )

@@ -237,10 +237,15 @@ async fn run_on(
                     AddKind::Return => PhoneVerification::ReturnCode,
                     AddKind::Verified => PhoneVerification::IsVerified(true),
                 };
+                // Only holders of user.write may vouch for a number.
+                let adder = match kind {
+                    AddKind::Verified => Fixture::caller("admin"),
+                    _ => caller.clone(),
+                };
                 let added = f
                     .service
                     .add(
-                        &caller,
+                        &adder,
                         AddRequest {
                             user_id: "user-1".into(),
                             organization: None,

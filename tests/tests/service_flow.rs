@@ -831,7 +831,9 @@ async fn an_add_under_a_used_registration_id_is_refused_and_writes_nothing(f: &F
         otp_sms_tests::fixture::keys(),
     )
     .with_clock(f.clock.clone())
-    .with_ids(Arc::new(OneId(first.registration_id.clone())));
+    .with_ids(Arc::new(OneId(first.registration_id.clone())))
+    .with_abuse_policy(otp_sms_tests::fixture::flow_policy())
+    .unwrap();
     let err = service
         .add(
             &Fixture::caller("user-1"),
@@ -861,7 +863,9 @@ async fn an_unreachable_database_is_unavailable() {
     let store = Arc::new(PgStore::<Event>::new(pool, "otp_sms").unwrap());
     let users = Arc::new(StaticUsers::new().with_user("inst-1", "user-1", "org-1"));
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[1; 32]));
-    let service = CommandService::new(store, users, Arc::new(StaticAuthorizer::new()), keys);
+    let service = CommandService::new(store, users, Arc::new(StaticAuthorizer::new()), keys)
+        .with_abuse_policy(otp_sms_tests::fixture::flow_policy())
+        .unwrap();
     let err = service
         .verify(
             &Fixture::caller("user-1"),
@@ -930,7 +934,9 @@ fn counting_service(cache: usize, users: usize) -> (CommandService, Arc<Counting
         Arc::new(StaticAuthorizer::new()),
         CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[1; 32])),
     )
-    .with_stream_cache(cache);
+    .with_stream_cache(cache)
+    .with_abuse_policy(otp_sms_tests::fixture::flow_policy())
+    .unwrap();
     (service, store)
 }
 

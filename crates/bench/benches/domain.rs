@@ -127,6 +127,7 @@ fn service(c: &mut Criterion) {
     let caller = Caller {
         instance: InstanceId::parse("instance", "bench").unwrap(),
         principal: PrincipalId::parse("principal", "user-1").unwrap(),
+        address: None,
     };
     let add = || AddRequest {
         user_id: "user-1".into(),

@@ -159,6 +159,7 @@ fn requests(n: usize) -> Vec<Request> {
             caller: Caller {
                 instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
                 principal: PrincipalId::parse("principal", user_name(i)).expect("valid"),
+                address: None,
             },
             user_id: user_name(i),
             // A different Swiss mobile number per registration.

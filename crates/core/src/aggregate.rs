@@ -231,6 +231,8 @@ impl Registration {
                 self.status = Status::Removed;
                 self.pending = None;
             }
+            // Refusals live in streams of their own.
+            Event::SendRefused(_) => {}
         }
     }
 

@@ -1,5 +1,7 @@
 //! Caller authentication: who calls, in which instance, resolved the same way by every adapter.
 
+use std::net::IpAddr;
+
 use crate::error::Error;
 use crate::ids::{InstanceId, PrincipalId};
 use crate::ports::Authenticator;
@@ -12,6 +14,27 @@ pub struct Caller {
     pub instance: InstanceId,
     /// The authenticated principal.
     pub principal: PrincipalId,
+    /// The network address the call came from, when the adapter knows it: the connection's
+    /// peer, or the client a trusted proxy names (see [`TrustedProxies::client_address`]). The send
+    /// budget per client address counts it.
+    pub address: Option<IpAddr>,
+}
+
+impl Caller {
+    /// A caller with no known address.
+    pub fn new(instance: InstanceId, principal: PrincipalId) -> Self {
+        Self {
+            instance,
+            principal,
+            address: None,
+        }
+    }
+
+    /// The same caller, calling from `address`.
+    pub fn with_address(mut self, address: Option<IpAddr>) -> Self {
+        self.address = address;
+        self
+    }
 }
 
 /// The request's optional `instance`: which instance the caller expects to act in.
@@ -60,4 +83,134 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+/// The proxies whose word on the client's address is trusted (`X-Forwarded-For`,
+/// `Forwarded`), as CIDR blocks.
+///
+/// ```
+/// use otp_sms_core::TrustedProxies;
+/// let proxies = TrustedProxies::parse(&["10.0.0.0/8", "::1/128"]).unwrap();
+/// let peer = "10.1.2.3".parse().ok();
+/// // The rightmost address that is not a trusted proxy is the client.
+/// let client = proxies.client_address(peer, Some("198.51.100.7, 10.9.9.9"), None);
+/// assert_eq!(client, "198.51.100.7".parse().ok());
+/// // An untrusted peer's headers are ignored.
+/// let direct = proxies.client_address("203.0.113.5".parse().ok(), Some("198.51.100.7"), None);
+/// assert_eq!(direct, "203.0.113.5".parse().ok());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// No trusted proxy: the peer is always the client.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Parses CIDR blocks (`10.0.0.0/8`) or single addresses.
+    pub fn parse<S: AsRef<str>>(blocks: &[S]) -> Result<Self, Error> {
+        blocks
+            .iter()
+            .map(|block| {
+                let block = block.as_ref().trim();
+                let invalid =
+                    || Error::invalid("trusted_proxies", format!("`{block}` is not a CIDR block"));
+                let (addr, len) = match block.split_once('/') {
+                    Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| invalid())?)),
+                    None => (block, None),
+                };
+                let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                let len = len.unwrap_or(max);
+                if len > max {
+                    return Err(invalid());
+                }
+                Ok((addr, len))
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// Whether `address` is a trusted proxy.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        self.0.iter().any(|&(net, len)| match (net, address) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                prefix_eq(u32::from(n).into(), u32::from(a).into(), len, 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(u128::from(n), u128::from(a), len, 128),
+            _ => false,
+        })
+    }
+
+    /// The client's address: the peer, unless the peer is a trusted proxy; then the rightmost
+    /// address of `X-Forwarded-For` (or, without it, of `Forwarded`'s `for=`) that is not a
+    /// trusted proxy. Unparsable entries end the walk: what lies left of them is unreliable.
+    pub fn client_address(
+        &self,
+        peer: Option<IpAddr>,
+        x_forwarded_for: Option<&str>,
+        forwarded: Option<&str>,
+    ) -> Option<IpAddr> {
+        let peer = peer.map(canonical)?;
+        if !self.contains(peer) {
+            return Some(peer);
+        }
+        let hops: Vec<&str> = match (x_forwarded_for, forwarded) {
+            (Some(xff), _) => xff.split(',').collect(),
+            (None, Some(fwd)) => fwd
+                .split(',')
+                .filter_map(|element| {
+                    element.split(';').find_map(|pair| {
+                        let (k, v) = pair.split_once('=')?;
+                        k.trim().eq_ignore_ascii_case("for").then_some(v)
+                    })
+                })
+                .collect(),
+            (None, None) => return Some(peer),
+        };
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            match parse_hop(hop) {
+                Some(address) => {
+                    client = address;
+                    if !self.contains(address) {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Some(client)
+    }
+}
+
+fn prefix_eq(a: u128, b: u128, len: u8, bits: u32) -> bool {
+    let len = u32::from(len);
+    if len == 0 {
+        return true;
+    }
+    let shift = bits - len;
+    (a >> shift) == (b >> shift)
+}
+
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One hop of `X-Forwarded-For` or `Forwarded` (`"[2001:db8::1]:443"`, `1.2.3.4:80`, …).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Ok(address) = hop.parse::<IpAddr>() {
+        return Some(canonical(address));
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok().map(canonical);
+    }
+    let (host, _port) = hop.rsplit_once(':')?;
+    host.parse().ok().map(canonical)
 }

@@ -136,6 +136,16 @@ pub enum Error {
         /// The earliest moment, from now, at which a new code will be issued.
         retry_after: Duration,
     },
+    /// A send budget refused the code (SMS pumping defence); nothing was sent and no code
+    /// was issued. The message names the scope, never whose budget it is.
+    #[error("resource exhausted: the {scope} budget for verification codes is used up{}", retry_text(.retry_after))]
+    SendRefused {
+        /// The budget that refused.
+        scope: crate::abuse::Scope,
+        /// When it admits a code again; `None` when time alone will not (e.g. the user holds
+        /// as many registrations as allowed).
+        retry_after: Option<Duration>,
+    },
     /// Concurrent writers kept changing the registration; retries could not resolve it.
     #[error("aborted: the registration was changed concurrently; retry the call")]
     Aborted,
@@ -150,7 +160,23 @@ pub enum Error {
     Internal(String),
 }
 
+fn retry_text(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!("; retry in {}s", d.as_secs().max(1)),
+        None => String::new(),
+    }
+}
+
 impl Error {
+    /// When the caller may try again, for `google.rpc.RetryInfo` and `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::SendRefused { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
@@ -169,7 +195,7 @@ impl Error {
             | Error::UnknownCall(_) => RpcCode::NotFound,
             Error::PermissionDenied => RpcCode::PermissionDenied,
             Error::FailedPrecondition(_) => RpcCode::FailedPrecondition,
-            Error::RateLimited { .. } => RpcCode::ResourceExhausted,
+            Error::RateLimited { .. } | Error::SendRefused { .. } => RpcCode::ResourceExhausted,
             Error::Aborted => RpcCode::Aborted,
             Error::Unauthenticated => RpcCode::Unauthenticated,
             Error::Unavailable(_) => RpcCode::Unavailable,
@@ -215,6 +241,14 @@ mod tests {
             (
                 Error::RateLimited {
                     retry_after: Duration::from_secs(3),
+                },
+                8,
+                429,
+            ),
+            (
+                Error::SendRefused {
+                    scope: crate::abuse::Scope::Number,
+                    retry_after: None,
                 },
                 8,
                 429,

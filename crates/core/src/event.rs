@@ -6,13 +6,17 @@
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::ids::{OrganizationId, UserId};
+use crate::ids::{OrganizationId, RegistrationId, UserId};
 use crate::keys::CodeHash;
 use crate::phone::Phone;
 use crate::store::{CodecError, EventPayload};
 
 /// The aggregate type of every registration stream.
 pub const AGGREGATE_TYPE: &str = "user.otp_sms";
+
+/// The aggregate type of the streams that record refusals (one stream per refusal, so that
+/// an attack's refusals never contend on one stream).
+pub const REFUSAL_AGGREGATE_TYPE: &str = "user.otp_sms.refusal";
 
 /// How a code reaches the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,6 +85,27 @@ pub struct Verified {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Removed {}
 
+/// An abuse rule refused a code or a number: the audit record, for projections and alerts.
+/// Holds no code and never a whole number: a number shows its region and range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendRefused {
+    /// The scope's configuration key, e.g. `destination_number`.
+    pub scope: String,
+    /// The budget's subject in redacted form (`CH +41791234xxx`, `203.0.113.0/24`, a user id).
+    pub subject: String,
+    /// The user the code was for.
+    pub user: UserId,
+    /// The registration, when it exists (a resend); `None` for a refused add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationId>,
+    /// Whether the caller was answered as if the code were sent.
+    pub silent: bool,
+    /// Seconds until the budget admits a code again, when time alone will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
 /// Every event of a registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -96,17 +121,20 @@ pub enum Event {
     Verified(Verified),
     /// See [`Removed`].
     Removed(Removed),
+    /// See [`SendRefused`]; recorded in a refusal stream, never in a registration's.
+    SendRefused(SendRefused),
 }
 
 impl Event {
     /// Every stable type name, in the order of the enum.
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 7] = [
         "user.otp_sms.added",
         "user.otp_sms.code.added",
         "user.otp_sms.code.sent",
         "user.otp_sms.check.failed",
         "user.otp_sms.verified",
         "user.otp_sms.removed",
+        "user.otp_sms.send.refused",
     ];
 
     fn index(&self) -> usize {
@@ -117,6 +145,7 @@ impl Event {
             Event::CheckFailed(_) => 3,
             Event::Verified(_) => 4,
             Event::Removed(_) => 5,
+            Event::SendRefused(_) => 6,
         }
     }
 }
@@ -151,6 +180,7 @@ impl EventPayload for Event {
             Event::CheckFailed(e) => encode(e),
             Event::Verified(e) => encode(e),
             Event::Removed(e) => encode(e),
+            Event::SendRefused(e) => encode(e),
         }
     }
 
@@ -171,6 +201,7 @@ impl EventPayload for Event {
             "user.otp_sms.check.failed" => Event::CheckFailed(decode(event_type, payload)?),
             "user.otp_sms.verified" => Event::Verified(decode(event_type, payload)?),
             "user.otp_sms.removed" => Event::Removed(decode(event_type, payload)?),
+            "user.otp_sms.send.refused" => Event::SendRefused(decode(event_type, payload)?),
             other => return Err(CodecError(format!("unknown event type `{other}`"))),
         })
     }

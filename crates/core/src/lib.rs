@@ -48,6 +48,7 @@
 //! assert!(matches!(verified.events(), [Event::Verified(_)]));
 //! ```
 
+mod abuse;
 mod aggregate;
 mod api;
 mod caller;
@@ -62,6 +63,10 @@ mod service;
 mod store;
 mod stream_cache;
 
+pub use abuse::{
+    redact_phone, AbusePolicy, AbusePolicyError, BudgetStore, BudgetTake, Limit, MemoryBudgets,
+    NumberCheck, Rule, Scope, SendPlan, TakeOutcome, TakeRequest,
+};
 pub use aggregate::{
     AddVerification, Command, Context, Decision, PendingCode, Registration, Status,
 };
@@ -69,11 +74,12 @@ pub use api::{
     AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
     RegistrationRequest, ResendResponse, VerifyRequest,
 };
-pub use caller::{authenticate, bearer_token, Caller, InstanceRef};
+pub use caller::{authenticate, bearer_token, Caller, InstanceRef, TrustedProxies};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
-    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, Verified, AGGREGATE_TYPE,
+    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, SendRefused, Verified,
+    AGGREGATE_TYPE, REFUSAL_AGGREGATE_TYPE,
 };
 pub use ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, MAX_ID_CHARS};
 pub use keys::{CodeBinding, CodeHash, CodeKey, CodeKeyRing, KeyError, KeyId, SealedCode};

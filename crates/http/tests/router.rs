@@ -17,14 +17,22 @@ fn app() -> Router {
         StaticUsers::new()
             .with_user("inst-1", "alice", "org-1")
             .with_user("inst-1", "bob", "org-1")
+            .with_user("inst-1", "admin", "org-1")
             .with_domain("inst-1", "org-1.example.com", "org-1"),
     );
-    let authz = Arc::new(StaticAuthorizer::new());
+    let authz = Arc::new(StaticAuthorizer::new().grant("inst-1", "admin", "org-1", "user.write"));
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[7; 32]));
-    let service = CommandService::new(Arc::new(MemoryStore::<Event>::new()), users, authz, keys);
+    // These tests are about the HTTP mapping; they let alice ask for her own code in the
+    // response (an instance setting, off by default).
+    let mut policy = otp_sms_core::AbusePolicy::default();
+    policy.allow_self_return_code = true;
+    let service = CommandService::new(Arc::new(MemoryStore::<Event>::new()), users, authz, keys)
+        .with_abuse_policy(policy)
+        .unwrap();
     let tokens = Arc::new(
         StaticTokens::new()
             .with_token("alice-token", "inst-1", "alice")
+            .with_token("admin-token", "inst-1", "admin")
             .with_token("other-instance", "inst-2", "alice")
             .with_instance_domain("inst-1.example.com", "inst-1"),
     );
@@ -143,14 +151,21 @@ async fn the_code_object_form_and_both_spellings_are_accepted() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = call(
+    // Only a holder of user.write may vouch for a number, the user included.
+    let is_verified = r#"{"number":"+41791234567","is_verified":true}"#;
+    let (status, body) = call(&app, "POST", ADD, Some(is_verified)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], 7);
+    let (status, body) = call_with(
         &app,
         "POST",
         ADD,
-        Some(r#"{"number":"+41791234567","is_verified":true}"#),
+        Some(is_verified),
+        "application/json",
+        Some("admin-token"),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.get("verificationCode").is_none(), "{body}");
 }
 

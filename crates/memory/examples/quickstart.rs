@@ -63,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let alice = Caller {
         instance: InstanceId::parse("instance", "default")?,
         principal: PrincipalId::parse("principal", "alice")?,
+        address: None,
     };
 
     let added = service

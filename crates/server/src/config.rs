@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use otp_sms_core::{
-    Authenticator, Authorizer, Caller, CodePolicy, InstanceId, OrganizationId, PortError,
+    AbusePolicy, Authenticator, NumberType, Authorizer, Caller, CodePolicy, InstanceId, OrganizationId, PortError,
     PrincipalId, UserDirectory, UserId, UserRecord,
 };
 use serde::Deserialize;
@@ -60,6 +60,146 @@ pub struct Config {
     /// The command service.
     #[serde(default)]
     pub service: ServiceConfig,
+    /// The abuse rules of every instance without its own `abuse` table.
+    #[serde(default)]
+    pub abuse: AbuseConfig,
+}
+
+/// A limit in the configuration: `{ max = 5, window_secs = 600 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Codes allowed in the window.
+    pub max: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+}
+
+/// `[abuse]`, and `abuse` of `[[instances]]`: each key set here replaces the library's
+/// default (`otp_sms_core::AbusePolicy::default`, see docs/security.md); an instance's table
+/// is laid over `[abuse]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbuseConfig {
+    /// Whether users may ask for their own code in the response (`return_code`).
+    pub allow_self_return_code: Option<bool>,
+    /// Registrations a user may hold that are not removed.
+    pub max_registrations_per_user: Option<u32>,
+    /// Seconds an unverified registration counts toward that cap.
+    pub unverified_counts_for_secs: Option<u64>,
+    /// Codes sent to one user.
+    pub user: Option<Vec<LimitConfig>>,
+    /// Codes sent to one destination number, across users.
+    pub destination_number: Option<Vec<LimitConfig>>,
+    /// Codes sent to one number range (E.164 without its last 3 digits).
+    pub number_range: Option<Vec<LimitConfig>>,
+    /// Regions (ISO 3166-1 alpha-2) whose numbers may receive codes; unset: all.
+    pub region_allow: Option<Vec<String>>,
+    /// Regions whose numbers may not receive codes.
+    pub region_deny: Option<Vec<String>>,
+    /// Codes sent to one region.
+    pub region: Option<Vec<LimitConfig>>,
+    /// Number types refused at add, by name (`premium-rate`, `shared-cost`, `toll-free`,
+    /// `uan`, `pager`, `voicemail`, `voip`, `personal-number`, …).
+    pub refused_types: Option<Vec<String>>,
+    /// Whether fixed-line numbers may be registered.
+    pub allow_fixed_line: Option<bool>,
+    /// Codes requested from one client address.
+    pub client_address: Option<Vec<LimitConfig>>,
+    /// IPv6 prefix length that makes one client address.
+    pub ipv6_prefix: Option<u8>,
+    /// Codes sent by the whole instance.
+    pub instance: Option<Vec<LimitConfig>>,
+}
+
+fn limits(config: &Option<Vec<LimitConfig>>, base: &mut Vec<otp_sms_core::Limit>) {
+    if let Some(list) = config {
+        *base = list
+            .iter()
+            .map(|l| otp_sms_core::Limit::new(l.max, Duration::from_secs(l.window_secs)))
+            .collect();
+    }
+}
+
+impl AbuseConfig {
+    /// `base` with every key set here replaced, validated.
+    pub fn apply(&self, mut p: AbusePolicy) -> Result<AbusePolicy, ConfigError> {
+        if let Some(v) = self.allow_self_return_code {
+            p.allow_self_return_code = v;
+        }
+        if let Some(v) = self.max_registrations_per_user {
+            p.max_registrations_per_user = v;
+        }
+        if let Some(v) = self.unverified_counts_for_secs {
+            p.unverified_counts_for = Duration::from_secs(v);
+        }
+        limits(&self.user, &mut p.user);
+        limits(&self.destination_number, &mut p.number);
+        limits(&self.number_range, &mut p.range);
+        limits(&self.region, &mut p.region);
+        limits(&self.client_address, &mut p.address);
+        limits(&self.instance, &mut p.instance);
+        if let Some(v) = &self.region_allow {
+            p.region_allow = Some(v.iter().cloned().collect());
+        }
+        if let Some(v) = &self.region_deny {
+            p.region_deny = v.iter().cloned().collect();
+        }
+        if let Some(names) = &self.refused_types {
+            p.refused_types = names
+                .iter()
+                .map(|name| {
+                    NUMBER_TYPES
+                        .into_iter()
+                        .find(|t| t.name() == name)
+                        .ok_or_else(|| {
+                            ConfigError::Invalid(format!("[abuse] unknown number type `{name}`"))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = self.allow_fixed_line {
+            p.allow_fixed_line = v;
+        }
+        if let Some(v) = self.ipv6_prefix {
+            p.ipv6_prefix = v;
+        }
+        p.validate()
+            .map_err(|e| ConfigError::Invalid(format!("[abuse]: {e}")))?;
+        Ok(p)
+    }
+}
+
+const NUMBER_TYPES: [NumberType; 12] = [
+    NumberType::FixedLine,
+    NumberType::Mobile,
+    NumberType::FixedLineOrMobile,
+    NumberType::TollFree,
+    NumberType::PremiumRate,
+    NumberType::SharedCost,
+    NumberType::Voip,
+    NumberType::PersonalNumber,
+    NumberType::Pager,
+    NumberType::Uan,
+    NumberType::Voicemail,
+    NumberType::Unknown,
+];
+
+impl Config {
+    /// The abuse policy of every instance without its own, and those with their own.
+    pub fn abuse_policies(
+        &self,
+    ) -> Result<(AbusePolicy, Vec<(InstanceId, AbusePolicy)>), ConfigError> {
+        let default = self.abuse.apply(AbusePolicy::default())?;
+        let mut own = Vec::new();
+        for instance in &self.instances {
+            if let Some(abuse) = &instance.abuse {
+                let id = id(InstanceId::parse, "instances.id", &instance.id)?;
+                own.push((id, abuse.apply(default.clone())?));
+            }
+        }
+        Ok((default, own))
+    }
 }
 
 /// `[service]`.
@@ -92,6 +232,9 @@ pub struct InstanceConfig {
     /// Domains that name it (`instance.domain`).
     #[serde(default)]
     pub domains: Vec<String>,
+    /// This instance's abuse rules, laid over `[abuse]`.
+    #[serde(default)]
+    pub abuse: Option<AbuseConfig>,
 }
 
 /// `[[organizations]]`.
@@ -349,13 +492,7 @@ impl Directory {
                 ));
             }
             if d.tokens
-                .insert(
-                    token_digest(&t.token),
-                    Caller {
-                        instance,
-                        principal,
-                    },
-                )
+                .insert(token_digest(&t.token), Caller::new(instance, principal))
                 .is_some()
             {
                 return Err(ConfigError::Invalid("a token is listed twice".into()));
@@ -462,6 +599,42 @@ mod tests {
             .policy()
             .is_err());
         assert!(Config::from_toml("[nope]\n").is_err());
+    }
+
+    #[test]
+    fn abuse_rules_layer_instance_over_global_over_the_library_default() {
+        let config = Config::from_toml(
+            r#"
+            [abuse]
+            destination_number = [{ max = 3, window_secs = 600 }]
+            region_deny = ["XK"]
+            [[instances]]
+            id = "a"
+            [[instances]]
+            id = "b"
+            abuse = { allow_self_return_code = true, refused_types = ["premium-rate"] }
+            "#,
+        )
+        .unwrap();
+        let (default, own) = config.abuse_policies().unwrap();
+        assert_eq!(default.number, [otp_sms_core::Limit::new(3, Duration::from_secs(600))]);
+        assert!(default.region_deny.contains("XK"));
+        assert!(!default.allow_self_return_code);
+        assert_eq!(default.user, AbusePolicy::default().user);
+        let (id, b) = &own[0];
+        assert_eq!(id.as_str(), "b");
+        assert!(b.allow_self_return_code);
+        assert_eq!(b.number, default.number);
+        assert_eq!(b.refused_types.len(), 1);
+        for bad in [
+            "[abuse]\ninstance = [{ max = 0, window_secs = 60 }]\n",
+            "[abuse]\nrefused_types = [\"expensive\"]\n",
+            "[abuse]\nregion_deny = [\"Swiss\"]\n",
+        ] {
+            assert!(Config::from_toml(bad).unwrap().abuse_policies().is_err(), "{bad}");
+        }
+        // The development configuration lets alice see her own code.
+        assert!(Config::development().abuse_policies().unwrap().0.allow_self_return_code);
     }
 
     #[test]

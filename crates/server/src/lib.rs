@@ -310,10 +310,18 @@ pub async fn run(
         }
     };
 
-    let service = CommandService::new(store, directory.clone(), directory.clone(), keys)
+    let (abuse, instance_abuse) = config.abuse_policies()?;
+    let mut service = CommandService::new(store, directory.clone(), directory.clone(), keys)
         .with_policy(policy)
         .with_max_attempts(config.service.max_attempts)
-        .with_stream_cache(stream_cache);
+        .with_stream_cache(stream_cache)
+        .with_abuse_policy(abuse)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    for (instance, policy) in instance_abuse {
+        service = service
+            .with_instance_abuse_policy(instance, policy)
+            .map_err(|e| StartError::Other(e.to_string()))?;
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let notifier = sender.map(|sender| {

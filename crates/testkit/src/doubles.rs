@@ -191,6 +191,7 @@ impl StaticTokens {
             otp_sms_core::Caller {
                 instance: InstanceId::parse("instance", instance).expect("test instance id"),
                 principal: PrincipalId::parse("principal", principal).expect("test principal"),
+                address: None,
             },
         );
         self

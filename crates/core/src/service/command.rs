@@ -56,7 +56,7 @@ impl CommandService {
             let now = self.clock.now();
             // The rebuilt state ends with this block, before the append's `.await`: kept
             // alive across it, it would sit in this future, which is copied whole when moved.
-            let (events, error, organization, outbox) = {
+            let (events, error, organization, outbox, phone) = {
                 let mut state = Registration::from_events(history.iter().map(|r| &r.event));
                 let ctx = Context {
                     registration,
@@ -81,7 +81,7 @@ impl CommandService {
                 } else {
                     self.outbox_for(caller, registration, &state, &events, fresh)?
                 };
-                (events, error, organization, outbox)
+                (events, error, organization, outbox, state.phone)
             };
             if events.is_empty() {
                 if from_cache {
@@ -101,6 +101,11 @@ impl CommandService {
                     None => Ok(details(registration, &organization, &history, &[], now)),
                 };
             }
+            // The abuse rules' one point in the loop: a refusal fails the command with
+            // nothing written but its audit record.
+            let permit = self
+                .admit(caller, user, registration, phone.as_ref(), &events)
+                .await?;
             // What the cache needs after the append, which consumes the events.
             let for_cache = self.cache.is_some().then(|| events.clone());
             let append = Append {
@@ -118,6 +123,7 @@ impl CommandService {
             };
             match self.store.append(append).await {
                 Ok(outcome) => {
+                    permit.settle(self, caller, user, registration).await;
                     if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
                         let written = Written {
                             stream: &stream,
@@ -142,6 +148,8 @@ impl CommandService {
                     };
                 }
                 Err(StoreError::Conflict { .. }) => {
+                    // Nothing was written: the next attempt takes again if it still sends.
+                    permit.refund(self).await;
                     if let (true, Some(cache)) = (from_cache, &self.cache) {
                         // The store contradicts the cached history: the retry's read
                         // replaces it, even should it be shorter.

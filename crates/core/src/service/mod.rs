@@ -4,9 +4,12 @@
 
 mod command;
 mod delivery;
+mod guard;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::abuse::{AbusePolicy, AbusePolicyError, BudgetStore, MemoryBudgets};
 use crate::aggregate::{AddVerification, Command};
 use crate::api::{
     AddRequest, AddResponse, Details, OrganizationRef, PhoneVerification, RegistrationRequest,
@@ -49,6 +52,22 @@ pub struct CommandService {
     policy: CodePolicy,
     max_attempts: u32,
     cache: Option<Arc<StreamCache>>,
+    abuse: Arc<AbusePolicy>,
+    instance_abuse: Arc<HashMap<InstanceId, Arc<AbusePolicy>>>,
+    budgets: Arc<dyn BudgetStore>,
+    /// Whether `budgets` is the default in-process store, which follows the service's clock.
+    default_budgets: bool,
+}
+
+/// What a call needs of its caller besides naming an existing user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// The user, or a holder of `user.write` in the user's organization.
+    Manage,
+    /// `user.write` in the user's organization, whoever the caller is (`is_verified`).
+    UserWrite,
+    /// A code in the response: `user.write`, or the user where the instance allows it.
+    CodeInResponse,
 }
 
 impl CommandService {
@@ -72,13 +91,69 @@ impl CommandService {
             policy: CodePolicy::default(),
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             cache: None,
+            abuse: Arc::new(AbusePolicy::default()),
+            instance_abuse: Arc::new(HashMap::new()),
+            budgets: Arc::new(MemoryBudgets::new()),
+            default_budgets: true,
         }
     }
 
     /// Uses another clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        if self.default_budgets {
+            self.budgets = Arc::new(MemoryBudgets::with_clock(clock.clone()));
+        }
         self.clock = clock;
         self
+    }
+
+    /// The abuse policy of every instance without one of its own (default:
+    /// [`AbusePolicy::default`]). Refused if a figure cannot work.
+    pub fn with_abuse_policy(mut self, policy: AbusePolicy) -> Result<Self, AbusePolicyError> {
+        policy.validate()?;
+        self.abuse = Arc::new(policy);
+        Ok(self)
+    }
+
+    /// The abuse policy of one instance.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use otp_sms_core::*;
+    /// # fn build(service: CommandService) -> Result<CommandService, AbusePolicyError> {
+    /// let mut lenient = AbusePolicy::default();
+    /// lenient.allow_self_return_code = true;
+    /// let service = service
+    ///     .with_instance_abuse_policy(InstanceId::parse("instance", "dev").unwrap(), lenient)?;
+    /// # Ok(service) }
+    /// ```
+    pub fn with_instance_abuse_policy(
+        mut self,
+        instance: InstanceId,
+        policy: AbusePolicy,
+    ) -> Result<Self, AbusePolicyError> {
+        policy.validate()?;
+        Arc::make_mut(&mut self.instance_abuse).insert(instance, Arc::new(policy));
+        Ok(self)
+    }
+
+    /// Where send budgets live (default: [`MemoryBudgets`] on the service's clock, right for
+    /// one process). Every process serving an instance must share one store:
+    /// `otp_sms_postgres::PgBudgets` with PostgreSQL.
+    pub fn with_budget_store(mut self, budgets: Arc<dyn BudgetStore>) -> Self {
+        self.budgets = budgets;
+        self.default_budgets = false;
+        self
+    }
+
+    /// The abuse policy in force for `instance`.
+    pub fn abuse_policy(&self, instance: &InstanceId) -> &AbusePolicy {
+        self.instance_abuse.get(instance).unwrap_or(&self.abuse)
+    }
+
+    /// The budget store.
+    pub fn budget_store(&self) -> &Arc<dyn BudgetStore> {
+        &self.budgets
     }
 
     /// Uses another id generator.
@@ -151,7 +226,13 @@ impl CommandService {
             ));
         }
         let organization = parse_org_ref(req.organization)?;
-        let user = self.authorize(caller, &user_id, organization).await?;
+        // Possession: only an administrator may vouch for a number or see its code.
+        let need = match req.verification {
+            PhoneVerification::SendCode => Need::Manage,
+            PhoneVerification::ReturnCode => Need::CodeInResponse,
+            PhoneVerification::IsVerified(_) => Need::UserWrite,
+        };
+        let user = self.authorize(caller, &user_id, organization, need).await?;
         let fresh = (!matches!(req.verification, PhoneVerification::IsVerified(_)))
             .then(|| self.fresh_code());
         let verification = match (req.verification, fresh.clone()) {
@@ -189,7 +270,9 @@ impl CommandService {
         let user_id = UserId::parse("id", req.user_id)?;
         let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
         let organization = parse_org_ref(req.organization)?;
-        let user = self.authorize(caller, &user_id, organization).await?;
+        let user = self
+            .authorize(caller, &user_id, organization, Need::Manage)
+            .await?;
         let command = Command::Verify { code };
         self.execute(caller, &user, &registration, &command, None)
             .await
@@ -201,7 +284,7 @@ impl CommandService {
         caller: &Caller,
         req: RegistrationRequest,
     ) -> Result<Details, Error> {
-        let (user, registration) = self.target(caller, req).await?;
+        let (user, registration) = self.target(caller, req, Need::Manage).await?;
         self.execute(caller, &user, &registration, &Command::Remove, None)
             .await
     }
@@ -214,7 +297,11 @@ impl CommandService {
         req: RegistrationRequest,
         delivery: Delivery,
     ) -> Result<ResendResponse, Error> {
-        let (user, registration) = self.target(caller, req).await?;
+        let need = match delivery {
+            Delivery::Send => Need::Manage,
+            Delivery::Return => Need::CodeInResponse,
+        };
+        let (user, registration) = self.target(caller, req, need).await?;
         let code = self.fresh_code();
         let command = Command::ResendCode {
             code: code.clone(),
@@ -241,6 +328,7 @@ impl CommandService {
         let caller = Caller {
             instance: instance.clone(),
             principal: PrincipalId::system(),
+            address: None,
         };
         let command = Command::RecordCodeSent { number };
         self.execute(&caller, user, registration, &command, None)
@@ -255,21 +343,25 @@ impl CommandService {
         &self,
         caller: &Caller,
         req: RegistrationRequest,
+        need: Need,
     ) -> Result<(UserRecord, RegistrationId), Error> {
         let user_id = UserId::parse("id", req.user_id)?;
         let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
         let organization = parse_org_ref(req.organization)?;
-        let user = self.authorize(caller, &user_id, organization).await?;
+        let user = self.authorize(caller, &user_id, organization, need).await?;
         Ok((user, registration))
     }
 
-    /// NOT_FOUND unless the user exists (in the expected organization, if named);
-    /// PERMISSION_DENIED unless the caller is the user or holds `user.write` in its organization.
+    /// NOT_FOUND unless the user exists (in the expected organization, if named); then
+    /// PERMISSION_DENIED unless the caller meets `need` ([`Need`]): the user or a holder of
+    /// `user.write` in the user's organization; for `is_verified` only the latter; for a code
+    /// in the response the latter, or the user where the instance allows it.
     async fn authorize(
         &self,
         caller: &Caller,
         user_id: &UserId,
         expected: Option<OrganizationRef>,
+        need: Need,
     ) -> Result<UserRecord, Error> {
         let user = self
             .users
@@ -291,7 +383,15 @@ impl CommandService {
         if expected_org.is_some_and(|org| org != user.organization) {
             return Err(Error::UserNotFound);
         }
-        if caller.principal.as_str() != user.id.as_str()
+        let is_self = caller.principal.as_str() == user.id.as_str();
+        let self_suffices = match need {
+            Need::Manage => is_self,
+            Need::UserWrite => false,
+            Need::CodeInResponse => {
+                is_self && self.abuse_policy(&caller.instance).allow_self_return_code
+            }
+        };
+        if !self_suffices
             && !self
                 .authorizer
                 .has_permission(

@@ -1,0 +1,103 @@
+//! The budget store port: sliding-window budgets and held slots, taken all or none.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::ports::PortError;
+
+/// How a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// At most `max` takes in any window of length `window` (an exact sliding window: the
+    /// store keeps the time of every take until it leaves the longest window of its key).
+    Window {
+        /// Takes allowed in the window.
+        max: u32,
+        /// The window's length.
+        window: Duration,
+    },
+    /// At most `max` entries held at once; a new entry is held for `hold`, until
+    /// [`BudgetStore::hold`] changes that or [`BudgetStore::release`] ends it.
+    Held {
+        /// Entries allowed at once.
+        max: u32,
+        /// How long a new entry counts.
+        hold: Duration,
+    },
+}
+
+impl Rule {
+    /// How long an entry taken under this rule must be kept.
+    pub fn keep(&self) -> Duration {
+        match *self {
+            Rule::Window { window, .. } => window,
+            Rule::Held { hold, .. } => hold,
+        }
+    }
+}
+
+/// One budget to take from: a key (scope and subject, e.g. a destination number) and the
+/// rules that bound it. A key is either window-counted or held, never both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetTake {
+    /// The budget's key, unique per instance, scope and subject.
+    pub key: String,
+    /// The entry this take adds under the key (unique per key: a take of an existing
+    /// member is refused as [`PortError::Internal`], since members name one send or slot).
+    pub member: String,
+    /// The rules, all of which must admit the take.
+    pub rules: Vec<Rule>,
+}
+
+/// Budgets to take together, all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TakeRequest {
+    /// The budgets, each key at most once.
+    pub takes: Vec<BudgetTake>,
+}
+
+/// What a take did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeOutcome {
+    /// Every budget admitted the take and holds its entry now.
+    Taken,
+    /// Nothing was taken: the first budget (by index in [`TakeRequest::takes`]) that
+    /// refused, and when it admits a take again (`None`: not by time alone, e.g. every held
+    /// slot is held for good).
+    Refused {
+        /// Index of the refusing budget in the request.
+        take: usize,
+        /// When it admits a take again.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Where budget state lives. Every process serving one instance must share one store, so
+/// budgets hold across processes; windows are measured on the store's clock (the database's,
+/// for PostgreSQL), so a process whose clock is off cannot stretch them.
+///
+/// A take is atomic: it checks every rule of every budget and adds every entry, or adds
+/// nothing. Under concurrency it is exact: `n` concurrent takes against a budget of `k` take
+/// exactly `min(n, k)`.
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// Takes from every budget of `request`, or from none.
+    async fn take(&self, request: &TakeRequest) -> Result<TakeOutcome, PortError>;
+
+    /// Gives back the entries a [`Taken`](TakeOutcome::Taken) request added (its write
+    /// failed, so nothing was sent). Entries already gone are skipped.
+    async fn refund(&self, request: &TakeRequest) -> Result<(), PortError>;
+
+    /// Sets how long `member`'s entry under `key` keeps counting, from now: `None` for good.
+    /// Returns whether the entry exists.
+    async fn hold(
+        &self,
+        key: &str,
+        member: &str,
+        hold: Option<Duration>,
+    ) -> Result<bool, PortError>;
+
+    /// Ends `member`'s entry under `key`. Returns whether it existed.
+    async fn release(&self, key: &str, member: &str) -> Result<bool, PortError>;
+}

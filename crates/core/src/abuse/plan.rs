@@ -1,0 +1,331 @@
+//! The pure part of the abuse rules: which numbers may be registered, and which budgets a code
+//! to send takes from. No I/O: the command loop hands the plan to a [`super::BudgetStore`].
+
+use std::net::IpAddr;
+
+use super::budget::{BudgetTake, Rule, TakeRequest};
+use super::policy::{AbusePolicy, Limit, Scope};
+use crate::ids::{InstanceId, RegistrationId, UserId};
+use crate::phone::{NumberType, Phone};
+
+/// Why a number may not be registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberCheck {
+    /// [`Scope::Region`] or [`Scope::NumberType`].
+    pub scope: Scope,
+    /// What to tell the caller (names the region or type, never the number).
+    pub reason: String,
+}
+
+/// The budgets one code (or one new registration) takes, with what to say of each in an
+/// audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendPlan {
+    /// What the budget store takes, all or none.
+    pub request: TakeRequest,
+    /// For each take, by index: its scope and its key in redacted form.
+    pub subjects: Vec<(Scope, String)>,
+}
+
+impl SendPlan {
+    fn push(&mut self, scope: Scope, key: String, member: &str, rules: Vec<Rule>, shown: String) {
+        if rules.is_empty() {
+            return;
+        }
+        self.request.takes.push(BudgetTake {
+            key,
+            member: member.to_owned(),
+            rules,
+        });
+        self.subjects.push((scope, shown));
+    }
+
+    /// Whether there is nothing to take.
+    pub fn is_empty(&self) -> bool {
+        self.request.takes.is_empty()
+    }
+}
+
+fn windows(limits: &[Limit]) -> Vec<Rule> {
+    limits
+        .iter()
+        .map(|l| Rule::Window {
+            max: l.max,
+            window: l.window,
+        })
+        .collect()
+}
+
+/// The budget key of `subject` in `scope` of `instance`. The instance id is length-prefixed,
+/// so no id can make two instances' keys meet.
+pub(crate) fn key(instance: &InstanceId, scope: Scope, subject: &str) -> String {
+    let instance = instance.as_str();
+    format!("{}:{instance}|{}|{subject}", instance.len(), scope.key())
+}
+
+/// A number as audit events show it: its region and range, never its last three digits.
+///
+/// ```
+/// let phone = otp_sms_core::Phone::parse("+41791234567").unwrap();
+/// assert_eq!(otp_sms_core::redact_phone(&phone), "CH +41791234xxx");
+/// ```
+pub fn redact_phone(phone: &Phone) -> String {
+    let hidden = phone.as_e164().len() - phone.range().len();
+    format!(
+        "{} {}{}",
+        phone.region().unwrap_or("001"),
+        phone.range(),
+        "x".repeat(hidden)
+    )
+}
+
+/// The client address that budgets count: IPv4 as is (an IPv4-mapped IPv6 address as its
+/// IPv4 address), IPv6 cut to the policy's prefix.
+pub(crate) fn address_subject(address: IpAddr, ipv6_prefix: u8) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let bits = u128::from(v6);
+                let prefix = u32::from(ipv6_prefix.min(128));
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - prefix)
+                };
+                format!("{}/{prefix}", std::net::Ipv6Addr::from(bits & mask))
+            }
+        },
+    }
+}
+
+/// An address as audit events show it: IPv4 by /24, IPv6 by /48.
+fn redact_address(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => redact_address(IpAddr::V4(v4)),
+            None => address_subject(address, 48),
+        },
+    }
+}
+
+impl AbusePolicy {
+    /// Whether `phone` may be registered: its region allowed and not denied, its type not
+    /// refused (fixed lines only where allowed).
+    pub fn check_number(&self, phone: &Phone) -> Result<(), NumberCheck> {
+        let number_type = phone.number_type();
+        let refused_type = self.refused_types.contains(&number_type)
+            || (number_type == NumberType::FixedLine && !self.allow_fixed_line);
+        if refused_type {
+            return Err(NumberCheck {
+                scope: Scope::NumberType,
+                reason: format!(
+                    "{} numbers cannot receive verification codes",
+                    number_type.name()
+                ),
+            });
+        }
+        let region = phone.region().unwrap_or("001");
+        let allowed = self
+            .region_allow
+            .as_ref()
+            .is_none_or(|allow| allow.contains(region))
+            && !self.region_deny.contains(region);
+        if !allowed {
+            return Err(NumberCheck {
+                scope: Scope::Region,
+                reason: format!("numbers of region {region} cannot receive verification codes"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The slot a new registration holds in its user's registration cap, until verified
+    /// (then for good) or removed. Member: the registration id.
+    pub fn registration_slot(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+        registration: &RegistrationId,
+    ) -> SendPlan {
+        let mut plan = SendPlan::default();
+        if self.max_registrations_per_user != u32::MAX {
+            plan.push(
+                Scope::UserRegistrations,
+                Self::slot_key(instance, user),
+                registration.as_str(),
+                vec![Rule::Held {
+                    max: self.max_registrations_per_user,
+                    hold: self.unverified_counts_for,
+                }],
+                user.as_str().to_owned(),
+            );
+        }
+        plan
+    }
+
+    /// The key of a user's registration slots.
+    pub fn slot_key(instance: &InstanceId, user: &UserId) -> String {
+        key(instance, Scope::UserRegistrations, user.as_str())
+    }
+
+    /// The budgets one code sent by SMS takes: user, destination number, range, region,
+    /// client address (when known) and instance. `member` names the code (unique per code).
+    pub fn send_budgets(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+        phone: &Phone,
+        address: Option<IpAddr>,
+        member: &str,
+    ) -> SendPlan {
+        let mut plan = SendPlan::default();
+        let shown = redact_phone(phone);
+        plan.push(
+            Scope::User,
+            key(instance, Scope::User, user.as_str()),
+            member,
+            windows(&self.user),
+            user.as_str().to_owned(),
+        );
+        plan.push(
+            Scope::Number,
+            key(instance, Scope::Number, phone.as_e164()),
+            member,
+            windows(&self.number),
+            shown.clone(),
+        );
+        plan.push(
+            Scope::Range,
+            key(instance, Scope::Range, phone.range()),
+            member,
+            windows(&self.range),
+            shown,
+        );
+        let region = phone.region().unwrap_or("001");
+        plan.push(
+            Scope::Region,
+            key(instance, Scope::Region, region),
+            member,
+            windows(&self.region),
+            region.to_owned(),
+        );
+        if let Some(address) = address {
+            plan.push(
+                Scope::Address,
+                key(
+                    instance,
+                    Scope::Address,
+                    &address_subject(address, self.ipv6_prefix),
+                ),
+                member,
+                windows(&self.address),
+                redact_address(address),
+            );
+        }
+        plan.push(
+            Scope::Instance,
+            key(instance, Scope::Instance, ""),
+            member,
+            windows(&self.instance),
+            instance.as_str().to_owned(),
+        );
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone(n: &str) -> Phone {
+        Phone::parse(n).unwrap()
+    }
+
+    #[test]
+    fn premium_rate_and_fixed_lines_are_refused_by_default_and_mobiles_pass() {
+        let p = AbusePolicy::default();
+        let refused = p.check_number(&phone("+19005550123")).unwrap_err();
+        assert_eq!(refused.scope, Scope::NumberType);
+        assert!(
+            refused.reason.contains("premium-rate"),
+            "{}",
+            refused.reason
+        );
+        // A Swiss landline.
+        let fixed = p.check_number(&phone("+41446681800")).unwrap_err();
+        assert!(fixed.reason.contains("fixed-line"), "{}", fixed.reason);
+        p.check_number(&phone("+41791234567")).unwrap();
+        // US numbers may be mobile: fixed line or mobile passes.
+        p.check_number(&phone("+16502530000")).unwrap();
+        let mut lenient = AbusePolicy::default();
+        lenient.allow_fixed_line = true;
+        lenient.check_number(&phone("+41446681800")).unwrap();
+    }
+
+    #[test]
+    fn regions_are_allowed_and_denied_by_list() {
+        let mut p = AbusePolicy::default();
+        p.region_deny.insert("CH".into());
+        let refused = p.check_number(&phone("+41791234567")).unwrap_err();
+        assert_eq!(refused.scope, Scope::Region);
+        assert!(refused.reason.contains("CH"));
+        let mut p = AbusePolicy::default();
+        p.region_allow = Some(["DE".to_owned()].into());
+        assert!(p.check_number(&phone("+41791234567")).is_err());
+        p.check_number(&phone("+4915112345678")).unwrap();
+    }
+
+    #[test]
+    fn a_send_takes_every_configured_budget_and_keys_never_meet_across_instances() {
+        let p = AbusePolicy::default();
+        let i1 = InstanceId::parse("i", "a|b").unwrap();
+        let user = UserId::parse("u", "u1").unwrap();
+        let plan = p.send_budgets(
+            &i1,
+            &user,
+            &phone("+41791234567"),
+            Some("2001:db8::1".parse().unwrap()),
+            "r#1",
+        );
+        let scopes: Vec<Scope> = plan.subjects.iter().map(|(s, _)| *s).collect();
+        // The region has no cap by default, so it takes nothing.
+        assert_eq!(
+            scopes,
+            [
+                Scope::User,
+                Scope::Number,
+                Scope::Range,
+                Scope::Address,
+                Scope::Instance
+            ]
+        );
+        assert_eq!(plan.subjects[1].1, "CH +41791234xxx");
+        assert_eq!(plan.subjects[3].1, "2001:db8::/48");
+        assert!(plan.request.takes[3].key.ends_with("|2001:db8::/64"));
+        let i2 = InstanceId::parse("i", "a").unwrap();
+        let other = p.send_budgets(&i2, &user, &phone("+41791234567"), None, "r#1");
+        assert!(plan.request.takes.iter().all(|t| other
+            .request
+            .takes
+            .iter()
+            .all(|o| o.key != t.key)));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_prefix_and_mapped_ipv4_as_ipv4() {
+        let a = address_subject("2001:db8:1:2:3:4:5:6".parse().unwrap(), 64);
+        let b = address_subject("2001:db8:1:2:ffff::1".parse().unwrap(), 64);
+        assert_eq!(a, b);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(
+            address_subject("::ffff:192.0.2.7".parse().unwrap(), 64),
+            "192.0.2.7"
+        );
+    }
+}

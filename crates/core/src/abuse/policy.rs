@@ -1,0 +1,306 @@
+//! The abuse policy: every rule and figure, with its default.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use crate::phone::NumberType;
+
+/// Which rule refused a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// The registration's own cooldown and hourly limit (in the aggregate).
+    Registration,
+    /// Codes sent to one user.
+    User,
+    /// Registrations one user holds.
+    UserRegistrations,
+    /// Codes sent to one destination number, across all users of the instance.
+    Number,
+    /// Codes sent to one number range (E.164 without its last three digits).
+    Range,
+    /// The number's region: not allowed, or its hourly cap reached.
+    Region,
+    /// The number's type (premium rate, fixed line, …).
+    NumberType,
+    /// Codes requested from one client address (IPv6 by /64).
+    Address,
+    /// Codes sent by the whole instance: the spend guard.
+    Instance,
+}
+
+impl Scope {
+    /// Every scope, for configuration and documentation.
+    pub const ALL: [Scope; 9] = [
+        Scope::Registration,
+        Scope::User,
+        Scope::UserRegistrations,
+        Scope::Number,
+        Scope::Range,
+        Scope::Region,
+        Scope::NumberType,
+        Scope::Address,
+        Scope::Instance,
+    ];
+
+    /// The scope's name in messages, events and configuration, e.g. `destination number`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Registration => "registration",
+            Scope::User => "user",
+            Scope::UserRegistrations => "user registrations",
+            Scope::Number => "destination number",
+            Scope::Range => "number range",
+            Scope::Region => "region",
+            Scope::NumberType => "number type",
+            Scope::Address => "client address",
+            Scope::Instance => "instance",
+        }
+    }
+
+    /// The scope's name as a configuration key, e.g. `destination_number`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Scope::Registration => "registration",
+            Scope::User => "user",
+            Scope::UserRegistrations => "user_registrations",
+            Scope::Number => "destination_number",
+            Scope::Range => "number_range",
+            Scope::Region => "region",
+            Scope::NumberType => "number_type",
+            Scope::Address => "client_address",
+            Scope::Instance => "instance",
+        }
+    }
+
+    /// The scope named by a configuration key.
+    pub fn from_key(key: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.key() == key)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// At most `max` codes in any window of `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limit {
+    /// Codes allowed in the window (at least 1).
+    pub max: u32,
+    /// The window's length (more than zero, at most 31 days).
+    pub window: Duration,
+}
+
+impl Limit {
+    /// `max` codes per `window`.
+    pub const fn new(max: u32, window: Duration) -> Self {
+        Self { max, window }
+    }
+
+    const fn per_hours(max: u32, hours: u64) -> Self {
+        Self::new(max, Duration::from_secs(hours * 3600))
+    }
+}
+
+/// Every abuse rule of an instance. `Default` is the policy of `docs/security.md`; every
+/// figure may be changed, per instance ([`crate::CommandService::with_instance_abuse_policy`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use otp_sms_core::{AbusePolicy, Limit};
+/// let mut policy = AbusePolicy::default();
+/// policy.number = vec![Limit::new(3, Duration::from_secs(600))];
+/// policy.region_deny.insert("XK".into());
+/// policy.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbusePolicy {
+    /// Whether a self caller (the user, without `user.write`) may ask for `return_code`.
+    /// Off: the code would prove nothing about the number. Callers with `user.write` always may.
+    pub allow_self_return_code: bool,
+    /// Registrations a user may hold that are not removed (verified ones, and unverified ones
+    /// younger than [`AbusePolicy::unverified_counts_for`]).
+    pub max_registrations_per_user: u32,
+    /// How long an unverified registration counts toward the cap.
+    pub unverified_counts_for: Duration,
+    /// Codes sent to one user.
+    pub user: Vec<Limit>,
+    /// Codes sent to one destination number, across all users.
+    pub number: Vec<Limit>,
+    /// Codes sent to one number range.
+    pub range: Vec<Limit>,
+    /// Regions whose numbers may receive codes (ISO 3166-1 alpha-2); `None`: every region.
+    pub region_allow: Option<BTreeSet<String>>,
+    /// Regions whose numbers may not receive codes; wins over the allow list.
+    pub region_deny: BTreeSet<String>,
+    /// Codes sent to numbers of one region (empty: no cap).
+    pub region: Vec<Limit>,
+    /// Number types refused at add.
+    pub refused_types: BTreeSet<NumberType>,
+    /// Whether fixed-line numbers may be registered (types that may be mobile always may).
+    pub allow_fixed_line: bool,
+    /// Codes requested from one client address.
+    pub address: Vec<Limit>,
+    /// The IPv6 prefix length that makes one client address (64: a subscriber's network).
+    pub ipv6_prefix: u8,
+    /// Codes sent by the whole instance.
+    pub instance: Vec<Limit>,
+}
+
+impl Default for AbusePolicy {
+    fn default() -> Self {
+        Self {
+            allow_self_return_code: false,
+            max_registrations_per_user: 5,
+            unverified_counts_for: Duration::from_secs(24 * 3600),
+            user: vec![Limit::per_hours(10, 24)],
+            number: vec![
+                Limit::new(5, Duration::from_secs(600)),
+                Limit::per_hours(10, 24),
+            ],
+            range: vec![Limit::per_hours(20, 1)],
+            region_allow: None,
+            region_deny: BTreeSet::new(),
+            region: Vec::new(),
+            refused_types: [
+                NumberType::PremiumRate,
+                NumberType::SharedCost,
+                NumberType::TollFree,
+                NumberType::Uan,
+                NumberType::Pager,
+                NumberType::Voicemail,
+            ]
+            .into_iter()
+            .collect(),
+            allow_fixed_line: false,
+            address: vec![Limit::per_hours(10, 1)],
+            ipv6_prefix: 64,
+            instance: vec![Limit::per_hours(1_000, 1), Limit::per_hours(10_000, 24)],
+        }
+    }
+}
+
+/// A policy setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("abuse policy: {0}")]
+pub struct AbusePolicyError(pub String);
+
+impl AbusePolicy {
+    /// The longest window a limit may have.
+    pub const MAX_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
+
+    /// A policy with no budgets and no registration cap: every code is sent. For hosts that
+    /// defend elsewhere, and for tests of other things. Possession rules and refused number
+    /// types stay.
+    pub fn unlimited() -> Self {
+        Self {
+            max_registrations_per_user: u32::MAX,
+            user: Vec::new(),
+            number: Vec::new(),
+            range: Vec::new(),
+            address: Vec::new(),
+            instance: Vec::new(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks every figure: limits of at least 1 in windows of more than zero and at most 31
+    /// days, an IPv6 prefix of 1..=128, region codes of two letters.
+    pub fn validate(&self) -> Result<(), AbusePolicyError> {
+        let limits = [
+            ("user", &self.user),
+            ("destination_number", &self.number),
+            ("number_range", &self.range),
+            ("region", &self.region),
+            ("client_address", &self.address),
+            ("instance", &self.instance),
+        ];
+        for (name, limits) in limits {
+            for limit in limits {
+                if limit.max == 0 {
+                    return Err(AbusePolicyError(format!(
+                        "{name}: a limit allows at least 1 code (deny a region instead)"
+                    )));
+                }
+                if limit.window.is_zero() || limit.window > Self::MAX_WINDOW {
+                    return Err(AbusePolicyError(format!(
+                        "{name}: a window is more than 0 and at most 31 days, got {:?}",
+                        limit.window
+                    )));
+                }
+            }
+        }
+        if self.max_registrations_per_user == 0 {
+            return Err(AbusePolicyError(
+                "max_registrations_per_user must be at least 1".into(),
+            ));
+        }
+        if self.unverified_counts_for.is_zero() || self.unverified_counts_for > Self::MAX_WINDOW {
+            return Err(AbusePolicyError(
+                "unverified_counts_for is more than 0 and at most 31 days".into(),
+            ));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(AbusePolicyError(format!(
+                "ipv6_prefix must be 1..=128, got {}",
+                self.ipv6_prefix
+            )));
+        }
+        let regions = self
+            .region_allow
+            .iter()
+            .flatten()
+            .chain(self.region_deny.iter());
+        for region in regions {
+            if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(AbusePolicyError(format!(
+                    "region `{region}` is not an ISO 3166-1 alpha-2 code (two capital letters)"
+                )));
+            }
+        }
+
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_is_valid_and_as_documented() {
+        let p = AbusePolicy::default();
+        p.validate().unwrap();
+        assert!(!p.allow_self_return_code);
+        assert_eq!(p.max_registrations_per_user, 5);
+        assert_eq!(p.number.len(), 2);
+        assert_eq!(p.instance[0], Limit::new(1000, Duration::from_secs(3600)));
+        assert!(p.refused_types.contains(&NumberType::PremiumRate));
+        assert!(!p.refused_types.contains(&NumberType::FixedLineOrMobile));
+        AbusePolicy::unlimited().validate().unwrap();
+    }
+
+    #[test]
+    fn nonsense_figures_are_refused() {
+        let mut p = AbusePolicy::default();
+        p.number[0].max = 0;
+        assert!(p.validate().is_err());
+        let mut p = AbusePolicy::default();
+        p.instance[0].window = Duration::ZERO;
+        assert!(p.validate().is_err());
+        let mut p = AbusePolicy::default();
+        p.region_deny.insert("che".into());
+        assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn scopes_round_trip_through_their_keys() {
+        for scope in Scope::ALL {
+            assert_eq!(Scope::from_key(scope.key()), Some(scope));
+        }
+        assert_eq!(Scope::from_key("nope"), None);
+    }
+}
