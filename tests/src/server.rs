@@ -65,7 +65,7 @@ user = "stranger"
 # possession matrix runs on an instance without it.
 [[instances]]
 id = "inst-strict"
-abuse = { allow_self_return_code = false }
+abuse = {{ allow_self_return_code = false }}
 
 [[organizations]]
 instance = "inst-strict"

@@ -24,8 +24,10 @@ fn app() -> Router {
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[7; 32]));
     // These tests are about the HTTP mapping; they let alice ask for her own code in the
     // response (an instance setting, off by default).
-    let mut policy = otp_sms_core::AbusePolicy::default();
-    policy.allow_self_return_code = true;
+    let policy = otp_sms_core::AbusePolicy {
+        allow_self_return_code: true,
+        ..Default::default()
+    };
     let service = CommandService::new(Arc::new(MemoryStore::<Event>::new()), users, authz, keys)
         .with_abuse_policy(policy)
         .unwrap();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use otp_sms_core::{
-    AbusePolicy, Authenticator, NumberType, Authorizer, Caller, CodePolicy, InstanceId, OrganizationId, PortError,
-    PrincipalId, UserDirectory, UserId, UserRecord,
+    AbusePolicy, Authenticator, Authorizer, Caller, CodePolicy, InstanceId, NumberType,
+    OrganizationId, PortError, PrincipalId, UserDirectory, UserId, UserRecord,
 };
 use serde::Deserialize;
 use sha2_digest::token_digest;
@@ -617,7 +617,10 @@ mod tests {
         )
         .unwrap();
         let (default, own) = config.abuse_policies().unwrap();
-        assert_eq!(default.number, [otp_sms_core::Limit::new(3, Duration::from_secs(600))]);
+        assert_eq!(
+            default.number,
+            [otp_sms_core::Limit::new(3, Duration::from_secs(600))]
+        );
         assert!(default.region_deny.contains("XK"));
         assert!(!default.allow_self_return_code);
         assert_eq!(default.user, AbusePolicy::default().user);
@@ -631,10 +634,19 @@ mod tests {
             "[abuse]\nrefused_types = [\"expensive\"]\n",
             "[abuse]\nregion_deny = [\"Swiss\"]\n",
         ] {
-            assert!(Config::from_toml(bad).unwrap().abuse_policies().is_err(), "{bad}");
+            assert!(
+                Config::from_toml(bad).unwrap().abuse_policies().is_err(),
+                "{bad}"
+            );
         }
         // The development configuration lets alice see her own code.
-        assert!(Config::development().abuse_policies().unwrap().0.allow_self_return_code);
+        assert!(
+            Config::development()
+                .abuse_policies()
+                .unwrap()
+                .0
+                .allow_self_return_code
+        );
     }
 
     #[test]

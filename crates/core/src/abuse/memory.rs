@@ -31,12 +31,12 @@ impl Entries {
     fn live(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Entry> {
         self.0
             .iter()
-            .filter(move |e| e.until.is_none_or(|u| u > now))
+            .filter(move |e| e.until.map_or(true, |u| u > now))
     }
 
     /// Drops entries that no longer count.
     fn prune(&mut self, now: DateTime<Utc>) {
-        self.0.retain(|e| e.until.is_none_or(|u| u > now));
+        self.0.retain(|e| e.until.map_or(true, |u| u > now));
     }
 
     /// `None` if `rule` admits one more entry now, else when it will (inner `None`: not by

@@ -134,7 +134,7 @@ impl AbusePolicy {
         let allowed = self
             .region_allow
             .as_ref()
-            .is_none_or(|allow| allow.contains(region))
+            .map_or(true, |allow| allow.contains(region))
             && !self.region_deny.contains(region);
         if !allowed {
             return Err(NumberCheck {
@@ -263,8 +263,10 @@ mod tests {
         p.check_number(&phone("+41791234567")).unwrap();
         // US numbers may be mobile: fixed line or mobile passes.
         p.check_number(&phone("+16502530000")).unwrap();
-        let mut lenient = AbusePolicy::default();
-        lenient.allow_fixed_line = true;
+        let lenient = AbusePolicy {
+            allow_fixed_line: true,
+            ..AbusePolicy::default()
+        };
         lenient.check_number(&phone("+41446681800")).unwrap();
     }
 
@@ -275,8 +277,10 @@ mod tests {
         let refused = p.check_number(&phone("+41791234567")).unwrap_err();
         assert_eq!(refused.scope, Scope::Region);
         assert!(refused.reason.contains("CH"));
-        let mut p = AbusePolicy::default();
-        p.region_allow = Some(["DE".to_owned()].into());
+        let p = AbusePolicy {
+            region_allow: Some(["DE".to_owned()].into()),
+            ..AbusePolicy::default()
+        };
         assert!(p.check_number(&phone("+41791234567")).is_err());
         p.check_number(&phone("+4915112345678")).unwrap();
     }
