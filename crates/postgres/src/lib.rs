@@ -18,6 +18,8 @@
 //!   explains why a plain sequence is not enough).
 //! - The outbox hands each message to one consumer at a time (`FOR UPDATE SKIP LOCKED` plus a
 //!   lease), and a deleted message is gone for good.
+//! - [`PgBudgets`]: the send budgets (`otp_sms_core::BudgetStore`) in the same schema, shared by
+//!   every server on the database and measured on its clock.
 //! - Queries are built at run time, so building needs no database; migrations are embedded and
 //!   run only by an explicit [`PgStore::migrate`] call, into a schema of the host's choosing.
 //!
@@ -29,6 +31,10 @@
 //! store.migrate().await?;
 //! # Ok(()) }
 //! ```
+
+mod budgets;
+
+pub use budgets::PgBudgets;
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -159,7 +165,7 @@ impl Sql {
     }
 }
 
-fn is_valid_schema(schema: &str) -> bool {
+pub(crate) fn is_valid_schema(schema: &str) -> bool {
     let mut chars = schema.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

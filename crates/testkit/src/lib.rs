@@ -5,11 +5,14 @@
 //! - [`conformance`]: one suite of async tests that every [`otp_sms_core::EventStore`] must
 //!   pass. The in-memory and PostgreSQL stores run it; a third-party store runs it the same way
 //!   with [`store_conformance_tests!`].
+//! - [`budgets`]: the suite every [`otp_sms_core::BudgetStore`] passes
+//!   ([`budget_conformance_tests!`]).
 //! - [`doubles`]: in-memory user directory, authorizer and SMS sender for tests.
 //! - [`scenario`]: steps of one registration's life, a reference model of what each must do,
 //!   and a simulator that runs them through the real aggregate.
 //! - `strategies` (feature `proptest`): strategies that generate steps and scenarios.
 
+pub mod budgets;
 pub mod conformance;
 pub mod doubles;
 pub mod scenario;

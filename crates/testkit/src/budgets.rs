@@ -1,0 +1,374 @@
+//! The budget store conformance suite: what every [`BudgetStore`] must do, on its own clock.
+//!
+//! Cases use short real windows (about a second), so a store on the database's clock is tested
+//! as it runs. The [`budget_conformance_tests!`](crate::budget_conformance_tests) macro turns
+//! every case into a `#[tokio::test]`, each with a time-out that names the case.
+//!
+//! Decisions the suite pins (see `docs/security.md`):
+//! - a take is all or none, and exact under concurrency;
+//! - a window counts the takes of the last `window`, and admits again once the oldest that must
+//!   leave has left; the refusal says when, within the window;
+//! - held entries count until their hold ends, for good once held with `None`, and a release
+//!   frees them; a refusal of held entries held for good has no retry time;
+//! - a member taken twice under one key is an error, and takes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use otp_sms_core::{BudgetStore, BudgetTake, PortError, Rule, TakeOutcome, TakeRequest};
+
+/// Makes fresh, empty budget stores: each call a store of its own (its own schema).
+#[async_trait]
+pub trait BudgetStoreFactory: Send + Sync {
+    /// The store under test.
+    type Store: BudgetStore + 'static;
+    /// A fresh, empty store.
+    async fn create(&self) -> Self::Store;
+    /// Called after a case passed; drop the schema here.
+    async fn dispose(&self, _store: Arc<Self::Store>) {}
+}
+
+/// How long one case may take before it fails as hung.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Generates one `#[tokio::test]` per budget conformance case for a [`BudgetStoreFactory`].
+#[macro_export]
+macro_rules! budget_conformance_tests {
+    ($factory:expr) => {
+        $crate::budget_conformance_tests!(@cases $factory;
+            a_window_admits_its_max_then_refuses_then_slides,
+            several_windows_on_one_key_all_apply,
+            a_take_is_all_or_none,
+            concurrent_takes_are_exact_at_the_boundary,
+            a_refund_gives_the_take_back,
+            held_entries_count_until_released_or_lapsed,
+            held_for_good_has_no_retry_time,
+            a_member_taken_twice_is_an_error_and_takes_nothing,
+            keys_never_mix,
+            hold_and_release_of_missing_entries_say_so,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let factory = $factory;
+                let store = ::std::sync::Arc::new($crate::budgets::BudgetStoreFactory::create(&factory).await);
+                let run = $crate::budgets::$case(::std::sync::Arc::clone(&store));
+                if ::tokio::time::timeout($crate::budgets::CASE_TIMEOUT, run).await.is_err() {
+                    panic!("budget conformance case `{}` hung for {:?}", stringify!($case), $crate::budgets::CASE_TIMEOUT);
+                }
+                $crate::budgets::BudgetStoreFactory::dispose(&factory, store).await;
+            }
+        )*
+    };
+}
+
+fn window(max: u32, millis: u64) -> Rule {
+    Rule::Window {
+        max,
+        window: Duration::from_millis(millis),
+    }
+}
+
+fn held(max: u32, millis: u64) -> Rule {
+    Rule::Held {
+        max,
+        hold: Duration::from_millis(millis),
+    }
+}
+
+fn one(key: &str, member: &str, rules: Vec<Rule>) -> TakeRequest {
+    TakeRequest {
+        takes: vec![BudgetTake {
+            key: key.to_owned(),
+            member: member.to_owned(),
+            rules,
+        }],
+    }
+}
+
+async fn take<S: BudgetStore + ?Sized>(store: &S, request: &TakeRequest) -> TakeOutcome {
+    store.take(request).await.expect("take")
+}
+
+fn refused_within(outcome: TakeOutcome, take: usize, at_most: Duration) {
+    match outcome {
+        TakeOutcome::Refused {
+            take: t,
+            retry_after: Some(after),
+        } => {
+            assert_eq!(t, take, "the refusing budget");
+            assert!(
+                after <= at_most,
+                "retry after {after:?}, more than {at_most:?}"
+            );
+        }
+        other => panic!("expected a refusal of budget {take} with a retry time, got {other:?}"),
+    }
+}
+
+/// Given a window of 3 per 1.5 s, when 3 takes, then a 4th is refused (retry within the
+/// window); once the window has slid past the first takes, takes are admitted again.
+pub async fn a_window_admits_its_max_then_refuses_then_slides<S: BudgetStore>(store: Arc<S>) {
+    let rule = window(3, 1500);
+    for i in 0..3 {
+        assert_eq!(
+            take(&*store, &one("k", &format!("m{i}"), vec![rule])).await,
+            TakeOutcome::Taken,
+            "take {i}"
+        );
+    }
+    let refused = take(&*store, &one("k", "m3", vec![rule])).await;
+    refused_within(refused, 0, Duration::from_millis(1500));
+    let TakeOutcome::Refused {
+        retry_after: Some(after),
+        ..
+    } = refused
+    else {
+        unreachable!()
+    };
+    tokio::time::sleep(after + Duration::from_millis(150)).await;
+    assert_eq!(
+        take(&*store, &one("k", "m4", vec![rule])).await,
+        TakeOutcome::Taken,
+        "admitted once the window slid"
+    );
+}
+
+/// Given 2 per 300 ms and 3 per 5 s on one key, the short window refuses the third take, and
+/// once it has slid, the long one refuses the fourth.
+pub async fn several_windows_on_one_key_all_apply<S: BudgetStore>(store: Arc<S>) {
+    let rules = vec![window(2, 300), window(3, 5000)];
+    for i in 0..2 {
+        assert_eq!(
+            take(&*store, &one("k", &format!("a{i}"), rules.clone())).await,
+            TakeOutcome::Taken
+        );
+    }
+    refused_within(
+        take(&*store, &one("k", "a2", rules.clone())).await,
+        0,
+        Duration::from_millis(300),
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        take(&*store, &one("k", "a3", rules.clone())).await,
+        TakeOutcome::Taken
+    );
+    refused_within(
+        take(&*store, &one("k", "a4", rules)).await,
+        0,
+        Duration::from_millis(5000),
+    );
+}
+
+/// Given a full budget B, when a take asks for A (room) and B, then it is refused by B and A
+/// keeps all its room.
+pub async fn a_take_is_all_or_none<S: BudgetStore>(store: Arc<S>) {
+    assert_eq!(
+        take(&*store, &one("b", "x", vec![window(1, 60_000)])).await,
+        TakeOutcome::Taken
+    );
+    let both = |m: &str| TakeRequest {
+        takes: vec![
+            BudgetTake {
+                key: "a".into(),
+                member: m.into(),
+                rules: vec![window(2, 60_000)],
+            },
+            BudgetTake {
+                key: "b".into(),
+                member: m.into(),
+                rules: vec![window(1, 60_000)],
+            },
+        ],
+    };
+    for m in ["y1", "y2", "y3"] {
+        refused_within(take(&*store, &both(m)).await, 1, Duration::from_secs(60));
+    }
+    for m in ["z1", "z2"] {
+        assert_eq!(
+            take(&*store, &one("a", m, vec![window(2, 60_000)])).await,
+            TakeOutcome::Taken,
+            "a kept its room"
+        );
+    }
+    refused_within(
+        take(&*store, &one("a", "z3", vec![window(2, 60_000)])).await,
+        0,
+        Duration::from_secs(60),
+    );
+}
+
+/// Given a budget of 5, when 50 tasks take at once, then exactly 5 are admitted.
+pub async fn concurrent_takes_are_exact_at_the_boundary<S: BudgetStore + 'static>(store: Arc<S>) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let request = TakeRequest {
+                    takes: vec![
+                        BudgetTake {
+                            key: "shared".into(),
+                            member: format!("t{i}"),
+                            rules: vec![window(5, 60_000)],
+                        },
+                        BudgetTake {
+                            key: format!("own-{i}"),
+                            member: format!("t{i}"),
+                            rules: vec![window(1, 60_000)],
+                        },
+                    ],
+                };
+                store.take(&request).await.expect("take")
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    for task in tasks {
+        if task.await.expect("task") == TakeOutcome::Taken {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 5);
+}
+
+/// Given a full budget, when one take is refunded, then exactly one more is admitted.
+pub async fn a_refund_gives_the_take_back<S: BudgetStore>(store: Arc<S>) {
+    let rule = window(2, 60_000);
+    let first = one("k", "m1", vec![rule]);
+    assert_eq!(take(&*store, &first).await, TakeOutcome::Taken);
+    assert_eq!(
+        take(&*store, &one("k", "m2", vec![rule])).await,
+        TakeOutcome::Taken
+    );
+    refused_within(
+        take(&*store, &one("k", "m3", vec![rule])).await,
+        0,
+        Duration::from_secs(60),
+    );
+    store.refund(&first).await.expect("refund");
+    // A second refund of the same take changes nothing.
+    store.refund(&first).await.expect("refund again");
+    assert_eq!(
+        take(&*store, &one("k", "m4", vec![rule])).await,
+        TakeOutcome::Taken
+    );
+    refused_within(
+        take(&*store, &one("k", "m5", vec![rule])).await,
+        0,
+        Duration::from_secs(60),
+    );
+}
+
+/// Given at most 2 held entries held 800 ms, a third is refused until one is released or
+/// lapses; an entry held for good never lapses.
+pub async fn held_entries_count_until_released_or_lapsed<S: BudgetStore>(store: Arc<S>) {
+    let rule = held(2, 800);
+    assert_eq!(
+        take(&*store, &one("u", "r1", vec![rule])).await,
+        TakeOutcome::Taken
+    );
+    assert_eq!(
+        take(&*store, &one("u", "r2", vec![rule])).await,
+        TakeOutcome::Taken
+    );
+    refused_within(
+        take(&*store, &one("u", "r3", vec![rule])).await,
+        0,
+        Duration::from_millis(800),
+    );
+    assert!(store.release("u", "r2").await.expect("release"));
+    assert_eq!(
+        take(&*store, &one("u", "r3", vec![rule])).await,
+        TakeOutcome::Taken
+    );
+    assert!(store.hold("u", "r1", None).await.expect("hold"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // r3 lapsed, r1 is held for good.
+    assert_eq!(
+        take(&*store, &one("u", "r4", vec![rule])).await,
+        TakeOutcome::Taken
+    );
+    refused_within(
+        take(&*store, &one("u", "r5", vec![rule])).await,
+        0,
+        Duration::from_millis(800),
+    );
+}
+
+/// Given every held entry held for good, a refusal has no retry time.
+pub async fn held_for_good_has_no_retry_time<S: BudgetStore>(store: Arc<S>) {
+    let rule = held(1, 60_000);
+    assert_eq!(
+        take(&*store, &one("u", "r1", vec![rule])).await,
+        TakeOutcome::Taken
+    );
+    assert!(store.hold("u", "r1", None).await.expect("hold"));
+    assert_eq!(
+        take(&*store, &one("u", "r2", vec![rule])).await,
+        TakeOutcome::Refused {
+            take: 0,
+            retry_after: None
+        }
+    );
+}
+
+/// Given a taken member, when a request takes it again (with another budget that has room),
+/// then the store fails with an error and the other budget keeps its room.
+pub async fn a_member_taken_twice_is_an_error_and_takes_nothing<S: BudgetStore>(store: Arc<S>) {
+    assert_eq!(
+        take(&*store, &one("k", "m", vec![window(5, 60_000)])).await,
+        TakeOutcome::Taken
+    );
+    let again = TakeRequest {
+        takes: vec![
+            BudgetTake {
+                key: "other".into(),
+                member: "m".into(),
+                rules: vec![window(1, 60_000)],
+            },
+            BudgetTake {
+                key: "k".into(),
+                member: "m".into(),
+                rules: vec![window(5, 60_000)],
+            },
+        ],
+    };
+    match store.take(&again).await {
+        Err(PortError::Internal(_)) => {}
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    assert_eq!(
+        take(&*store, &one("other", "n", vec![window(1, 60_000)])).await,
+        TakeOutcome::Taken,
+        "the failed take took nothing"
+    );
+}
+
+/// Takes under one key never count under another, however alike their names.
+pub async fn keys_never_mix<S: BudgetStore>(store: Arc<S>) {
+    let rule = window(1, 60_000);
+    for key in ["a", "a ", "A", "ab", "1:a|number|+41"] {
+        assert_eq!(
+            take(&*store, &one(key, "m", vec![rule])).await,
+            TakeOutcome::Taken,
+            "{key:?}"
+        );
+    }
+}
+
+/// Hold and release of entries that do not exist answer `false` and change nothing.
+pub async fn hold_and_release_of_missing_entries_say_so<S: BudgetStore>(store: Arc<S>) {
+    assert!(!store.hold("k", "m", None).await.expect("hold"));
+    assert!(!store.release("k", "m").await.expect("release"));
+    assert_eq!(
+        take(&*store, &one("k", "m", vec![held(1, 60_000)])).await,
+        TakeOutcome::Taken
+    );
+    assert!(!store.release("k", "other").await.expect("release"));
+    assert!(store.release("k", "m").await.expect("release"));
+    assert!(!store.release("k", "m").await.expect("release again"));
+}
