@@ -8,7 +8,7 @@ use otp_sms_core::{
     EventStore, InstanceId, KeyId, ManualClock, PhoneVerification, PrincipalId, Recorded,
 };
 use otp_sms_memory::MemoryStore;
-use otp_sms_postgres::PgStore;
+use otp_sms_postgres::{PgBudgets, PgStore};
 use otp_sms_testkit::doubles::{RecordingSender, StaticAuthorizer, StaticUsers};
 
 use crate::pg;
@@ -59,8 +59,16 @@ pub fn flow_policy() -> AbusePolicy {
 }
 
 impl Fixture {
-    /// A fixture on `backend`.
+    /// A fixture on `backend`, with the flow suite's lenient abuse policy
+    /// ([`flow_policy`]) for its instance.
     pub async fn new(backend: Backend) -> Self {
+        Self::with_abuse_policy(backend, flow_policy()).await
+    }
+
+    /// A fixture on `backend` whose instance has the abuse policy `policy`, with the budget
+    /// store of the backend: in process on the fixture's clock, or PostgreSQL's in the
+    /// fixture's schema (on the database's clock). Users `u0` … `u99` of `org-1` exist too.
+    pub async fn with_abuse_policy(backend: Backend, policy: AbusePolicy) -> Self {
         // Microseconds: what PostgreSQL keeps.
         let start = Utc::now()
             .duration_trunc(chrono::Duration::microseconds(1))
@@ -73,9 +81,11 @@ impl Fixture {
                 (store.clone(), Some(store))
             }
         };
+        let many = (0..100).fold(StaticUsers::new(), |d, i| {
+            d.with_user(INSTANCE, &format!("u{i}"), "org-1")
+        });
         let users = Arc::new(
-            StaticUsers::new()
-                .with_user(INSTANCE, "user-1", "org-1")
+            many.with_user(INSTANCE, "user-1", "org-1")
                 .with_user(INSTANCE, "user-2", "org-1")
                 .with_user(INSTANCE, "admin", "org-1")
                 .with_user(INSTANCE, "stranger", "org-2")
@@ -83,13 +93,17 @@ impl Fixture {
         );
         let authorizer =
             Arc::new(StaticAuthorizer::new().grant(INSTANCE, "admin", "org-1", "user.write"));
-        let service = CommandService::new(store.clone(), users.clone(), authorizer, keys())
+        let mut service = CommandService::new(store.clone(), users.clone(), authorizer, keys())
             .with_clock(clock.clone())
             .with_instance_abuse_policy(
                 InstanceId::parse("instance", INSTANCE).expect("valid"),
-                flow_policy(),
+                policy,
             )
             .expect("a valid policy");
+        if let Some(pg) = &pg {
+            let budgets = PgBudgets::new(pg.pool().clone(), pg.schema()).expect("schema");
+            service = service.with_budget_store(Arc::new(budgets));
+        }
         Self {
             service,
             store,
@@ -111,6 +125,11 @@ impl Fixture {
     /// process sharing the database.
     pub fn other_process(&self) -> CommandService {
         self.service.clone().with_stream_cache(0)
+    }
+
+    /// The PostgreSQL store, on that backend.
+    pub fn postgres(&self) -> Option<&Arc<PgStore<Event>>> {
+        self.pg.as_ref()
     }
 
     /// Drops the PostgreSQL schema, if any.

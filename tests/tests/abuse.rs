@@ -1,0 +1,717 @@
+//! Abuse resistance through the command service, on both stores (each with its budget store:
+//! in process on the manual clock, or PostgreSQL's on the database's clock): who may skip
+//! possession, which numbers may be registered, and every send budget at its boundary.
+//! Windows slide on the manual clock, so the sliding cases run on the memory backend.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otp_sms_core::{
+    AbusePolicy, AddRequest, Caller, CommandService, Delivery, Error, Event, EventPayload,
+    EventStore, Limit, PhoneVerification, RegistrationRequest, RpcCode, Scope,
+};
+use otp_sms_tests::fixture::{Backend, Fixture};
+
+/// Every case on both backends.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Backend::Memory).await }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Backend::Postgres).await }
+        )* }
+    };
+}
+
+on_both_stores!(
+    only_user_write_may_vouch_for_a_number_or_see_its_code,
+    an_instance_may_let_users_see_their_own_code,
+    premium_rate_fixed_line_and_denied_regions_are_refused_at_add,
+    the_destination_number_budget_binds_across_users,
+    the_user_budget_binds_across_registrations,
+    the_registration_cap_counts_live_registrations,
+    the_range_budget_binds_sequential_numbers,
+    the_address_budget_binds_one_client_and_an_ipv6_network,
+    the_instance_and_region_budgets_bind,
+    fifty_concurrent_adds_against_a_budget_of_five_send_exactly_five,
+    two_services_on_one_store_share_every_budget,
+    refusals_are_audited_without_the_whole_number,
+);
+
+const NUMBER: &str = "+41791234567";
+
+fn add_req(user: &str, phone: &str, verification: PhoneVerification) -> AddRequest {
+    AddRequest {
+        user_id: user.to_owned(),
+        organization: None,
+        phone: phone.to_owned(),
+        verification,
+    }
+}
+
+async fn add(
+    service: &CommandService,
+    caller: &Caller,
+    user: &str,
+    phone: &str,
+    verification: PhoneVerification,
+) -> Result<otp_sms_core::AddResponse, Error> {
+    service
+        .add(caller, add_req(user, phone, verification))
+        .await
+}
+
+/// `u{i}` adds `phone` for themselves with `send_code`.
+async fn send(f: &Fixture, i: usize, phone: &str) -> Result<otp_sms_core::AddResponse, Error> {
+    let user = format!("u{i}");
+    add(
+        &f.service,
+        &Fixture::caller(&user),
+        &user,
+        phone,
+        PhoneVerification::SendCode,
+    )
+    .await
+}
+
+/// A Swiss mobile number of range `+4179123` + `range`, ending in `last`.
+fn mobile(range: u32, last: u32) -> String {
+    format!("+417912{range:02}{last:03}")
+}
+
+fn refused_by(result: Result<impl std::fmt::Debug, Error>, scope: Scope) -> Option<Duration> {
+    match result {
+        Err(Error::SendRefused {
+            scope: s,
+            retry_after,
+        }) => {
+            assert_eq!(s, scope, "refused by the wrong scope");
+            let e = Error::SendRefused {
+                scope: s,
+                retry_after,
+            };
+            assert_eq!(e.rpc_code(), RpcCode::ResourceExhausted);
+            assert_eq!(e.http_status(), 429);
+            assert!(e.to_string().contains(scope.name()), "{e}");
+            retry_after
+        }
+        other => panic!("expected a refusal by {scope:?}, got {other:?}"),
+    }
+}
+
+/// Events of registration streams (refusal records left out), and the refusal records.
+async fn written(f: &Fixture) -> (Vec<Event>, Vec<otp_sms_core::SendRefused>) {
+    let mut registrations = Vec::new();
+    let mut refusals = Vec::new();
+    for e in f.feed().await {
+        match &e.event {
+            Event::SendRefused(r) => refusals.push(r.clone()),
+            other => registrations.push(other.clone()),
+        }
+    }
+    (registrations, refusals)
+}
+
+async fn outbox_len(f: &Fixture) -> usize {
+    let messages = f
+        .store
+        .fetch_outbox(10_000, Duration::from_millis(1))
+        .await
+        .expect("outbox");
+    messages.len()
+}
+
+async fn only_user_write_may_vouch_for_a_number_or_see_its_code(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    let me = Fixture::caller("user-1");
+    let admin = Fixture::caller("admin");
+    // Self: send_code yes, return_code and is_verified no, and nothing written for either.
+    let sent = add(
+        &f.service,
+        &me,
+        "user-1",
+        NUMBER,
+        PhoneVerification::SendCode,
+    )
+    .await
+    .expect("a user may add a phone that gets a code");
+    assert!(sent.verification_code.is_none());
+    let before = f.feed().await.len();
+    for verification in [
+        PhoneVerification::ReturnCode,
+        PhoneVerification::IsVerified(true),
+    ] {
+        let err = add(&f.service, &me, "user-1", NUMBER, verification)
+            .await
+            .unwrap_err();
+        assert_eq!(err, Error::PermissionDenied, "{verification:?}");
+    }
+    assert_eq!(f.feed().await.len(), before, "a refused add writes nothing");
+    // A resend to the caller is a code in the response too.
+    let target = RegistrationRequest {
+        user_id: "user-1".into(),
+        organization: None,
+        registration_id: sent.registration_id.to_string(),
+    };
+    let err = f
+        .service
+        .resend_code(&me, target.clone(), Delivery::Return)
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::PermissionDenied);
+    // user.write: all three.
+    let returned = add(
+        &f.service,
+        &admin,
+        "user-1",
+        NUMBER,
+        PhoneVerification::ReturnCode,
+    )
+    .await
+    .expect("user.write may ask for the code");
+    assert!(returned.verification_code.is_some());
+    add(
+        &f.service,
+        &admin,
+        "user-1",
+        NUMBER,
+        PhoneVerification::IsVerified(true),
+    )
+    .await
+    .expect("user.write may vouch for a number");
+    f.clock.advance(chrono::Duration::seconds(61));
+    let resent = f
+        .service
+        .resend_code(&admin, target, Delivery::Return)
+        .await
+        .expect("user.write may resend to itself");
+    assert!(resent.verification_code.is_some());
+    // Neither for a user of another organization.
+    let stranger = Fixture::caller("stranger");
+    let err = add(
+        &f.service,
+        &stranger,
+        "user-1",
+        NUMBER,
+        PhoneVerification::SendCode,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, Error::PermissionDenied);
+    f.finish().await;
+}
+
+async fn an_instance_may_let_users_see_their_own_code(backend: Backend) {
+    let policy = AbusePolicy {
+        allow_self_return_code: true,
+        ..AbusePolicy::default()
+    };
+    let f = Fixture::with_abuse_policy(backend, policy).await;
+    let me = Fixture::caller("user-1");
+    let added = add(
+        &f.service,
+        &me,
+        "user-1",
+        NUMBER,
+        PhoneVerification::ReturnCode,
+    )
+    .await
+    .expect("allowed by the instance");
+    assert!(added.verification_code.is_some());
+    // Vouching still needs user.write.
+    let err = add(
+        &f.service,
+        &me,
+        "user-1",
+        NUMBER,
+        PhoneVerification::IsVerified(true),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, Error::PermissionDenied);
+    f.finish().await;
+}
+
+async fn premium_rate_fixed_line_and_denied_regions_are_refused_at_add(backend: Backend) {
+    let mut policy = AbusePolicy::default();
+    policy.region_deny.insert("DE".into());
+    let f = Fixture::with_abuse_policy(backend, policy).await;
+    let admin = Fixture::caller("admin");
+    for (number, says) in [
+        ("+19005550123", "premium-rate"),
+        ("+41446681800", "fixed-line"),
+        ("+4915112345678", "region DE"),
+    ] {
+        // Whatever the verification: a vouched-for number would get login codes later.
+        for verification in [
+            PhoneVerification::SendCode,
+            PhoneVerification::IsVerified(true),
+        ] {
+            match add(&f.service, &admin, "user-1", number, verification).await {
+                Err(Error::InvalidArgument { field, reason }) => {
+                    assert_eq!(field, "phone.number");
+                    assert!(reason.contains(says), "{reason}");
+                }
+                other => panic!("{number}: {other:?}"),
+            }
+        }
+    }
+    let (registrations, refusals) = written(&f).await;
+    assert!(registrations.is_empty(), "{registrations:?}");
+    assert_eq!(refusals.len(), 6);
+    assert_eq!(refusals[0].scope, "number_type");
+    assert_eq!(refusals[4].scope, "region");
+    assert_eq!(outbox_len(&f).await, 0);
+    f.finish().await;
+}
+
+async fn the_destination_number_budget_binds_across_users(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    for i in 0..5 {
+        send(&f, i, NUMBER).await.expect("within 5 per 10 minutes");
+    }
+    let retry = refused_by(send(&f, 5, NUMBER).await, Scope::Number).expect("a retry time");
+    assert!(retry <= Duration::from_secs(600), "{retry:?}");
+    assert_eq!(outbox_len(&f).await, 5, "the refused add sent nothing");
+    if backend == Backend::Memory {
+        // Once the window has slid, 5 more; then the 24-hour limit of 10 binds.
+        f.clock.advance(chrono::Duration::seconds(601));
+        for i in 5..10 {
+            send(&f, i, NUMBER).await.expect("the window slid");
+        }
+        f.clock.advance(chrono::Duration::seconds(601));
+        let retry = refused_by(send(&f, 10, NUMBER).await, Scope::Number).unwrap();
+        assert!(
+            retry > Duration::from_secs(600),
+            "the 24-hour window: {retry:?}"
+        );
+        f.clock.advance(chrono::Duration::hours(24));
+        send(&f, 11, NUMBER).await.expect("a day later");
+    }
+    f.finish().await;
+}
+
+async fn the_user_budget_binds_across_registrations(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    // Two registrations of five codes each (an add and four resends, a minute apart).
+    for r in 0..2 {
+        let added = send(&f, 0, &mobile(r, 1)).await.expect("add");
+        let target = RegistrationRequest {
+            user_id: "u0".into(),
+            organization: None,
+            registration_id: added.registration_id.to_string(),
+        };
+        for _ in 0..4 {
+            f.clock.advance(chrono::Duration::seconds(61));
+            f.service
+                .resend_code(&Fixture::caller("u0"), target.clone(), Delivery::Send)
+                .await
+                .expect("resend");
+        }
+    }
+    // The user has had 10 codes in 24 hours: an eleventh, on a third registration, is refused.
+    refused_by(send(&f, 0, &mobile(2, 1)).await, Scope::User);
+    assert_eq!(outbox_len(&f).await, 10);
+    f.finish().await;
+}
+
+async fn the_registration_cap_counts_live_registrations(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    let admin = Fixture::caller("admin");
+    let mut ids = Vec::new();
+    for r in 0..5 {
+        let added = add(
+            &f.service,
+            &admin,
+            "u0",
+            &mobile(r, 1),
+            PhoneVerification::ReturnCode,
+        )
+        .await
+        .expect("within the cap");
+        ids.push(added);
+    }
+    // return_code takes no send budget, but a registration is a registration.
+    let retry = refused_by(
+        add(
+            &f.service,
+            &admin,
+            "u0",
+            &mobile(9, 1),
+            PhoneVerification::ReturnCode,
+        )
+        .await,
+        Scope::UserRegistrations,
+    )
+    .expect("unverified registrations lapse");
+    assert!(retry <= Duration::from_secs(24 * 3600));
+    // Verify one (it counts for good), remove another (its slot is free).
+    f.service
+        .verify(
+            &admin,
+            otp_sms_core::VerifyRequest {
+                user_id: "u0".into(),
+                organization: None,
+                registration_id: ids[0].registration_id.to_string(),
+                code: ids[0]
+                    .verification_code
+                    .clone()
+                    .unwrap()
+                    .expose()
+                    .to_owned(),
+            },
+        )
+        .await
+        .expect("verify");
+    f.service
+        .remove(
+            &admin,
+            RegistrationRequest {
+                user_id: "u0".into(),
+                organization: None,
+                registration_id: ids[1].registration_id.to_string(),
+            },
+        )
+        .await
+        .expect("remove");
+    add(
+        &f.service,
+        &admin,
+        "u0",
+        &mobile(9, 1),
+        PhoneVerification::ReturnCode,
+    )
+    .await
+    .expect("a removed registration frees its slot");
+    refused_by(
+        add(
+            &f.service,
+            &admin,
+            "u0",
+            &mobile(8, 1),
+            PhoneVerification::ReturnCode,
+        )
+        .await,
+        Scope::UserRegistrations,
+    );
+    if backend == Backend::Memory {
+        // A day later the unverified ones no longer count; the verified one still does.
+        f.clock
+            .advance(chrono::Duration::hours(24) + chrono::Duration::seconds(1));
+        for r in 10..14 {
+            add(
+                &f.service,
+                &admin,
+                "u0",
+                &mobile(r, 1),
+                PhoneVerification::ReturnCode,
+            )
+            .await
+            .expect("stale attempts never lock a user out");
+        }
+        let retry = refused_by(
+            add(
+                &f.service,
+                &admin,
+                "u0",
+                &mobile(20, 1),
+                PhoneVerification::ReturnCode,
+            )
+            .await,
+            Scope::UserRegistrations,
+        );
+        assert!(retry.is_some());
+    }
+    f.finish().await;
+}
+
+async fn the_range_budget_binds_sequential_numbers(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    for i in 0..20 {
+        send(&f, i, &mobile(34, i as u32))
+            .await
+            .expect("within 20 per hour");
+    }
+    refused_by(send(&f, 20, &mobile(34, 20)).await, Scope::Range);
+    // Another range is another budget.
+    send(&f, 21, &mobile(35, 1)).await.expect("another range");
+    if backend == Backend::Memory {
+        f.clock.advance(chrono::Duration::hours(1));
+        send(&f, 22, &mobile(34, 22))
+            .await
+            .expect("the window slid");
+    }
+    f.finish().await;
+}
+
+async fn the_address_budget_binds_one_client_and_an_ipv6_network(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    let from = |i: usize, address: &str| {
+        Fixture::caller(&format!("u{i}")).with_address(Some(address.parse::<IpAddr>().unwrap()))
+    };
+    for i in 0..10 {
+        // One network, ten hosts: one client address.
+        let caller = from(i, &format!("2001:db8:1:2::{i:x}"));
+        add(
+            &f.service,
+            &caller,
+            &format!("u{i}"),
+            &mobile(i as u32, 1),
+            PhoneVerification::SendCode,
+        )
+        .await
+        .expect("within 10 per hour");
+    }
+    let refused = add(
+        &f.service,
+        &from(10, "2001:db8:1:2:ffff::1"),
+        "u10",
+        &mobile(10, 1),
+        PhoneVerification::SendCode,
+    )
+    .await;
+    refused_by(refused, Scope::Address);
+    add(
+        &f.service,
+        &from(11, "2001:db8:1:3::1"),
+        "u11",
+        &mobile(11, 1),
+        PhoneVerification::SendCode,
+    )
+    .await
+    .expect("another /64");
+    f.finish().await;
+}
+
+async fn the_instance_and_region_budgets_bind(backend: Backend) {
+    let policy = AbusePolicy {
+        instance: vec![Limit::new(6, Duration::from_secs(3600))],
+        region: vec![Limit::new(4, Duration::from_secs(3600))],
+        ..AbusePolicy::default()
+    };
+    let f = Fixture::with_abuse_policy(backend, policy).await;
+    for i in 0..4 {
+        send(&f, i, &mobile(i as u32, 1))
+            .await
+            .expect("CH within its cap");
+    }
+    refused_by(send(&f, 4, &mobile(4, 1)).await, Scope::Region);
+    send(&f, 5, "+4915112345678").await.expect("DE");
+    send(&f, 6, "+4915112345679").await.expect("DE");
+    // Six codes in the instance: the spend guard.
+    refused_by(send(&f, 7, "+4915112345670").await, Scope::Instance);
+    assert_eq!(outbox_len(&f).await, 6);
+    f.finish().await;
+}
+
+async fn fifty_concurrent_adds_against_a_budget_of_five_send_exactly_five(backend: Backend) {
+    let f = Arc::new(Fixture::with_abuse_policy(backend, AbusePolicy::default()).await);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let f = Arc::clone(&f);
+            tokio::spawn(async move { send(&f, i, NUMBER).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                refused_by(Err::<(), _>(e), Scope::Number);
+            }
+        }
+    }
+    assert_eq!(ok, 5);
+    let report = f
+        .service
+        .deliver_pending(f.sender.as_ref(), 100, Duration::from_secs(30))
+        .await
+        .expect("deliver");
+    assert_eq!(report.sent, 5);
+    assert_eq!(f.sender.sent().len(), 5);
+    let (registrations, refusals) = written(&f).await;
+    let added = registrations
+        .iter()
+        .filter(|e| matches!(e, Event::Added(_)))
+        .count();
+    assert_eq!(added, 5, "refused adds write no registration");
+    assert_eq!(refusals.len(), 45);
+    Arc::into_inner(f).expect("tasks done").finish().await;
+}
+
+async fn two_services_on_one_store_share_every_budget(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    // Another process: its own service on the same store and budget store (a fresh
+    // PgBudgets on the same database for PostgreSQL).
+    let other = match backend {
+        Backend::Memory => f.other_process(),
+        Backend::Postgres => {
+            let pg = f.postgres().expect("a PostgreSQL fixture");
+            let budgets =
+                otp_sms_postgres::PgBudgets::new(pg.pool().clone(), pg.schema()).expect("schema");
+            f.other_process().with_budget_store(Arc::new(budgets))
+        }
+    };
+    for i in 0..5 {
+        let service = if i % 2 == 0 { &f.service } else { &other };
+        let user = format!("u{i}");
+        add(
+            service,
+            &Fixture::caller(&user),
+            &user,
+            NUMBER,
+            PhoneVerification::SendCode,
+        )
+        .await
+        .expect("within the number budget");
+    }
+    for service in [&f.service, &other] {
+        let refused = add(
+            service,
+            &Fixture::caller("u9"),
+            "u9",
+            NUMBER,
+            PhoneVerification::SendCode,
+        )
+        .await;
+        refused_by(refused, Scope::Number);
+    }
+    f.finish().await;
+}
+
+async fn refusals_are_audited_without_the_whole_number(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    for i in 0..5 {
+        send(&f, i, NUMBER).await.expect("add");
+    }
+    refused_by(send(&f, 5, NUMBER).await, Scope::Number);
+    let feed = f.feed().await;
+    let refusal = feed
+        .iter()
+        .find(|e| matches!(e.event, Event::SendRefused(_)))
+        .expect("a refusal in the feed");
+    assert_eq!(
+        refusal.stream.aggregate_type,
+        otp_sms_core::REFUSAL_AGGREGATE_TYPE
+    );
+    assert_eq!(refusal.event.event_type(), "user.otp_sms.send.refused");
+    let Event::SendRefused(r) = &refusal.event else {
+        unreachable!()
+    };
+    assert_eq!(r.scope, "destination_number");
+    assert_eq!(r.subject, "CH +41791234xxx");
+    assert_eq!(r.user.as_str(), "u5");
+    assert!(r.registration.is_none());
+    let json = refusal.event.to_json().unwrap().to_string();
+    assert!(!json.contains(NUMBER), "{json}");
+    f.finish().await;
+}
+
+/// A store whose next append conflicts once, as if another process had written first.
+struct ConflictOnce {
+    inner: Arc<dyn EventStore<Event>>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventStore<Event> for ConflictOnce {
+    async fn read_stream(
+        &self,
+        stream: &otp_sms_core::StreamId,
+    ) -> Result<otp_sms_core::Recorded<Event>, otp_sms_core::StoreError> {
+        self.inner.read_stream(stream).await
+    }
+    async fn append(
+        &self,
+        append: otp_sms_core::Append<Event>,
+    ) -> Result<otp_sms_core::AppendOutcome, otp_sms_core::StoreError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(otp_sms_core::StoreError::Conflict {
+                stream: append.stream,
+                expected: append.expected,
+                actual: 99,
+            });
+        }
+        self.inner.append(append).await
+    }
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<otp_sms_core::Recorded<Event>, otp_sms_core::StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn fetch_outbox(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<otp_sms_core::OutboxMessage>, otp_sms_core::StoreError> {
+        self.inner.fetch_outbox(limit, lease).await
+    }
+    async fn delete_outbox(&self, id: uuid::Uuid) -> Result<bool, otp_sms_core::StoreError> {
+        self.inner.delete_outbox(id).await
+    }
+}
+
+/// Given a resend whose append conflicts, when the service decides again, then the budgets the
+/// first attempt took were given back: the retry takes them afresh (the same entry: without
+/// the refund it would collide) and the code goes out, and the budget counts one code, not two.
+#[tokio::test]
+async fn a_conflicting_append_gives_its_budgets_back() {
+    let f = Fixture::new(Backend::Memory).await;
+    let store = Arc::new(ConflictOnce {
+        inner: f.store.clone(),
+        armed: false.into(),
+    });
+    let policy = AbusePolicy {
+        user: vec![Limit::new(2, Duration::from_secs(3600))],
+        ..AbusePolicy::default()
+    };
+    let service = CommandService::new(
+        store.clone(),
+        f.users.clone(),
+        Arc::new(otp_sms_testkit::doubles::StaticAuthorizer::new()),
+        otp_sms_tests::fixture::keys(),
+    )
+    .with_clock(f.clock.clone())
+    .with_abuse_policy(policy)
+    .unwrap();
+    let me = Fixture::caller("u0");
+    let added = add(&service, &me, "u0", NUMBER, PhoneVerification::SendCode)
+        .await
+        .expect("add");
+    f.clock.advance(chrono::Duration::seconds(61));
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let target = RegistrationRequest {
+        user_id: "u0".into(),
+        organization: None,
+        registration_id: added.registration_id.to_string(),
+    };
+    service
+        .resend_code(&me, target, Delivery::Send)
+        .await
+        .expect("the retry after the conflict sends");
+    assert!(
+        !store.armed.load(std::sync::atomic::Ordering::SeqCst),
+        "it conflicted"
+    );
+    assert_eq!(outbox_len(&f).await, 2);
+    // Two codes taken from a user budget of 2: a third is refused.
+    f.clock.advance(chrono::Duration::seconds(61));
+    refused_by(
+        add(
+            &service,
+            &me,
+            "u0",
+            &mobile(5, 5),
+            PhoneVerification::SendCode,
+        )
+        .await,
+        Scope::User,
+    );
+    f.finish().await;
+}
