@@ -85,6 +85,11 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// The client's network address, as a request extension: the server's middleware (or a host's)
+/// puts it there, and every adapter copies it into [`Caller::address`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
 /// The proxies whose word on the client's address is trusted (`X-Forwarded-For`,
 /// `Forwarded`), as CIDR blocks.
 ///
@@ -213,4 +218,63 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     }
     let (host, _port) = hop.rsplit_once(':')?;
     host.parse().ok().map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_hop_is_the_client() {
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8", "2001:db8:ffff::/48"]).unwrap();
+        // Client, then a spoofed entry it wrote itself, then two of our proxies.
+        let xff = "1.1.1.1, 198.51.100.9, 10.0.0.2";
+        assert_eq!(
+            proxies.client_address(ip("10.0.0.1"), Some(xff), None),
+            ip("198.51.100.9")
+        );
+        // Forwarded, with quoted IPv6 and ports.
+        let fwd = r#"for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711", for=10.1.1.1"#;
+        assert_eq!(
+            proxies.client_address(ip("2001:db8:ffff::1"), None, Some(fwd)),
+            ip("2001:db8:cafe::17")
+        );
+        // Every hop trusted: the leftmost.
+        assert_eq!(
+            proxies.client_address(ip("10.0.0.1"), Some("10.2.2.2"), None),
+            ip("10.2.2.2")
+        );
+        // A hop that is not an address ends the walk at the last good one.
+        assert_eq!(
+            proxies.client_address(ip("10.0.0.1"), Some("1.2.3.4, unknown"), None),
+            ip("10.0.0.1")
+        );
+        // No header from a trusted proxy: the proxy itself.
+        assert_eq!(
+            proxies.client_address(ip("10.0.0.1"), None, None),
+            ip("10.0.0.1")
+        );
+        // IPv4-mapped peers are IPv4.
+        assert_eq!(
+            TrustedProxies::none().client_address(ip("::ffff:203.0.113.9"), Some("1.1.1.1"), None),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn blocks_are_checked() {
+        assert!(TrustedProxies::parse(&["10.0.0.0/33"]).is_err());
+        assert!(TrustedProxies::parse(&["nope"]).is_err());
+        let p = TrustedProxies::parse(&["192.0.2.0/24", "::1"]).unwrap();
+        assert!(p.contains("192.0.2.200".parse().unwrap()));
+        assert!(!p.contains("192.0.3.1".parse().unwrap()));
+        assert!(p.contains("::1".parse().unwrap()));
+        assert!(TrustedProxies::parse(&["0.0.0.0/0"])
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+    }
 }

@@ -74,7 +74,7 @@ pub use api::{
     AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
     RegistrationRequest, ResendResponse, VerifyRequest,
 };
-pub use caller::{authenticate, bearer_token, Caller, InstanceRef, TrustedProxies};
+pub use caller::{authenticate, bearer_token, Caller, ClientAddress, InstanceRef, TrustedProxies};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{

@@ -27,8 +27,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use otp_sms_core::{
-    authenticate, bearer_token, AddRequest, Authenticator, Caller, CommandService, Details, Error,
-    InstanceRef, OrganizationRef, OwnerType, PhoneVerification, RegistrationRequest, VerifyRequest,
+    authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
+    Details, Error, InstanceRef, OrganizationRef, OwnerType, PhoneVerification,
+    RegistrationRequest, VerifyRequest,
 };
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -115,10 +116,16 @@ pub fn status(error: &Error) -> Status {
         Error::Unavailable(detail) => tracing::warn!(error = %detail, "dependency unavailable"),
         _ => {}
     }
-    Status::new(
-        tonic::Code::from_i32(error.rpc_code().as_i32()),
-        error.public_message(),
-    )
+    let code = tonic::Code::from_i32(error.rpc_code().as_i32());
+    match error.retry_after() {
+        // RESOURCE_EXHAUSTED says when to come back, as google.rpc.RetryInfo in the details.
+        Some(after) => <Status as tonic_types::StatusExt>::with_error_details(
+            code,
+            error.public_message(),
+            tonic_types::ErrorDetails::with_retry_info(Some(after)),
+        ),
+        None => Status::new(code, error.public_message()),
+    }
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -182,8 +189,13 @@ impl UsersService {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
+        let address = request
+            .extensions()
+            .get::<ClientAddress>()
+            .map(|ClientAddress(a)| *a);
         authenticate(self.auth.as_ref(), token, instance_ref(instance))
             .await
+            .map(|caller| caller.with_address(address))
             .map_err(|e| status(&e))
     }
 }

@@ -37,12 +37,18 @@ impl IntoResponse for ApiError {
                     "fieldViolations": [{"field": field, "description": reason}],
                 })],
             ),
-            Error::RateLimited { retry_after } => (
+            Error::RateLimited { .. } | Error::SendRefused { .. } => (
                 self.0.to_string(),
-                vec![json!({
-                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                    "retryDelay": format!("{}s", retry_after.as_secs().max(1)),
-                })],
+                self.0
+                    .retry_after()
+                    .map(|after| {
+                        json!({
+                            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                            "retryDelay": format!("{}s", after.as_secs().max(1)),
+                        })
+                    })
+                    .into_iter()
+                    .collect(),
             ),
             // The causes of these are for the logs, not for callers.
             Error::Internal(detail) => {
@@ -61,7 +67,7 @@ impl IntoResponse for ApiError {
             details,
         };
         let mut response = (status, Json(body)).into_response();
-        if let Error::RateLimited { retry_after } = &self.0 {
+        if let Some(retry_after) = self.0.retry_after() {
             if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -31,10 +31,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, Uri};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use otp_sms_core::{
-    authenticate, bearer_token, AddRequest, Authenticator, Caller, CommandService, Delivery, Error,
-    InstanceRef, OrganizationRef, PhoneVerification, RegistrationRequest, VerifyRequest,
+    authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
+    Delivery, Error, InstanceRef, OrganizationRef, PhoneVerification, RegistrationRequest,
+    VerifyRequest,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -211,9 +212,13 @@ async fn context(
     api: &Api,
     headers: &HeaderMap,
     raw_query: Option<&str>,
+    client: Option<Extension<ClientAddress>>,
 ) -> Result<(Caller, Query), ApiError> {
     let query = parse_query(raw_query)?;
     let caller = caller(api, headers, &query).await?;
+    // The client address, when the server or the host's middleware resolved one, counts in
+    // the per-address send budget.
+    let caller = caller.with_address(client.map(|Extension(ClientAddress(a))| a));
     Ok((caller, query))
 }
 
@@ -289,10 +294,11 @@ async fn add(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddress>>,
     body: Body,
 ) -> Result<Json<AddResponseJson>, ApiError> {
     let Path(user_id) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
     let bytes = json_body(&headers, body).await?;
     let phone: SetPhone = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("phone", format!("malformed SetPhone JSON: {e}")))?;
@@ -359,10 +365,11 @@ async fn verify(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddress>>,
     body: Body,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
     let bytes = json_body(&headers, body).await?;
     // The serde message is not echoed: it could quote the code.
     let code = match serde_json::from_slice::<serde_json::Value>(&bytes) {
@@ -417,9 +424,10 @@ async fn remove(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddress>>,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
     let details = api
         .service
         .remove(
@@ -465,10 +473,11 @@ async fn resend_code(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
+    client: Option<Extension<ClientAddress>>,
     body: Body,
 ) -> Result<Json<ResendResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref()).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
     let bytes = json_body(&headers, body).await?;
     let options: ResendCode = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("body", format!("malformed ResendCode JSON: {e}")))?;

@@ -63,6 +63,18 @@ pub struct Config {
     /// The abuse rules of every instance without its own `abuse` table.
     #[serde(default)]
     pub abuse: AbuseConfig,
+    /// The listener's network settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Proxies (CIDR blocks) whose `X-Forwarded-For` / `Forwarded` name the client; empty:
+    /// the connection's peer is always the client, and those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// A limit in the configuration: `{ max = 5, window_secs = 600 }`.

@@ -18,9 +18,11 @@ use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::{Parser, ValueEnum};
-use otp_sms_core::{CodeKey, CodeKeyRing, CommandService, Event, EventStore, KeyId, SmsSender};
+use otp_sms_core::{
+    BudgetStore, CodeKey, CodeKeyRing, CommandService, Event, EventStore, KeyId, SmsSender,
+};
 use otp_sms_memory::MemoryStore;
-use otp_sms_postgres::PgStore;
+use otp_sms_postgres::{PgBudgets, PgStore};
 use serde_json::json;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -201,6 +203,15 @@ fn load_keys(args: &Args) -> Result<CodeKeyRing, StartError> {
     ))
 }
 
+/// The event store, its readiness check, the stream cache's size and the shared budgets (none:
+/// the service's in-process default).
+type StoreParts = (
+    Arc<dyn EventStore<Event>>,
+    Readiness,
+    usize,
+    Option<Arc<dyn BudgetStore>>,
+);
+
 /// How the server reaches its store, for the readiness check.
 #[derive(Clone)]
 enum Readiness {
@@ -257,31 +268,40 @@ pub async fn run(
     // Before the listener opens, so that no request waits for it.
     otp_sms_core::Phone::load_metadata();
 
-    let (store, readiness, stream_cache): (Arc<dyn EventStore<Event>>, Readiness, usize) =
-        match &args.database_url {
-            Some(url) => {
-                let pool = otp_sms_postgres::pool_options()
-                    .connect(url)
-                    .await
-                    .map_err(otp_sms_postgres::map_error)?;
-                let store = Arc::new(PgStore::<Event>::new(pool, &args.schema)?);
-                store.migrate().await?;
-                tracing::info!(
-                    schema = %args.schema,
-                    stream_cache = config.service.stream_cache,
-                    "using PostgreSQL; migrations applied"
-                );
-                (
-                    store.clone(),
-                    Readiness::Postgres(store),
-                    config.service.stream_cache,
-                )
-            }
-            None => {
-                tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
-                (Arc::new(MemoryStore::<Event>::new()), Readiness::Memory, 0)
-            }
-        };
+    let trusted = otp_sms_core::TrustedProxies::parse(&config.server.trusted_proxies)
+        .map_err(|e| StartError::Other(format!("[server] {e}")))?;
+    let (store, readiness, stream_cache, budgets): StoreParts = match &args.database_url {
+        Some(url) => {
+            let pool = otp_sms_postgres::pool_options()
+                .connect(url)
+                .await
+                .map_err(otp_sms_postgres::map_error)?;
+            let store = Arc::new(PgStore::<Event>::new(pool, &args.schema)?);
+            store.migrate().await?;
+            tracing::info!(
+                schema = %args.schema,
+                stream_cache = config.service.stream_cache,
+                "using PostgreSQL; migrations applied"
+            );
+            // Budgets shared by every server on this database, on its clock.
+            let budgets = PgBudgets::new(store.pool().clone(), &args.schema)?;
+            (
+                store.clone(),
+                Readiness::Postgres(store),
+                config.service.stream_cache,
+                Some(Arc::new(budgets)),
+            )
+        }
+        None => {
+            tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
+            (
+                Arc::new(MemoryStore::<Event>::new()),
+                Readiness::Memory,
+                0,
+                None,
+            )
+        }
+    };
 
     let sender: Option<Arc<dyn SmsSender>> = match config.sms.sender {
         None if args.dev => Some(Arc::new(sms::PrintSender)),
@@ -317,6 +337,9 @@ pub async fn run(
         .with_stream_cache(stream_cache)
         .with_abuse_policy(abuse)
         .map_err(|e| StartError::Other(e.to_string()))?;
+    if let Some(budgets) = budgets {
+        service = service.with_budget_store(budgets);
+    }
     for (instance, policy) in instance_abuse {
         service = service
             .with_instance_abuse_policy(instance, policy)
@@ -363,7 +386,8 @@ pub async fn run(
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn_with_state(trusted, resolve_client));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -372,16 +396,41 @@ pub async fn run(
         .local_addr()
         .map_err(|e| StartError::Listen(args.listen, e))?;
     tracing::info!("listening on http://{local}");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| StartError::Other(format!("server: {e}")));
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| StartError::Other(format!("server: {e}")));
     let _ = stop_tx.send(true);
     if let Some(notifier) = notifier {
         let _ = notifier.await;
     }
     tracing::info!("stopped");
     served
+}
+
+/// Puts the client's address on the request for the adapters: the connection's peer, or the
+/// client a trusted proxy names.
+async fn resolve_client(
+    State(trusted): State<otp_sms_core::TrustedProxies>,
+    mut req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let client = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        trusted.client_address(peer, header("x-forwarded-for"), header("forwarded"))
+    };
+    if let Some(client) = client {
+        req.extensions_mut()
+            .insert(otp_sms_core::ClientAddress(client));
+    }
+    next.run(req).await
 }
 
 /// Drains the delivery outbox until told to stop.
