@@ -36,6 +36,12 @@ impl otp_sms_core::BudgetStore for Budgets {
     async fn release(&self, k: &str, m: &str) -> Result<bool, otp_sms_core::PortError> {
         self.budgets.release(k, m).await
     }
+    async fn members(&self, k: &str) -> Result<Vec<String>, otp_sms_core::PortError> {
+        self.budgets.members(k).await
+    }
+    async fn clear(&self, k: &str) -> Result<u64, otp_sms_core::PortError> {
+        self.budgets.clear(k).await
+    }
 }
 
 struct PgFactory;

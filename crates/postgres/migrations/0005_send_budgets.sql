@@ -15,7 +15,8 @@ CREATE TABLE budget_entries (
 CREATE INDEX budget_entries_key_at ON budget_entries (key, at);
 
 -- take_budgets: all or none. Each budget is one key with its member and rules (rule arrays
--- index their budget through r_take, 1-based). Answers one row: refused = -1 when taken; the
+-- index their budget through r_take, 1-based; r_kind 0 = window, 1 = held, 2 = absent: admits
+-- only while nothing counts under the key, and adds no row). Answers one row: refused = -1 when taken; the
 -- 0-based index of the refusing budget and the seconds until it admits again (NULL: not by
 -- time alone); -2 when a member is already taken under its key (nothing taken).
 CREATE FUNCTION take_budgets(
@@ -34,6 +35,8 @@ DECLARE
     counted int;
     leaving timestamptz;
     soonest timestamptz;
+    adds boolean;
+    cap int;
 BEGIN
     -- One lock per key, taken in key order so that two takes can never wait on each other.
     FOR k IN SELECT DISTINCT x FROM unnest(p_keys) AS x ORDER BY x LOOP
@@ -41,12 +44,13 @@ BEGIN
     END LOOP;
     FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
         k := p_keys[i];
-        SELECT max(r_secs[j]) INTO keep FROM generate_subscripts(r_take, 1) j WHERE r_take[j] = i;
+        SELECT coalesce(max(r_secs[j]), 0), coalesce(bool_or(r_kind[j] <> 2), false) INTO keep, adds
+          FROM generate_subscripts(r_take, 1) j WHERE r_take[j] = i;
         -- Rows that no longer count, found through the time index.
         DELETE FROM budget_entries e
          WHERE e.key = k AND e.at <= now_ts - make_interval(secs => keep)
            AND e.until IS NOT NULL AND e.until <= now_ts;
-        IF EXISTS (SELECT 1 FROM budget_entries e WHERE e.key = k AND e.member = p_members[i]) THEN
+        IF adds AND EXISTS (SELECT 1 FROM budget_entries e WHERE e.key = k AND e.member = p_members[i]) THEN
             RETURN QUERY SELECT -2, NULL::float8;
             RETURN;
         END IF;
@@ -68,7 +72,12 @@ BEGIN
                 SELECT count(*), min(e.until) INTO counted, soonest
                   FROM budget_entries e
                  WHERE e.key = k AND (e.until IS NULL OR e.until > now_ts);
-                IF counted >= r_max[r] THEN
+                -- Absent refuses from the first row on.
+                cap := r_max[r];
+                IF r_kind[r] = 2 THEN
+                    cap := 1;
+                END IF;
+                IF counted >= cap THEN
                     -- No retry time when every counted row is held for good.
                     RETURN QUERY SELECT i - 1,
                         CASE WHEN soonest IS NULL THEN NULL
@@ -82,7 +91,8 @@ BEGIN
     SELECT p_keys[n], p_members[n], now_ts,
            now_ts + make_interval(secs => (SELECT max(r_secs[j]) FROM generate_subscripts(r_take, 1) j
                                             WHERE r_take[j] = n))
-      FROM generate_subscripts(p_keys, 1) n;
+      FROM generate_subscripts(p_keys, 1) n
+     WHERE EXISTS (SELECT 1 FROM generate_subscripts(r_take, 1) j WHERE r_take[j] = n AND r_kind[j] <> 2);
     RETURN QUERY SELECT -1, NULL::float8;
 END
 $$;

@@ -29,6 +29,8 @@ pub struct PgBudgets {
     refund: String,
     hold: String,
     release: String,
+    members: String,
+    clear: String,
 }
 
 fn port(e: sqlx::Error) -> PortError {
@@ -62,6 +64,15 @@ impl PgBudgets {
                  WHERE key = $1 AND member = $2"
             ),
             release: format!("DELETE FROM {s}.budget_entries WHERE key = $1 AND member = $2"),
+            members: format!(
+                "SELECT member FROM {s}.budget_entries \
+                 WHERE key = $1 AND (until IS NULL OR until > clock_timestamp()) ORDER BY at, member"
+            ),
+            clear: format!(
+                "WITH gone AS (DELETE FROM {s}.budget_entries WHERE key = $1 \
+                 RETURNING until) SELECT count(*) FROM gone \
+                 WHERE until IS NULL OR until > clock_timestamp()"
+            ),
         })
     }
 }
@@ -81,6 +92,7 @@ impl BudgetStore for PgBudgets {
                 let (k, m) = match *rule {
                     Rule::Window { max, .. } => (0i16, max),
                     Rule::Held { max, .. } => (1i16, max),
+                    Rule::Absent => (2i16, 0),
                 };
                 take.push(i as i32 + 1);
                 kind.push(k);
@@ -147,5 +159,22 @@ impl BudgetStore for PgBudgets {
             .await
             .map_err(port)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<String>, PortError> {
+        sqlx::query_scalar(&self.members)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(port)
+    }
+
+    async fn clear(&self, key: &str) -> Result<u64, PortError> {
+        let counted: i64 = sqlx::query_scalar(&self.clear)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(port)?;
+        Ok(counted.max(0) as u64)
     }
 }

@@ -10,7 +10,9 @@
 //!   leave has left; the refusal says when, within the window;
 //! - held entries count until their hold ends, for good once held with `None`, and a release
 //!   frees them; a refusal of held entries held for good has no retry time;
-//! - a member taken twice under one key is an error, and takes nothing.
+//! - a member taken twice under one key is an error, and takes nothing;
+//! - an `Absent` rule admits only while nothing counts under its key, and adds nothing;
+//! - `members` lists what counts, oldest first; `clear` ends it all and says how much counted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,8 @@ macro_rules! budget_conformance_tests {
             a_member_taken_twice_is_an_error_and_takes_nothing,
             keys_never_mix,
             hold_and_release_of_missing_entries_say_so,
+            an_absent_rule_admits_only_while_its_key_is_empty,
+            members_and_clear_see_what_counts,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -371,4 +375,67 @@ pub async fn hold_and_release_of_missing_entries_say_so<S: BudgetStore>(store: A
     assert!(!store.release("k", "other").await.expect("release"));
     assert!(store.release("k", "m").await.expect("release"));
     assert!(!store.release("k", "m").await.expect("release again"));
+}
+
+/// Given an empty key, an `Absent` take is admitted and adds nothing; once an entry counts
+/// under the key, `Absent` refuses (with the entry's time left), together with anything it
+/// was asked with; once the entry lapses, it admits again.
+pub async fn an_absent_rule_admits_only_while_its_key_is_empty<S: BudgetStore>(store: Arc<S>) {
+    let gated = |m: &str| TakeRequest {
+        takes: vec![
+            BudgetTake {
+                key: "gate".into(),
+                member: m.into(),
+                rules: vec![Rule::Absent],
+            },
+            BudgetTake {
+                key: "other".into(),
+                member: m.into(),
+                rules: vec![window(10, 60_000)],
+            },
+        ],
+    };
+    assert_eq!(take(&*store, &gated("a")).await, TakeOutcome::Taken);
+    assert!(store.members("gate").await.expect("members").is_empty());
+    assert_eq!(
+        take(&*store, &one("gate", "lock", vec![held(5, 700)])).await,
+        TakeOutcome::Taken
+    );
+    refused_within(
+        take(&*store, &gated("b")).await,
+        0,
+        Duration::from_millis(700),
+    );
+    assert_eq!(store.members("other").await.expect("members"), ["a"]);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(take(&*store, &gated("c")).await, TakeOutcome::Taken);
+}
+
+/// `members` lists the entries that count, oldest first (lapsed ones left out); `clear`
+/// ends them all and counts those that counted.
+pub async fn members_and_clear_see_what_counts<S: BudgetStore>(store: Arc<S>) {
+    for (m, hold) in [("first", 60_000), ("short", 300), ("third", 60_000)] {
+        assert_eq!(
+            take(&*store, &one("k", m, vec![held(10, hold)])).await,
+            TakeOutcome::Taken
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.members("k").await.expect("members"),
+        ["first", "short", "third"]
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.members("k").await.expect("members"),
+        ["first", "third"]
+    );
+    assert_eq!(store.clear("k").await.expect("clear"), 2);
+    assert!(store.members("k").await.expect("members").is_empty());
+    assert_eq!(store.clear("k").await.expect("clear again"), 0);
+    assert_eq!(
+        take(&*store, &one("k", "first", vec![held(1, 60_000)])).await,
+        TakeOutcome::Taken,
+        "a cleared member may be taken again"
+    );
 }

@@ -25,6 +25,10 @@ pub enum Rule {
         /// How long a new entry counts.
         hold: Duration,
     },
+    /// Admits only while no entry counts under the key, and adds none: a gate another take
+    /// closes (the user's verification lock). A budget whose rules are all `Absent` takes
+    /// nothing.
+    Absent,
 }
 
 impl Rule {
@@ -33,7 +37,13 @@ impl Rule {
         match *self {
             Rule::Window { window, .. } => window,
             Rule::Held { hold, .. } => hold,
+            Rule::Absent => Duration::ZERO,
         }
+    }
+
+    /// Whether a take under this rule adds an entry.
+    pub fn adds(&self) -> bool {
+        !matches!(self, Rule::Absent)
     }
 }
 
@@ -100,4 +110,10 @@ pub trait BudgetStore: Send + Sync {
 
     /// Ends `member`'s entry under `key`. Returns whether it existed.
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError>;
+
+    /// The members of the entries that count under `key` now, oldest first.
+    async fn members(&self, key: &str) -> Result<Vec<String>, PortError>;
+
+    /// Ends every entry under `key`. Returns how many counted.
+    async fn clear(&self, key: &str) -> Result<u64, PortError>;
 }

@@ -43,6 +43,7 @@ impl Entries {
     /// time alone).
     fn refusal(&self, rule: &Rule, now: DateTime<Utc>) -> Option<Option<Duration>> {
         match *rule {
+            Rule::Window { max: 0, .. } => Some(None),
             Rule::Window { max, window } => {
                 let since = now - chrono(window);
                 // Entries are in time order: those inside the window are a suffix.
@@ -54,16 +55,20 @@ impl Entries {
                     (leaving.at + chrono(window) - now).to_std().ok()
                 })
             }
-            Rule::Held { max, .. } => {
-                let held: Vec<&Entry> = self.live(now).collect();
-                (held.len() >= max as usize).then(|| {
-                    held.iter()
-                        .filter_map(|e| e.until)
-                        .min()
-                        .and_then(|until| (until - now).to_std().ok())
-                })
-            }
+            Rule::Held { max, .. } => self.refusal_when_held(max as usize, now),
+            Rule::Absent => self.refusal_when_held(1, now),
         }
+    }
+
+    /// Refused while `max` entries count: until the first of them lapses, if any does.
+    fn refusal_when_held(&self, max: usize, now: DateTime<Utc>) -> Option<Option<Duration>> {
+        let held: Vec<&Entry> = self.live(now).collect();
+        (held.len() >= max).then(|| {
+            held.iter()
+                .filter_map(|e| e.until)
+                .min()
+                .and_then(|until| (until - now).to_std().ok())
+        })
     }
 }
 
@@ -123,7 +128,8 @@ impl BudgetStore for MemoryBudgets {
                 continue;
             };
             entries.prune(now);
-            if entries.0.iter().any(|e| e.member == take.member) {
+            let adds = take.rules.iter().any(Rule::adds);
+            if adds && entries.0.iter().any(|e| e.member == take.member) {
                 return Err(PortError::Internal(format!(
                     "budget entry `{}` taken twice",
                     take.member
@@ -138,7 +144,11 @@ impl BudgetStore for MemoryBudgets {
                 }
             }
         }
-        for take in &request.takes {
+        for take in request
+            .takes
+            .iter()
+            .filter(|t| t.rules.iter().any(Rule::adds))
+        {
             let keep = take.rules.iter().map(Rule::keep).max().unwrap_or_default();
             let entries = keys.entry(take.key.clone()).or_default();
             let entry = Entry {
@@ -191,5 +201,21 @@ impl BudgetStore for MemoryBudgets {
         let before = entries.0.len();
         entries.0.retain(|e| e.member != member);
         Ok(entries.0.len() < before)
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<String>, PortError> {
+        let now = self.clock.now();
+        Ok(self.keys.lock().get(key).map_or_else(Vec::new, |entries| {
+            entries.live(now).map(|e| e.member.clone()).collect()
+        }))
+    }
+
+    async fn clear(&self, key: &str) -> Result<u64, PortError> {
+        let now = self.clock.now();
+        Ok(self
+            .keys
+            .lock()
+            .remove(key)
+            .map_or(0, |entries| entries.live(now).count() as u64))
     }
 }
