@@ -40,6 +40,9 @@ on_both_stores!(
     fifty_concurrent_adds_against_a_budget_of_five_send_exactly_five,
     two_services_on_one_store_share_every_budget,
     refusals_are_audited_without_the_whole_number,
+    a_hundred_wrong_codes_in_a_row_lock_every_registration_of_the_user,
+    a_right_code_ends_the_run_of_wrong_ones,
+    an_administrator_unlocks_and_the_user_cannot,
 );
 
 const NUMBER: &str = "+41791234567";
@@ -713,5 +716,193 @@ async fn a_conflicting_append_gives_its_budgets_back() {
         .await,
         Scope::User,
     );
+    f.finish().await;
+}
+
+/// `admin` adds `n` registrations for `u0` with the code in the response.
+async fn registrations(f: &Fixture, n: usize) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for r in 0..n {
+        let added = add(
+            &f.service,
+            &Fixture::caller("admin"),
+            "u0",
+            &mobile(r as u32, 1),
+            PhoneVerification::ReturnCode,
+        )
+        .await
+        .expect("add");
+        out.push((
+            added.registration_id.to_string(),
+            added.verification_code.unwrap().expose().to_owned(),
+        ));
+    }
+    out
+}
+
+async fn verify_as(f: &Fixture, who: &str, id: &str, code: &str) -> Result<(), Error> {
+    f.service
+        .verify(
+            &Fixture::caller(who),
+            otp_sms_core::VerifyRequest {
+                user_id: "u0".into(),
+                organization: None,
+                registration_id: id.to_owned(),
+                code: code.to_owned(),
+            },
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Five wrong codes on each of `regs` (each code burns after five).
+async fn wrong_codes(f: &Fixture, regs: &[(String, String)]) {
+    for (id, code) in regs {
+        let wrong = otp_sms_testkit::scenario::wrong_code(code);
+        for _ in 0..5 {
+            assert_eq!(verify_as(f, "u0", id, &wrong).await, Err(Error::WrongCode));
+        }
+    }
+}
+
+const LOCKED: Error = Error::FailedPrecondition(otp_sms_core::Precondition::VerificationLocked);
+
+async fn a_hundred_wrong_codes_in_a_row_lock_every_registration_of_the_user(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::unlimited()).await;
+    let regs = registrations(&f, 21).await;
+    // 95 wrong codes on 19 registrations: not yet.
+    wrong_codes(&f, &regs[..19]).await;
+    let (id, code) = &regs[19];
+    let wrong = otp_sms_testkit::scenario::wrong_code(code);
+    for _ in 0..4 {
+        assert_eq!(verify_as(&f, "u0", id, &wrong).await, Err(Error::WrongCode));
+    }
+    // The 100th is still answered as wrong, and locks.
+    assert_eq!(verify_as(&f, "u0", id, &wrong).await, Err(Error::WrongCode));
+    // Now no code is checked, not even the right one, on any registration of the user.
+    let (last, right) = &regs[20];
+    assert_eq!(verify_as(&f, "u0", last, right).await, Err(LOCKED));
+    assert_eq!(verify_as(&f, "admin", last, right).await, Err(LOCKED));
+    // No new code or registration while locked.
+    let err = add(
+        &f.service,
+        &Fixture::caller("admin"),
+        "u0",
+        &mobile(40, 1),
+        PhoneVerification::ReturnCode,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, LOCKED);
+    f.clock.advance(chrono::Duration::seconds(61));
+    let err = f
+        .service
+        .resend_code(
+            &Fixture::caller("admin"),
+            RegistrationRequest {
+                user_id: "u0".into(),
+                organization: None,
+                registration_id: last.clone(),
+            },
+            Delivery::Return,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, LOCKED);
+    // Every live registration carries the lock in its own stream.
+    let locks = f
+        .feed()
+        .await
+        .iter()
+        .filter(|e| matches!(e.event, Event::VerificationLocked(_)))
+        .count();
+    assert_eq!(locks, 21);
+    // Another user is not affected.
+    let other = add(
+        &f.service,
+        &Fixture::caller("u1"),
+        "u1",
+        &mobile(50, 1),
+        PhoneVerification::SendCode,
+    )
+    .await;
+    assert!(other.is_ok(), "{other:?}");
+    if backend == Backend::Memory {
+        // The lock ends by itself after its period (24 hours by default); the code expired
+        // meanwhile, so the registration asks for a new one.
+        f.clock.advance(chrono::Duration::hours(24));
+        assert_eq!(
+            verify_as(&f, "u0", last, right).await,
+            Err(Error::FailedPrecondition(
+                otp_sms_core::Precondition::CodeExpired
+            ))
+        );
+        add(
+            &f.service,
+            &Fixture::caller("admin"),
+            "u0",
+            &mobile(41, 1),
+            PhoneVerification::ReturnCode,
+        )
+        .await
+        .expect("a new registration once the lock has ended");
+    }
+    f.finish().await;
+}
+
+async fn a_right_code_ends_the_run_of_wrong_ones(backend: Backend) {
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::unlimited()).await;
+    let regs = registrations(&f, 41).await;
+    wrong_codes(&f, &regs[..19]).await;
+    // 95 wrong, then a right code: the run ends.
+    let (id, code) = &regs[40];
+    verify_as(&f, "u0", id, code).await.expect("right code");
+    // 100 more wrong codes lock again only at the 100th.
+    wrong_codes(&f, &regs[19..38]).await;
+    let (id, code) = &regs[38];
+    let wrong = otp_sms_testkit::scenario::wrong_code(code);
+    for _ in 0..4 {
+        assert_eq!(verify_as(&f, "u0", id, &wrong).await, Err(Error::WrongCode));
+    }
+    let (id, code) = &regs[39];
+    verify_as(&f, "u0", id, code)
+        .await
+        .expect("99 in a row: not locked");
+    f.finish().await;
+}
+
+async fn an_administrator_unlocks_and_the_user_cannot(backend: Backend) {
+    let policy = AbusePolicy {
+        max_consecutive_failures: 5,
+        ..AbusePolicy::unlimited()
+    };
+    let f = Fixture::with_abuse_policy(backend, policy).await;
+    let regs = registrations(&f, 2).await;
+    wrong_codes(&f, &regs[..1]).await;
+    let (id, code) = &regs[1];
+    assert_eq!(verify_as(&f, "u0", id, code).await, Err(LOCKED));
+    let unlock = |who: &str| {
+        let caller = Fixture::caller(who);
+        let service = f.service.clone();
+        async move {
+            service
+                .unlock_verification(
+                    &caller,
+                    otp_sms_core::UserRequest {
+                        user_id: "u0".into(),
+                        organization: None,
+                    },
+                )
+                .await
+        }
+    };
+    assert_eq!(unlock("u0").await, Err(Error::PermissionDenied));
+    assert_eq!(verify_as(&f, "u0", id, code).await, Err(LOCKED));
+    unlock("admin").await.expect("unlock");
+    verify_as(&f, "u0", id, code).await.expect("unlocked");
+    // Unlocking again changes nothing.
+    let before = f.feed().await.len();
+    unlock("admin").await.expect("unlock again");
+    assert_eq!(f.feed().await.len(), before);
     f.finish().await;
 }

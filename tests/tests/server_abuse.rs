@@ -423,3 +423,87 @@ async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
     );
     s.finish().await;
 }
+
+/// The failure cap over HTTP: wrong codes in a row lock verification (FAILED_PRECONDITION,
+/// HTTP 400) until a holder of user.write calls the unlock extension; the user cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unlock_extension_over_http() {
+    let webhook = WebhookReceiver::start().await;
+    let schema = pg::schema_name();
+    let text = config(1, &webhook.url).replace(
+        "[server]",
+        "[abuse]\nmax_consecutive_failures = 3\n\n[server]",
+    );
+    let server = Server::start(
+        BIN,
+        &Options {
+            config: text,
+            keys: Some(TEST_KEYS.into()),
+            database: Some((pg::database_url().to_owned(), schema.clone())),
+            ..Options::default()
+        },
+    );
+    let s = Setup {
+        server,
+        schema,
+        webhook,
+    };
+    let c = reqwest::Client::new();
+    let (status, body) = s
+        .add(
+            &c,
+            "u0",
+            "token-root",
+            "+41791234567",
+            r#""returnCode": {}"#,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["otpSmsId"].as_str().unwrap().to_owned();
+    let code = body["verificationCode"].as_str().unwrap().to_owned();
+    let verify = |code: String| {
+        let (c, url) = (
+            c.clone(),
+            s.server
+                .url(&format!("/resources/v3alpha/users/u0/otp_sms/{id}/_verify")),
+        );
+        async move {
+            let res = c
+                .post(url)
+                .bearer_auth("token-u0")
+                .header("content-type", "application/json")
+                .body(format!("\"{code}\""))
+                .send()
+                .await
+                .expect("verify");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.expect("json"))
+        }
+    };
+    let wrong = otp_sms_testkit::scenario::wrong_code(&code);
+    for _ in 0..3 {
+        assert_eq!(verify(wrong.clone()).await.0, 400);
+    }
+    let (status, body) = verify(code.clone()).await;
+    assert_eq!((status, body["code"].as_i64()), (400, Some(9)), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("locked"),
+        "{body}"
+    );
+    let unlock = |token: &'static str| {
+        let (c, url) = (
+            c.clone(),
+            s.server.url("/resources/v3alpha/users/u0/otp_sms/_unlock"),
+        );
+        async move {
+            let res = c.post(url).bearer_auth(token).send().await.expect("unlock");
+            res.status().as_u16()
+        }
+    };
+    assert_eq!(unlock("token-u0").await, 403);
+    assert_eq!(unlock("token-root").await, 200);
+    let (status, body) = verify(code).await;
+    assert_eq!(status, 200, "{body}");
+    s.finish().await;
+}

@@ -11,7 +11,10 @@ use chrono::{DateTime, Utc};
 
 use crate::code::{CodePolicy, VerificationCode, MAX_TRACKED_ISSUES};
 use crate::error::{Error, Precondition};
-use crate::event::{Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, Verified};
+use crate::event::{
+    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, VerificationLocked,
+    VerificationUnlocked, Verified,
+};
 use crate::ids::{OrganizationId, RegistrationId, UserId};
 use crate::keys::{CodeBinding, CodeHash, CodeKeyRing};
 use crate::phone::Phone;
@@ -64,6 +67,8 @@ pub struct Registration {
     pub codes_issued: u32,
     /// Issue times of the most recent codes, oldest first, at most [`MAX_TRACKED_ISSUES`].
     pub recent_issues: VecDeque<DateTime<Utc>>,
+    /// Until when verification is locked (the user's wrong codes in a row reached the cap).
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// What the caller asks of a registration.
@@ -99,6 +104,13 @@ pub enum Command {
     },
     /// Remove the registration.
     Remove,
+    /// Lock verification until `until`: the user's wrong codes in a row reached the cap.
+    LockVerification {
+        /// When the lock ends by itself.
+        until: DateTime<Utc>,
+    },
+    /// Lift a verification lock.
+    UnlockVerification,
 }
 
 /// The three ways to add a registration (the `verification` oneof of `SetPhone`).
@@ -233,6 +245,10 @@ impl Registration {
             }
             // Refusals live in streams of their own.
             Event::SendRefused(_) => {}
+            Event::VerificationLocked(VerificationLocked { until }) => {
+                self.locked_until = Some(*until);
+            }
+            Event::VerificationUnlocked(_) => self.locked_until = None,
         }
     }
 
@@ -259,6 +275,31 @@ impl Registration {
                     return Decision::reject(Error::RegistrationNotFound);
                 }
                 Decision::Accepted(vec![Event::Removed(Removed {})])
+            }
+            // Only an unverified registration has codes to guess; a lock already ending at
+            // or after `until` stands.
+            Command::LockVerification { until } => {
+                if !self.is_live_for(ctx.user) {
+                    return Decision::reject(Error::RegistrationNotFound);
+                }
+                let stands = self
+                    .locked_until
+                    .is_some_and(|t| t >= *until && t > ctx.now);
+                if self.status == Status::Verified || stands {
+                    return Decision::Accepted(Vec::new());
+                }
+                Decision::Accepted(vec![Event::VerificationLocked(VerificationLocked {
+                    until: *until,
+                })])
+            }
+            Command::UnlockVerification => {
+                if !self.is_live_for(ctx.user) {
+                    return Decision::reject(Error::RegistrationNotFound);
+                }
+                if self.locked_until.is_none() {
+                    return Decision::Accepted(Vec::new());
+                }
+                Decision::Accepted(vec![Event::VerificationUnlocked(VerificationUnlocked {})])
             }
         }
     }
@@ -315,6 +356,9 @@ impl Registration {
         }
         if self.status == Status::Verified {
             return Decision::reject(Error::FailedPrecondition(Precondition::AlreadyVerified));
+        }
+        if self.locked_until.is_some_and(|until| ctx.now < until) {
+            return Decision::reject(Error::FailedPrecondition(Precondition::VerificationLocked));
         }
         let Some(pending) = &self.pending else {
             return Decision::reject(Error::FailedPrecondition(Precondition::NoActiveCode));

@@ -52,6 +52,15 @@ pub struct VerifyRequest {
     pub code: String,
 }
 
+/// A user-level call (the unlock extension), as the caller sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRequest {
+    /// `id`: the user.
+    pub user_id: String,
+    /// `organization`.
+    pub organization: Option<OrganizationRef>,
+}
+
 /// `RemoveOTPSMSAuthenticator` (and the target of a resend), as the caller sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationRequest {

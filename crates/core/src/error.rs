@@ -79,6 +79,10 @@ pub enum Precondition {
     TooManyAttempts,
     /// The code named by a delivery report is not the pending one any more.
     CodeSuperseded,
+    /// The user's wrong codes in a row, across all codes and registrations, reached the cap
+    /// (NIST SP 800-63B: at most 100): no code is checked until the lock ends or a holder of
+    /// `user.write` lifts it.
+    VerificationLocked,
 }
 
 impl Precondition {
@@ -91,6 +95,10 @@ impl Precondition {
                 "too many wrong attempts for this verification code; request a new code"
             }
             Precondition::CodeSuperseded => "the verification code was replaced by a newer one",
+            Precondition::VerificationLocked => {
+                "too many wrong codes in a row: verification is locked for this user; \
+                 an administrator can unlock it"
+            }
         }
     }
 }

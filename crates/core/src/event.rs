@@ -85,6 +85,19 @@ pub struct Verified {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Removed {}
 
+/// Too many wrong codes in a row across the user's registrations: verification of this
+/// registration is refused until `until`, an unlock, or (never, while locked) a right code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationLocked {
+    /// When the lock ends by itself.
+    pub until: DateTime<Utc>,
+}
+
+/// A caller with `user.write` lifted the user's verification lock.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VerificationUnlocked {}
+
 /// An abuse rule refused a code or a number: the audit record, for projections and alerts.
 /// Holds no code and never a whole number: a number shows its region and range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,11 +136,15 @@ pub enum Event {
     Removed(Removed),
     /// See [`SendRefused`]; recorded in a refusal stream, never in a registration's.
     SendRefused(SendRefused),
+    /// See [`VerificationLocked`].
+    VerificationLocked(VerificationLocked),
+    /// See [`VerificationUnlocked`].
+    VerificationUnlocked(VerificationUnlocked),
 }
 
 impl Event {
     /// Every stable type name, in the order of the enum.
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 9] = [
         "user.otp_sms.added",
         "user.otp_sms.code.added",
         "user.otp_sms.code.sent",
@@ -135,6 +152,8 @@ impl Event {
         "user.otp_sms.verified",
         "user.otp_sms.removed",
         "user.otp_sms.send.refused",
+        "user.otp_sms.verification.locked",
+        "user.otp_sms.verification.unlocked",
     ];
 
     fn index(&self) -> usize {
@@ -146,6 +165,8 @@ impl Event {
             Event::Verified(_) => 4,
             Event::Removed(_) => 5,
             Event::SendRefused(_) => 6,
+            Event::VerificationLocked(_) => 7,
+            Event::VerificationUnlocked(_) => 8,
         }
     }
 }
@@ -181,6 +202,8 @@ impl EventPayload for Event {
             Event::Verified(e) => encode(e),
             Event::Removed(e) => encode(e),
             Event::SendRefused(e) => encode(e),
+            Event::VerificationLocked(e) => encode(e),
+            Event::VerificationUnlocked(e) => encode(e),
         }
     }
 
@@ -202,6 +225,12 @@ impl EventPayload for Event {
             "user.otp_sms.verified" => Event::Verified(decode(event_type, payload)?),
             "user.otp_sms.removed" => Event::Removed(decode(event_type, payload)?),
             "user.otp_sms.send.refused" => Event::SendRefused(decode(event_type, payload)?),
+            "user.otp_sms.verification.locked" => {
+                Event::VerificationLocked(decode(event_type, payload)?)
+            }
+            "user.otp_sms.verification.unlocked" => {
+                Event::VerificationUnlocked(decode(event_type, payload)?)
+            }
             other => return Err(CodecError(format!("unknown event type `{other}`"))),
         })
     }

@@ -72,14 +72,14 @@ pub use aggregate::{
 };
 pub use api::{
     AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
-    RegistrationRequest, ResendResponse, VerifyRequest,
+    RegistrationRequest, ResendResponse, UserRequest, VerifyRequest,
 };
 pub use caller::{authenticate, bearer_token, Caller, ClientAddress, InstanceRef, TrustedProxies};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
-    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, SendRefused, Verified,
-    AGGREGATE_TYPE, REFUSAL_AGGREGATE_TYPE,
+    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, SendRefused,
+    VerificationLocked, VerificationUnlocked, Verified, AGGREGATE_TYPE, REFUSAL_AGGREGATE_TYPE,
 };
 pub use ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, MAX_ID_CHARS};
 pub use keys::{CodeBinding, CodeHash, CodeKey, CodeKeyRing, KeyError, KeyId, SealedCode};

@@ -554,3 +554,97 @@ fn apply_tracks_the_state_machine() {
     state = state.apply(&Event::Removed(Removed {}));
     assert_eq!(state.status, Status::Removed);
 }
+
+fn locked_until(at: DateTime<Utc>) -> Event {
+    Event::VerificationLocked(VerificationLocked { until: at })
+}
+
+#[test]
+fn a_lock_is_recorded_on_an_unverified_registration() {
+    assert_eq!(
+        given(added()).when(Command::LockVerification { until: t(3600) }, t(10)),
+        Decision::Accepted(vec![locked_until(t(3600))])
+    );
+}
+
+#[test]
+fn a_locked_registration_checks_no_code_not_even_the_right_one() {
+    let locked = with(added(), [locked_until(t(3600))]);
+    for c in [RIGHT, WRONG] {
+        assert_eq!(
+            given(locked.clone()).when(verify(c), t(20)),
+            precondition(Precondition::VerificationLocked),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn a_lock_ends_by_itself_at_its_time() {
+    let locked = with(
+        added_events(Delivery::Return, t(3590)),
+        [locked_until(t(3600))],
+    );
+    assert!(matches!(
+        given(locked).when(verify(RIGHT), t(3600)).events(),
+        [Event::Verified(_)]
+    ));
+}
+
+#[test]
+fn an_unlock_lifts_the_lock_and_a_second_unlock_records_nothing() {
+    let locked = with(added(), [locked_until(t(3600))]);
+    assert_eq!(
+        given(locked.clone()).when(Command::UnlockVerification, t(20)),
+        Decision::Accepted(vec![Event::VerificationUnlocked(VerificationUnlocked {})])
+    );
+    let unlocked = with(
+        locked,
+        [Event::VerificationUnlocked(VerificationUnlocked {})],
+    );
+    assert!(matches!(
+        given(unlocked.clone()).when(verify(RIGHT), t(30)).events(),
+        [Event::Verified(_)]
+    ));
+    assert_eq!(
+        given(unlocked).when(Command::UnlockVerification, t(30)),
+        Decision::Accepted(vec![])
+    );
+}
+
+#[test]
+fn a_lock_records_nothing_on_a_verified_registration_or_over_a_longer_lock() {
+    let verified = with(added(), [Event::Verified(Verified { code: Some(1) })]);
+    assert_eq!(
+        given(verified).when(Command::LockVerification { until: t(3600) }, t(20)),
+        Decision::Accepted(vec![])
+    );
+    let locked = with(added(), [locked_until(t(7200))]);
+    assert_eq!(
+        given(locked.clone()).when(Command::LockVerification { until: t(3600) }, t(20)),
+        Decision::Accepted(vec![])
+    );
+    // A later lock extends it.
+    assert_eq!(
+        given(locked).when(Command::LockVerification { until: t(9000) }, t(20)),
+        Decision::Accepted(vec![locked_until(t(9000))])
+    );
+}
+
+#[test]
+fn a_lock_or_unlock_of_another_users_or_a_removed_registration_is_not_found() {
+    let removed = with(added(), [Event::Removed(Removed {})]);
+    for command in [
+        Command::LockVerification { until: t(3600) },
+        Command::UnlockVerification,
+    ] {
+        assert_eq!(
+            given(removed.clone()).when(command.clone(), t(20)),
+            rejected(Error::RegistrationNotFound)
+        );
+        assert_eq!(
+            given(added()).for_user("user-2").when(command, t(20)),
+            rejected(Error::RegistrationNotFound)
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! | `VerifyOTPSMSRegistration` | `POST /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify` (body: the code as a JSON string) |
 //! | `RemoveOTPSMSAuthenticator` | `DELETE /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}` |
 //! | (extension) resend a code | `POST /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_resend_code` |
+//! | (extension) lift the user's verification lock | `POST /resources/v3alpha/users/{id}/otp_sms/_unlock` |
 //! | the OpenAPI document | `GET /openapi.json` |
 //!
 //! `instance.id` / `instance.domain` and `organization.org_id` / `organization.org_domain`
@@ -35,7 +36,7 @@ use axum::{Extension, Json, Router};
 use otp_sms_core::{
     authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
     Delivery, Error, InstanceRef, OrganizationRef, PhoneVerification, RegistrationRequest,
-    VerifyRequest,
+    UserRequest, VerifyRequest,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -96,6 +97,7 @@ fn documented_routes() -> OpenApiRouter<Api> {
         .routes(routes!(verify))
         .routes(routes!(remove))
         .routes(routes!(resend_code))
+        .routes(routes!(unlock_verification))
 }
 
 /// The OpenAPI document of the three calls, generated from the handlers' annotations, which
@@ -507,4 +509,49 @@ async fn resend_code(
         details: DetailsJson::from(&resent.details),
         verification_code: resent.verification_code.map(|c| c.expose().to_owned()),
     }))
+}
+
+/// Lift the user's verification lock (extension: not in the v3alpha contract).
+///
+/// After too many wrong codes in a row (100 by default, NIST SP 800-63B) across the user's
+/// codes and registrations, verification answers FAILED_PRECONDITION until the lock's period
+/// ends or a caller with `user.write` calls this. Needs `user.write` whoever the caller is;
+/// answers `{}` whether or not the user was locked. No body.
+#[utoipa::path(
+    post,
+    path = "/resources/v3alpha/users/{id}/otp_sms/_unlock",
+    operation_id = "UnlockOTPSMSVerification",
+    params(
+        ("id" = String, Path, description = "The user (1..=200 characters)."),
+        ContextParams,
+    ),
+    responses(
+        (status = 200, description = "Unlocked (or was not locked)", body = wire::Empty),
+        (status = 400, description = "INVALID_ARGUMENT", body = StatusJson),
+        (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
+        (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
+        (status = 404, description = "NOT_FOUND", body = StatusJson),
+        (status = 503, description = "UNAVAILABLE", body = StatusJson),
+        (status = "default", description = "An unexpected error", body = StatusJson),
+    )
+)]
+async fn unlock_verification(
+    State(api): State<Api>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    client: Option<Extension<ClientAddress>>,
+) -> Result<Json<wire::Empty>, ApiError> {
+    let Path(user_id) = path.map_err(path_error)?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
+    api.service
+        .unlock_verification(
+            &caller,
+            UserRequest {
+                user_id,
+                organization: query.organization(),
+            },
+        )
+        .await?;
+    Ok(Json(wire::Empty {}))
 }

@@ -122,6 +122,11 @@ pub struct AbuseConfig {
     pub ipv6_prefix: Option<u8>,
     /// Codes sent by the whole instance.
     pub instance: Option<Vec<LimitConfig>>,
+    /// Wrong codes in a row, across a user's codes and registrations, that lock the user's
+    /// verification (1..=100).
+    pub max_consecutive_failures: Option<u32>,
+    /// Seconds such a lock lasts unless lifted.
+    pub failure_lockout_secs: Option<u64>,
 }
 
 fn limits(config: &Option<Vec<LimitConfig>>, base: &mut Vec<otp_sms_core::Limit>) {
@@ -175,6 +180,12 @@ impl AbuseConfig {
         }
         if let Some(v) = self.ipv6_prefix {
             p.ipv6_prefix = v;
+        }
+        if let Some(v) = self.max_consecutive_failures {
+            p.max_consecutive_failures = v;
+        }
+        if let Some(v) = self.failure_lockout_secs {
+            p.failure_lockout = Duration::from_secs(v);
         }
         p.validate()
             .map_err(|e| ConfigError::Invalid(format!("[abuse]: {e}")))?;
@@ -645,6 +656,7 @@ mod tests {
             "[abuse]\ninstance = [{ max = 0, window_secs = 60 }]\n",
             "[abuse]\nrefused_types = [\"expensive\"]\n",
             "[abuse]\nregion_deny = [\"Swiss\"]\n",
+            "[abuse]\nmax_consecutive_failures = 101\n",
         ] {
             assert!(
                 Config::from_toml(bad).unwrap().abuse_policies().is_err(),

@@ -147,6 +147,9 @@ impl AbusePolicy {
 
     /// The slot a new registration holds in its user's registration cap, until verified
     /// (then for good) or removed. Member: the registration id.
+    ///
+    /// The slot is held even without a cap: the user's verification lock reaches every live
+    /// registration through it.
     pub fn registration_slot(
         &self,
         instance: &InstanceId,
@@ -154,19 +157,74 @@ impl AbusePolicy {
         registration: &RegistrationId,
     ) -> SendPlan {
         let mut plan = SendPlan::default();
-        if self.max_registrations_per_user != u32::MAX {
-            plan.push(
-                Scope::UserRegistrations,
-                Self::slot_key(instance, user),
-                registration.as_str(),
-                vec![Rule::Held {
-                    max: self.max_registrations_per_user,
-                    hold: self.unverified_counts_for,
-                }],
-                user.as_str().to_owned(),
-            );
-        }
+        plan.push(
+            Scope::UserRegistrations,
+            Self::slot_key(instance, user),
+            registration.as_str(),
+            vec![Rule::Held {
+                max: self.max_registrations_per_user,
+                hold: self.unverified_counts_for,
+            }],
+            user.as_str().to_owned(),
+        );
         plan
+    }
+
+    /// The gate a new code passes only while the user's verification is not locked.
+    pub fn lock_gate(instance: &InstanceId, user: &UserId, member: &str) -> SendPlan {
+        let mut plan = SendPlan::default();
+        plan.push(
+            Scope::VerificationLock,
+            Self::lock_key(instance, user),
+            member,
+            vec![Rule::Absent],
+            user.as_str().to_owned(),
+        );
+        plan
+    }
+
+    /// The key of a user's verification lock.
+    pub fn lock_key(instance: &InstanceId, user: &UserId) -> String {
+        key(instance, Scope::VerificationLock, user.as_str())
+    }
+
+    /// The key of a user's wrong codes in a row.
+    pub fn failures_key(instance: &InstanceId, user: &UserId) -> String {
+        format!(
+            "{}:{}|failures|{}",
+            instance.as_str().len(),
+            instance.as_str(),
+            user.as_str()
+        )
+    }
+
+    /// One more wrong code of the user: admitted while fewer than the cap are counted, refused
+    /// at the cap (the moment to lock).
+    pub fn failure(&self, instance: &InstanceId, user: &UserId, member: &str) -> TakeRequest {
+        TakeRequest {
+            takes: vec![BudgetTake {
+                key: Self::failures_key(instance, user),
+                member: member.to_owned(),
+                rules: vec![Rule::Window {
+                    max: self.max_consecutive_failures.saturating_sub(1),
+                    window: self.failure_lockout,
+                }],
+            }],
+        }
+    }
+
+    /// The entry that marks the user's verification as locked, for the lockout period.
+    pub fn lock(&self, instance: &InstanceId, user: &UserId, member: &str) -> TakeRequest {
+        TakeRequest {
+            takes: vec![BudgetTake {
+                key: Self::lock_key(instance, user),
+                member: member.to_owned(),
+                rules: vec![Rule::Held {
+                    max: u32::MAX,
+                    hold: self.failure_lockout,
+                }],
+            }],
+        }
     }
 
     /// The key of a user's registration slots.

@@ -27,11 +27,13 @@ pub enum Scope {
     Address,
     /// Codes sent by the whole instance: the spend guard.
     Instance,
+    /// The user's verification lock (wrong codes in a row reached the cap).
+    VerificationLock,
 }
 
 impl Scope {
     /// Every scope, for configuration and documentation.
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 10] = [
         Scope::Registration,
         Scope::User,
         Scope::UserRegistrations,
@@ -41,6 +43,7 @@ impl Scope {
         Scope::NumberType,
         Scope::Address,
         Scope::Instance,
+        Scope::VerificationLock,
     ];
 
     /// The scope's name in messages, events and configuration, e.g. `destination number`.
@@ -55,6 +58,7 @@ impl Scope {
             Scope::NumberType => "number type",
             Scope::Address => "client address",
             Scope::Instance => "instance",
+            Scope::VerificationLock => "verification lock",
         }
     }
 
@@ -70,6 +74,7 @@ impl Scope {
             Scope::NumberType => "number_type",
             Scope::Address => "client_address",
             Scope::Instance => "instance",
+            Scope::VerificationLock => "verification_lock",
         }
     }
 
@@ -148,6 +153,12 @@ pub struct AbusePolicy {
     pub ipv6_prefix: u8,
     /// Codes sent by the whole instance.
     pub instance: Vec<Limit>,
+    /// Wrong codes in a row, across all of a user's codes and registrations, that lock the
+    /// user's verification (NIST SP 800-63B: at most 100).
+    pub max_consecutive_failures: u32,
+    /// How long such a lock lasts unless a holder of `user.write` lifts it; also how long a
+    /// wrong code counts toward the cap.
+    pub failure_lockout: Duration,
 }
 
 impl Default for AbusePolicy {
@@ -179,6 +190,8 @@ impl Default for AbusePolicy {
             address: vec![Limit::per_hours(10, 1)],
             ipv6_prefix: 64,
             instance: vec![Limit::per_hours(1_000, 1), Limit::per_hours(10_000, 24)],
+            max_consecutive_failures: 100,
+            failure_lockout: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -208,7 +221,7 @@ impl AbusePolicy {
     }
 
     /// Checks every figure: limits of at least 1 in windows of more than zero and at most 31
-    /// days, an IPv6 prefix of 1..=128, region codes of two letters.
+    /// days, a failure cap of 1..=100, an IPv6 prefix of 1..=128, region codes of two letters.
     pub fn validate(&self) -> Result<(), AbusePolicyError> {
         let limits = [
             ("user", &self.user),
@@ -241,6 +254,17 @@ impl AbusePolicy {
         if self.unverified_counts_for.is_zero() || self.unverified_counts_for > Self::MAX_WINDOW {
             return Err(AbusePolicyError(
                 "unverified_counts_for is more than 0 and at most 31 days".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.max_consecutive_failures) {
+            return Err(AbusePolicyError(format!(
+                "max_consecutive_failures must be 1..=100 (NIST SP 800-63B), got {}",
+                self.max_consecutive_failures
+            )));
+        }
+        if self.failure_lockout.is_zero() || self.failure_lockout > Self::MAX_WINDOW {
+            return Err(AbusePolicyError(
+                "failure_lockout is more than 0 and at most 31 days".into(),
             ));
         }
         if !(1..=128).contains(&self.ipv6_prefix) {
@@ -293,6 +317,13 @@ mod tests {
         assert!(p.validate().is_err());
         let mut p = AbusePolicy::default();
         p.region_deny.insert("che".into());
+        assert!(p.validate().is_err());
+        let mut p = AbusePolicy {
+            max_consecutive_failures: 101,
+            ..AbusePolicy::default()
+        };
+        assert!(p.validate().is_err());
+        p.max_consecutive_failures = 0;
         assert!(p.validate().is_err());
     }
 

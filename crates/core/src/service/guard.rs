@@ -8,12 +8,16 @@
 //! - [`Permit::refund`]: the append was refused (a version conflict), so nothing was sent;
 //!   the budgets are given back before the loop decides again.
 //! - [`Permit::settle`]: after a committed append, a verified registration holds its slot
-//!   for good and a removed one frees it.
+//!   for good and ends the user's run of wrong codes, a removed one frees its slot, and a wrong
+//!   code counts toward the user's cap; at the cap, every live registration of the user is
+//!   locked (a `verification locked` event in each, so a verify reads nothing but its stream).
 
 use crate::abuse::{AbusePolicy, Scope, SendPlan, TakeOutcome};
+use crate::aggregate::Command;
 use crate::caller::Caller;
-use crate::error::Error;
+use crate::error::{Error, Precondition};
 use crate::event::{Delivery, Event, SendRefused, REFUSAL_AGGREGATE_TYPE};
+use crate::ids::PrincipalId;
 use crate::ids::RegistrationId;
 use crate::phone::Phone;
 use crate::ports::UserRecord;
@@ -32,6 +36,7 @@ pub(super) struct Permit {
 enum Settle {
     Verified,
     Removed,
+    WrongCode,
 }
 
 impl CommandService {
@@ -50,10 +55,18 @@ impl CommandService {
             settles: events.iter().find_map(|e| match e {
                 Event::Verified(_) => Some(Settle::Verified),
                 Event::Removed(_) => Some(Settle::Removed),
+                Event::CheckFailed(_) => Some(Settle::WrongCode),
                 _ => None,
             }),
         };
         let mut plan = SendPlan::default();
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::Added(_) | Event::CodeAdded(_)))
+        {
+            // No new code, and no new registration, while the user's verification is locked.
+            plan = AbusePolicy::lock_gate(&caller.instance, &user.id, registration.as_str());
+        }
         for event in events {
             match event {
                 Event::Added(added) => {
@@ -98,6 +111,9 @@ impl CommandService {
                 let existing = (!events.iter().any(|e| matches!(e, Event::Added(_))))
                     .then(|| registration.clone());
                 self.audit(caller, user, existing, scope, subject).await;
+                if scope == Scope::VerificationLock {
+                    return Err(Error::FailedPrecondition(Precondition::VerificationLocked));
+                }
                 Err(Error::SendRefused { scope, retry_after })
             }
         }
@@ -168,11 +184,60 @@ impl Permit {
         let key = AbusePolicy::slot_key(&caller.instance, &user.id);
         let member = registration.as_str();
         let done = match settle {
-            Settle::Verified => service.budgets.hold(&key, member, None).await,
-            Settle::Removed => service.budgets.release(&key, member).await,
+            Settle::Verified => {
+                // A right code ends the run of wrong ones.
+                let failures = AbusePolicy::failures_key(&caller.instance, &user.id);
+                match service.budgets.clear(&failures).await {
+                    Ok(_) => service.budgets.hold(&key, member, None).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+            Settle::Removed => service.budgets.release(&key, member).await.map(|_| ()),
+            Settle::WrongCode => service.count_wrong_code(caller, user, registration).await,
         };
         if let Err(e) = done {
-            tracing::warn!(error = %e, ?settle, "could not settle a registration slot");
+            tracing::warn!(error = %e, ?settle, "could not settle a command's abuse state");
         }
+    }
+}
+
+impl CommandService {
+    /// Counts a committed wrong code; at the user's cap, locks verification of every live
+    /// registration of the user.
+    async fn count_wrong_code(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        registration: &RegistrationId,
+    ) -> Result<(), crate::ports::PortError> {
+        let policy = self.abuse_policy(&caller.instance);
+        let member = format!("{registration}#{}", self.ids.message_id());
+        let failure = policy.failure(&caller.instance, &user.id, &member);
+        if self.budgets.take(&failure).await? == TakeOutcome::Taken {
+            return Ok(());
+        }
+        let until = self.clock.now()
+            + chrono::Duration::from_std(policy.failure_lockout).unwrap_or(chrono::Duration::MAX);
+        let lock = policy.lock(
+            &caller.instance,
+            &user.id,
+            &self.ids.message_id().to_string(),
+        );
+        self.budgets.take(&lock).await?;
+        tracing::warn!(user = %user.id, "wrong codes in a row reached the cap: verification locked");
+        let slots = AbusePolicy::slot_key(&caller.instance, &user.id);
+        let system = Caller::new(caller.instance.clone(), PrincipalId::system());
+        for id in self.budgets.members(&slots).await? {
+            let Ok(id) = RegistrationId::parse("otp_sms_id", id) else {
+                continue;
+            };
+            let command = Command::LockVerification { until };
+            // Boxed: this runs inside the command loop that recorded the wrong code.
+            let locked = Box::pin(self.execute(&system, user, &id, &command, None)).await;
+            if let Err(e) = locked {
+                tracing::warn!(error = %e, registration = %id, "could not lock a registration");
+            }
+        }
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use crate::abuse::{AbusePolicy, AbusePolicyError, BudgetStore, MemoryBudgets};
 use crate::aggregate::{AddVerification, Command};
 use crate::api::{
     AddRequest, AddResponse, Details, OrganizationRef, PhoneVerification, RegistrationRequest,
-    ResendResponse, VerifyRequest,
+    ResendResponse, UserRequest, VerifyRequest,
 };
 use crate::caller::Caller;
 use crate::code::{CodePolicy, VerificationCode};
@@ -314,6 +314,51 @@ impl CommandService {
             details,
             verification_code: (delivery == Delivery::Return).then_some(code),
         })
+    }
+
+    /// Lifts the user's verification lock (an extension of the contract; NIST SP 800-63B's
+    /// cap on wrong codes in a row): ends the run of wrong codes and the lock, and records
+    /// `verification unlocked` on every live registration of the user that was locked.
+    /// Needs `user.write` in the user's organization, whoever the caller is.
+    ///
+    /// Checks: ids (INVALID_ARGUMENT), the user (NOT_FOUND), `user.write` (PERMISSION_DENIED);
+    /// an unreachable budget store is UNAVAILABLE. Unlocking a user who is not locked changes
+    /// nothing and succeeds.
+    pub async fn unlock_verification(
+        &self,
+        caller: &Caller,
+        req: UserRequest,
+    ) -> Result<(), Error> {
+        let user_id = UserId::parse("id", req.user_id)?;
+        let organization = parse_org_ref(req.organization)?;
+        let user = self
+            .authorize(caller, &user_id, organization, Need::UserWrite)
+            .await?;
+        let instance = &caller.instance;
+        self.budgets
+            .clear(&AbusePolicy::failures_key(instance, &user.id))
+            .await?;
+        self.budgets
+            .clear(&AbusePolicy::lock_key(instance, &user.id))
+            .await?;
+        for id in self
+            .budgets
+            .members(&AbusePolicy::slot_key(instance, &user.id))
+            .await?
+        {
+            let Ok(id) = RegistrationId::parse("otp_sms_id", id) else {
+                continue;
+            };
+            match self
+                .execute(caller, &user, &id, &Command::UnlockVerification, None)
+                .await
+            {
+                // Removed meanwhile: nothing to unlock.
+                Ok(_) | Err(Error::RegistrationNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Records that code `number` was handed to the SMS provider. Idempotent: a second report
