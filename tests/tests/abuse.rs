@@ -43,6 +43,8 @@ on_both_stores!(
     a_hundred_wrong_codes_in_a_row_lock_every_registration_of_the_user,
     a_right_code_ends_the_run_of_wrong_ones,
     an_administrator_unlocks_and_the_user_cannot,
+    test_numbers_send_nothing_take_no_budget_and_verify_with_their_fixed_code,
+    a_silent_scope_answers_as_if_sent_and_sends_nothing,
 );
 
 const NUMBER: &str = "+41791234567";
@@ -905,4 +907,169 @@ async fn an_administrator_unlocks_and_the_user_cannot(backend: Backend) {
     unlock("admin").await.expect("unlock again");
     assert_eq!(f.feed().await.len(), before);
     f.finish().await;
+}
+
+async fn test_numbers_send_nothing_take_no_budget_and_verify_with_their_fixed_code(
+    backend: Backend,
+) {
+    let policy = AbusePolicy {
+        test_numbers: vec![
+            otp_sms_core::TestNumber {
+                number: NUMBER.into(),
+                code: "24682468".into(),
+            },
+            otp_sms_core::TestNumber {
+                number: "+19005550123".into(),
+                code: "13571357".into(),
+            },
+        ],
+        ..AbusePolicy::default()
+    };
+    let f = Fixture::with_abuse_policy(backend, policy).await;
+    // Twenty users, one number: no budget binds a test number.
+    let mut added = Vec::new();
+    for i in 0..20 {
+        added.push(
+            send(&f, i, NUMBER)
+                .await
+                .expect("a test number takes no budget"),
+        );
+    }
+    assert_eq!(outbox_len(&f).await, 0, "nothing to send");
+    let (events, refusals) = written(&f).await;
+    assert!(refusals.is_empty());
+    let codes: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CodeAdded(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes.len(), 20);
+    assert!(codes.iter().all(|c| c.delivery == Delivery::Test));
+    let json = serde_json::to_string(
+        &f.feed()
+            .await
+            .iter()
+            .map(|e| e.event.to_json().unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(json.contains(r#""delivery":"test""#), "{json}");
+    assert!(
+        !json.contains("24682468"),
+        "the fixed code is kept only as a hash"
+    );
+    // The fixed code verifies; another does not.
+    let first = added[0].registration_id.to_string();
+    let verify = |user: &str, id: &str, code: &str| {
+        let (service, caller) = (f.service.clone(), Fixture::caller(user));
+        let request = otp_sms_core::VerifyRequest {
+            user_id: user.to_owned(),
+            organization: None,
+            registration_id: id.to_owned(),
+            code: code.to_owned(),
+        };
+        async move { service.verify(&caller, request).await }
+    };
+    assert_eq!(
+        verify("u0", &first, "11111111").await,
+        Err(Error::WrongCode)
+    );
+    verify("u0", &first, "24682468")
+        .await
+        .expect("the fixed code");
+    // A listed number escapes the number-type rule; a resend to it returns its fixed code.
+    let admin = Fixture::caller("admin");
+    let premium = add(
+        &f.service,
+        &admin,
+        "u1",
+        "+19005550123",
+        PhoneVerification::ReturnCode,
+    )
+    .await
+    .expect("listed by the operator");
+    assert_eq!(premium.verification_code.unwrap().expose(), "13571357");
+    f.clock.advance(chrono::Duration::seconds(61));
+    let resent = f
+        .service
+        .resend_code(
+            &admin,
+            RegistrationRequest {
+                user_id: "u1".into(),
+                organization: None,
+                registration_id: premium.registration_id.to_string(),
+            },
+            Delivery::Return,
+        )
+        .await
+        .expect("resend");
+    assert_eq!(resent.verification_code.unwrap().expose(), "13571357");
+    // Callers cannot ask for test delivery themselves.
+    let err = f
+        .service
+        .resend_code(
+            &admin,
+            RegistrationRequest {
+                user_id: "u1".into(),
+                organization: None,
+                registration_id: premium.registration_id.to_string(),
+            },
+            Delivery::Test,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                field: "delivery",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    f.finish().await;
+}
+
+async fn a_silent_scope_answers_as_if_sent_and_sends_nothing(backend: Backend) {
+    let policy = AbusePolicy {
+        silent: [Scope::Number].into(),
+        ..AbusePolicy::default()
+    };
+    let f = Fixture::with_abuse_policy(backend, policy).await;
+    for i in 0..5 {
+        send(&f, i, NUMBER).await.expect("within the budget");
+    }
+    let silent = send(&f, 5, NUMBER)
+        .await
+        .expect("answered as if the code were sent");
+    assert!(silent.verification_code.is_none());
+    assert_eq!(
+        outbox_len(&f).await,
+        5,
+        "nothing sent for the silent refusal"
+    );
+    let (events, refusals) = written(&f).await;
+    let adds = events
+        .iter()
+        .filter(|e| matches!(e, Event::Added(_)))
+        .count();
+    assert_eq!(adds, 5, "nothing written for it but its audit record");
+    assert_eq!(refusals.len(), 1);
+    assert!(refusals[0].silent);
+    assert_eq!(refusals[0].scope, "destination_number");
+    // A scope that is not silent still answers 429.
+    let loud = AbusePolicy {
+        silent: [Scope::Range].into(),
+        ..AbusePolicy::default()
+    };
+    let g = Fixture::with_abuse_policy(backend, loud).await;
+    for i in 0..5 {
+        send(&g, i, NUMBER).await.expect("within the budget");
+    }
+    refused_by(send(&g, 5, NUMBER).await, Scope::Number);
+    f.finish().await;
+    g.finish().await;
 }

@@ -32,6 +32,7 @@ fn domain(c: &mut Criterion) {
         now,
         policy: &policy,
         keys: &keys,
+        test_code: None,
     };
     let code = VerificationCode::from_input("12345678").unwrap();
     let add = Command::Add {

@@ -26,6 +26,8 @@ pub enum Delivery {
     Send,
     /// In the API response, for hosts that deliver it themselves.
     Return,
+    /// Nowhere: the number is one of the instance's test numbers, whose code is fixed.
+    Test,
 }
 
 /// A phone was registered as a second factor for a user.

@@ -31,6 +31,7 @@
 //!     now: "2026-01-01T00:00:00Z".parse().unwrap(),
 //!     policy: &policy,
 //!     keys: &keys,
+//!     test_code: None,
 //! };
 //! let code = VerificationCode::from_input("12345678").unwrap();
 //! let add = Command::Add {
@@ -65,7 +66,7 @@ mod stream_cache;
 
 pub use abuse::{
     redact_phone, AbusePolicy, AbusePolicyError, BudgetStore, BudgetTake, Limit, MemoryBudgets,
-    NumberCheck, Rule, Scope, SendPlan, TakeOutcome, TakeRequest,
+    NumberCheck, Rule, Scope, SendPlan, TakeOutcome, TakeRequest, TestNumber,
 };
 pub use aggregate::{
     AddVerification, Command, Context, Decision, PendingCode, Registration, Status,

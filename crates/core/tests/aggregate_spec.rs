@@ -70,6 +70,7 @@ impl Given {
             now: at,
             policy: &self.policy,
             keys: &keys,
+            test_code: None,
         };
         Registration::from_events(&self.events).decide(&command, &ctx)
     }
@@ -82,7 +83,8 @@ fn added_events(delivery: Delivery, at: DateTime<Utc>) -> Vec<Event> {
         organization: org(),
         phone: Phone::parse("+41791234567").unwrap(),
         verification: match delivery {
-            Delivery::Send => AddVerification::SendCode(code(RIGHT)),
+            // A test number's delivery comes from the context, not the command.
+            Delivery::Send | Delivery::Test => AddVerification::SendCode(code(RIGHT)),
             Delivery::Return => AddVerification::ReturnCode(code(RIGHT)),
         },
     };
@@ -647,4 +649,37 @@ fn a_lock_or_unlock_of_another_users_or_a_removed_registration_is_not_found() {
             rejected(Error::RegistrationNotFound)
         );
     }
+}
+
+#[test]
+fn a_test_number_is_issued_its_fixed_code_and_sent_nowhere() {
+    let keys = keys();
+    let registration = reg();
+    let fixed = code("24682468");
+    let ctx = Context {
+        registration: &registration,
+        user: &user(),
+        now: t(0),
+        policy: &CodePolicy::default(),
+        keys: &keys,
+        test_code: Some(&fixed),
+    };
+    let add = Command::Add {
+        user: user(),
+        organization: org(),
+        phone: Phone::parse("+41791234567").unwrap(),
+        verification: AddVerification::SendCode(code(RIGHT)),
+    };
+    let events = Registration::default().decide(&add, &ctx).events().to_vec();
+    let Event::CodeAdded(added) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(added.delivery, Delivery::Test);
+    // The fixed code verifies; the drawn one does not.
+    let state = Registration::from_events(&events);
+    assert!(matches!(
+        state.decide(&verify("24682468"), &ctx).events(),
+        [Event::Verified(_)]
+    ));
+    assert!(state.decide(&verify(RIGHT), &ctx).error().is_some());
 }

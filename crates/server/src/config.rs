@@ -127,6 +127,29 @@ pub struct AbuseConfig {
     pub max_consecutive_failures: Option<u32>,
     /// Seconds such a lock lasts unless lifted.
     pub failure_lockout_secs: Option<u64>,
+    /// Test numbers: `[{ number = "+15005550006", code = "123456" }]` (at most 20).
+    pub test_numbers: Option<Vec<TestNumberConfig>>,
+    /// Scopes that refuse silently, by configuration key (`destination_number`, …).
+    pub silent: Option<Vec<String>>,
+}
+
+/// A test number in the configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestNumberConfig {
+    /// The number, in E.164.
+    pub number: String,
+    /// Its fixed code.
+    pub code: String,
+}
+
+impl std::fmt::Debug for TestNumberConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNumberConfig")
+            .field("number", &self.number)
+            .field("code", &"<redacted>")
+            .finish()
+    }
 }
 
 fn limits(config: &Option<Vec<LimitConfig>>, base: &mut Vec<otp_sms_core::Limit>) {
@@ -186,6 +209,25 @@ impl AbuseConfig {
         }
         if let Some(v) = self.failure_lockout_secs {
             p.failure_lockout = Duration::from_secs(v);
+        }
+        if let Some(list) = &self.test_numbers {
+            p.test_numbers = list
+                .iter()
+                .map(|t| otp_sms_core::TestNumber {
+                    number: t.number.clone(),
+                    code: t.code.clone(),
+                })
+                .collect();
+        }
+        if let Some(keys) = &self.silent {
+            p.silent = keys
+                .iter()
+                .map(|k| {
+                    otp_sms_core::Scope::from_key(k).ok_or_else(|| {
+                        ConfigError::Invalid(format!("[abuse] silent: unknown scope `{k}`"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
         }
         p.validate()
             .map_err(|e| ConfigError::Invalid(format!("[abuse]: {e}")))?;
@@ -657,12 +699,26 @@ mod tests {
             "[abuse]\nrefused_types = [\"expensive\"]\n",
             "[abuse]\nregion_deny = [\"Swiss\"]\n",
             "[abuse]\nmax_consecutive_failures = 101\n",
+            "[abuse]\nsilent = [\"everything\"]\n",
+            "[abuse]\nsilent = [\"user_registrations\"]\n",
+            "[abuse]\ntest_numbers = [{ number = \"+41 79 123 45 67\", code = \"123456\" }]\n",
         ] {
             assert!(
                 Config::from_toml(bad).unwrap().abuse_policies().is_err(),
                 "{bad}"
             );
         }
+        let listed = Config::from_toml(
+            "[abuse]\nsilent = [\"destination_number\"]\ntest_numbers = [{ number = \"+41791234567\", code = \"24682468\" }]\n",
+        )
+        .unwrap();
+        assert!(
+            !format!("{listed:?}").contains("24682468"),
+            "Debug shows no test code"
+        );
+        let (p, _) = listed.abuse_policies().unwrap();
+        assert_eq!(p.test_code("+41791234567"), Some("24682468"));
+        assert!(p.silent.contains(&otp_sms_core::Scope::Number));
         // The development configuration lets alice see her own code.
         assert!(
             Config::development()

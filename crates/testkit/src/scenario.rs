@@ -436,6 +436,7 @@ impl AggregateSim {
             now: self.now,
             policy: &self.policy,
             keys: &self.keys,
+            test_code: None,
         };
         let decision = self.state.decide(&command, &ctx);
         let (events, error) = match decision {

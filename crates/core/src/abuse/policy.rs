@@ -46,6 +46,17 @@ impl Scope {
         Scope::VerificationLock,
     ];
 
+    /// The scopes that may refuse silently: the send budgets. A refused number (type, region),
+    /// the registration cap and the verification lock always answer.
+    pub const SILENCEABLE: [Scope; 6] = [
+        Scope::User,
+        Scope::Number,
+        Scope::Range,
+        Scope::Region,
+        Scope::Address,
+        Scope::Instance,
+    ];
+
     /// The scope's name in messages, events and configuration, e.g. `destination number`.
     pub fn name(self) -> &'static str {
         match self {
@@ -110,6 +121,26 @@ impl Limit {
     }
 }
 
+/// A number that receives no SMS and whose code is fixed: for app-store review and hosts'
+/// end-to-end tests. Its codes take no send budget and are recorded with the delivery
+/// `test`; the fixed code is stored, like every code, only as a keyed hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TestNumber {
+    /// The number, in E.164.
+    pub number: String,
+    /// The code that verifies it: 6 to 12 digits.
+    pub code: String,
+}
+
+impl fmt::Debug for TestNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestNumber")
+            .field("number", &self.number)
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Every abuse rule of an instance. `Default` is the policy of `docs/security.md`; every
 /// figure may be changed, per instance ([`crate::CommandService::with_instance_abuse_policy`]).
 ///
@@ -159,6 +190,11 @@ pub struct AbusePolicy {
     /// How long such a lock lasts unless a holder of `user.write` lifts it; also how long a
     /// wrong code counts toward the cap.
     pub failure_lockout: Duration,
+    /// Test numbers (at most [`AbusePolicy::MAX_TEST_NUMBERS`]).
+    pub test_numbers: Vec<TestNumber>,
+    /// Scopes that refuse silently: the call answers as if the code were sent, and nothing
+    /// is sent, so a pumper cannot see where the wall is.
+    pub silent: BTreeSet<Scope>,
 }
 
 impl Default for AbusePolicy {
@@ -192,6 +228,8 @@ impl Default for AbusePolicy {
             instance: vec![Limit::per_hours(1_000, 1), Limit::per_hours(10_000, 24)],
             max_consecutive_failures: 100,
             failure_lockout: Duration::from_secs(24 * 3600),
+            test_numbers: Vec::new(),
+            silent: BTreeSet::new(),
         }
     }
 }
@@ -202,6 +240,8 @@ impl Default for AbusePolicy {
 pub struct AbusePolicyError(pub String);
 
 impl AbusePolicy {
+    /// The most test numbers an instance may list.
+    pub const MAX_TEST_NUMBERS: usize = 20;
     /// The longest window a limit may have.
     pub const MAX_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
 
@@ -221,7 +261,9 @@ impl AbusePolicy {
     }
 
     /// Checks every figure: limits of at least 1 in windows of more than zero and at most 31
-    /// days, a failure cap of 1..=100, an IPv6 prefix of 1..=128, region codes of two letters.
+    /// days, a failure cap of 1..=100, an IPv6 prefix of 1..=128, region codes of two letters,
+    /// at most 20 test numbers written in E.164 with codes of 6 to 12 digits, and silent
+    /// scopes among those that refuse a code to send.
     pub fn validate(&self) -> Result<(), AbusePolicyError> {
         let limits = [
             ("user", &self.user),
@@ -285,8 +327,49 @@ impl AbusePolicy {
                 )));
             }
         }
-
+        if self.test_numbers.len() > Self::MAX_TEST_NUMBERS {
+            return Err(AbusePolicyError(format!(
+                "at most {} test numbers, got {}",
+                Self::MAX_TEST_NUMBERS,
+                self.test_numbers.len()
+            )));
+        }
+        for test in &self.test_numbers {
+            let phone = crate::Phone::parse(&test.number).map_err(|_| {
+                AbusePolicyError(format!("test number `{}` is not valid", test.number))
+            })?;
+            if phone.as_e164() != test.number {
+                return Err(AbusePolicyError(format!(
+                    "test number `{}` must be written in E.164 ({})",
+                    test.number,
+                    phone.as_e164()
+                )));
+            }
+            if !(6..=12).contains(&test.code.len())
+                || !test.code.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(AbusePolicyError(format!(
+                    "the code of test number `{}` must be 6 to 12 digits",
+                    test.number
+                )));
+            }
+        }
+        for scope in &self.silent {
+            if !Scope::SILENCEABLE.contains(scope) {
+                return Err(AbusePolicyError(format!(
+                    "the {scope} scope cannot refuse silently (only send budgets can)"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The fixed code of `e164`, if it is one of the test numbers.
+    pub fn test_code(&self, e164: &str) -> Option<&str> {
+        self.test_numbers
+            .iter()
+            .find(|t| t.number == e164)
+            .map(|t| t.code.as_str())
     }
 }
 
@@ -325,6 +408,24 @@ mod tests {
         assert!(p.validate().is_err());
         p.max_consecutive_failures = 0;
         assert!(p.validate().is_err());
+        let mut p = AbusePolicy {
+            test_numbers: vec![TestNumber {
+                number: "+41 79 123 45 67".into(),
+                code: "123456".into(),
+            }],
+            ..AbusePolicy::default()
+        };
+        assert!(p.validate().is_err());
+        p.test_numbers[0].number = "+41791234567".into();
+        p.validate().unwrap();
+        p.test_numbers[0].code = "12".into();
+        assert!(p.validate().is_err());
+        assert!(!format!("{:?}", p.test_numbers[0]).contains("12\""));
+        let mut p = AbusePolicy::default();
+        p.silent.insert(Scope::UserRegistrations);
+        assert!(p.validate().is_err());
+        p.silent = [Scope::Number].into();
+        p.validate().unwrap();
     }
 
     #[test]

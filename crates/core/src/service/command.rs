@@ -21,6 +21,7 @@ use crate::store::{
 };
 
 use super::delivery::CodeDelivery;
+use super::guard::Admission;
 
 impl CommandService {
     /// Load, rebuild, decide, append; on a version conflict, again, up to `max_attempts`.
@@ -58,12 +59,18 @@ impl CommandService {
             // alive across it, it would sit in this future, which is copied whole when moved.
             let (events, error, organization, outbox, phone) = {
                 let mut state = Registration::from_events(history.iter().map(|r| &r.event));
+                let number = match command {
+                    Command::Add { phone, .. } => Some(phone),
+                    _ => state.phone.as_ref(),
+                };
+                let test_code = number.and_then(|p| self.test_code(&caller.instance, p));
                 let ctx = Context {
                     registration,
                     user: &user.id,
                     now,
                     policy: &self.policy,
                     keys: &self.keys,
+                    test_code: test_code.as_ref(),
                 };
                 let (events, error) = match state.decide(command, &ctx) {
                     Decision::Accepted(events) => (events, None),
@@ -103,9 +110,16 @@ impl CommandService {
             }
             // The abuse rules' one point in the loop: a refusal fails the command with
             // nothing written but its audit record.
-            let permit = self
+            let permit = match self
                 .admit(caller, user, registration, phone.as_ref(), &events)
-                .await?;
+                .await?
+            {
+                Admission::Go(permit) => permit,
+                // The pumper is answered as a sender would be: nothing sent, nothing written.
+                Admission::Silent => {
+                    return Ok(details(registration, &organization, &history, &[], now))
+                }
+            };
             // What the cache needs after the append, which consumes the events.
             let for_cache = self.cache.is_some().then(|| events.clone());
             let append = Append {

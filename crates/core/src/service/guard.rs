@@ -25,6 +25,15 @@ use crate::store::{Append, ExpectedVersion, NewEvent, StreamId};
 
 use super::CommandService;
 
+/// Whether the attempt goes on to its append.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// Append, then settle or refund the permit.
+    Go(Permit),
+    /// A silent scope refused: answer as if the code were sent, and write nothing more.
+    Silent,
+}
+
 /// What an admitted attempt took, and what its events settle once committed.
 #[derive(Debug, Default)]
 pub(super) struct Permit {
@@ -48,7 +57,7 @@ impl CommandService {
         registration: &RegistrationId,
         phone: Option<&Phone>,
         events: &[Event],
-    ) -> Result<Permit, Error> {
+    ) -> Result<Admission, Error> {
         let policy = self.abuse_policy(&caller.instance);
         let mut permit = Permit {
             taken: None,
@@ -70,8 +79,16 @@ impl CommandService {
         for event in events {
             match event {
                 Event::Added(added) => {
-                    if let Err(refused) = policy.check_number(&added.phone) {
-                        self.audit(caller, user, None, refused.scope, redacted(&added.phone))
+                    // The operator listed its test numbers: no rule of type or region.
+                    let listed = policy.test_code(added.phone.as_e164()).is_some();
+                    let checked = if listed {
+                        Ok(())
+                    } else {
+                        policy.check_number(&added.phone)
+                    };
+                    if let Err(refused) = checked {
+                        let subject = redacted(&added.phone);
+                        self.audit(caller, user, None, refused.scope, subject, false)
                             .await;
                         return Err(Error::invalid("phone.number", refused.reason));
                     }
@@ -98,19 +115,28 @@ impl CommandService {
             }
         }
         if plan.is_empty() {
-            return Ok(permit);
+            return Ok(Admission::Go(permit));
         }
         match self.budgets.take(&plan.request).await? {
             TakeOutcome::Taken => {
                 permit.taken = Some(plan);
-                Ok(permit)
+                Ok(Admission::Go(permit))
             }
             TakeOutcome::Refused { take, retry_after } => {
                 let (scope, subject) = plan.subjects.swap_remove(take);
                 // A refused resend names its registration; a refused add has none yet.
                 let existing = (!events.iter().any(|e| matches!(e, Event::Added(_))))
                     .then(|| registration.clone());
-                self.audit(caller, user, existing, scope, subject).await;
+                // Silence only hides a send budget from a code that would be sent.
+                let sends = events
+                    .iter()
+                    .any(|e| matches!(e, Event::CodeAdded(c) if c.delivery == Delivery::Send));
+                let silent = sends && policy.silent.contains(&scope);
+                self.audit(caller, user, existing, scope, subject, silent)
+                    .await;
+                if silent {
+                    return Ok(Admission::Silent);
+                }
                 if scope == Scope::VerificationLock {
                     return Err(Error::FailedPrecondition(Precondition::VerificationLocked));
                 }
@@ -128,15 +154,16 @@ impl CommandService {
         registration: Option<RegistrationId>,
         scope: Scope,
         subject: String,
+        silent: bool,
     ) {
-        tracing::info!(scope = scope.key(), subject = %subject, "code refused by an abuse rule");
+        tracing::info!(scope = scope.key(), subject = %subject, silent, "code refused by an abuse rule");
         let id = self.ids.message_id().to_string();
         let event = Event::SendRefused(SendRefused {
             scope: scope.key().to_owned(),
             subject,
             user: user.id.clone(),
             registration,
-            silent: false,
+            silent,
             retry_after_secs: None,
         });
         let append = Append {

@@ -156,6 +156,38 @@ impl CommandService {
         &self.budgets
     }
 
+    /// The fixed code of the registration's number when it is a test number (reads the
+    /// stream only when the instance has test numbers).
+    async fn test_code_of(
+        &self,
+        instance: &InstanceId,
+        registration: &RegistrationId,
+    ) -> Result<Option<VerificationCode>, Error> {
+        if self.abuse_policy(instance).test_numbers.is_empty() {
+            return Ok(None);
+        }
+        let history = self
+            .store
+            .read_stream(&Self::stream_id(instance, registration))
+            .await?;
+        let state = crate::aggregate::Registration::from_events(history.iter().map(|r| &r.event));
+        Ok(state
+            .phone
+            .and_then(|phone| self.test_code(instance, &phone)))
+    }
+
+    /// The fixed code of `phone` when it is one of `instance`'s test numbers.
+    fn test_code(&self, instance: &InstanceId, phone: &Phone) -> Option<VerificationCode> {
+        let policy = self.abuse_policy(instance);
+        if policy.test_numbers.is_empty() {
+            return None;
+        }
+        // Validated digits: within the bounds of any code.
+        policy
+            .test_code(phone.as_e164())
+            .and_then(|code| VerificationCode::from_input(code).ok())
+    }
+
     /// Uses another id generator.
     pub fn with_ids(mut self, ids: Arc<dyn IdGenerator>) -> Self {
         self.ids = ids;
@@ -233,8 +265,11 @@ impl CommandService {
             PhoneVerification::IsVerified(_) => Need::UserWrite,
         };
         let user = self.authorize(caller, &user_id, organization, need).await?;
-        let fresh = (!matches!(req.verification, PhoneVerification::IsVerified(_)))
-            .then(|| self.fresh_code());
+        // A test number's code is its fixed one (the aggregate issues it as such).
+        let fresh = (!matches!(req.verification, PhoneVerification::IsVerified(_))).then(|| {
+            self.test_code(&caller.instance, &phone)
+                .unwrap_or_else(|| self.fresh_code())
+        });
         let verification = match (req.verification, fresh.clone()) {
             (PhoneVerification::ReturnCode, Some(code)) => AddVerification::ReturnCode(code),
             (PhoneVerification::SendCode, Some(code)) => AddVerification::SendCode(code),
@@ -298,9 +333,15 @@ impl CommandService {
         delivery: Delivery,
     ) -> Result<ResendResponse, Error> {
         let need = match delivery {
-            Delivery::Send => Need::Manage,
+            Delivery::Send | Delivery::Test => Need::Manage,
             Delivery::Return => Need::CodeInResponse,
         };
+        if delivery == Delivery::Test {
+            return Err(Error::invalid(
+                "delivery",
+                "test delivery is chosen by the instance's test numbers, not by callers",
+            ));
+        }
         let (user, registration) = self.target(caller, req, need).await?;
         let code = self.fresh_code();
         let command = Command::ResendCode {
@@ -310,9 +351,18 @@ impl CommandService {
         let details = self
             .execute(caller, &user, &registration, &command, Some(&code))
             .await?;
+        let verification_code = match delivery {
+            // A test number was issued its fixed code, not the drawn one.
+            Delivery::Return => Some(
+                self.test_code_of(&caller.instance, &registration)
+                    .await?
+                    .unwrap_or(code),
+            ),
+            _ => None,
+        };
         Ok(ResendResponse {
             details,
-            verification_code: (delivery == Delivery::Return).then_some(code),
+            verification_code,
         })
     }
 
