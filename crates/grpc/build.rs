@@ -7,7 +7,10 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(
-        ["zitadel/resources/user/v3alpha/user_service.proto"],
+        [
+            "zitadel/resources/user/v3alpha/user_service.proto",
+            "otpsms/v1/extensions.proto",
+        ],
         ["proto"],
     )?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -507,3 +507,101 @@ async fn the_unlock_extension_over_http() {
     assert_eq!(status, 200, "{body}");
     s.finish().await;
 }
+
+/// The unlock extension over gRPC (`otpsms.v1.OTPSMSExtensions`), on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unlock_extension_over_grpc() {
+    use otp_sms_grpc::proto::otpsms::v1::{
+        otpsms_extensions_client::OtpsmsExtensionsClient, UnlockOtpsmsVerificationRequest,
+    };
+    use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::VerifyOtpsmsRegistrationRequest;
+    let webhook = WebhookReceiver::start().await;
+    let schema = pg::schema_name();
+    let text = config(1, &webhook.url).replace(
+        "[server]",
+        "[abuse]\nmax_consecutive_failures = 2\n\n[server]",
+    );
+    let server = Server::start(
+        BIN,
+        &Options {
+            config: text,
+            keys: Some(TEST_KEYS.into()),
+            database: Some((pg::database_url().to_owned(), schema.clone())),
+            ..Options::default()
+        },
+    );
+    let s = Setup {
+        server,
+        schema,
+        webhook,
+    };
+    let authed = |token: &str| format!("Bearer {token}").parse().unwrap();
+    let mut users = ZitadelUsersClient::connect(s.server.base_url.clone())
+        .await
+        .expect("connect");
+    let mut ext = OtpsmsExtensionsClient::connect(s.server.base_url.clone())
+        .await
+        .expect("connect");
+    let mut add = Request::new(AddOtpsmsAuthenticatorRequest {
+        id: "u0".into(),
+        phone: Some(SetPhone {
+            number: "+41791234567".into(),
+            verification: Some(set_phone::Verification::ReturnCode(
+                ReturnPhoneVerificationCode {},
+            )),
+        }),
+        ..Default::default()
+    });
+    add.metadata_mut()
+        .insert("authorization", authed("token-root"));
+    let added = users
+        .add_otpsms_authenticator(add)
+        .await
+        .expect("add")
+        .into_inner();
+    let code = added.verification_code.unwrap();
+    let verify = |code: &str| {
+        let mut r = Request::new(VerifyOtpsmsRegistrationRequest {
+            id: "u0".into(),
+            otp_sms_id: added.otp_sms_id.clone(),
+            code: code.into(),
+            ..Default::default()
+        });
+        r.metadata_mut().insert("authorization", authed("token-u0"));
+        r
+    };
+    let wrong = otp_sms_testkit::scenario::wrong_code(&code);
+    for _ in 0..2 {
+        let err = users
+            .verify_otpsms_registration(verify(&wrong))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+    }
+    let err = users
+        .verify_otpsms_registration(verify(&code))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let unlock = |token: &str| {
+        let mut r = Request::new(UnlockOtpsmsVerificationRequest {
+            id: "u0".into(),
+            ..Default::default()
+        });
+        r.metadata_mut().insert("authorization", authed(token));
+        r
+    };
+    let err = ext
+        .unlock_otpsms_verification(unlock("token-u0"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    ext.unlock_otpsms_verification(unlock("token-root"))
+        .await
+        .expect("unlock");
+    users
+        .verify_otpsms_registration(verify(&code))
+        .await
+        .expect("verified once unlocked");
+    s.finish().await;
+}

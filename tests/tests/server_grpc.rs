@@ -466,4 +466,9 @@ async fn reflection_lists_the_service() {
         names.contains(&"zitadel.resources.user.v3alpha.ZITADELUsers".to_owned()),
         "{names:?}"
     );
+    // The project's extensions, in a service of their own.
+    assert!(
+        names.contains(&"otpsms.v1.OTPSMSExtensions".to_owned()),
+        "{names:?}"
+    );
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use otp_sms_core::{
     authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
     Details, Error, InstanceRef, OrganizationRef, OwnerType, PhoneVerification,
-    RegistrationRequest, VerifyRequest,
+    RegistrationRequest, UserRequest, VerifyRequest,
 };
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -37,6 +37,13 @@ use tonic::{Request, Response, Status};
 /// The generated protobuf messages, gRPC server and client.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {
+    /// `otpsms.*`: this project's extensions.
+    pub mod otpsms {
+        /// `otpsms.v1`
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/otpsms.v1.rs"));
+        }
+    }
     /// `zitadel.*`
     pub mod zitadel {
         /// `zitadel.object.*`
@@ -72,6 +79,8 @@ pub mod proto {
     }
 }
 
+use ext::otpsms_extensions_server::{OtpsmsExtensions, OtpsmsExtensionsServer};
+use proto::otpsms::v1 as ext;
 use proto::zitadel::object::v3alpha as object;
 use proto::zitadel::resources::object::v3alpha as resources_object;
 use proto::zitadel::resources::user::v3alpha as user;
@@ -288,11 +297,41 @@ impl ZitadelUsers for UsersService {
     }
 }
 
+/// `otpsms.v1.OTPSMSExtensions`: the calls this project adds beside the contract.
+#[tonic::async_trait]
+impl OtpsmsExtensions for UsersService {
+    async fn unlock_otpsms_verification(
+        &self,
+        request: Request<ext::UnlockOtpsmsVerificationRequest>,
+    ) -> Result<Response<ext::UnlockOtpsmsVerificationResponse>, Status> {
+        let caller = self
+            .caller(&request, request.get_ref().instance.clone())
+            .await?;
+        let req = request.into_inner();
+        self.service
+            .unlock_verification(
+                &caller,
+                UserRequest {
+                    user_id: req.id,
+                    organization: organization_ref(req.organization),
+                },
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(ext::UnlockOtpsmsVerificationResponse {}))
+    }
+}
+
+/// The extension service's name, `otpsms.v1.OTPSMSExtensions`.
+pub const EXTENSIONS_SERVICE_NAME: &str = ext::otpsms_extensions_server::SERVICE_NAME;
+
 /// An `axum::Router` serving `ZITADELUsers` (gRPC and gRPC-web) and gRPC reflection, with no
 /// fallback of its own, to merge with other routers on one port. HTTP/2 must be enabled on the
 /// listener for gRPC (axum's `http2` feature); gRPC-web also works over HTTP/1.1.
 pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Router {
-    let users = ZitadelUsersServer::new(UsersService::new(service, auth));
+    let users_service = UsersService::new(service, auth);
+    let extensions = OtpsmsExtensionsServer::new(users_service.clone());
+    let users = ZitadelUsersServer::new(users_service);
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -310,6 +349,12 @@ pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Ro
             tower::ServiceBuilder::new()
                 .layer(tonic_web::GrpcWebLayer::new())
                 .service(users),
+        )
+        .route_service(
+            &format!("/{}/{{*rest}}", EXTENSIONS_SERVICE_NAME),
+            tower::ServiceBuilder::new()
+                .layer(tonic_web::GrpcWebLayer::new())
+                .service(extensions),
         )
         .route_service(
             &format!("/{}/{{*rest}}", name_of(&reflection_v1)),
