@@ -353,7 +353,9 @@ async fn the_registration_cap_counts_live_registrations(backend: Backend) {
         Scope::UserRegistrations,
     )
     .expect("unverified registrations lapse");
-    assert!(retry <= Duration::from_secs(24 * 3600));
+    // A day after the oldest was added (the store's clock; the database's runs a moment
+    // ahead of the fixture's).
+    assert!(retry <= Duration::from_secs(24 * 3600 + 60), "{retry:?}");
     // Verify one (it counts for good), remove another (its slot is free).
     f.service
         .verify(
@@ -662,11 +664,11 @@ impl EventStore<Event> for ConflictOnce {
     }
 }
 
-/// Given a resend whose append conflicts, when the service decides again, then the budgets the
-/// first attempt took were given back: the retry takes them afresh (the same entry: without
-/// the refund it would collide) and the code goes out, and the budget counts one code, not two.
+/// Given a resend whose append conflicts, when the service decides again and still sends the
+/// same code, then its take names the same entry: the code goes out, and the budget counts it
+/// once, not twice.
 #[tokio::test]
-async fn a_conflicting_append_gives_its_budgets_back() {
+async fn a_conflicting_append_counts_its_code_once() {
     let f = Fixture::new(Backend::Memory).await;
     let store = Arc::new(ConflictOnce {
         inner: f.store.clone(),

@@ -22,9 +22,6 @@ impl otp_sms_core::BudgetStore for Budgets {
     ) -> Result<otp_sms_core::TakeOutcome, otp_sms_core::PortError> {
         self.budgets.take(r).await
     }
-    async fn refund(&self, r: &otp_sms_core::TakeRequest) -> Result<(), otp_sms_core::PortError> {
-        self.budgets.refund(r).await
-    }
     async fn hold(
         &self,
         k: &str,
@@ -36,7 +33,7 @@ impl otp_sms_core::BudgetStore for Budgets {
     async fn release(&self, k: &str, m: &str) -> Result<bool, otp_sms_core::PortError> {
         self.budgets.release(k, m).await
     }
-    async fn members(&self, k: &str) -> Result<Vec<String>, otp_sms_core::PortError> {
+    async fn members(&self, k: &str) -> Result<Vec<otp_sms_core::Member>, otp_sms_core::PortError> {
         self.budgets.members(k).await
     }
     async fn clear(&self, k: &str) -> Result<u64, otp_sms_core::PortError> {

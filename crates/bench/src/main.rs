@@ -1,6 +1,8 @@
 //! `otp-sms-bench`: adds N registrations through the public command service (delivery: return
-//! the code), then verifies each once with the right code from C concurrent tasks, through the
-//! same service a host uses, and prints one JSON line on stdout:
+//! the code, or send it with `--add-delivery send`), then verifies each once with the right
+//! code from C concurrent tasks, through the same service a host uses, with every send budget
+//! evaluated (`--budgets on`, the default, as the server runs) or none (`--budgets off`), and
+//! prints one JSON line on stdout:
 //!
 //! ```text
 //! {"system":"otp-sms","store":"memory","registrations":N,"concurrency":C,
@@ -17,9 +19,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clap::{Parser, ValueEnum};
 use otp_sms_core::{
-    AddRequest, Append, Authorizer, Caller, CodeKey, CodeKeyRing, CommandService, Event,
-    EventStore, ExpectedVersion, InstanceId, KeyId, NewEvent, OrganizationId, PhoneVerification,
-    PortError, PrincipalId, UserDirectory, UserId, UserRecord, VerifyRequest,
+    AbusePolicy, AddRequest, Append, Authorizer, BudgetStore, Caller, CodeKey, CodeKeyRing,
+    CommandService, Event, EventStore, ExpectedVersion, InstanceId, KeyId, Limit, NewEvent,
+    OrganizationId, PhoneVerification, PortError, PrincipalId, TakeOutcome, TakeRequest,
+    UserDirectory, UserId, UserRecord, VerifyRequest,
 };
 use otp_sms_memory::MemoryStore;
 use otp_sms_postgres::PgStore;
@@ -53,6 +56,66 @@ struct Args {
     /// default what the server uses: 65,536 with PostgreSQL, none with the in-memory store.
     #[arg(long)]
     stream_cache: Option<usize>,
+    /// Send budgets: `on` evaluates every scope (limits set so that none binds in the run),
+    /// `off` admits everything without keeping any state.
+    #[arg(long, value_enum, default_value = "on")]
+    budgets: Switch,
+    /// How adds deliver their code: `return` (in the response) or `send` (through the outbox;
+    /// only codes to send take send budgets).
+    #[arg(long, value_enum, default_value = "return")]
+    add_delivery: AddDelivery,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AddDelivery {
+    Return,
+    Send,
+}
+
+/// Budgets off: admits every take and keeps nothing (the benchmark's own; the library offers
+/// no way to switch its defences off).
+struct NoBudgets;
+
+#[async_trait]
+impl BudgetStore for NoBudgets {
+    async fn take(&self, _: &TakeRequest) -> Result<TakeOutcome, PortError> {
+        Ok(TakeOutcome::Taken)
+    }
+    async fn hold(&self, _: &str, _: &str, _: Option<Duration>) -> Result<bool, PortError> {
+        Ok(true)
+    }
+    async fn release(&self, _: &str, _: &str) -> Result<bool, PortError> {
+        Ok(true)
+    }
+    async fn members(&self, _: &str) -> Result<Vec<otp_sms_core::Member>, PortError> {
+        Ok(Vec::new())
+    }
+    async fn clear(&self, _: &str) -> Result<u64, PortError> {
+        Ok(0)
+    }
+}
+
+/// The abuse policy of the run: the defaults, with users asking for their own code allowed
+/// (the benchmark's users act for themselves), and with budgets on, every scope configured,
+/// the instance's and the region's large enough for the whole run.
+fn policy(n: usize, budgets: Switch) -> AbusePolicy {
+    let mut policy = match budgets {
+        Switch::On => AbusePolicy::default(),
+        Switch::Off => AbusePolicy::unlimited(),
+    };
+    policy.allow_self_return_code = true;
+    if budgets == Switch::On {
+        let run = u32::try_from(n + 1).unwrap_or(u32::MAX);
+        policy.instance = vec![Limit::new(run, Duration::from_secs(3600))];
+        policy.region = vec![Limit::new(run, Duration::from_secs(3600))];
+    }
+    policy
 }
 
 /// The allocator a host would likely pick (see `Cargo.toml`); the library itself leaves the
@@ -156,14 +219,18 @@ fn requests(n: usize) -> Vec<Request> {
     // `Arc` among all requests would measure reference-count contention between cores.
     (0..n)
         .map(|i| Request {
+            // A different client address per request, as many users' devices would be.
             caller: Caller {
                 instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
                 principal: PrincipalId::parse("principal", user_name(i)).expect("valid"),
-                address: None,
+                address: Some(std::net::IpAddr::from(
+                    (0x0a00_0000u32 + i as u32).to_be_bytes(),
+                )),
             },
             user_id: user_name(i),
-            // A different Swiss mobile number per registration.
-            phone: format!("+4179{:07}", i % 10_000_000),
+            // A different Swiss mobile number per registration, spread over 10,000 ranges
+            // (ten per range at 100,000 registrations), as real users' numbers are.
+            phone: format!("+4179{:04}{:03}", i % 10_000, (i / 10_000) % 1000),
         })
         .collect()
 }
@@ -339,6 +406,7 @@ struct Shared {
 async fn bench(args: Args) -> Result<serde_json::Value, String> {
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("bench"), &[0x42; 32]));
     let mut pg_schema: Option<(sqlx::PgPool, String)> = None;
+    let mut budgets: Arc<dyn BudgetStore> = Arc::new(otp_sms_core::MemoryBudgets::new());
     let store: Arc<dyn EventStore<Event>> = match args.store {
         StoreKind::Memory => Arc::new(MemoryStore::<Event>::new()),
         StoreKind::Postgres => {
@@ -354,6 +422,11 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
             let schema = format!("otp_sms_bench_{}", uuid::Uuid::now_v7().simple());
             let store = PgStore::<Event>::new(pool.clone(), &schema).map_err(|e| e.to_string())?;
             store.migrate().await.map_err(|e| e.to_string())?;
+            // Budgets shared through the database, as the server keeps them.
+            budgets = Arc::new(
+                otp_sms_postgres::PgBudgets::new(pool.clone(), &schema)
+                    .map_err(|e| e.to_string())?,
+            );
             pg_schema = Some((pool, schema));
             Arc::new(store)
         }
@@ -362,7 +435,10 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
         eprintln!("preloading {} events", args.preload_events);
         preload_postgres(pool, schema, &keys, args.preload_events).await?;
     }
-    let result = measure(&args, store, keys).await;
+    if args.budgets == Switch::Off {
+        budgets = Arc::new(NoBudgets);
+    }
+    let result = measure(&args, store, budgets, keys).await;
     if let Some((pool, schema)) = pg_schema {
         sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
             .execute(&pool)
@@ -376,6 +452,7 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
 async fn measure(
     args: &Args,
     store: Arc<dyn EventStore<Event>>,
+    budgets: Arc<dyn BudgetStore>,
     keys: CodeKeyRing,
 ) -> Result<serde_json::Value, String> {
     let n = args.registrations;
@@ -401,7 +478,10 @@ async fn measure(
             .with_stream_cache(args.stream_cache.unwrap_or(match args.store {
                 StoreKind::Memory => 0,
                 StoreKind::Postgres => otp_sms_core::StreamCache::DEFAULT_CAPACITY,
-            })),
+            }))
+            .with_budget_store(budgets)
+            .with_abuse_policy(policy(n, args.budgets))
+            .map_err(|e| e.to_string())?,
         requests: requests(n),
         added: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
     }));
@@ -410,7 +490,11 @@ async fn measure(
     // load the numbering-plan metadata inside the timed phase.
     otp_sms_core::Phone::load_metadata();
     eprintln!("adding {n} registrations from {c} tasks ({ALLOCATOR_NAME} allocator)");
-    let (add_time, _) = run_concurrently(n, c, shared, |s, i| async move {
+    let verification = match args.add_delivery {
+        AddDelivery::Return => PhoneVerification::ReturnCode,
+        AddDelivery::Send => PhoneVerification::SendCode,
+    };
+    let (add_time, _) = run_concurrently(n, c, shared, move |s, i| async move {
         let r = &s.requests[i];
         let response = s
             .service
@@ -420,18 +504,39 @@ async fn measure(
                     user_id: r.user_id.clone(),
                     organization: None,
                     phone: r.phone.clone(),
-                    verification: PhoneVerification::ReturnCode,
+                    verification,
                 },
             )
             .await
             .expect("add");
-        let code = response.verification_code.expect("returned");
-        let _ = s.added[i].set((
-            response.registration_id.to_string(),
-            code.expose().to_owned(),
-        ));
+        // A code sent by SMS is not in the response: such a run measures adds only.
+        if let Some(code) = response.verification_code {
+            let _ = s.added[i].set((
+                response.registration_id.to_string(),
+                code.expose().to_owned(),
+            ));
+        }
     })
     .await;
+    let budgets = match args.budgets {
+        Switch::On => "on",
+        Switch::Off => "off",
+    };
+    let add_delivery = match args.add_delivery {
+        AddDelivery::Return => "return",
+        AddDelivery::Send => "send",
+    };
+    if args.add_delivery == AddDelivery::Send {
+        return Ok(serde_json::json!({
+            "system": "otp-sms",
+            "store": match args.store { StoreKind::Memory => "memory", StoreKind::Postgres => "postgres" },
+            "registrations": n,
+            "concurrency": c,
+            "budgets": budgets,
+            "add_delivery": add_delivery,
+            "add_per_sec": (n as f64 / add_time.as_secs_f64()).round(),
+        }));
+    }
 
     eprintln!("verifying {n} registrations from {c} tasks");
     let (verify_time, mut latencies) = run_concurrently(n, c, shared, |s, i| async move {
@@ -457,6 +562,8 @@ async fn measure(
         "store": match args.store { StoreKind::Memory => "memory", StoreKind::Postgres => "postgres" },
         "registrations": n,
         "concurrency": c,
+        "budgets": budgets,
+        "add_delivery": add_delivery,
         "add_per_sec": (n as f64 / add_time.as_secs_f64()).round(),
         "verify_per_sec": (n as f64 / verify_time.as_secs_f64()).round(),
         "verify_p50_us": percentile(&latencies, 50.0),

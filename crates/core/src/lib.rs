@@ -65,8 +65,8 @@ mod store;
 mod stream_cache;
 
 pub use abuse::{
-    redact_phone, AbusePolicy, AbusePolicyError, BudgetStore, BudgetTake, Limit, MemoryBudgets,
-    NumberCheck, Rule, Scope, SendPlan, TakeOutcome, TakeRequest, TestNumber,
+    redact_phone, AbusePolicy, AbusePolicyError, BudgetStore, BudgetTake, Limit, Member,
+    MemoryBudgets, NumberCheck, Rule, Scope, SendPlan, TakeOutcome, TakeRequest, TestNumber,
 };
 pub use aggregate::{
     AddVerification, Command, Context, Decision, PendingCode, Registration, Status,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use otp_sms_core::{BudgetStore, PortError, Rule, StoreError, TakeOutcome, TakeRequest};
+use otp_sms_core::{BudgetStore, Member, PortError, Rule, StoreError, TakeOutcome, TakeRequest};
 use sqlx::postgres::PgPool;
 
 use crate::{is_valid_schema, map_error};
@@ -12,8 +12,14 @@ use crate::{is_valid_schema, map_error};
 ///
 /// Every take is one call of the `take_budgets` function (migration 0005): it locks each key
 /// it touches (in key order, so concurrent takes cannot deadlock), checks every rule and
-/// inserts every entry, or inserts nothing, in one transaction. Windows are measured on the
+/// inserts every entry, or inserts nothing, in one transaction. A window is checked with one
+/// index probe (the row `max` places back in the key's sequence), so the instance's key,
+/// which every send touches, costs what a user's does. Windows are measured on the
 /// database's clock. The tables are created by [`crate::PgStore::migrate`].
+///
+/// Budget writes commit without waiting for the WAL flush (`synchronous_commit = off`, on a
+/// pool of their own): a crash of the database may forget the last moments of takes (the
+/// budgets then err toward sending a few more), and a send never waits for a second flush.
 ///
 /// ```no_run
 /// # async fn run(pool: sqlx::PgPool) -> Result<(), otp_sms_core::StoreError> {
@@ -26,7 +32,6 @@ use crate::{is_valid_schema, map_error};
 pub struct PgBudgets {
     pool: PgPool,
     take: String,
-    refund: String,
     hold: String,
     release: String,
     members: String,
@@ -41,22 +46,26 @@ fn port(e: sqlx::Error) -> PortError {
 }
 
 impl PgBudgets {
-    /// Budgets in `schema` (the event store's; migrated by [`crate::PgStore::migrate`]).
+    /// Budgets in `schema` (the event store's; migrated by [`crate::PgStore::migrate`]), on
+    /// a pool of their own to the database of `pool` (as many connections at most, opened
+    /// when first needed).
     pub fn new(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
         if !is_valid_schema(schema) {
             return Err(StoreError::Internal(format!(
                 "invalid schema name `{schema}`: use lowercase letters, digits and _"
             )));
         }
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let pool = crate::pool_options()
+            .max_connections(pool.options().get_max_connections())
+            .connect_lazy_with(options);
         let s = format!("\"{schema}\"");
         Ok(Self {
             pool,
             take: format!(
-                "SELECT refused, retry_secs FROM {s}.take_budgets($1, $2, $3, $4, $5, $6)"
-            ),
-            refund: format!(
-                "DELETE FROM {s}.budget_entries e USING unnest($1::text[], $2::text[]) AS t(k, m) \
-                 WHERE e.key = t.k AND e.member = t.m"
+                "SELECT refused, retry_secs FROM {s}.take_budgets($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             hold: format!(
                 "UPDATE {s}.budget_entries SET until = CASE WHEN $3::float8 IS NULL THEN NULL \
@@ -65,8 +74,8 @@ impl PgBudgets {
             ),
             release: format!("DELETE FROM {s}.budget_entries WHERE key = $1 AND member = $2"),
             members: format!(
-                "SELECT member FROM {s}.budget_entries \
-                 WHERE key = $1 AND (until IS NULL OR until > clock_timestamp()) ORDER BY at, member"
+                "SELECT member, at FROM {s}.budget_entries \
+                 WHERE key = $1 AND (until IS NULL OR until > clock_timestamp()) ORDER BY seq"
             ),
             clear: format!(
                 "WITH gone AS (DELETE FROM {s}.budget_entries WHERE key = $1 \
@@ -85,24 +94,47 @@ impl BudgetStore for PgBudgets {
         }
         let keys: Vec<&str> = request.takes.iter().map(|t| t.key.as_str()).collect();
         let members: Vec<&str> = request.takes.iter().map(|t| t.member.as_str()).collect();
+        let (mut k_kind, mut k_keep, mut k_deep) = (Vec::new(), Vec::new(), Vec::new());
         let (mut take, mut kind, mut max, mut secs) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, t) in request.takes.iter().enumerate() {
+            let windowed = t.rules.iter().all(|r| matches!(r, Rule::Window { .. }));
+            let adds = t.rules.iter().any(Rule::adds);
+            k_kind.push(match (windowed, adds) {
+                (true, _) => 0i16,
+                (false, true) => 1,
+                (false, false) => 2,
+            });
+            k_keep.push(
+                t.rules
+                    .iter()
+                    .map(Rule::keep)
+                    .max()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+            let mut deepest = 0i32;
             for rule in &t.rules {
                 let (k, m) = match *rule {
                     Rule::Window { max, .. } => (0i16, max),
                     Rule::Held { max, .. } => (1i16, max),
                     Rule::Absent => (2i16, 0),
                 };
+                let m = i32::try_from(m).unwrap_or(i32::MAX);
+                deepest = deepest.max(m);
                 take.push(i as i32 + 1);
                 kind.push(k);
-                max.push(i32::try_from(m).unwrap_or(i32::MAX));
+                max.push(m);
                 secs.push(rule.keep().as_secs_f64());
             }
+            k_deep.push(deepest);
         }
         let (refused, retry): (i32, Option<f64>) = sqlx::query_as(&self.take)
             .bind(&keys)
             .bind(&members)
+            .bind(&k_kind)
+            .bind(&k_keep)
+            .bind(&k_deep)
             .bind(&take)
             .bind(&kind)
             .bind(&max)
@@ -121,18 +153,6 @@ impl BudgetStore for PgBudgets {
                 retry_after: retry.map(|s| Duration::from_secs_f64(s.max(0.0))),
             }),
         }
-    }
-
-    async fn refund(&self, request: &TakeRequest) -> Result<(), PortError> {
-        let keys: Vec<&str> = request.takes.iter().map(|t| t.key.as_str()).collect();
-        let members: Vec<&str> = request.takes.iter().map(|t| t.member.as_str()).collect();
-        sqlx::query(&self.refund)
-            .bind(&keys)
-            .bind(&members)
-            .execute(&self.pool)
-            .await
-            .map_err(port)?;
-        Ok(())
     }
 
     async fn hold(
@@ -161,12 +181,16 @@ impl BudgetStore for PgBudgets {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn members(&self, key: &str) -> Result<Vec<String>, PortError> {
-        sqlx::query_scalar(&self.members)
+    async fn members(&self, key: &str) -> Result<Vec<Member>, PortError> {
+        let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(&self.members)
             .bind(key)
             .fetch_all(&self.pool)
             .await
-            .map_err(port)
+            .map_err(port)?;
+        Ok(rows
+            .into_iter()
+            .map(|(member, at)| Member { member, at })
+            .collect())
     }
 
     async fn clear(&self, key: &str) -> Result<u64, PortError> {

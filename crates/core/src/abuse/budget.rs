@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::ports::PortError;
 
@@ -53,8 +54,9 @@ impl Rule {
 pub struct BudgetTake {
     /// The budget's key, unique per instance, scope and subject.
     pub key: String,
-    /// The entry this take adds under the key (unique per key: a take of an existing
-    /// member is refused as [`PortError::Internal`], since members name one send or slot).
+    /// The entry this take adds under the key: one send or one slot. A member already
+    /// recorded under the key is admitted without being counted again, so a command that
+    /// takes again after a conflict or an unknown outcome counts once.
     pub member: String,
     /// The rules, all of which must admit the take.
     pub rules: Vec<Rule>,
@@ -65,6 +67,15 @@ pub struct BudgetTake {
 pub struct TakeRequest {
     /// The budgets, each key at most once.
     pub takes: Vec<BudgetTake>,
+}
+
+/// An entry that counts under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member, as taken.
+    pub member: String,
+    /// When it was taken (the store's clock).
+    pub at: DateTime<Utc>,
 }
 
 /// What a take did.
@@ -87,17 +98,16 @@ pub enum TakeOutcome {
 /// budgets hold across processes; windows are measured on the store's clock (the database's,
 /// for PostgreSQL), so a process whose clock is off cannot stretch them.
 ///
-/// A take is atomic: it checks every rule of every budget and adds every entry, or adds
-/// nothing. Under concurrency it is exact: `n` concurrent takes against a budget of `k` take
-/// exactly `min(n, k)`.
+/// A take is all or none: it checks every rule of every budget and adds every entry, or
+/// leaves nothing. No budget ever admits more than its rules allow, however many takes run
+/// at once: `n` concurrent takes against a budget of `k` take exactly `min(n, k)` when
+/// nothing else refuses them. Entries are never taken back: a take whose write then fails
+/// stays counted (the budget errs toward sending less), and its retry, with the same
+/// member, is not counted again.
 #[async_trait]
 pub trait BudgetStore: Send + Sync {
     /// Takes from every budget of `request`, or from none.
     async fn take(&self, request: &TakeRequest) -> Result<TakeOutcome, PortError>;
-
-    /// Gives back the entries a [`Taken`](TakeOutcome::Taken) request added (its write
-    /// failed, so nothing was sent). Entries already gone are skipped.
-    async fn refund(&self, request: &TakeRequest) -> Result<(), PortError>;
 
     /// Sets how long `member`'s entry under `key` keeps counting, from now: `None` for good.
     /// Returns whether the entry exists.
@@ -111,8 +121,9 @@ pub trait BudgetStore: Send + Sync {
     /// Ends `member`'s entry under `key`. Returns whether it existed.
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError>;
 
-    /// The members of the entries that count under `key` now, oldest first.
-    async fn members(&self, key: &str) -> Result<Vec<String>, PortError>;
+    /// The entries that count under `key` now, oldest first: each member and when it was
+    /// taken (the store's clock).
+    async fn members(&self, key: &str) -> Result<Vec<Member>, PortError>;
 
     /// Ends every entry under `key`. Returns how many counted.
     async fn clear(&self, key: &str) -> Result<u64, PortError>;

@@ -1,27 +1,44 @@
 //! The in-process budget store: exact sliding windows and held slots under one lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use foldhash::fast::RandomState;
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use parking_lot::Mutex;
 
-use super::budget::{BudgetStore, Rule, TakeOutcome, TakeRequest};
+use super::budget::{BudgetStore, Member, Rule, TakeOutcome, TakeRequest};
 use crate::ports::{Clock, PortError, SystemClock};
 
 /// One entry: when it was taken, and until when it counts (`None`: for good).
 #[derive(Debug, Clone)]
 struct Entry {
-    member: String,
+    member: Arc<str>,
+    member_hash: u64,
     at: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
 }
 
-/// A key's entries, oldest first.
+/// A key's entries, oldest first, and their members by hash (so that a take checks for a
+/// repeated member without scanning a busy key, such as the instance's, whole).
 #[derive(Debug, Default)]
-struct Entries(VecDeque<Entry>);
+struct Entries {
+    log: VecDeque<Entry>,
+    members: HashTable<(u64, Arc<str>)>,
+}
+
+/// A key and its entries; the table keeps each key's hash, so a look-up under the lock
+/// compares keys only on a full hash match and growing it never hashes a key again.
+#[derive(Debug)]
+struct Slot {
+    hash: u64,
+    key: Box<str>,
+    entries: Entries,
+}
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -29,14 +46,48 @@ fn chrono(d: Duration) -> chrono::Duration {
 
 impl Entries {
     fn live(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Entry> {
-        self.0
+        self.log
             .iter()
             .filter(move |e| e.until.map_or(true, |u| u > now))
     }
 
-    /// Drops entries that no longer count.
+    fn has(&self, hash: u64, member: &str) -> bool {
+        self.members
+            .find(hash, |(h, m)| *h == hash && &**m == member)
+            .is_some()
+    }
+
+    fn forget(&mut self, hash: u64, member: &str) {
+        if let Ok(found) = self
+            .members
+            .find_entry(hash, |(h, m)| *h == hash && &**m == member)
+        {
+            found.remove();
+        }
+    }
+
+    /// Drops the oldest entries while they no longer count. Entries are in time order and a
+    /// window's entries lapse in that order, so a busy key sheds its old takes in amortised
+    /// constant time; an entry held longer stops the sweep, which only costs memory (counting
+    /// always skips lapsed entries).
     fn prune(&mut self, now: DateTime<Utc>) {
-        self.0.retain(|e| e.until.map_or(true, |u| u > now));
+        while let Some(front) = self.log.front() {
+            if front.until.map_or(true, |u| u > now) {
+                break;
+            }
+            if let Some(gone) = self.log.pop_front() {
+                self.forget(gone.member_hash, &gone.member);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, member: &str) -> bool {
+        if !self.has(hash, member) {
+            return false;
+        }
+        self.forget(hash, member);
+        self.log.retain(|e| &*e.member != member);
+        true
     }
 
     /// `None` if `rule` admits one more entry now, else when it will (inner `None`: not by
@@ -44,14 +95,16 @@ impl Entries {
     fn refusal(&self, rule: &Rule, now: DateTime<Utc>) -> Option<Option<Duration>> {
         match *rule {
             Rule::Window { max: 0, .. } => Some(None),
+            // Fewer entries than the max cannot fill any window: no search.
+            Rule::Window { max, .. } if self.log.len() < max as usize => None,
             Rule::Window { max, window } => {
                 let since = now - chrono(window);
                 // Entries are in time order: those inside the window are a suffix.
-                let start = self.0.partition_point(|e| e.at <= since);
-                let inside = self.0.len() - start;
+                let start = self.log.partition_point(|e| e.at <= since);
+                let inside = self.log.len() - start;
                 (inside >= max as usize).then(|| {
                     // One more is admitted once the oldest entry that must leave has left.
-                    let leaving = &self.0[start + inside - max as usize];
+                    let leaving = &self.log[start + inside - max as usize];
                     (leaving.at + chrono(window) - now).to_std().ok()
                 })
             }
@@ -72,11 +125,48 @@ impl Entries {
     }
 }
 
+/// What one budget of a take did.
+enum Taken {
+    /// A new entry was recorded.
+    Recorded,
+    /// Admitted, nothing to record (an `Absent` rule).
+    Checked,
+    /// The member was recorded already: counted once.
+    Already,
+    /// Refused, admitting again after this (`None`: not by time alone).
+    Refused(Option<Duration>),
+}
+
+/// A take with everything computed before the lock is taken.
+struct Prepared<'a> {
+    hash: u64,
+    key: &'a str,
+    member: Arc<str>,
+    member_hash: u64,
+    rules: &'a [Rule],
+    keep: Duration,
+    adds: bool,
+}
+
+/// Keys are spread over this many independently locked shards.
+const SHARDS: usize = 64;
+
+type Shard = Mutex<HashTable<Slot>>;
+
 /// A [`BudgetStore`] in this process's memory: the default of
 /// [`crate::CommandService::new`]. Correct for one process; several processes serving one
 /// instance need a shared store (`otp_sms_postgres::PgBudgets`). Windows follow `clock`.
+///
+/// Keys live in independently locked shards, and a take visits its budgets one at a time:
+/// under the key's shard lock it checks every rule and records the entry, so no budget ever
+/// admits more than its rules allow; when a later budget refuses, the entries recorded before
+/// are removed again, so a refused take leaves nothing. Every send touches the instance's key,
+/// so a lock over all of a take's keys would make sends queue behind each other; the price is
+/// that a take being rolled back may, for that moment, make a concurrent take see a budget as
+/// full: under a race the store errs toward refusing, never toward sending.
 pub struct MemoryBudgets {
-    keys: Mutex<HashMap<String, Entries>>,
+    shards: Box<[Shard]>,
+    hasher: RandomState,
     clock: Arc<dyn Clock>,
 }
 
@@ -95,26 +185,126 @@ impl MemoryBudgets {
     /// An empty store whose windows follow `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
-            keys: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            hasher: RandomState::default(),
             clock,
         }
+    }
+
+    fn hash(&self, text: &str) -> u64 {
+        self.hasher.hash_one(text)
+    }
+
+    /// The shard of a key's hash (bits the table does not use for its buckets and tags).
+    fn shard(&self, hash: u64) -> &Shard {
+        &self.shards[((hash >> 40) as usize) % SHARDS]
     }
 
     /// How many entries count under `key` now (for tests and debugging).
     pub fn count(&self, key: &str) -> usize {
         let now = self.clock.now();
-        self.keys
+        let hash = self.hash(key);
+        self.shard(hash)
             .lock()
-            .get(key)
-            .map_or(0, |entries| entries.live(now).count())
+            .find(hash, |s| s.hash == hash && &*s.key == key)
+            .map_or(0, |slot| slot.entries.live(now).count())
+    }
+
+    /// Runs `f` on the entries of `key`, if the key exists.
+    fn with_key<T>(&self, key: &str, f: impl FnOnce(&mut Entries) -> T) -> Option<T> {
+        let hash = self.hash(key);
+        let mut keys = self.shard(hash).lock();
+        keys.find_mut(hash, |s| s.hash == hash && &*s.key == key)
+            .map(|slot| f(&mut slot.entries))
     }
 }
 
 impl std::fmt::Debug for MemoryBudgets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: usize = self.shards.iter().map(|s| s.lock().len()).sum();
         f.debug_struct("MemoryBudgets")
-            .field("keys", &self.keys.lock().len())
+            .field("keys", &keys)
             .finish()
+    }
+}
+
+impl MemoryBudgets {
+    /// Checks one budget and records its entry, under its shard's lock.
+    fn take_one(
+        keys: &mut HashTable<Slot>,
+        p: &Prepared<'_>,
+        fresh: Option<Box<str>>,
+        now: DateTime<Utc>,
+    ) -> Result<Taken, PortError> {
+        if let Some(slot) = keys.find_mut(p.hash, |s| s.hash == p.hash && &*s.key == p.key) {
+            let entries = &mut slot.entries;
+            entries.prune(now);
+            if p.adds && entries.has(p.member_hash, &p.member) {
+                // A lapsed entry behind one held longer may still be listed: it is gone.
+                let lapsed = entries
+                    .log
+                    .iter()
+                    .any(|e| e.member == p.member && e.until.is_some_and(|u| u <= now));
+                if !lapsed {
+                    // Counted already: a repeated take is admitted and adds nothing.
+                    return Ok(Taken::Already);
+                }
+                entries.remove(p.member_hash, &p.member);
+            }
+            for rule in p.rules {
+                if let Some(retry_after) = entries.refusal(rule, now) {
+                    return Ok(Taken::Refused(retry_after));
+                }
+            }
+        }
+        let Some(key) = fresh else {
+            return Ok(Taken::Checked);
+        };
+        let slot = match keys.entry(
+            p.hash,
+            |s| s.hash == p.hash && *s.key == *key,
+            |s: &Slot| s.hash,
+        ) {
+            TableEntry::Occupied(o) => o.into_mut(),
+            TableEntry::Vacant(v) => v
+                .insert(Slot {
+                    hash: p.hash,
+                    key,
+                    entries: Entries::default(),
+                })
+                .into_mut(),
+        };
+        let entries = &mut slot.entries;
+        entries.members.insert_unique(
+            p.member_hash,
+            (p.member_hash, Arc::clone(&p.member)),
+            |(h, _)| *h,
+        );
+        let entry = Entry {
+            member: Arc::clone(&p.member),
+            member_hash: p.member_hash,
+            at: now,
+            until: Some(now + chrono(p.keep)),
+        };
+        // Time moves forward: the new entry is the newest. A clock set back keeps the order:
+        // the entry goes where its time puts it.
+        if entries.log.back().map_or(true, |last| last.at <= now) {
+            entries.log.push_back(entry);
+        } else {
+            let at = entries.log.partition_point(|e| e.at <= now);
+            entries.log.insert(at, entry);
+        }
+        Ok(Taken::Recorded)
+    }
+
+    /// Removes the entries this take recorded before a refusal.
+    fn roll_back(&self, recorded: &[&Prepared<'_>]) {
+        for p in recorded {
+            let mut keys = self.shard(p.hash).lock();
+            if let Some(slot) = keys.find_mut(p.hash, |s| s.hash == p.hash && &*s.key == p.key) {
+                slot.entries.remove(p.member_hash, &p.member);
+            }
+        }
     }
 }
 
@@ -122,55 +312,45 @@ impl std::fmt::Debug for MemoryBudgets {
 impl BudgetStore for MemoryBudgets {
     async fn take(&self, request: &TakeRequest) -> Result<TakeOutcome, PortError> {
         let now = self.clock.now();
-        let mut keys = self.keys.lock();
-        for (i, take) in request.takes.iter().enumerate() {
-            let Some(entries) = keys.get_mut(&take.key) else {
-                continue;
+        let prepared: Vec<Prepared<'_>> = request
+            .takes
+            .iter()
+            .map(|t| Prepared {
+                hash: self.hash(&t.key),
+                key: &t.key,
+                member: Arc::from(t.member.as_str()),
+                member_hash: self.hash(&t.member),
+                rules: &t.rules,
+                keep: t.rules.iter().map(Rule::keep).max().unwrap_or_default(),
+                adds: t.rules.iter().any(Rule::adds),
+            })
+            .collect();
+        let mut recorded: Vec<&Prepared<'_>> = Vec::with_capacity(prepared.len());
+        for (i, p) in prepared.iter().enumerate() {
+            // A new key's copy is made before the lock (most keys of a send are new: its
+            // user, number, range, address).
+            let fresh: Option<Box<str>> = p.adds.then(|| Box::from(p.key));
+            let outcome = {
+                let mut keys = self.shard(p.hash).lock();
+                Self::take_one(&mut keys, p, fresh, now)
             };
-            entries.prune(now);
-            let adds = take.rules.iter().any(Rule::adds);
-            if adds && entries.0.iter().any(|e| e.member == take.member) {
-                return Err(PortError::Internal(format!(
-                    "budget entry `{}` taken twice",
-                    take.member
-                )));
-            }
-            for rule in &take.rules {
-                if let Some(retry_after) = entries.refusal(rule, now) {
+            match outcome {
+                Ok(Taken::Recorded) => recorded.push(p),
+                Ok(Taken::Checked | Taken::Already) => {}
+                Ok(Taken::Refused(retry_after)) => {
+                    self.roll_back(&recorded);
                     return Ok(TakeOutcome::Refused {
                         take: i,
                         retry_after,
                     });
                 }
+                Err(e) => {
+                    self.roll_back(&recorded);
+                    return Err(e);
+                }
             }
-        }
-        for take in request
-            .takes
-            .iter()
-            .filter(|t| t.rules.iter().any(Rule::adds))
-        {
-            let keep = take.rules.iter().map(Rule::keep).max().unwrap_or_default();
-            let entries = keys.entry(take.key.clone()).or_default();
-            let entry = Entry {
-                member: take.member.clone(),
-                at: now,
-                until: Some(now + chrono(keep)),
-            };
-            // A clock set back keeps the order: the entry goes where its time puts it.
-            let at = entries.0.partition_point(|e| e.at <= now);
-            entries.0.insert(at, entry);
         }
         Ok(TakeOutcome::Taken)
-    }
-
-    async fn refund(&self, request: &TakeRequest) -> Result<(), PortError> {
-        let mut keys = self.keys.lock();
-        for take in &request.takes {
-            if let Some(entries) = keys.get_mut(&take.key) {
-                entries.0.retain(|e| e.member != take.member);
-            }
-        }
-        Ok(())
     }
 
     async fn hold(
@@ -180,42 +360,53 @@ impl BudgetStore for MemoryBudgets {
         hold: Option<Duration>,
     ) -> Result<bool, PortError> {
         let now = self.clock.now();
-        let mut keys = self.keys.lock();
-        let entry = keys
-            .get_mut(key)
-            .and_then(|entries| entries.0.iter_mut().find(|e| e.member == member));
-        Ok(match entry {
-            Some(entry) => {
-                entry.until = hold.map(|h| now + chrono(h));
-                true
-            }
-            None => false,
-        })
+        Ok(self
+            .with_key(key, |entries| {
+                match entries.log.iter_mut().find(|e| &*e.member == member) {
+                    Some(entry) => {
+                        entry.until = hold.map(|h| now + chrono(h));
+                        true
+                    }
+                    None => false,
+                }
+            })
+            .unwrap_or(false))
     }
 
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError> {
-        let mut keys = self.keys.lock();
-        let Some(entries) = keys.get_mut(key) else {
-            return Ok(false);
-        };
-        let before = entries.0.len();
-        entries.0.retain(|e| e.member != member);
-        Ok(entries.0.len() < before)
+        let member_hash = self.hash(member);
+        Ok(self
+            .with_key(key, |entries| entries.remove(member_hash, member))
+            .unwrap_or(false))
     }
 
-    async fn members(&self, key: &str) -> Result<Vec<String>, PortError> {
+    async fn members(&self, key: &str) -> Result<Vec<Member>, PortError> {
         let now = self.clock.now();
-        Ok(self.keys.lock().get(key).map_or_else(Vec::new, |entries| {
-            entries.live(now).map(|e| e.member.clone()).collect()
-        }))
+        Ok(self
+            .with_key(key, |entries| {
+                entries
+                    .live(now)
+                    .map(|e| Member {
+                        member: e.member.to_string(),
+                        at: e.at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn clear(&self, key: &str) -> Result<u64, PortError> {
         let now = self.clock.now();
-        Ok(self
-            .keys
-            .lock()
-            .remove(key)
-            .map_or(0, |entries| entries.live(now).count() as u64))
+        let hash = self.hash(key);
+        let mut keys = self.shard(hash).lock();
+        Ok(
+            match keys.find_entry(hash, |s| s.hash == hash && &*s.key == key) {
+                Ok(found) => {
+                    let (slot, _) = found.remove();
+                    slot.entries.live(now).count() as u64
+                }
+                Err(_) => 0,
+            },
+        )
     }
 }

@@ -14,7 +14,7 @@ mod memory;
 mod plan;
 mod policy;
 
-pub use budget::{BudgetStore, BudgetTake, Rule, TakeOutcome, TakeRequest};
+pub use budget::{BudgetStore, BudgetTake, Member, Rule, TakeOutcome, TakeRequest};
 pub use memory::MemoryBudgets;
 pub use plan::{redact_phone, NumberCheck, SendPlan};
 pub use policy::{AbusePolicy, AbusePolicyError, Limit, Scope, TestNumber};

@@ -17,18 +17,17 @@ pub struct NumberCheck {
     pub reason: String,
 }
 
-/// The budgets one code (or one new registration) takes, with what to say of each in an
-/// audit event.
+/// The budgets one code (or one new registration) takes, and the scope of each.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SendPlan {
     /// What the budget store takes, all or none.
     pub request: TakeRequest,
-    /// For each take, by index: its scope and its key in redacted form.
-    pub subjects: Vec<(Scope, String)>,
+    /// For each take, by index: its scope ([`AbusePolicy::subject`] shows its key redacted).
+    pub scopes: Vec<Scope>,
 }
 
 impl SendPlan {
-    fn push(&mut self, scope: Scope, key: String, member: &str, rules: Vec<Rule>, shown: String) {
+    fn push(&mut self, scope: Scope, key: String, member: &str, rules: Vec<Rule>) {
         if rules.is_empty() {
             return;
         }
@@ -37,7 +36,13 @@ impl SendPlan {
             member: member.to_owned(),
             rules,
         });
-        self.subjects.push((scope, shown));
+        self.scopes.push(scope);
+    }
+
+    /// Adds `other`'s takes after this plan's.
+    pub fn extend(&mut self, other: SendPlan) {
+        self.request.takes.extend(other.request.takes);
+        self.scopes.extend(other.scopes);
     }
 
     /// Whether there is nothing to take.
@@ -145,8 +150,32 @@ impl AbusePolicy {
         Ok(())
     }
 
-    /// The slot a new registration holds in its user's registration cap, until verified
-    /// (then for good) or removed. Member: the registration id.
+    /// What an audit record shows of the budget of `scope`: a number by its region and range,
+    /// an address by its network, a user or an instance by its id.
+    pub fn subject(
+        &self,
+        scope: Scope,
+        instance: &InstanceId,
+        user: &UserId,
+        phone: Option<&Phone>,
+        address: Option<IpAddr>,
+    ) -> String {
+        match scope {
+            Scope::Number | Scope::Range | Scope::NumberType => {
+                phone.map(redact_phone).unwrap_or_default()
+            }
+            Scope::Region => phone.and_then(Phone::region).unwrap_or("001").to_owned(),
+            Scope::Address => address.map(redact_address).unwrap_or_default(),
+            Scope::Instance => instance.as_str().to_owned(),
+            Scope::Registration
+            | Scope::User
+            | Scope::UserRegistrations
+            | Scope::VerificationLock => user.as_str().to_owned(),
+        }
+    }
+
+    /// The slot a new registration holds in its user's registration cap until removed.
+    /// Member: the registration id.
     ///
     /// The slot is held even without a cap: the user's verification lock reaches every live
     /// registration through it.
@@ -163,12 +192,16 @@ impl AbusePolicy {
             registration.as_str(),
             vec![Rule::Held {
                 max: self.max_registrations_per_user,
-                hold: self.unverified_counts_for,
+                hold: Self::SLOT_HOLD,
             }],
-            user.as_str().to_owned(),
         );
         plan
     }
+
+    /// How long a registration's slot is held: for good, in effect. A verified registration
+    /// counts until removed; a stale unverified one is released when the cap would otherwise
+    /// refuse (`unverified_counts_for`), so a verify changes no budget.
+    pub const SLOT_HOLD: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 
     /// The gate a new code passes only while the user's verification is not locked.
     pub fn lock_gate(instance: &InstanceId, user: &UserId, member: &str) -> SendPlan {
@@ -178,7 +211,6 @@ impl AbusePolicy {
             Self::lock_key(instance, user),
             member,
             vec![Rule::Absent],
-            user.as_str().to_owned(),
         );
         plan
     }
@@ -243,37 +275,33 @@ impl AbusePolicy {
         member: &str,
     ) -> SendPlan {
         let mut plan = SendPlan::default();
-        let shown = redact_phone(phone);
         plan.push(
             Scope::User,
             key(instance, Scope::User, user.as_str()),
             member,
             windows(&self.user),
-            user.as_str().to_owned(),
         );
         plan.push(
             Scope::Number,
             key(instance, Scope::Number, phone.as_e164()),
             member,
             windows(&self.number),
-            shown.clone(),
         );
         plan.push(
             Scope::Range,
             key(instance, Scope::Range, phone.range()),
             member,
             windows(&self.range),
-            shown,
         );
-        let region = phone.region().unwrap_or("001");
-        plan.push(
-            Scope::Region,
-            key(instance, Scope::Region, region),
-            member,
-            windows(&self.region),
-            region.to_owned(),
-        );
-        if let Some(address) = address {
+        if !self.region.is_empty() {
+            plan.push(
+                Scope::Region,
+                key(instance, Scope::Region, phone.region().unwrap_or("001")),
+                member,
+                windows(&self.region),
+            );
+        }
+        if let (Some(address), false) = (address, self.address.is_empty()) {
             plan.push(
                 Scope::Address,
                 key(
@@ -283,7 +311,6 @@ impl AbusePolicy {
                 ),
                 member,
                 windows(&self.address),
-                redact_address(address),
             );
         }
         plan.push(
@@ -291,7 +318,6 @@ impl AbusePolicy {
             key(instance, Scope::Instance, ""),
             member,
             windows(&self.instance),
-            instance.as_str().to_owned(),
         );
         plan
     }
@@ -355,7 +381,7 @@ mod tests {
             Some("2001:db8::1".parse().unwrap()),
             "r#1",
         );
-        let scopes: Vec<Scope> = plan.subjects.iter().map(|(s, _)| *s).collect();
+        let scopes = plan.scopes.clone();
         // The region has no cap by default, so it takes nothing.
         assert_eq!(
             scopes,
@@ -367,8 +393,12 @@ mod tests {
                 Scope::Instance
             ]
         );
-        assert_eq!(plan.subjects[1].1, "CH +41791234xxx");
-        assert_eq!(plan.subjects[3].1, "2001:db8::/48");
+        let number = phone("+41791234567");
+        let address = "2001:db8::1".parse().ok();
+        let shown = |scope| p.subject(scope, &i1, &user, Some(&number), address);
+        assert_eq!(shown(Scope::Number), "CH +41791234xxx");
+        assert_eq!(shown(Scope::Address), "2001:db8::/48");
+        assert_eq!(shown(Scope::Instance), "a|b");
         assert!(plan.request.takes[3].key.ends_with("|2001:db8::/64"));
         let i2 = InstanceId::parse("i", "a").unwrap();
         let other = p.send_budgets(&i2, &user, &phone("+41791234567"), None, "r#1");

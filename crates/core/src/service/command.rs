@@ -137,7 +137,9 @@ impl CommandService {
             };
             match self.store.append(append).await {
                 Ok(outcome) => {
-                    permit.settle(self, caller, user, registration).await;
+                    permit
+                        .settle(self, caller, user, registration, &outcome.recorded)
+                        .await;
                     if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
                         let written = Written {
                             stream: &stream,
@@ -162,8 +164,8 @@ impl CommandService {
                     };
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    // Nothing was written: the next attempt takes again if it still sends.
-                    permit.refund(self).await;
+                    // Nothing was written. The budgets stay taken: the next attempt, if it
+                    // still sends this code, takes with the same member and counts once.
                     if let (true, Some(cache)) = (from_cache, &self.cache) {
                         // The store contradicts the cached history: the retry's read
                         // replaces it, even should it be shorter.

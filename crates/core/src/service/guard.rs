@@ -5,15 +5,22 @@
 //!   under the registration cap; a code to send takes every send budget. All or none: a
 //!   refusal takes nothing, records an audit event, and fails the command with nothing else
 //!   written.
-//! - [`Permit::refund`]: the append was refused (a version conflict), so nothing was sent;
-//!   the budgets are given back before the loop decides again.
-//! - [`Permit::settle`]: after a committed append, a verified registration holds its slot
-//!   for good and ends the user's run of wrong codes, a removed one frees its slot, and a wrong
-//!   code counts toward the user's cap; at the cap, every live registration of the user is
-//!   locked (a `verification locked` event in each, so a verify reads nothing but its stream).
+//! - A conflicting append is decided again: if it still sends the same code, its take names
+//!   the same member and is not counted twice.
+//! - [`Permit::settle`]: after a committed append, a removed registration frees its slot and
+//!   a wrong code counts toward the user's cap; at the cap, every live registration of the
+//!   user is locked (a `verification locked` event in each, so a verify reads nothing but its
+//!   stream). A right code changes no budget: the run of wrong codes it ends, and the stale
+//!   registrations the cap stops counting, are worked out from the user's streams only when a
+//!   limit would otherwise bind.
 
-use crate::abuse::{AbusePolicy, Scope, SendPlan, TakeOutcome};
+use crate::abuse::{AbusePolicy, Member, Scope, SendPlan, TakeOutcome};
+
+/// How long a registration slot without a registration behind it is taken for an add still in
+/// flight before the cap releases it (its write failed).
+const ABSENT_GRACE_SECS: i64 = 60;
 use crate::aggregate::Command;
+use crate::aggregate::{Registration, Status};
 use crate::caller::Caller;
 use crate::error::{Error, Precondition};
 use crate::event::{Delivery, Event, SendRefused, REFUSAL_AGGREGATE_TYPE};
@@ -21,29 +28,27 @@ use crate::ids::PrincipalId;
 use crate::ids::RegistrationId;
 use crate::phone::Phone;
 use crate::ports::UserRecord;
-use crate::store::{Append, ExpectedVersion, NewEvent, StreamId};
+use crate::store::{Append, ExpectedVersion, NewEvent, Recorded, RecordedMeta, StreamId};
 
 use super::CommandService;
 
 /// Whether the attempt goes on to its append.
 #[derive(Debug)]
 pub(super) enum Admission {
-    /// Append, then settle or refund the permit.
+    /// Append, then settle the permit.
     Go(Permit),
     /// A silent scope refused: answer as if the code were sent, and write nothing more.
     Silent,
 }
 
-/// What an admitted attempt took, and what its events settle once committed.
+/// What an admitted attempt's events settle once committed.
 #[derive(Debug, Default)]
 pub(super) struct Permit {
-    taken: Option<SendPlan>,
     settles: Option<Settle>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Settle {
-    Verified,
     Removed,
     WrongCode,
 }
@@ -59,10 +64,8 @@ impl CommandService {
         events: &[Event],
     ) -> Result<Admission, Error> {
         let policy = self.abuse_policy(&caller.instance);
-        let mut permit = Permit {
-            taken: None,
+        let permit = Permit {
             settles: events.iter().find_map(|e| match e {
-                Event::Verified(_) => Some(Settle::Verified),
                 Event::Removed(_) => Some(Settle::Removed),
                 Event::CheckFailed(_) => Some(Settle::WrongCode),
                 _ => None,
@@ -92,9 +95,7 @@ impl CommandService {
                             .await;
                         return Err(Error::invalid("phone.number", refused.reason));
                     }
-                    let slot = policy.registration_slot(&caller.instance, &user.id, registration);
-                    plan.request.takes.extend(slot.request.takes);
-                    plan.subjects.extend(slot.subjects);
+                    plan.extend(policy.registration_slot(&caller.instance, &user.id, registration));
                 }
                 Event::CodeAdded(code) if code.delivery == Delivery::Send => {
                     let Some(phone) = phone else {
@@ -108,8 +109,7 @@ impl CommandService {
                         caller.address,
                         &member,
                     );
-                    plan.request.takes.extend(sends.request.takes);
-                    plan.subjects.extend(sends.subjects);
+                    plan.extend(sends);
                 }
                 _ => {}
             }
@@ -117,13 +117,29 @@ impl CommandService {
         if plan.is_empty() {
             return Ok(Admission::Go(permit));
         }
-        match self.budgets.take(&plan.request).await? {
-            TakeOutcome::Taken => {
-                permit.taken = Some(plan);
-                Ok(Admission::Go(permit))
+        let mut outcome = self.budgets.take(&plan.request).await?;
+        let mut slot_retry = None;
+        if let TakeOutcome::Refused { take, .. } = outcome {
+            if plan.scopes.get(take) == Some(&Scope::UserRegistrations) {
+                // The cap counts only live registrations: release the stale ones, then try
+                // once more.
+                let (released, retry) = self.release_stale_slots(caller, user).await?;
+                slot_retry = retry;
+                if released > 0 {
+                    outcome = self.budgets.take(&plan.request).await?;
+                }
             }
+        }
+        match outcome {
+            TakeOutcome::Taken => Ok(Admission::Go(permit)),
             TakeOutcome::Refused { take, retry_after } => {
-                let (scope, subject) = plan.subjects.swap_remove(take);
+                let scope = plan.scopes.get(take).copied().unwrap_or(Scope::Instance);
+                let retry_after = match scope {
+                    Scope::UserRegistrations => slot_retry,
+                    _ => retry_after,
+                };
+                let subject =
+                    policy.subject(scope, &caller.instance, &user.id, phone, caller.address);
                 // A refused resend names its registration; a refused add has none yet.
                 let existing = (!events.iter().any(|e| matches!(e, Event::Added(_))))
                     .then(|| registration.clone());
@@ -187,40 +203,30 @@ fn redacted(phone: &Phone) -> String {
 }
 
 impl Permit {
-    /// Gives the budgets back: the append was refused, nothing was written or sent.
-    pub(super) async fn refund(self, service: &CommandService) {
-        if let Some(plan) = self.taken {
-            if let Err(e) = service.budgets.refund(&plan.request).await {
-                // Kept taken: the budget errs on the side of sending less.
-                tracing::warn!(error = %e, "could not refund send budgets");
-            }
-        }
-    }
-
-    /// After a committed append: a verified registration holds its slot for good, a removed
-    /// one frees it. A failure is logged: the slot then lapses or lingers until its hold
-    /// ends, which errs on the side of the user.
+    /// After a committed append (`recorded`: where its events landed): a removed registration
+    /// frees its slot; a wrong code counts toward the user's cap. A failure is logged: the
+    /// slot then lingers until the cap releases it, and the wrong code goes uncounted.
     pub(super) async fn settle(
         self,
         service: &CommandService,
         caller: &Caller,
         user: &UserRecord,
         registration: &RegistrationId,
+        recorded: &[RecordedMeta],
     ) {
         let Some(settle) = self.settles else { return };
         let key = AbusePolicy::slot_key(&caller.instance, &user.id);
         let member = registration.as_str();
         let done = match settle {
-            Settle::Verified => {
-                // A right code ends the run of wrong ones.
-                let failures = AbusePolicy::failures_key(&caller.instance, &user.id);
-                match service.budgets.clear(&failures).await {
-                    Ok(_) => service.budgets.hold(&key, member, None).await.map(|_| ()),
-                    Err(e) => Err(e),
-                }
-            }
             Settle::Removed => service.budgets.release(&key, member).await.map(|_| ()),
-            Settle::WrongCode => service.count_wrong_code(caller, user, registration).await,
+            Settle::WrongCode => match recorded.last() {
+                Some(check) => {
+                    service
+                        .count_wrong_code(caller, user, registration, check.position)
+                        .await
+                }
+                None => Ok(()),
+            },
         };
         if let Err(e) = done {
             tracing::warn!(error = %e, ?settle, "could not settle a command's abuse state");
@@ -229,18 +235,27 @@ impl Permit {
 }
 
 impl CommandService {
-    /// Counts a committed wrong code; at the user's cap, locks verification of every live
-    /// registration of the user.
+    /// Counts a committed wrong code (its `check failed` event at feed `position`); at the
+    /// user's cap, locks verification of every live registration of the user, unless a right
+    /// code since the earlier ones ended their run.
     async fn count_wrong_code(
         &self,
         caller: &Caller,
         user: &UserRecord,
         registration: &RegistrationId,
+        position: u64,
     ) -> Result<(), crate::ports::PortError> {
         let policy = self.abuse_policy(&caller.instance);
-        let member = format!("{registration}#{}", self.ids.message_id());
+        // Named by its feed position, so a later right code's position tells which came
+        // before it.
+        let member = format!("{registration}#{position}");
         let failure = policy.failure(&caller.instance, &user.id, &member);
         if self.budgets.take(&failure).await? == TakeOutcome::Taken {
+            return Ok(());
+        }
+        if self.end_runs_before_success(caller, user).await? > 0
+            && self.budgets.take(&failure).await? == TakeOutcome::Taken
+        {
             return Ok(());
         }
         let until = self.clock.now()
@@ -254,8 +269,8 @@ impl CommandService {
         tracing::warn!(user = %user.id, "wrong codes in a row reached the cap: verification locked");
         let slots = AbusePolicy::slot_key(&caller.instance, &user.id);
         let system = Caller::new(caller.instance.clone(), PrincipalId::system());
-        for id in self.budgets.members(&slots).await? {
-            let Ok(id) = RegistrationId::parse("otp_sms_id", id) else {
+        for slot in self.budgets.members(&slots).await? {
+            let Ok(id) = RegistrationId::parse("otp_sms_id", slot.member) else {
                 continue;
             };
             let command = Command::LockVerification { until };
@@ -266,5 +281,102 @@ impl CommandService {
             }
         }
         Ok(())
+    }
+
+    /// The user's registrations (slot members) as their streams say they are now.
+    async fn user_registrations(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+    ) -> Result<Vec<(Member, Recorded<Event>)>, crate::ports::PortError> {
+        let slots = AbusePolicy::slot_key(&caller.instance, &user.id);
+        let mut out = Vec::new();
+        for slot in self.budgets.members(&slots).await? {
+            let Ok(parsed) = RegistrationId::parse("otp_sms_id", slot.member.clone()) else {
+                continue;
+            };
+            let history = self
+                .store
+                .read_stream(&Self::stream_id(&caller.instance, &parsed))
+                .await
+                .map_err(|e| crate::ports::PortError::Unavailable(e.to_string()))?;
+            out.push((slot, history));
+        }
+        Ok(out)
+    }
+
+    /// Releases the slots of the user's registrations that no longer count: removed ones, and
+    /// unverified ones older than the policy's `unverified_counts_for`. Returns how many were
+    /// released, and when the next unverified one will stop counting (`None`: every one left
+    /// is verified).
+    async fn release_stale_slots(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+    ) -> Result<(usize, Option<std::time::Duration>), crate::ports::PortError> {
+        let policy = self.abuse_policy(&caller.instance);
+        let counts_for = chrono::Duration::from_std(policy.unverified_counts_for)
+            .unwrap_or(chrono::Duration::MAX);
+        let now = self.clock.now();
+        let slots = AbusePolicy::slot_key(&caller.instance, &user.id);
+        let (mut released, mut next) = (0, None);
+        for (slot, history) in self.user_registrations(caller, user).await? {
+            let state = Registration::from_events(history.iter().map(|r| &r.event));
+            let stale_at = history.first().map(|r| r.created_at + counts_for);
+            let stale = match state.status {
+                Status::Removed => true,
+                // No registration behind the slot: an add whose write failed, or one still
+                // in flight; only the former lasts past a grace period.
+                Status::Absent => slot.at + chrono::Duration::seconds(ABSENT_GRACE_SECS) <= now,
+                Status::Verified => false,
+                Status::Unverified => stale_at.is_some_and(|t| t <= now),
+            };
+            if stale {
+                if self.budgets.release(&slots, &slot.member).await? {
+                    released += 1;
+                }
+            } else if state.status == Status::Unverified {
+                let wait = stale_at.and_then(|t| (t - now).to_std().ok());
+                next = match (next, wait) {
+                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        Ok((released, next))
+    }
+
+    /// Ends the runs of wrong codes that a right code followed: releases the user's failure
+    /// entries recorded before the latest `verified` event of any of the user's registrations.
+    /// Returns how many were released.
+    async fn end_runs_before_success(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+    ) -> Result<usize, crate::ports::PortError> {
+        let last_success = self
+            .user_registrations(caller, user)
+            .await?
+            .iter()
+            .flat_map(|(_, history)| history.iter())
+            .filter(|r| matches!(r.event, Event::Verified(_)))
+            .map(|r| r.position)
+            .max();
+        let Some(last_success) = last_success else {
+            return Ok(0);
+        };
+        let failures = AbusePolicy::failures_key(&caller.instance, &user.id);
+        let mut released = 0;
+        for failure in self.budgets.members(&failures).await? {
+            let before = failure
+                .member
+                .rsplit_once('#')
+                .and_then(|(_, p)| p.parse::<u64>().ok())
+                .is_some_and(|p| p < last_success);
+            if before && self.budgets.release(&failures, &failure.member).await? {
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 }

@@ -396,7 +396,7 @@ impl CommandService {
             .members(&AbusePolicy::slot_key(instance, &user.id))
             .await?
         {
-            let Ok(id) = RegistrationId::parse("otp_sms_id", id) else {
+            let Ok(id) = RegistrationId::parse("otp_sms_id", id.member) else {
                 continue;
             };
             match self
