@@ -25,6 +25,14 @@ for _ in $(seq "$rounds"); do
   run postgres-c1 "$bench" --store postgres --registrations 5000 --concurrency 1 --database-url "$url"
   run postgres-c1-no-cache "$bench" --store postgres --registrations 5000 --concurrency 1 --stream-cache 0 --database-url "$url"
   run postgres-c8-preload1m "$bench" --store postgres --registrations 20000 --concurrency 8 --preload-events 1000000 --database-url "$url"
+  # Send budgets (docs/security.md): every scope evaluated (on, the default above) against
+  # none (off), with codes sent (the adds that take send budgets) and returned (verifies).
+  run memory-c8-send-budgets-on "$bench" --store memory --registrations 100000 --concurrency 8 --add-delivery send --budgets on
+  run memory-c8-send-budgets-off "$bench" --store memory --registrations 100000 --concurrency 8 --add-delivery send --budgets off
+  run memory-c8-budgets-off "$bench" --store memory --registrations 100000 --concurrency 8 --budgets off
+  run postgres-c8-send-budgets-on "$bench" --store postgres --registrations 20000 --concurrency 8 --add-delivery send --budgets on --database-url "$url"
+  run postgres-c8-send-budgets-off "$bench" --store postgres --registrations 20000 --concurrency 8 --add-delivery send --budgets off --database-url "$url"
+  run postgres-c8-budgets-off "$bench" --store postgres --registrations 20000 --concurrency 8 --budgets off --database-url "$url"
 done
 echo "memory-1m-events-rss_kb $( { /usr/bin/time -f '%M' "$bench" --store memory --registrations 1000 --concurrency 8 --preload-events 1000000 >/dev/null; } 2>&1 | tail -n1)" | tee -a "$out"
 python3 - "$out" <<'PY'
@@ -46,5 +54,5 @@ for name, values in rows.items():
         print(f"{name}: {values[0]}")
     else:
         keys = ["verify_per_sec", "verify_p50_us", "verify_p99_us", "add_per_sec"]
-        print(name + ": " + ", ".join(f"{k} {statistics.median(v[k] for v in values):g}" for k in keys))
+        print(name + ": " + ", ".join(f"{k} {statistics.median(v[k] for v in values):g}" for k in keys if k in values[0]))
 PY

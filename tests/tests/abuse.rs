@@ -613,6 +613,11 @@ async fn refusals_are_audited_without_the_whole_number(backend: Backend) {
     assert_eq!(r.subject, "CH +41791234xxx");
     assert_eq!(r.user.as_str(), "u5");
     assert!(r.registration.is_none());
+    assert!(
+        r.retry_after_secs.is_some_and(|s| (1..=600).contains(&s)),
+        "{:?}",
+        r.retry_after_secs
+    );
     let json = refusal.event.to_json().unwrap().to_string();
     assert!(!json.contains(NUMBER), "{json}");
     f.finish().await;

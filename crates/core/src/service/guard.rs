@@ -32,6 +32,15 @@ use crate::store::{Append, ExpectedVersion, NewEvent, Recorded, RecordedMeta, St
 
 use super::CommandService;
 
+/// What an audit record says of a refusal.
+struct Refusal {
+    registration: Option<RegistrationId>,
+    scope: Scope,
+    subject: String,
+    silent: bool,
+    retry_after: Option<std::time::Duration>,
+}
+
 /// Whether the attempt goes on to its append.
 #[derive(Debug)]
 pub(super) enum Admission {
@@ -91,8 +100,14 @@ impl CommandService {
                     };
                     if let Err(refused) = checked {
                         let subject = redacted(&added.phone);
-                        self.audit(caller, user, None, refused.scope, subject, false)
-                            .await;
+                        let refusal = Refusal {
+                            registration: None,
+                            scope: refused.scope,
+                            subject,
+                            silent: false,
+                            retry_after: None,
+                        };
+                        self.audit(caller, user, refusal).await;
                         return Err(Error::invalid("phone.number", refused.reason));
                     }
                     plan.extend(policy.registration_slot(&caller.instance, &user.id, registration));
@@ -148,8 +163,14 @@ impl CommandService {
                     .iter()
                     .any(|e| matches!(e, Event::CodeAdded(c) if c.delivery == Delivery::Send));
                 let silent = sends && policy.silent.contains(&scope);
-                self.audit(caller, user, existing, scope, subject, silent)
-                    .await;
+                let refusal = Refusal {
+                    registration: existing,
+                    scope,
+                    subject,
+                    silent,
+                    retry_after,
+                };
+                self.audit(caller, user, refusal).await;
                 if silent {
                     return Ok(Admission::Silent);
                 }
@@ -163,15 +184,14 @@ impl CommandService {
 
     /// Records a refusal in a stream of its own. The refusal stands even if the record fails
     /// (the store is down): it is logged instead.
-    async fn audit(
-        &self,
-        caller: &Caller,
-        user: &UserRecord,
-        registration: Option<RegistrationId>,
-        scope: Scope,
-        subject: String,
-        silent: bool,
-    ) {
+    async fn audit(&self, caller: &Caller, user: &UserRecord, refusal: Refusal) {
+        let Refusal {
+            registration,
+            scope,
+            subject,
+            silent,
+            retry_after,
+        } = refusal;
         tracing::info!(scope = scope.key(), subject = %subject, silent, "code refused by an abuse rule");
         let id = self.ids.message_id().to_string();
         let event = Event::SendRefused(SendRefused {
@@ -180,7 +200,7 @@ impl CommandService {
             user: user.id.clone(),
             registration,
             silent,
-            retry_after_secs: None,
+            retry_after_secs: retry_after.map(|d| d.as_secs().max(1)),
         });
         let append = Append {
             stream: StreamId::new(caller.instance.clone(), REFUSAL_AGGREGATE_TYPE, id),
