@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use otp_sms_core::{
-    AddRequest, Authorizer, Caller, CodeKey, CodeKeyRing, CommandService, Event, InstanceId, KeyId,
-    OrganizationId, PhoneVerification, PortError, PrincipalId, UserDirectory, UserId, UserRecord,
-    VerifyRequest,
+    AbusePolicy, AddRequest, Authorizer, Caller, CodeKey, CodeKeyRing, CommandService, Event,
+    InstanceId, KeyId, OrganizationId, PhoneVerification, PortError, PrincipalId, UserDirectory,
+    UserId, UserRecord, VerifyRequest,
 };
 use otp_sms_memory::MemoryStore;
 
@@ -59,12 +59,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // In production the 32-byte secret comes from the host's secret store, never from code.
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("2026-11"), &[42; 32]));
     let store = Arc::new(MemoryStore::<Event>::new());
-    let service = CommandService::new(store.clone(), Arc::new(Users), Arc::new(NoGrants), keys);
-    let alice = Caller {
-        instance: InstanceId::parse("instance", "default")?,
-        principal: PrincipalId::parse("principal", "alice")?,
-        address: None,
+    // Users may not see their own code by default (it would prove nothing about the number);
+    // this host delivers codes itself, so it allows it (docs/security.md).
+    let policy = AbusePolicy {
+        allow_self_return_code: true,
+        ..AbusePolicy::default()
     };
+    let service = CommandService::new(store.clone(), Arc::new(Users), Arc::new(NoGrants), keys)
+        .with_abuse_policy(policy)?;
+    let alice = Caller::new(
+        InstanceId::parse("instance", "default")?,
+        PrincipalId::parse("principal", "alice")?,
+    );
 
     let added = service
         .add(
