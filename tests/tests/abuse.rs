@@ -88,6 +88,27 @@ fn mobile(range: u32, last: u32) -> String {
     format!("+417912{range:02}{last:03}")
 }
 
+/// The registration `id` of `user`, as a request names it.
+fn target(user: &str, id: impl Into<String>) -> RegistrationRequest {
+    RegistrationRequest {
+        user_id: user.to_owned(),
+        organization: None,
+        registration_id: id.into(),
+    }
+}
+
+/// `admin` adds `phone` for `u0` with the code in the response.
+async fn admin_returns(f: &Fixture, phone: &str) -> Result<otp_sms_core::AddResponse, Error> {
+    add(
+        &f.service,
+        &Fixture::caller("admin"),
+        "u0",
+        phone,
+        PhoneVerification::ReturnCode,
+    )
+    .await
+}
+
 fn refused_by(result: Result<impl std::fmt::Debug, Error>, scope: Scope) -> Option<Duration> {
     match result {
         Err(Error::SendRefused {
@@ -157,11 +178,7 @@ async fn only_user_write_may_vouch_for_a_number_or_see_its_code(backend: Backend
     }
     assert_eq!(f.feed().await.len(), before, "a refused add writes nothing");
     // A resend to the caller is a code in the response too.
-    let target = RegistrationRequest {
-        user_id: "user-1".into(),
-        organization: None,
-        registration_id: sent.registration_id.to_string(),
-    };
+    let target = target("user-1", sent.registration_id.to_string());
     let err = f
         .service
         .resend_code(&me, target.clone(), Delivery::Return)
@@ -305,11 +322,7 @@ async fn the_user_budget_binds_across_registrations(backend: Backend) {
     // Two registrations of five codes each (an add and four resends, a minute apart).
     for r in 0..2 {
         let added = send(&f, 0, &mobile(r, 1)).await.expect("add");
-        let target = RegistrationRequest {
-            user_id: "u0".into(),
-            organization: None,
-            registration_id: added.registration_id.to_string(),
-        };
+        let target = target("u0", added.registration_id.to_string());
         for _ in 0..4 {
             f.clock.advance(chrono::Duration::seconds(61));
             f.service
@@ -329,27 +342,14 @@ async fn the_registration_cap_counts_live_registrations(backend: Backend) {
     let admin = Fixture::caller("admin");
     let mut ids = Vec::new();
     for r in 0..5 {
-        let added = add(
-            &f.service,
-            &admin,
-            "u0",
-            &mobile(r, 1),
-            PhoneVerification::ReturnCode,
-        )
-        .await
-        .expect("within the cap");
+        let added = admin_returns(&f, &mobile(r, 1))
+            .await
+            .expect("within the cap");
         ids.push(added);
     }
     // return_code takes no send budget, but a registration is a registration.
     let retry = refused_by(
-        add(
-            &f.service,
-            &admin,
-            "u0",
-            &mobile(9, 1),
-            PhoneVerification::ReturnCode,
-        )
-        .await,
+        admin_returns(&f, &mobile(9, 1)).await,
         Scope::UserRegistrations,
     )
     .expect("unverified registrations lapse");
@@ -375,34 +375,14 @@ async fn the_registration_cap_counts_live_registrations(backend: Backend) {
         .await
         .expect("verify");
     f.service
-        .remove(
-            &admin,
-            RegistrationRequest {
-                user_id: "u0".into(),
-                organization: None,
-                registration_id: ids[1].registration_id.to_string(),
-            },
-        )
+        .remove(&admin, target("u0", ids[1].registration_id.to_string()))
         .await
         .expect("remove");
-    add(
-        &f.service,
-        &admin,
-        "u0",
-        &mobile(9, 1),
-        PhoneVerification::ReturnCode,
-    )
-    .await
-    .expect("a removed registration frees its slot");
+    admin_returns(&f, &mobile(9, 1))
+        .await
+        .expect("a removed registration frees its slot");
     refused_by(
-        add(
-            &f.service,
-            &admin,
-            "u0",
-            &mobile(8, 1),
-            PhoneVerification::ReturnCode,
-        )
-        .await,
+        admin_returns(&f, &mobile(8, 1)).await,
         Scope::UserRegistrations,
     );
     if backend == Backend::Memory {
@@ -410,25 +390,12 @@ async fn the_registration_cap_counts_live_registrations(backend: Backend) {
         f.clock
             .advance(chrono::Duration::hours(24) + chrono::Duration::seconds(1));
         for r in 10..14 {
-            add(
-                &f.service,
-                &admin,
-                "u0",
-                &mobile(r, 1),
-                PhoneVerification::ReturnCode,
-            )
-            .await
-            .expect("stale attempts never lock a user out");
+            admin_returns(&f, &mobile(r, 1))
+                .await
+                .expect("stale attempts never lock a user out");
         }
         let retry = refused_by(
-            add(
-                &f.service,
-                &admin,
-                "u0",
-                &mobile(20, 1),
-                PhoneVerification::ReturnCode,
-            )
-            .await,
+            admin_returns(&f, &mobile(20, 1)).await,
             Scope::UserRegistrations,
         );
         assert!(retry.is_some());
@@ -698,11 +665,7 @@ async fn a_conflicting_append_counts_its_code_once() {
         .expect("add");
     f.clock.advance(chrono::Duration::seconds(61));
     store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let target = RegistrationRequest {
-        user_id: "u0".into(),
-        organization: None,
-        registration_id: added.registration_id.to_string(),
-    };
+    let target = target("u0", added.registration_id.to_string());
     service
         .resend_code(&me, target, Delivery::Send)
         .await
@@ -808,11 +771,7 @@ async fn a_hundred_wrong_codes_in_a_row_lock_every_registration_of_the_user(back
         .service
         .resend_code(
             &Fixture::caller("admin"),
-            RegistrationRequest {
-                user_id: "u0".into(),
-                organization: None,
-                registration_id: last.clone(),
-            },
+            target("u0", last.clone()),
             Delivery::Return,
         )
         .await
@@ -1003,11 +962,7 @@ async fn test_numbers_send_nothing_take_no_budget_and_verify_with_their_fixed_co
         .service
         .resend_code(
             &admin,
-            RegistrationRequest {
-                user_id: "u1".into(),
-                organization: None,
-                registration_id: premium.registration_id.to_string(),
-            },
+            target("u1", premium.registration_id.to_string()),
             Delivery::Return,
         )
         .await
@@ -1018,11 +973,7 @@ async fn test_numbers_send_nothing_take_no_budget_and_verify_with_their_fixed_co
         .service
         .resend_code(
             &admin,
-            RegistrationRequest {
-                user_id: "u1".into(),
-                organization: None,
-                registration_id: premium.registration_id.to_string(),
-            },
+            target("u1", premium.registration_id.to_string()),
             Delivery::Test,
         )
         .await

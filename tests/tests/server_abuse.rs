@@ -47,12 +47,17 @@ struct Setup {
 }
 
 async fn start(users: usize) -> Setup {
+    start_with(users, |config| config).await
+}
+
+/// A server whose configuration `edit` changes first.
+async fn start_with(users: usize, edit: impl FnOnce(String) -> String) -> Setup {
     let webhook = WebhookReceiver::start().await;
     let schema = pg::schema_name();
     let server = Server::start(
         BIN,
         &Options {
-            config: config(users, &webhook.url),
+            config: edit(config(users, &webhook.url)),
             keys: Some(TEST_KEYS.into()),
             database: Some((pg::database_url().to_owned(), schema.clone())),
             ..Options::default()
@@ -368,26 +373,13 @@ async fn a_thousand_sequential_numbers_send_at_most_the_range_budget() {
 /// connection's own address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
-    let webhook = WebhookReceiver::start().await;
-    let schema = pg::schema_name();
-    let text = config(12, &webhook.url).replace(
-        "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]",
-        "trusted_proxies = []",
-    );
-    let server = Server::start(
-        BIN,
-        &Options {
-            config: text,
-            keys: Some(TEST_KEYS.into()),
-            database: Some((pg::database_url().to_owned(), schema.clone())),
-            ..Options::default()
-        },
-    );
-    let s = Setup {
-        server,
-        schema,
-        webhook,
-    };
+    let s = start_with(12, |config| {
+        config.replace(
+            "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]",
+            "trusted_proxies = []",
+        )
+    })
+    .await;
     let c = reqwest::Client::new();
     for i in 0..10 {
         let (status, body) = s
@@ -428,26 +420,13 @@ async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
 /// HTTP 400) until a holder of user.write calls the unlock extension; the user cannot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unlock_extension_over_http() {
-    let webhook = WebhookReceiver::start().await;
-    let schema = pg::schema_name();
-    let text = config(1, &webhook.url).replace(
-        "[server]",
-        "[abuse]\nmax_consecutive_failures = 3\n\n[server]",
-    );
-    let server = Server::start(
-        BIN,
-        &Options {
-            config: text,
-            keys: Some(TEST_KEYS.into()),
-            database: Some((pg::database_url().to_owned(), schema.clone())),
-            ..Options::default()
-        },
-    );
-    let s = Setup {
-        server,
-        schema,
-        webhook,
-    };
+    let s = start_with(1, |config| {
+        config.replace(
+            "[server]",
+            "[abuse]\nmax_consecutive_failures = 3\n\n[server]",
+        )
+    })
+    .await;
     let c = reqwest::Client::new();
     let (status, body) = s
         .add(
@@ -515,26 +494,13 @@ async fn the_unlock_extension_over_grpc() {
         otpsms_extensions_client::OtpsmsExtensionsClient, UnlockOtpsmsVerificationRequest,
     };
     use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::VerifyOtpsmsRegistrationRequest;
-    let webhook = WebhookReceiver::start().await;
-    let schema = pg::schema_name();
-    let text = config(1, &webhook.url).replace(
-        "[server]",
-        "[abuse]\nmax_consecutive_failures = 2\n\n[server]",
-    );
-    let server = Server::start(
-        BIN,
-        &Options {
-            config: text,
-            keys: Some(TEST_KEYS.into()),
-            database: Some((pg::database_url().to_owned(), schema.clone())),
-            ..Options::default()
-        },
-    );
-    let s = Setup {
-        server,
-        schema,
-        webhook,
-    };
+    let s = start_with(1, |config| {
+        config.replace(
+            "[server]",
+            "[abuse]\nmax_consecutive_failures = 2\n\n[server]",
+        )
+    })
+    .await;
     let authed = |token: &str| format!("Bearer {token}").parse().unwrap();
     let mut users = ZitadelUsersClient::connect(s.server.base_url.clone())
         .await

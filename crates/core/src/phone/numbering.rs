@@ -378,6 +378,26 @@ mod tests {
     use crate::Phone;
     use proptest::prelude::*;
 
+    /// The example numbers of a region's typed descriptors.
+    fn typed_examples(meta: &Metadata) -> impl Iterator<Item = &str> {
+        let d = meta.descriptors();
+        [
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.personal_number(),
+            d.voip(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.example())
+    }
+
     /// What `Phone::parse` was before this module: phonenumber alone.
     fn reference(input: &str) -> Option<String> {
         if input.chars().count() > crate::phone::MAX_PHONE_CHARS {
@@ -425,25 +445,8 @@ mod tests {
     fn agrees_with_phonenumber_on_every_example_number() {
         let mut checked = 0;
         for meta in DATABASE.iter() {
-            let d = meta.descriptors();
-            let descriptors = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.personal_number(),
-                d.voip(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ];
-            for example in descriptors
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d.example())
-            {
+            let general = meta.descriptors().general().example();
+            for example in general.into_iter().chain(typed_examples(meta)) {
                 let code = meta.country_code();
                 let full = format!("+{code}{example}");
                 let mut shorter = full.clone();
@@ -483,23 +486,7 @@ mod tests {
     fn classifies_every_example_number_as_phonenumber_does() {
         let (mut checked, mut kinds) = (0, std::collections::HashSet::new());
         for meta in DATABASE.iter() {
-            let d = meta.descriptors();
-            for example in [
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.personal_number(),
-                d.voip(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.example())
-            {
+            for example in typed_examples(meta) {
                 let Ok(phone) = Phone::parse(&format!("+{}{example}", meta.country_code())) else {
                     continue;
                 };
