@@ -1031,3 +1031,32 @@ async fn a_silent_scope_answers_as_if_sent_and_sends_nothing(backend: Backend) {
     f.finish().await;
     g.finish().await;
 }
+
+/// Given a slot with no registration behind it (an add whose write failed after its take),
+/// the cap counts it for a minute (it could be an add in flight), then releases it.
+#[tokio::test]
+async fn a_slot_without_a_registration_is_released_after_a_grace_period() {
+    let f = Fixture::with_abuse_policy(Backend::Memory, AbusePolicy::default()).await;
+    let instance = Fixture::caller("u0").instance;
+    let user = otp_sms_core::UserId::parse("id", "u0").unwrap();
+    let ghost = otp_sms_core::RegistrationId::parse("id", "ghost").unwrap();
+    let slot = AbusePolicy::default().registration_slot(&instance, &user, &ghost);
+    assert_eq!(
+        f.service.budget_store().take(&slot.request).await.unwrap(),
+        otp_sms_core::TakeOutcome::Taken
+    );
+    for r in 0..4 {
+        admin_returns(&f, &mobile(r, 1))
+            .await
+            .expect("within the cap");
+    }
+    refused_by(
+        admin_returns(&f, &mobile(5, 1)).await,
+        Scope::UserRegistrations,
+    );
+    f.clock.advance(chrono::Duration::seconds(61));
+    admin_returns(&f, &mobile(5, 1))
+        .await
+        .expect("the slot of the failed add was released");
+    f.finish().await;
+}

@@ -123,6 +123,6 @@ pub struct AddResponse {
 pub struct ResendResponse {
     /// `details`.
     pub details: Details,
-    /// The new code, when it was asked for with [`Delivery::Return`].
+    /// The new code, when it was asked for with [`Delivery::Return`](crate::Delivery::Return).
     pub verification_code: Option<VerificationCode>,
 }

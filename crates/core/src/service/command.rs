@@ -137,9 +137,6 @@ impl CommandService {
             };
             match self.store.append(append).await {
                 Ok(outcome) => {
-                    permit
-                        .settle(self, caller, user, registration, &outcome.recorded)
-                        .await;
                     if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
                         let written = Written {
                             stream: &stream,
@@ -151,6 +148,11 @@ impl CommandService {
                             written.history(&history, events, &outcome.recorded),
                         );
                     }
+                    // After the cache knows the append: settling may lock this very
+                    // registration, through the same loop.
+                    permit
+                        .settle(self, caller, user, registration, &outcome.recorded)
+                        .await;
                     return match error {
                         // A refusal that records events (a wrong code) still fails the call.
                         Some(error) => Err(error),
