@@ -45,6 +45,7 @@ on_both_stores!(
     an_administrator_unlocks_and_the_user_cannot,
     test_numbers_send_nothing_take_no_budget_and_verify_with_their_fixed_code,
     a_silent_scope_answers_as_if_sent_and_sends_nothing,
+    every_window_scope_binds_at_its_boundary_across_two_services_and_slides,
 );
 
 const NUMBER: &str = "+41791234567";
@@ -1059,4 +1060,83 @@ async fn a_slot_without_a_registration_is_released_after_a_grace_period() {
         .await
         .expect("the slot of the failed add was released");
     f.finish().await;
+}
+
+/// For each window scope in turn, only that scope limited (2 per hour): adds that share its
+/// key, alternating between two services on one store (another process), admit 2 and refuse
+/// the 3rd by that scope; an hour later (manual clock, memory backend) both earlier takes have
+/// left the window: two more are admitted, and the next refused.
+async fn every_window_scope_binds_at_its_boundary_across_two_services_and_slides(backend: Backend) {
+    let two = vec![Limit::new(2, Duration::from_secs(3600))];
+    for scope in [
+        Scope::User,
+        Scope::Number,
+        Scope::Range,
+        Scope::Region,
+        Scope::Address,
+        Scope::Instance,
+    ] {
+        let mut policy = AbusePolicy::unlimited();
+        match scope {
+            Scope::User => policy.user = two.clone(),
+            Scope::Number => policy.number = two.clone(),
+            Scope::Range => policy.range = two.clone(),
+            Scope::Region => policy.region = two.clone(),
+            Scope::Address => policy.address = two.clone(),
+            _ => policy.instance = two.clone(),
+        }
+        let f = Fixture::with_abuse_policy(backend, policy).await;
+        let other = match f.postgres() {
+            Some(pg) => f.other_process().with_budget_store(Arc::new(
+                otp_sms_postgres::PgBudgets::new(pg.pool().clone(), pg.schema()).unwrap(),
+            )),
+            None => f.other_process(),
+        };
+        // The i-th add: the same key as the others for `scope`, a different one for the rest.
+        let attempt = |i: usize| {
+            let user = if scope == Scope::User {
+                "u0".to_owned()
+            } else {
+                format!("u{i}")
+            };
+            let number = match scope {
+                Scope::Number => NUMBER.to_owned(),
+                Scope::Range => mobile(7, i as u32),
+                // Another range each time, one region.
+                _ => mobile(10 + i as u32, 1),
+            };
+            let address = if scope == Scope::Address {
+                "203.0.113.9".to_owned()
+            } else {
+                format!("198.51.100.{i}")
+            };
+            let caller = Fixture::caller(&user).with_address(address.parse().ok());
+            let service = if i % 2 == 0 { &f.service } else { &other };
+            let request = add_req(&user, &number, PhoneVerification::SendCode);
+            let (service, caller) = (service.clone(), caller);
+            async move { service.add(&caller, request).await }
+        };
+        attempt(0)
+            .await
+            .unwrap_or_else(|e| panic!("{scope:?} 1st: {e:?}"));
+        attempt(1)
+            .await
+            .unwrap_or_else(|e| panic!("{scope:?} 2nd: {e:?}"));
+        let retry = refused_by(attempt(2).await, scope);
+        assert!(
+            retry.is_some_and(|r| r <= Duration::from_secs(3600)),
+            "{scope:?}: {retry:?}"
+        );
+        refused_by(attempt(3).await, scope);
+        if backend == Backend::Memory {
+            f.clock.advance(chrono::Duration::seconds(3601));
+            for i in [4, 5] {
+                attempt(i)
+                    .await
+                    .unwrap_or_else(|e| panic!("{scope:?} after the window: {e:?}"));
+            }
+            refused_by(attempt(6).await, scope);
+        }
+        f.finish().await;
+    }
 }
