@@ -23,8 +23,12 @@ struct Entry {
     until: Option<DateTime<Utc>>,
 }
 
-/// A key's entries, oldest first, and their members by hash (so that a take checks for a
-/// repeated member without scanning a busy key, such as the instance's, whole).
+/// Keys with more entries than this index their members.
+const INDEXED_FROM: usize = 8;
+
+/// A key's entries, oldest first, and, once there are more than [`INDEXED_FROM`], their
+/// members by hash (so that a take checks for a repeated member without scanning a busy key,
+/// such as the instance's, whole; most keys hold one entry and need no index).
 #[derive(Debug, Default)]
 struct Entries {
     log: VecDeque<Entry>,
@@ -52,6 +56,9 @@ impl Entries {
     }
 
     fn has(&self, hash: u64, member: &str) -> bool {
+        if self.log.len() <= INDEXED_FROM {
+            return self.log.iter().any(|e| &*e.member == member);
+        }
         self.members
             .find(hash, |(h, m)| *h == hash && &**m == member)
             .is_some()
@@ -63,6 +70,29 @@ impl Entries {
             .find_entry(hash, |(h, m)| *h == hash && &**m == member)
         {
             found.remove();
+        }
+    }
+
+    /// Drops the index once the log is small again (it is searched directly then).
+    fn shrink_index(&mut self) {
+        if self.log.len() <= INDEXED_FROM && !self.members.is_empty() {
+            self.members = HashTable::new();
+        }
+    }
+
+    /// Indexes a member once the log is long enough to need it.
+    fn index(&mut self, hash: u64, member: &Arc<str>) {
+        if self.log.len() <= INDEXED_FROM {
+            return;
+        }
+        if self.members.is_empty() {
+            for e in &self.log {
+                let (h, m) = (e.member_hash, Arc::clone(&e.member));
+                self.members.insert_unique(h, (h, m), |(h, _)| *h);
+            }
+        } else {
+            self.members
+                .insert_unique(hash, (hash, Arc::clone(member)), |(h, _)| *h);
         }
     }
 
@@ -79,6 +109,7 @@ impl Entries {
                 self.forget(gone.member_hash, &gone.member);
             }
         }
+        self.shrink_index();
     }
 
     fn remove(&mut self, hash: u64, member: &str) -> bool {
@@ -87,6 +118,7 @@ impl Entries {
         }
         self.forget(hash, member);
         self.log.retain(|e| &*e.member != member);
+        self.shrink_index();
         true
     }
 
@@ -275,11 +307,6 @@ impl MemoryBudgets {
                 .into_mut(),
         };
         let entries = &mut slot.entries;
-        entries.members.insert_unique(
-            p.member_hash,
-            (p.member_hash, Arc::clone(&p.member)),
-            |(h, _)| *h,
-        );
         let entry = Entry {
             member: Arc::clone(&p.member),
             member_hash: p.member_hash,
@@ -294,6 +321,7 @@ impl MemoryBudgets {
             let at = entries.log.partition_point(|e| e.at <= now);
             entries.log.insert(at, entry);
         }
+        entries.index(p.member_hash, &p.member);
         Ok(Taken::Recorded)
     }
 
@@ -312,17 +340,30 @@ impl MemoryBudgets {
 impl BudgetStore for MemoryBudgets {
     async fn take(&self, request: &TakeRequest) -> Result<TakeOutcome, PortError> {
         let now = self.clock.now();
+        // The budgets of one send name the same member: one copy serves them all.
+        let mut shared: Option<(Arc<str>, u64)> = None;
         let prepared: Vec<Prepared<'_>> = request
             .takes
             .iter()
-            .map(|t| Prepared {
-                hash: self.hash(&t.key),
-                key: &t.key,
-                member: Arc::from(t.member.as_str()),
-                member_hash: self.hash(&t.member),
-                rules: &t.rules,
-                keep: t.rules.iter().map(Rule::keep).max().unwrap_or_default(),
-                adds: t.rules.iter().any(Rule::adds),
+            .map(|t| {
+                let (member, member_hash) = match &shared {
+                    Some((m, h)) if **m == *t.member => (Arc::clone(m), *h),
+                    _ => {
+                        let m: Arc<str> = Arc::from(t.member.as_str());
+                        let h = self.hash(&t.member);
+                        shared = Some((Arc::clone(&m), h));
+                        (m, h)
+                    }
+                };
+                Prepared {
+                    hash: self.hash(&t.key),
+                    key: &t.key,
+                    member,
+                    member_hash,
+                    rules: &t.rules,
+                    keep: t.rules.iter().map(Rule::keep).max().unwrap_or_default(),
+                    adds: t.rules.iter().any(Rule::adds),
+                }
             })
             .collect();
         let mut recorded: Vec<&Prepared<'_>> = Vec::with_capacity(prepared.len());
@@ -408,5 +449,53 @@ impl BudgetStore for MemoryBudgets {
                 Err(_) => 0,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abuse::budget::BudgetTake;
+
+    fn one(key: &str, member: &str, max: u32) -> TakeRequest {
+        TakeRequest {
+            takes: vec![BudgetTake {
+                key: key.into(),
+                member: member.into(),
+                rules: vec![Rule::Window {
+                    max,
+                    window: Duration::from_secs(60),
+                }],
+            }],
+        }
+    }
+
+    /// Around the size at which a key starts indexing its members, and after it shrinks
+    /// below it again, a repeated member is still counted once.
+    #[tokio::test]
+    async fn repeated_members_count_once_whether_or_not_the_key_is_indexed() {
+        let store = MemoryBudgets::new();
+        for n in 1..=12 {
+            let member = format!("m{n}");
+            assert_eq!(
+                store.take(&one("k", &member, 100)).await,
+                Ok(TakeOutcome::Taken)
+            );
+            for earlier in 1..=n {
+                // Admitted again (counted already), and not counted twice.
+                let again = one("k", &format!("m{earlier}"), 100);
+                assert_eq!(store.take(&again).await, Ok(TakeOutcome::Taken));
+            }
+            assert_eq!(store.count("k"), n, "after {n} members");
+        }
+        for n in (1..=12).rev() {
+            assert!(store.release("k", &format!("m{n}")).await.unwrap());
+            assert_eq!(store.count("k"), n - 1);
+            if n > 1 {
+                let again = one("k", "m1", 100);
+                assert_eq!(store.take(&again).await, Ok(TakeOutcome::Taken));
+                assert_eq!(store.count("k"), n - 1, "m1 is counted once");
+            }
+        }
     }
 }
