@@ -1068,14 +1068,8 @@ async fn a_slot_without_a_registration_is_released_after_a_grace_period() {
 /// left the window: two more are admitted, and the next refused.
 async fn every_window_scope_binds_at_its_boundary_across_two_services_and_slides(backend: Backend) {
     let two = vec![Limit::new(2, Duration::from_secs(3600))];
-    for scope in [
-        Scope::User,
-        Scope::Number,
-        Scope::Range,
-        Scope::Region,
-        Scope::Address,
-        Scope::Instance,
-    ] {
+    // The send budgets: the window scopes.
+    for scope in Scope::SILENCEABLE {
         let mut policy = AbusePolicy::unlimited();
         match scope {
             Scope::User => policy.user = two.clone(),
@@ -1083,7 +1077,8 @@ async fn every_window_scope_binds_at_its_boundary_across_two_services_and_slides
             Scope::Range => policy.range = two.clone(),
             Scope::Region => policy.region = two.clone(),
             Scope::Address => policy.address = two.clone(),
-            _ => policy.instance = two.clone(),
+            Scope::Instance => policy.instance = two.clone(),
+            other => panic!("{other:?} is not a send budget"),
         }
         let f = Fixture::with_abuse_policy(backend, policy).await;
         let other = match f.postgres() {
