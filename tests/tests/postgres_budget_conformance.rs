@@ -22,14 +22,6 @@ impl otp_sms_core::BudgetStore for Budgets {
     ) -> Result<otp_sms_core::TakeOutcome, otp_sms_core::PortError> {
         self.budgets.take(r).await
     }
-    async fn hold(
-        &self,
-        k: &str,
-        m: &str,
-        h: Option<std::time::Duration>,
-    ) -> Result<bool, otp_sms_core::PortError> {
-        self.budgets.hold(k, m, h).await
-    }
     async fn release(&self, k: &str, m: &str) -> Result<bool, otp_sms_core::PortError> {
         self.budgets.release(k, m).await
     }

@@ -87,9 +87,6 @@ impl BudgetStore for NoBudgets {
     async fn take(&self, _: &TakeRequest) -> Result<TakeOutcome, PortError> {
         Ok(TakeOutcome::Taken)
     }
-    async fn hold(&self, _: &str, _: &str, _: Option<Duration>) -> Result<bool, PortError> {
-        Ok(true)
-    }
     async fn release(&self, _: &str, _: &str) -> Result<bool, PortError> {
         Ok(true)
     }

@@ -2,8 +2,9 @@
 -- key's running sequence. A window admits a take unless the row `max` places back from the
 -- newest is inside it: one index probe, however busy the key (the instance's sees every send).
 -- That holds because window rows leave only from the oldest end (a window key keeps its newest
--- `max` rows; the sequence continues from the newest row); takes are never taken back. Held rows (registration slots, locks) count until `until` (NULL: for good) and
--- may be released one by one; those keys stay small and are counted directly.
+-- `max` rows; the sequence continues from the newest row); takes are never taken back.
+-- Held rows (registration slots, locks) count until `until` and may be released one by
+-- one; those keys stay small and are counted directly.
 -- All times are the database's clock, so every server on this database measures windows
 -- alike. Budget transactions commit without waiting for the flush (synchronous_commit off):
 -- a crash of the database may forget the last moments of takes, never add one.

@@ -32,7 +32,6 @@ use crate::{is_valid_schema, map_error};
 pub struct PgBudgets {
     pool: PgPool,
     take: String,
-    hold: String,
     release: String,
     members: String,
     clear: String,
@@ -66,11 +65,6 @@ impl PgBudgets {
             pool,
             take: format!(
                 "SELECT refused, retry_secs FROM {s}.take_budgets($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ),
-            hold: format!(
-                "UPDATE {s}.budget_entries SET until = CASE WHEN $3::float8 IS NULL THEN NULL \
-                 ELSE clock_timestamp() + make_interval(secs => $3::float8) END \
-                 WHERE key = $1 AND member = $2"
             ),
             release: format!("DELETE FROM {s}.budget_entries WHERE key = $1 AND member = $2"),
             members: format!(
@@ -153,22 +147,6 @@ impl BudgetStore for PgBudgets {
                 retry_after: retry.map(|s| Duration::from_secs_f64(s.max(0.0))),
             }),
         }
-    }
-
-    async fn hold(
-        &self,
-        key: &str,
-        member: &str,
-        hold: Option<Duration>,
-    ) -> Result<bool, PortError> {
-        let done = sqlx::query(&self.hold)
-            .bind(key)
-            .bind(member)
-            .bind(hold.map(|h| h.as_secs_f64()))
-            .execute(&self.pool)
-            .await
-            .map_err(port)?;
-        Ok(done.rows_affected() > 0)
     }
 
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError> {

@@ -18,8 +18,8 @@ pub enum Rule {
         /// The window's length.
         window: Duration,
     },
-    /// At most `max` entries held at once; a new entry is held for `hold`, until
-    /// [`BudgetStore::hold`] changes that or [`BudgetStore::release`] ends it.
+    /// At most `max` entries held at once; a new entry is held for `hold`, unless
+    /// [`BudgetStore::release`] ends it earlier.
     Held {
         /// Entries allowed at once.
         max: u32,
@@ -84,8 +84,8 @@ pub enum TakeOutcome {
     /// Every budget admitted the take and holds its entry now.
     Taken,
     /// Nothing was taken: the first budget (by index in [`TakeRequest::takes`]) that
-    /// refused, and when it admits a take again (`None`: not by time alone, e.g. every held
-    /// slot is held for good).
+    /// refused, and when it admits a take again (`None`: not by time alone, e.g. a window of
+    /// no takes at all).
     Refused {
         /// Index of the refusing budget in the request.
         take: usize,
@@ -108,15 +108,6 @@ pub enum TakeOutcome {
 pub trait BudgetStore: Send + Sync {
     /// Takes from every budget of `request`, or from none.
     async fn take(&self, request: &TakeRequest) -> Result<TakeOutcome, PortError>;
-
-    /// Sets how long `member`'s entry under `key` keeps counting, from now: `None` for good.
-    /// Returns whether the entry exists.
-    async fn hold(
-        &self,
-        key: &str,
-        member: &str,
-        hold: Option<Duration>,
-    ) -> Result<bool, PortError>;
 
     /// Ends `member`'s entry under `key`. Returns whether it existed.
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError>;

@@ -394,26 +394,6 @@ impl BudgetStore for MemoryBudgets {
         Ok(TakeOutcome::Taken)
     }
 
-    async fn hold(
-        &self,
-        key: &str,
-        member: &str,
-        hold: Option<Duration>,
-    ) -> Result<bool, PortError> {
-        let now = self.clock.now();
-        Ok(self
-            .with_key(key, |entries| {
-                match entries.log.iter_mut().find(|e| &*e.member == member) {
-                    Some(entry) => {
-                        entry.until = hold.map(|h| now + chrono(h));
-                        true
-                    }
-                    None => false,
-                }
-            })
-            .unwrap_or(false))
-    }
-
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError> {
         let member_hash = self.hash(member);
         Ok(self

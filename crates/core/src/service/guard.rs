@@ -14,23 +14,21 @@
 //!   registrations the cap stops counting, are worked out from the user's streams only when a
 //!   limit would otherwise bind.
 
-use crate::abuse::{AbusePolicy, Member, Scope, SendPlan, TakeOutcome};
-
-/// How long a registration slot without a registration behind it is taken for an add still in
-/// flight before the cap releases it (its write failed).
-const ABSENT_GRACE_SECS: i64 = 60;
-use crate::aggregate::Command;
-use crate::aggregate::{Registration, Status};
+use crate::abuse::{redact_phone, AbusePolicy, Member, Scope, SendPlan, TakeOutcome};
+use crate::aggregate::{Command, Registration, Status};
 use crate::caller::Caller;
 use crate::error::{Error, Precondition};
 use crate::event::{Delivery, Event, SendRefused, REFUSAL_AGGREGATE_TYPE};
-use crate::ids::PrincipalId;
-use crate::ids::RegistrationId;
+use crate::ids::{PrincipalId, RegistrationId};
 use crate::phone::Phone;
 use crate::ports::UserRecord;
 use crate::store::{Append, ExpectedVersion, NewEvent, Recorded, RecordedMeta, StreamId};
 
 use super::CommandService;
+
+/// How long a registration slot without a registration behind it is taken for an add still in
+/// flight before the cap releases it (its write failed).
+const ABSENT_GRACE_SECS: i64 = 60;
 
 /// What an audit record says of a refusal.
 struct Refusal {
@@ -99,11 +97,10 @@ impl CommandService {
                         policy.check_number(&added.phone)
                     };
                     if let Err(refused) = checked {
-                        let subject = redacted(&added.phone);
                         let refusal = Refusal {
                             registration: None,
                             scope: refused.scope,
-                            subject,
+                            subject: redact_phone(&added.phone),
                             silent: false,
                             retry_after: None,
                         };
@@ -216,10 +213,6 @@ impl CommandService {
             tracing::warn!(error = %e, scope = scope.key(), "could not record a refusal");
         }
     }
-}
-
-fn redacted(phone: &Phone) -> String {
-    crate::abuse::redact_phone(phone)
 }
 
 impl Permit {
