@@ -308,7 +308,7 @@ impl<E> PgStore<E> {
 
 /// Runs `task` on a thread of its own with a single-threaded runtime: its network answers are
 /// handled the moment they arrive, not when a busy worker of the host's runtime gets to them.
-fn spawn_worker<F>(name: String, task: F)
+pub(crate) fn spawn_worker<F>(name: String, task: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {

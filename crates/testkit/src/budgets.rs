@@ -216,7 +216,10 @@ pub async fn a_take_is_all_or_none<S: BudgetStore>(store: Arc<S>) {
     );
 }
 
-/// Given a budget of 5, when 50 tasks take at once, then exactly 5 are admitted.
+/// Given a shared budget of 5, when 50 takes run at once, each first taking from a budget of
+/// its own and then from the shared one, then exactly 5 are taken, the shared key lists
+/// exactly their 5 members, and every refused take left nothing under its own key: a take
+/// refused next to others (in one batch of a group-committing store) is still all or none.
 pub async fn concurrent_takes_are_exact_at_the_boundary<S: BudgetStore + 'static>(store: Arc<S>) {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -225,28 +228,39 @@ pub async fn concurrent_takes_are_exact_at_the_boundary<S: BudgetStore + 'static
                 let request = TakeRequest {
                     takes: vec![
                         BudgetTake {
-                            key: "shared".into(),
-                            member: format!("t{i}"),
-                            rules: vec![window(5, 60_000)],
-                        },
-                        BudgetTake {
                             key: format!("own-{i}"),
                             member: format!("t{i}"),
                             rules: vec![window(1, 60_000)],
                         },
+                        BudgetTake {
+                            key: "shared".into(),
+                            member: format!("t{i}"),
+                            rules: vec![window(5, 60_000)],
+                        },
                     ],
                 };
-                store.take(&request).await.expect("take")
+                (i, store.take(&request).await.expect("take"))
             })
         })
         .collect();
-    let mut taken = 0;
+    let mut winners = Vec::new();
     for task in tasks {
-        if task.await.expect("task") == TakeOutcome::Taken {
-            taken += 1;
+        let (i, outcome) = task.await.expect("task");
+        match outcome {
+            TakeOutcome::Taken => winners.push(format!("t{i}")),
+            TakeOutcome::Refused { take, .. } => assert_eq!(take, 1, "take {i}"),
         }
     }
-    assert_eq!(taken, 5);
+    assert_eq!(winners.len(), 5);
+    let mut shared = names(&*store, "shared").await;
+    shared.sort();
+    winners.sort();
+    assert_eq!(shared, winners);
+    for i in 0..50 {
+        let own = names(&*store, &format!("own-{i}")).await;
+        let won = winners.contains(&format!("t{i}"));
+        assert_eq!(own.len(), usize::from(won), "own-{i}: {own:?}");
+    }
 }
 
 /// Given a budget of 2 holding `m1` and `m2`, a take of `m1` again (a retry) is admitted and
