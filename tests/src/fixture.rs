@@ -69,17 +69,47 @@ impl Fixture {
     /// store of the backend: in process on the fixture's clock, or PostgreSQL's in the
     /// fixture's schema (on the database's clock). Users `u0` … `u99` of `org-1` exist too.
     pub async fn with_abuse_policy(backend: Backend, policy: AbusePolicy) -> Self {
+        Self::wrapping(backend, policy, |store| store).await
+    }
+
+    /// As [`Fixture::with_abuse_policy`], the service's store being `wrap` of the backend's
+    /// (a [`crate::faults::FaultyStore`], say); [`Fixture::store`] is the unwrapped one.
+    pub async fn wrapping(
+        backend: Backend,
+        policy: AbusePolicy,
+        wrap: impl FnOnce(Arc<dyn EventStore<Event>>) -> Arc<dyn EventStore<Event>>,
+    ) -> Self {
         // Microseconds: what PostgreSQL keeps.
         let start = Utc::now()
             .duration_trunc(chrono::Duration::microseconds(1))
             .expect("truncate");
         let clock = Arc::new(ManualClock::new(start));
-        let (store, pg): (Arc<dyn EventStore<Event>>, _) = match backend {
-            Backend::Memory => (Arc::new(MemoryStore::with_clock(clock.clone())), None),
-            Backend::Postgres => {
-                let store = Arc::new(pg::fresh_store::<Event>().await);
-                (store.clone(), Some(store))
-            }
+        let pg = match backend {
+            Backend::Memory => None,
+            Backend::Postgres => Some(Arc::new(pg::fresh_store::<Event>().await)),
+        };
+        Self::build(pg, policy, wrap, clock)
+    }
+
+    /// A fixture on a PostgreSQL store of the caller's (one reached through a proxy, say),
+    /// migrated already, with `policy` for its instance.
+    pub fn on_postgres(store: PgStore<Event>, policy: AbusePolicy) -> Self {
+        let start = Utc::now()
+            .duration_trunc(chrono::Duration::microseconds(1))
+            .expect("truncate");
+        let clock = Arc::new(ManualClock::new(start));
+        Self::build(Some(Arc::new(store)), policy, |store| store, clock)
+    }
+
+    fn build(
+        pg: Option<Arc<PgStore<Event>>>,
+        policy: AbusePolicy,
+        wrap: impl FnOnce(Arc<dyn EventStore<Event>>) -> Arc<dyn EventStore<Event>>,
+        clock: Arc<ManualClock>,
+    ) -> Self {
+        let store: Arc<dyn EventStore<Event>> = match &pg {
+            None => Arc::new(MemoryStore::with_clock(clock.clone())),
+            Some(pg) => pg.clone(),
         };
         let many = (0..100).fold(StaticUsers::new(), |d, i| {
             d.with_user(INSTANCE, &format!("u{i}"), "org-1")
@@ -93,7 +123,7 @@ impl Fixture {
         );
         let authorizer =
             Arc::new(StaticAuthorizer::new().grant(INSTANCE, "admin", "org-1", "user.write"));
-        let mut service = CommandService::new(store.clone(), users.clone(), authorizer, keys())
+        let mut service = CommandService::new(wrap(store.clone()), users.clone(), authorizer, keys())
             .with_clock(clock.clone())
             .with_instance_abuse_policy(
                 InstanceId::parse("instance", INSTANCE).expect("valid"),

@@ -8,6 +8,7 @@
 //!    `pg_ctl`) in a temporary directory, and reused by later test processes;
 //! 4. otherwise the test fails with a message that says how to fix it.
 
+pub mod faults;
 pub mod fixture;
 pub mod net;
 pub mod pg;

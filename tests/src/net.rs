@@ -79,6 +79,73 @@ pub struct TcpProxy {
     pub addr: SocketAddr,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
+    fault: Arc<AnswerFault>,
+}
+
+/// A one-shot fault: the first connection that sends bytes containing `needle` is closed
+/// when the server's answer arrives, and the answer is dropped.
+#[derive(Default)]
+struct AnswerFault {
+    needle: Mutex<Option<Vec<u8>>>,
+    fired: std::sync::atomic::AtomicUsize,
+}
+
+impl AnswerFault {
+    /// Whether `chunk` is the armed request (disarms it).
+    fn matches(&self, chunk: &[u8]) -> bool {
+        let mut needle = self.needle.lock().unwrap();
+        let hit = needle
+            .as_deref()
+            .is_some_and(|n| chunk.windows(n.len()).any(|w| w == n));
+        if hit {
+            *needle = None;
+        }
+        hit
+    }
+}
+
+/// Copies both ways until either side closes; a connection that sent the armed request is
+/// closed, its answer unforwarded, as soon as the answer starts to arrive.
+async fn forward(inbound: TcpStream, outbound: TcpStream, fault: Arc<AnswerFault>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let doomed = AtomicBool::new(false);
+    let (mut client_in, mut client_out) = inbound.into_split();
+    let (mut server_in, mut server_out) = outbound.into_split();
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_in.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if fault.matches(&buf[..n]) {
+                doomed.store(true, Ordering::SeqCst);
+            }
+            if server_out.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_in.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if doomed.load(Ordering::SeqCst) {
+                fault.fired.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if client_out.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
 }
 
 impl TcpProxy {
@@ -87,15 +154,17 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let fault: Arc<AnswerFault> = Arc::default();
         let accept = {
             let connections = Arc::clone(&connections);
+            let fault = Arc::clone(&fault);
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     let target = target.clone();
+                    let fault = Arc::clone(&fault);
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = TcpStream::connect(&target).await {
+                            forward(inbound, outbound, fault).await;
                         }
                     });
                     connections.lock().unwrap().push(task);
@@ -106,7 +175,20 @@ impl TcpProxy {
             addr,
             connections,
             accept,
+            fault,
         }
+    }
+
+    /// Arms a one-shot fault: the next request that contains `needle` reaches the server,
+    /// whose answer is then dropped with the connection (PostgreSQL has run the statement;
+    /// the client learns nothing of it).
+    pub fn cut_after_answer_to(&self, needle: &[u8]) {
+        *self.fault.needle.lock().unwrap() = Some(needle.to_vec());
+    }
+
+    /// How many answers the armed faults dropped.
+    pub fn answers_dropped(&self) -> usize {
+        self.fault.fired.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and drops every open connection: the target becomes unreachable.

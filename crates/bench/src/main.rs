@@ -335,6 +335,7 @@ async fn preload(
                     })
                     .collect(),
                 outbox: Vec::new(),
+                command: None,
             })
             .await
             .map_err(|e| e.to_string())?;

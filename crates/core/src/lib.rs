@@ -91,7 +91,7 @@ pub use ports::{
 };
 pub use service::{CodeDelivery, CommandService, DeliveryReport};
 pub use store::{
-    Append, AppendOutcome, CodecError, EventPayload, EventStore, ExpectedVersion, NewEvent,
+    Append, AppendOutcome, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion, NewEvent,
     NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
     Version,
 };

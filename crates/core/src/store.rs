@@ -90,6 +90,26 @@ impl ExpectedVersion {
     }
 }
 
+/// The id of the command that made an append, recorded with each of its events (at most one
+/// append per command and stream): a writer that lost the store's answer (a connection cut
+/// after the commit was sent, [`StoreError::Unknown`]) reads the stream and finds out whether
+/// its command committed, instead of writing it twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommandId(pub Uuid);
+
+impl CommandId {
+    /// A fresh id (UUID v7: time-ordered, random in its low bits).
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// An event to append, with who caused it and which organization owns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent<E> {
@@ -119,6 +139,8 @@ pub struct RecordedEvent<E> {
     pub creator: PrincipalId,
     /// The owning organization.
     pub owner: OrganizationId,
+    /// The command whose append wrote it, if the writer named one.
+    pub command: Option<CommandId>,
     /// The event.
     pub event: E,
 }
@@ -159,6 +181,10 @@ pub struct Append<E> {
     pub events: Vec<NewEvent<E>>,
     /// Outbox messages committed together with the events.
     pub outbox: Vec<NewOutboxMessage>,
+    /// The command this append carries out, recorded with each event. A stream takes at
+    /// most one append per command: a second one is refused as a [`StoreError::Conflict`]
+    /// and writes nothing.
+    pub command: Option<CommandId>,
 }
 
 /// Where the appended events landed.
@@ -194,9 +220,14 @@ pub enum StoreError {
         /// The stream's version when the append was refused.
         actual: Version,
     },
-    /// The store could not be reached (lost connection, pool timeout).
+    /// The store could not be reached (lost connection, pool timeout); nothing was written.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
+    /// An append's outcome is unknown: the connection was lost after the append was sent, so
+    /// it may or may not have committed. The writer finds out by reading the stream for its
+    /// [`CommandId`].
+    #[error("event store outcome unknown: {0}")]
+    Unknown(String),
     /// A stored event could not be decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -210,7 +241,7 @@ impl From<StoreError> for Error {
         match e {
             // Conflicts are retried by the command service; one that escapes is ABORTED.
             StoreError::Conflict { .. } => Error::Aborted,
-            StoreError::Unavailable(m) => Error::Unavailable(m),
+            StoreError::Unavailable(m) | StoreError::Unknown(m) => Error::Unavailable(m),
             StoreError::Codec(c) => Error::Internal(c.to_string()),
             StoreError::Internal(m) => Error::Internal(m),
         }

@@ -180,6 +180,7 @@ mod tests {
                     created_at: Utc::now(),
                     creator: PrincipalId::parse("p", "u1").unwrap(),
                     owner: OrganizationId::parse("o", "o1").unwrap(),
+                    command: None,
                     event: if sequence == 1 {
                         Event::Verified(Verified { code: None })
                     } else {

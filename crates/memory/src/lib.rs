@@ -15,7 +15,7 @@
 //! let store = MemoryStore::<otp_sms_core::Event>::new();
 //! let stream = StreamId::new(InstanceId::parse("instance", "i1").unwrap(), "user.otp_sms", "r1");
 //! let outcome = store
-//!     .append(Append { stream: stream.clone(), expected: ExpectedVersion::NoStream, events: vec![], outbox: vec![] })
+//!     .append(Append { stream: stream.clone(), expected: ExpectedVersion::NoStream, events: vec![], outbox: vec![], command: None })
 //!     .await
 //!     .unwrap();
 //! assert_eq!(outcome.version, 0);
@@ -238,10 +238,14 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
         let now = self.clock.now();
         let at = self.locate(&append.stream);
         let mut shard = at.shard.write();
-        let actual = shard
-            .find(at.hash, at.matches())
-            .map_or(0, |entry| entry.events.len() as u64);
-        if !append.expected.admits(actual) {
+        let existing = shard.find(at.hash, at.matches());
+        let actual = existing.map_or(0, |entry| entry.events.len() as u64);
+        // A stream takes one append per command.
+        let repeated = append.command.is_some()
+            && existing.is_some_and(|entry| {
+                entry.events.iter().any(|e| e.command == append.command)
+            });
+        if !append.expected.admits(actual) || repeated {
             return Err(StoreError::Conflict {
                 stream: append.stream,
                 expected: append.expected,
@@ -291,6 +295,7 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
                     created_at: now,
                     creator: new.creator,
                     owner: new.owner,
+                    command: append.command,
                     event: new.event,
                 });
                 recorded.push(RecordedMeta {
@@ -397,6 +402,7 @@ mod tests {
                 created_at: Utc::now(),
                 creator: otp_sms_core::PrincipalId::parse("c", "c").unwrap(),
                 owner: otp_sms_core::OrganizationId::parse("o", "o").unwrap(),
+                command: None,
                 event: 0u8,
             })
         };

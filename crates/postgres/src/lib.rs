@@ -44,7 +44,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
-    Append, AppendOutcome, EventPayload, EventStore, ExpectedVersion, InstanceId, OrganizationId,
+    Append, AppendOutcome, CommandId, EventPayload, EventStore, ExpectedVersion, InstanceId, OrganizationId,
     OutboxMessage, PrincipalId, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
     Version,
 };
@@ -118,7 +118,7 @@ impl Sql {
     fn new(schema: &str) -> Self {
         let s = format!("\"{schema}\"");
         let columns = "instance_id, aggregate_type, aggregate_id, sequence, position, event_type, \
-                       revision, payload, creator, owner, created_at";
+                       revision, payload, creator, owner, created_at, command_id";
         Self {
             read_stream: format!(
                 "SELECT {columns} FROM {s}.events \
@@ -143,11 +143,11 @@ impl Sql {
             ),
             append_batch: format!(
                 "SELECT kind, idx, seq, pos, at FROM {s}.append_batch(\
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
             ),
             append_one: format!(
                 "SELECT kind, idx, seq, pos, at FROM {s}.append_one(\
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ),
             fetch_outbox: format!(
                 "UPDATE {s}.outbox o \
@@ -229,6 +229,10 @@ fn recorded<E: EventPayload>(row: PgRow) -> Result<Arc<RecordedEvent<E>>, StoreE
             row.try_get::<String, _>("owner").map_err(map_error)?,
         )
         .map_err(decode)?,
+        command: row
+            .try_get::<Option<Uuid>, _>("command_id")
+            .map_err(map_error)?
+            .map(CommandId),
         event: E::from_json(&event_type, revision as u16, payload)?,
     }))
 }
@@ -546,6 +550,7 @@ async fn write_batch<E: EventPayload>(
         a.instance.push(s.instance.as_str());
         a.aggregate_type.push(&s.aggregate_type);
         a.aggregate_id.push(&s.aggregate_id);
+        a.command.push(job.append.command.map(|c| c.0));
         a.expected.push(match job.append.expected {
             ExpectedVersion::Any => -1,
             ExpectedVersion::NoStream => 0,
@@ -583,6 +588,7 @@ async fn write_batch<E: EventPayload>(
                 .bind(&a.e_payload)
                 .bind(&a.e_creator)
                 .bind(&a.e_owner)
+                .bind(job.append.command.map(|c| c.0))
                 .fetch_all(&mut *conn)
                 .await
         }
@@ -604,6 +610,7 @@ async fn write_batch<E: EventPayload>(
                 .bind(&a.o_append)
                 .bind(&a.o_id)
                 .bind(&a.o_payload)
+                .bind(&a.command)
                 .fetch_all(&mut *conn)
                 .await
         }
@@ -611,8 +618,9 @@ async fn write_batch<E: EventPayload>(
     let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {
-            // Nothing of the batch was written. A unique violation means a writer that does not
-            // take the lock got a sequence first: a conflict for the service to retry.
+            // A database error: nothing of the batch was written. A unique violation means a
+            // writer that does not take the lock got a sequence first: a conflict for the
+            // service to retry. Any other failure (the connection) leaves the outcome unknown.
             let conflict = unique_violation_on(&e).as_deref() == Some("events_pkey");
             for job in batch {
                 let answer = if conflict {
@@ -624,8 +632,12 @@ async fn write_batch<E: EventPayload>(
                         }),
                         Err(e) => Err(e),
                     }
-                } else {
+                } else if matches!(e, sqlx::Error::Database(_)) {
+                    // The database answered with an error: the call's transaction is gone.
                     Err(map_error_ref(&e))
+                } else {
+                    // The connection failed with the call sent: it may have committed.
+                    Err(StoreError::Unknown(e.to_string()))
                 };
                 let _ = job.reply.send(answer);
             }
@@ -725,6 +737,7 @@ struct BatchArrays<'a> {
     aggregate_type: Vec<&'a str>,
     aggregate_id: Vec<&'a str>,
     expected: Vec<i64>,
+    command: Vec<Option<Uuid>>,
     e_append: Vec<i32>,
     e_offset: Vec<i32>,
     e_type: Vec<&'a str>,

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use otp_sms_core::{
-    Append, CodecError, EventPayload, EventStore, ExpectedVersion, InstanceId, NewEvent,
+    Append, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion, InstanceId, NewEvent,
     NewOutboxMessage, OrganizationId, PrincipalId, Recorded, StoreError, StreamId,
 };
 use serde_json::json;
@@ -109,6 +109,7 @@ macro_rules! store_conformance_tests {
             outbox_one_consumer_at_a_time,
             outbox_concurrent_consumers_never_share,
             outbox_deleted_never_returns,
+            a_command_is_recorded_once_per_stream,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -157,6 +158,7 @@ fn append_of(
         expected,
         events,
         outbox: Vec::new(),
+        command: None,
     }
 }
 
@@ -754,4 +756,64 @@ pub async fn outbox_deleted_never_returns<S: EventStore<TestEvent>>(store: Arc<S
     let again = store.fetch_outbox(10, lease).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_ne!(again[0].id, gone);
+}
+
+/// Given an append under command `c`, its events (in the stream and in the feed) name `c`;
+/// when `c` is appended again to that stream, even with `Any` and even by 10 writers at once,
+/// then it is a conflict and nothing is written; `c` on another stream is accepted, and an
+/// append without a command records none.
+pub async fn a_command_is_recorded_once_per_stream<S: EventStore<TestEvent> + 'static>(
+    store: Arc<S>,
+) {
+    let c = CommandId::generate();
+    let s = stream("command");
+    let mut first = append_of(&s, ExpectedVersion::NoStream, events(2));
+    first.command = Some(c);
+    store.append(first).await.unwrap();
+    store
+        .append(append_of(&s, ExpectedVersion::Exact(2), events(1)))
+        .await
+        .unwrap();
+    let read = store.read_stream(&s).await.unwrap();
+    let commands: Vec<Option<CommandId>> = read.iter().map(|r| r.command).collect();
+    assert_eq!(commands, vec![Some(c), Some(c), None]);
+    let feed = all_events(&*store).await;
+    assert_eq!(
+        feed.iter().filter(|r| r.command == Some(c)).count(),
+        2,
+        "the feed names the command too"
+    );
+    let mut again = append_of(&s, ExpectedVersion::Any, events(1));
+    again.command = Some(c);
+    assert_conflict(store.append(again).await, &s, ExpectedVersion::Any, 3);
+    assert_eq!(store.read_stream(&s).await.unwrap().len(), 3);
+
+    let other = stream("command-other");
+    let mut elsewhere = append_of(&other, ExpectedVersion::NoStream, events(1));
+    elsewhere.command = Some(c);
+    store.append(elsewhere).await.expect("a command id is unique per stream only");
+
+    let raced = stream("command-raced");
+    let d = CommandId::generate();
+    let writers: Vec<_> = (0..10)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let raced = raced.clone();
+            tokio::spawn(async move {
+                let mut append = append_of(&raced, ExpectedVersion::Any, events(1));
+                append.command = Some(d);
+                store.append(append).await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for writer in writers {
+        match writer.await.expect("writer") {
+            Ok(_) => accepted += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(store.read_stream(&raced).await.unwrap().len(), 1);
 }

@@ -16,17 +16,37 @@ use crate::ids::{OrganizationId, PrincipalId, RegistrationId};
 use crate::keys::CodeBinding;
 use crate::ports::UserRecord;
 use crate::store::{
-    Append, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent, RecordedMeta,
+    Append, CommandId, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent, RecordedMeta,
     StoreError, StreamId,
 };
 
 use super::delivery::CodeDelivery;
-use super::guard::Admission;
+use super::guard::{Admission, Permit};
 
 impl CommandService {
-    /// Load, rebuild, decide, append; on a version conflict, again, up to `max_attempts`.
+    /// [`Self::execute_as`] under a fresh command id.
     pub(super) async fn execute(
         &self,
+        caller: &Caller,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        command: &Command,
+        fresh: Option<&VerificationCode>,
+    ) -> Result<Details, Error> {
+        let id = CommandId::generate();
+        self.execute_as(id, caller, user, registration, command, fresh)
+            .await
+    }
+
+    /// Load, rebuild, decide, append; on a version conflict, again, up to `max_attempts`.
+    ///
+    /// The append carries `id`. A history that holds events of `id` already means the command
+    /// committed (an earlier attempt whose answer was lost, or an earlier call under the same
+    /// idempotency key): the answer is built from those events and nothing is written again.
+    /// An append whose outcome is unknown is followed by a read of the stream that settles it.
+    pub(super) async fn execute_as(
+        &self,
+        id: CommandId,
         caller: &Caller,
         user: &UserRecord,
         registration: &RegistrationId,
@@ -55,6 +75,14 @@ impl CommandService {
                 (self.store.read_stream(&stream).await?, false)
             };
             let now = self.clock.now();
+            if let Some(at) = history.iter().position(|r| r.command == Some(id)) {
+                if let Some(cache) = &self.cache {
+                    cache.put(&stream, history.clone());
+                }
+                return self
+                    .committed(caller, user, registration, &history, at, now)
+                    .await;
+            }
             // The rebuilt state ends with this block, before the append's `.await`: kept
             // alive across it, it would sit in this future, which is copied whole when moved.
             let (events, error, organization, outbox, phone) = {
@@ -134,11 +162,13 @@ impl CommandService {
                     })
                     .collect(),
                 outbox,
+                command: Some(id),
             };
             match self.store.append(append).await {
                 Ok(outcome) => {
                     if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
                         let written = Written {
+                            command: id,
                             stream: &stream,
                             creator: &caller.principal,
                             owner: &organization,
@@ -176,10 +206,57 @@ impl CommandService {
                     attempt += 1;
                     trust_cache = false;
                 }
+                Err(StoreError::Unknown(reason)) => {
+                    // The append may have committed. The next attempt reads the stream: its
+                    // events under `id` are the answer; without them, the command is decided
+                    // again, and should the first append commit late, the second one
+                    // conflicts (the version moved) and the read after it finds the first.
+                    tracing::warn!(%id, %reason, "append outcome unknown; reading the stream");
+                    if let Some(cache) = &self.cache {
+                        cache.forget(&stream);
+                    }
+                    attempt += 1;
+                    trust_cache = false;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Error::Aborted)
+    }
+
+    /// The answer of a command whose events are in `history` from index `at` on: the details
+    /// of its append, or the error it recorded (a wrong code). Settles what the events settle
+    /// (a counted wrong code, a freed slot), as the call that committed them would have.
+    async fn committed(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        history: &[Arc<RecordedEvent<Event>>],
+        at: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Details, Error> {
+        let (before, from) = history.split_at(at);
+        let command = from[0].command;
+        let ours: Vec<&Arc<RecordedEvent<Event>>> =
+            from.iter().take_while(|r| r.command == command).collect();
+        let recorded: Vec<RecordedMeta> = ours
+            .iter()
+            .map(|r| RecordedMeta {
+                sequence: r.sequence,
+                position: r.position,
+                created_at: r.created_at,
+            })
+            .collect();
+        let events: Vec<&Event> = ours.iter().map(|r| &r.event).collect();
+        Permit::for_events(events.iter().copied())
+            .settle(self, caller, user, registration, &recorded)
+            .await;
+        if events.iter().any(|e| matches!(e, Event::CheckFailed(_))) {
+            return Err(Error::WrongCode);
+        }
+        let organization = ours[0].owner.clone();
+        Ok(details(registration, &organization, before, &recorded, now))
     }
 
     /// A delivery message for every code that must go out by SMS.
@@ -230,6 +307,7 @@ impl CommandService {
 
 /// What an accepted append wrote, for the stream cache: the events as the store recorded them.
 struct Written<'a> {
+    command: CommandId,
     stream: &'a StreamId,
     creator: &'a PrincipalId,
     owner: &'a OrganizationId,
@@ -251,6 +329,7 @@ impl Written<'_> {
                 created_at: meta.created_at,
                 creator: self.creator.clone(),
                 owner: self.owner.clone(),
+                command: Some(self.command),
                 event,
             })
         });

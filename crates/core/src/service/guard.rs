@@ -71,13 +71,7 @@ impl CommandService {
         events: &[Event],
     ) -> Result<Admission, Error> {
         let policy = self.abuse_policy(&caller.instance);
-        let permit = Permit {
-            settles: events.iter().find_map(|e| match e {
-                Event::Removed(_) => Some(Settle::Removed),
-                Event::CheckFailed(_) => Some(Settle::WrongCode),
-                _ => None,
-            }),
-        };
+        let permit = Permit::for_events(events);
         let mut plan = SendPlan::default();
         if events
             .iter()
@@ -208,6 +202,7 @@ impl CommandService {
                 owner: user.organization.clone(),
             }],
             outbox: Vec::new(),
+            command: None,
         };
         if let Err(e) = self.store.append(append).await {
             tracing::warn!(error = %e, scope = scope.key(), "could not record a refusal");
@@ -216,6 +211,17 @@ impl CommandService {
 }
 
 impl Permit {
+    /// What `events`, once committed, settle.
+    pub(super) fn for_events<'e>(events: impl IntoIterator<Item = &'e Event>) -> Self {
+        Permit {
+            settles: events.into_iter().find_map(|e| match e {
+                Event::Removed(_) => Some(Settle::Removed),
+                Event::CheckFailed(_) => Some(Settle::WrongCode),
+                _ => None,
+            }),
+        }
+    }
+
     /// After a committed append (`recorded`: where its events landed): a removed registration
     /// frees its slot; a wrong code counts toward the user's cap. A failure is logged: the
     /// slot then lingers until the cap releases it, and the wrong code goes uncounted.

@@ -1,0 +1,266 @@
+//! Appends whose outcome is unknown (the answer lost after, or before, the commit): the service
+//! finds out from the stream what its command wrote and answers that, writing nothing twice.
+//! Every case runs on both stores, with and without the stream cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otp_sms_core::{
+    AddRequest, Error, Event, PhoneVerification, RecordedEvent, VerifyRequest,
+};
+use otp_sms_tests::faults::{AppendFault, FaultyStore};
+use otp_sms_tests::fixture::{flow_policy, Backend, Fixture};
+
+fn verify_req(registration: &str, code: &str) -> VerifyRequest {
+    VerifyRequest {
+        user_id: "user-1".into(),
+        organization: None,
+        registration_id: registration.into(),
+        code: code.into(),
+    }
+}
+
+fn add_req(verification: PhoneVerification) -> AddRequest {
+    AddRequest {
+        user_id: "user-1".into(),
+        organization: None,
+        phone: "+41791234567".into(),
+        verification,
+    }
+}
+
+fn count(feed: &[Arc<RecordedEvent<Event>>], pick: fn(&Event) -> bool) -> usize {
+    feed.iter().filter(|r| pick(&r.event)).count()
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        on_both_stores!(@store memory, Memory, 0, $($name),*);
+        on_both_stores!(@store postgres, Postgres, 0, $($name),*);
+        on_both_stores!(@store memory_cached, Memory, otp_sms_core::StreamCache::DEFAULT_CAPACITY, $($name),*);
+        on_both_stores!(@store postgres_cached, Postgres, otp_sms_core::StreamCache::DEFAULT_CAPACITY, $($name),*);
+    };
+    (@store $module:ident, $backend:ident, $cache:expr, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let mut faulty = None;
+                    let f = otp_sms_tests::fixture::Fixture::wrapping(
+                        super::Backend::$backend,
+                        super::flow_policy(),
+                        |store| {
+                            let wrapped = std::sync::Arc::new(super::FaultyStore::new(store));
+                            faulty = Some(wrapped.clone());
+                            wrapped
+                        },
+                    )
+                    .await
+                    .with_stream_cache($cache);
+                    super::$name(&f, &faulty.expect("wrapped")).await;
+                    f.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    an_add_whose_answer_is_lost_after_commit_answers_what_committed,
+    an_add_lost_before_commit_is_written_once_by_the_next_attempt,
+    a_verify_whose_answer_is_lost_answers_verified_once,
+    a_wrong_code_whose_answer_is_lost_is_still_a_wrong_code_counted_once,
+    an_unknown_outcome_that_cannot_be_read_is_unavailable,
+);
+
+/// Given an add with `send_code` whose append commits and whose answer is lost, then the call
+/// answers the registration that committed: one registration, one outbox message, and the
+/// details of its events.
+async fn an_add_whose_answer_is_lost_after_commit_answers_what_committed(
+    f: &Fixture,
+    faulty: &FaultyStore,
+) {
+    faulty.arm_appends([Some(AppendFault::CommitThenLoseAnswer)]);
+    let added = f
+        .service
+        .add(&Fixture::caller("user-1"), add_req(PhoneVerification::SendCode))
+        .await
+        .expect("the add committed: its answer");
+    assert_eq!(faulty.unknown_outcomes(), 1);
+    let feed = f.feed().await;
+    assert_eq!(count(&feed, |e| matches!(e, Event::Added(_))), 1);
+    assert_eq!(count(&feed, |e| matches!(e, Event::CodeAdded(_))), 1);
+    let first = &feed[0];
+    assert_eq!(&*first.stream.aggregate_id, added.registration_id.as_str());
+    assert_eq!(added.details.created, first.created_at);
+    let outbox = f
+        .store
+        .fetch_outbox(100, Duration::from_secs(60))
+        .await
+        .expect("outbox");
+    assert_eq!(outbox.len(), 1, "one SMS to send, not two");
+}
+
+/// Given an add whose append is lost before it reaches the store, then the next attempt
+/// writes it, once.
+async fn an_add_lost_before_commit_is_written_once_by_the_next_attempt(
+    f: &Fixture,
+    faulty: &FaultyStore,
+) {
+    faulty.arm_appends([Some(AppendFault::LoseBeforeCommit)]);
+    let added = f
+        .service
+        .add(&Fixture::caller("user-1"), add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("written by the second attempt");
+    let feed = f.feed().await;
+    assert_eq!(count(&feed, |e| matches!(e, Event::Added(_))), 1);
+    assert_eq!(&*feed[0].stream.aggregate_id, added.registration_id.as_str());
+    let code = added.verification_code.expect("code");
+    f.service
+        .verify(
+            &Fixture::caller("user-1"),
+            verify_req(added.registration_id.as_str(), code.expose()),
+        )
+        .await
+        .expect("the answered code is the committed one");
+}
+
+/// Given a verify with the right code whose answer is lost after commit, then it answers
+/// verified, one `verified` event is written, and a second verify finds it verified.
+async fn a_verify_whose_answer_is_lost_answers_verified_once(f: &Fixture, faulty: &FaultyStore) {
+    let caller = Fixture::caller("user-1");
+    let added = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add");
+    let id = added.registration_id.as_str().to_owned();
+    let code = added.verification_code.expect("code").expose().to_owned();
+    faulty.arm_appends([Some(AppendFault::CommitThenLoseAnswer)]);
+    let details = f
+        .service
+        .verify(&caller, verify_req(&id, &code))
+        .await
+        .expect("verified");
+    let feed = f.feed().await;
+    assert_eq!(count(&feed, |e| matches!(e, Event::Verified(_))), 1);
+    assert_eq!(details.changed, feed.last().expect("events").created_at);
+    let again = f.service.verify(&caller, verify_req(&id, &code)).await;
+    assert!(
+        matches!(again, Err(Error::FailedPrecondition(_))),
+        "{again:?}"
+    );
+}
+
+/// Given a verify with a wrong code whose answer is lost after commit, then it still answers
+/// the wrong code, and the attempt is recorded once.
+async fn a_wrong_code_whose_answer_is_lost_is_still_a_wrong_code_counted_once(
+    f: &Fixture,
+    faulty: &FaultyStore,
+) {
+    let caller = Fixture::caller("user-1");
+    let added = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add");
+    let id = added.registration_id.as_str().to_owned();
+    let code = added.verification_code.expect("code").expose().to_owned();
+    faulty.arm_appends([Some(AppendFault::CommitThenLoseAnswer)]);
+    let wrong = otp_sms_testkit::scenario::wrong_code(&code);
+    let err = f
+        .service
+        .verify(&caller, verify_req(&id, &wrong))
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::WrongCode);
+    let feed = f.feed().await;
+    assert_eq!(count(&feed, |e| matches!(e, Event::CheckFailed(_))), 1);
+}
+
+/// Given an append whose answer is lost and a stream that cannot be read after it, then the
+/// call answers UNAVAILABLE (the client may retry under its idempotency key), never INTERNAL
+/// and never a second write.
+async fn an_unknown_outcome_that_cannot_be_read_is_unavailable(f: &Fixture, faulty: &FaultyStore) {
+    let caller = Fixture::caller("user-1");
+    let added = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add");
+    let id = added.registration_id.as_str().to_owned();
+    let code = added.verification_code.expect("code").expose().to_owned();
+    faulty.arm_appends([Some(AppendFault::CommitThenLoseAnswer)]);
+    faulty.fail_reads_after_fault(1_000);
+    let err = f
+        .service
+        .verify(&caller, verify_req(&id, &code))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert_eq!(err.http_status(), 503);
+    faulty.fail_reads(0);
+    let feed = f.feed().await;
+    assert_eq!(count(&feed, |e| matches!(e, Event::Verified(_))), 1);
+}
+
+/// Through a proxy that drops PostgreSQL's answer to an append (the call ran and committed;
+/// the connection is gone before the answer arrives): the store reports the outcome unknown,
+/// and the service answers what committed, with one registration and one outbox message.
+/// The writer opens a new connection for the verify after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_answer_lost_after_commit_through_a_proxy() {
+    use otp_sms_tests::net::TcpProxy;
+    use otp_sms_tests::pg;
+    let proxy = TcpProxy::start(pg::host_port(pg::database_url())).await;
+    let url = pg::with_host_port(pg::database_url(), &proxy.addr.to_string());
+    let pool = otp_sms_postgres::pool_options()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .expect("connect through the proxy");
+    let store = otp_sms_postgres::PgStore::<Event>::new(pool, &pg::schema_name()).expect("schema");
+    store.migrate().await.expect("migrate");
+    let f = Fixture::on_postgres(store, flow_policy());
+    let caller = Fixture::caller("user-1");
+    // A code in the response: no outbox message, the single-append function (prepared on the
+    // writer's first connection).
+    let returned = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add");
+    // Adds with `send_code` write an outbox message: the batch function.
+    proxy.cut_after_answer_to(b"append_batch(");
+    let added = f
+        .service
+        .add(&caller, add_req(PhoneVerification::SendCode))
+        .await
+        .expect("the add committed: its answer");
+    assert_eq!(proxy.answers_dropped(), 1, "the fault fired");
+    let feed = f.feed().await;
+    let adds: Vec<_> = feed
+        .iter()
+        .filter(|r| matches!(r.event, Event::Added(_)))
+        .collect();
+    assert_eq!(adds.len(), 2, "two adds, each written once");
+    assert_eq!(&*adds[1].stream.aggregate_id, added.registration_id.as_str());
+    let outbox = f
+        .store
+        .fetch_outbox(100, Duration::from_secs(60))
+        .await
+        .expect("outbox");
+    assert_eq!(outbox.len(), 1, "one SMS, not two");
+    // A verify on the writer's new connection, whose answer is lost too.
+    let code = returned.verification_code.expect("code").expose().to_owned();
+    proxy.cut_after_answer_to(b"append_one(");
+    f.service
+        .verify(&caller, verify_req(returned.registration_id.as_str(), &code))
+        .await
+        .expect("verified");
+    assert_eq!(proxy.answers_dropped(), 2, "the fault fired");
+    let feed = f.feed().await;
+    assert_eq!(count(&feed, |e| matches!(e, Event::Verified(_))), 1);
+    f.finish().await;
+}
