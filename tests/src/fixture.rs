@@ -8,7 +8,7 @@ use otp_sms_core::{
     EventStore, InstanceId, KeyId, ManualClock, PhoneVerification, PrincipalId, Recorded,
 };
 use otp_sms_memory::MemoryStore;
-use otp_sms_postgres::{PgBudgets, PgStore};
+use otp_sms_postgres::{PgBudgets, PgIdempotency, PgStore};
 use otp_sms_testkit::doubles::{RecordingSender, StaticAuthorizer, StaticUsers};
 
 use crate::pg;
@@ -123,16 +123,20 @@ impl Fixture {
         );
         let authorizer =
             Arc::new(StaticAuthorizer::new().grant(INSTANCE, "admin", "org-1", "user.write"));
-        let mut service = CommandService::new(wrap(store.clone()), users.clone(), authorizer, keys())
-            .with_clock(clock.clone())
-            .with_instance_abuse_policy(
-                InstanceId::parse("instance", INSTANCE).expect("valid"),
-                policy,
-            )
-            .expect("a valid policy");
+        let mut service =
+            CommandService::new(wrap(store.clone()), users.clone(), authorizer, keys())
+                .with_clock(clock.clone())
+                .with_instance_abuse_policy(
+                    InstanceId::parse("instance", INSTANCE).expect("valid"),
+                    policy,
+                )
+                .expect("a valid policy");
         if let Some(pg) = &pg {
             let budgets = PgBudgets::new(pg.pool().clone(), pg.schema()).expect("schema");
-            service = service.with_budget_store(Arc::new(budgets));
+            let records = PgIdempotency::new(pg.pool().clone(), pg.schema()).expect("schema");
+            service = service
+                .with_budget_store(Arc::new(budgets))
+                .with_idempotency_store(Arc::new(records));
         }
         Self {
             service,
@@ -175,6 +179,7 @@ impl Fixture {
             instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
             principal: PrincipalId::parse("principal", principal).expect("valid"),
             address: None,
+            idempotency_key: None,
         }
     }
 

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otp_sms_core::{
-    AddRequest, Error, Event, PhoneVerification, RecordedEvent, VerifyRequest,
-};
+use otp_sms_core::{AddRequest, Error, Event, PhoneVerification, RecordedEvent, VerifyRequest};
 use otp_sms_tests::faults::{AppendFault, FaultyStore};
 use otp_sms_tests::fixture::{flow_policy, Backend, Fixture};
 
@@ -83,7 +81,10 @@ async fn an_add_whose_answer_is_lost_after_commit_answers_what_committed(
     faulty.arm_appends([Some(AppendFault::CommitThenLoseAnswer)]);
     let added = f
         .service
-        .add(&Fixture::caller("user-1"), add_req(PhoneVerification::SendCode))
+        .add(
+            &Fixture::caller("user-1"),
+            add_req(PhoneVerification::SendCode),
+        )
         .await
         .expect("the add committed: its answer");
     assert_eq!(faulty.unknown_outcomes(), 1);
@@ -110,12 +111,18 @@ async fn an_add_lost_before_commit_is_written_once_by_the_next_attempt(
     faulty.arm_appends([Some(AppendFault::LoseBeforeCommit)]);
     let added = f
         .service
-        .add(&Fixture::caller("user-1"), add_req(PhoneVerification::ReturnCode))
+        .add(
+            &Fixture::caller("user-1"),
+            add_req(PhoneVerification::ReturnCode),
+        )
         .await
         .expect("written by the second attempt");
     let feed = f.feed().await;
     assert_eq!(count(&feed, |e| matches!(e, Event::Added(_))), 1);
-    assert_eq!(&*feed[0].stream.aggregate_id, added.registration_id.as_str());
+    assert_eq!(
+        &*feed[0].stream.aggregate_id,
+        added.registration_id.as_str()
+    );
     let code = added.verification_code.expect("code");
     f.service
         .verify(
@@ -245,7 +252,10 @@ async fn postgres_answer_lost_after_commit_through_a_proxy() {
         .filter(|r| matches!(r.event, Event::Added(_)))
         .collect();
     assert_eq!(adds.len(), 2, "two adds, each written once");
-    assert_eq!(&*adds[1].stream.aggregate_id, added.registration_id.as_str());
+    assert_eq!(
+        &*adds[1].stream.aggregate_id,
+        added.registration_id.as_str()
+    );
     let outbox = f
         .store
         .fetch_outbox(100, Duration::from_secs(60))
@@ -253,10 +263,17 @@ async fn postgres_answer_lost_after_commit_through_a_proxy() {
         .expect("outbox");
     assert_eq!(outbox.len(), 1, "one SMS, not two");
     // A verify on the writer's new connection, whose answer is lost too.
-    let code = returned.verification_code.expect("code").expose().to_owned();
+    let code = returned
+        .verification_code
+        .expect("code")
+        .expose()
+        .to_owned();
     proxy.cut_after_answer_to(b"append_one(");
     f.service
-        .verify(&caller, verify_req(returned.registration_id.as_str(), &code))
+        .verify(
+            &caller,
+            verify_req(returned.registration_id.as_str(), &code),
+        )
         .await
         .expect("verified");
     assert_eq!(proxy.answers_dropped(), 2, "the fault fired");

@@ -129,6 +129,7 @@ fn service(c: &mut Criterion) {
         instance: InstanceId::parse("instance", "bench").unwrap(),
         principal: PrincipalId::parse("principal", "user-1").unwrap(),
         address: None,
+        idempotency_key: None,
     };
     let add = || AddRequest {
         user_id: "user-1".into(),

@@ -223,6 +223,7 @@ fn requests(n: usize) -> Vec<Request> {
                 address: Some(std::net::IpAddr::from(
                     (0x0a00_0000u32 + i as u32).to_be_bytes(),
                 )),
+                idempotency_key: None,
             },
             user_id: user_name(i),
             // A different Swiss mobile number per registration, spread over 10,000 ranges

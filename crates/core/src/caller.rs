@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use crate::error::Error;
+use crate::idempotency::IdempotencyKey;
 use crate::ids::{InstanceId, PrincipalId};
 use crate::ports::Authenticator;
 
@@ -18,21 +19,31 @@ pub struct Caller {
     /// peer, or the client a trusted proxy names (see [`TrustedProxies::client_address`]). The send
     /// budget per client address counts it.
     pub address: Option<IpAddr>,
+    /// The client's idempotency key for this call, if it sent one (HTTP `Idempotency-Key`,
+    /// gRPC `idempotency-key`): a retry under the same key gets the first call's answer.
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl Caller {
-    /// A caller with no known address.
+    /// A caller with no known address and no idempotency key.
     pub fn new(instance: InstanceId, principal: PrincipalId) -> Self {
         Self {
             instance,
             principal,
             address: None,
+            idempotency_key: None,
         }
     }
 
     /// The same caller, calling from `address`.
     pub fn with_address(mut self, address: Option<IpAddr>) -> Self {
         self.address = address;
+        self
+    }
+
+    /// The same caller, sending `key` with its call.
+    pub fn with_idempotency_key(mut self, key: Option<IdempotencyKey>) -> Self {
+        self.idempotency_key = key;
         self
     }
 }

@@ -56,6 +56,7 @@ mod caller;
 mod code;
 mod error;
 mod event;
+mod idempotency;
 mod ids;
 mod keys;
 mod phone;
@@ -82,6 +83,10 @@ pub use event::{
     Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, SendRefused,
     VerificationLocked, VerificationUnlocked, Verified, AGGREGATE_TYPE, REFUSAL_AGGREGATE_TYPE,
 };
+pub use idempotency::{
+    Claim, IdempotencyKey, IdempotencyRecord, IdempotencyScope, IdempotencyStore,
+    MemoryIdempotency, DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_CHARS,
+};
 pub use ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, MAX_ID_CHARS};
 pub use keys::{CodeBinding, CodeHash, CodeKey, CodeKeyRing, KeyError, KeyId, SealedCode};
 pub use phone::{NumberType, Phone, MAX_PHONE_CHARS};
@@ -91,8 +96,8 @@ pub use ports::{
 };
 pub use service::{CodeDelivery, CommandService, DeliveryReport};
 pub use store::{
-    Append, AppendOutcome, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion, NewEvent,
-    NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
-    Version,
+    Append, AppendOutcome, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion,
+    NewEvent, NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError,
+    StreamId, Version,
 };
 pub use stream_cache::StreamCache;

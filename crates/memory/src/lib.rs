@@ -242,9 +242,8 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
         let actual = existing.map_or(0, |entry| entry.events.len() as u64);
         // A stream takes one append per command.
         let repeated = append.command.is_some()
-            && existing.is_some_and(|entry| {
-                entry.events.iter().any(|e| e.command == append.command)
-            });
+            && existing
+                .is_some_and(|entry| entry.events.iter().any(|e| e.command == append.command));
         if !append.expected.admits(actual) || repeated {
             return Err(StoreError::Conflict {
                 stream: append.stream,

@@ -33,8 +33,10 @@
 //! ```
 
 mod budgets;
+mod idempotency;
 
 pub use budgets::PgBudgets;
+pub use idempotency::PgIdempotency;
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -44,9 +46,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
-    Append, AppendOutcome, CommandId, EventPayload, EventStore, ExpectedVersion, InstanceId, OrganizationId,
-    OutboxMessage, PrincipalId, Recorded, RecordedEvent, RecordedMeta, StoreError, StreamId,
-    Version,
+    Append, AppendOutcome, CommandId, EventPayload, EventStore, ExpectedVersion, InstanceId,
+    OrganizationId, OutboxMessage, PrincipalId, Recorded, RecordedEvent, RecordedMeta, StoreError,
+    StreamId, Version,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};

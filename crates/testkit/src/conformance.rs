@@ -791,7 +791,10 @@ pub async fn a_command_is_recorded_once_per_stream<S: EventStore<TestEvent> + 's
     let other = stream("command-other");
     let mut elsewhere = append_of(&other, ExpectedVersion::NoStream, events(1));
     elsewhere.command = Some(c);
-    store.append(elsewhere).await.expect("a command id is unique per stream only");
+    store
+        .append(elsewhere)
+        .await
+        .expect("a command id is unique per stream only");
 
     let raced = stream("command-raced");
     let d = CommandId::generate();

@@ -192,6 +192,7 @@ impl StaticTokens {
                 instance: InstanceId::parse("instance", instance).expect("test instance id"),
                 principal: PrincipalId::parse("principal", principal).expect("test principal"),
                 address: None,
+                idempotency_key: None,
             },
         );
         self

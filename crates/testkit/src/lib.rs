@@ -7,6 +7,8 @@
 //!   with [`store_conformance_tests!`].
 //! - [`budgets`]: the suite every [`otp_sms_core::BudgetStore`] passes
 //!   ([`budget_conformance_tests!`]).
+//! - [`idempotency`]: the suite every [`otp_sms_core::IdempotencyStore`] passes
+//!   ([`idempotency_conformance_tests!`]).
 //! - [`doubles`]: in-memory user directory, authorizer and SMS sender for tests.
 //! - [`scenario`]: steps of one registration's life, a reference model of what each must do,
 //!   and a simulator that runs them through the real aggregate.
@@ -15,6 +17,7 @@
 pub mod budgets;
 pub mod conformance;
 pub mod doubles;
+pub mod idempotency;
 pub mod scenario;
 #[cfg(feature = "proptest")]
 pub mod strategies;

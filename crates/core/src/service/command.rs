@@ -16,8 +16,8 @@ use crate::ids::{OrganizationId, PrincipalId, RegistrationId};
 use crate::keys::CodeBinding;
 use crate::ports::UserRecord;
 use crate::store::{
-    Append, CommandId, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent, RecordedMeta,
-    StoreError, StreamId,
+    Append, CommandId, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent,
+    RecordedMeta, StoreError, StreamId,
 };
 
 use super::delivery::CodeDelivery;

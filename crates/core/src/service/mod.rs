@@ -5,9 +5,11 @@
 mod command;
 mod delivery;
 mod guard;
+mod idempotency;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::abuse::{AbusePolicy, AbusePolicyError, BudgetStore, MemoryBudgets};
 use crate::aggregate::{AddVerification, Command};
@@ -19,6 +21,7 @@ use crate::caller::Caller;
 use crate::code::{CodePolicy, VerificationCode};
 use crate::error::Error;
 use crate::event::{Delivery, Event, AGGREGATE_TYPE};
+use crate::idempotency::{IdempotencyStore, MemoryIdempotency, DEFAULT_IDEMPOTENCY_WINDOW};
 use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
 use crate::keys::CodeKeyRing;
 use crate::phone::Phone;
@@ -27,6 +30,8 @@ use crate::ports::{
 };
 use crate::store::{EventStore, StreamId};
 use crate::stream_cache::StreamCache;
+
+use idempotency::Fingerprint;
 
 pub use delivery::{CodeDelivery, DeliveryReport};
 
@@ -57,6 +62,11 @@ pub struct CommandService {
     budgets: Arc<dyn BudgetStore>,
     /// Whether `budgets` is the default in-process store, which follows the service's clock.
     default_budgets: bool,
+    idempotency: Arc<dyn IdempotencyStore>,
+    /// Whether `idempotency` is the default in-process store, which follows the service's
+    /// clock.
+    default_idempotency: bool,
+    idempotency_window: Duration,
 }
 
 /// What a call needs of its caller besides naming an existing user.
@@ -95,6 +105,9 @@ impl CommandService {
             instance_abuse: Arc::new(HashMap::new()),
             budgets: Arc::new(MemoryBudgets::new()),
             default_budgets: true,
+            idempotency: Arc::new(MemoryIdempotency::new()),
+            default_idempotency: true,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
         }
     }
 
@@ -102,6 +115,9 @@ impl CommandService {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         if self.default_budgets {
             self.budgets = Arc::new(MemoryBudgets::with_clock(clock.clone()));
+        }
+        if self.default_idempotency {
+            self.idempotency = Arc::new(MemoryIdempotency::with_clock(clock.clone()));
         }
         self.clock = clock;
         self
@@ -143,6 +159,23 @@ impl CommandService {
     pub fn with_budget_store(mut self, budgets: Arc<dyn BudgetStore>) -> Self {
         self.budgets = budgets;
         self.default_budgets = false;
+        self
+    }
+
+    /// Where idempotency records live (default: [`MemoryIdempotency`] on the service's clock,
+    /// right for one process). Every process serving an instance must share one store, so
+    /// that a retry reaching another process finds its key: `otp_sms_postgres::PgIdempotency`
+    /// with PostgreSQL.
+    pub fn with_idempotency_store(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = store;
+        self.default_idempotency = false;
+        self
+    }
+
+    /// How long a key stands for its first call (default
+    /// [`DEFAULT_IDEMPOTENCY_WINDOW`], 24 hours). After it, the key is new again.
+    pub fn with_idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
         self
     }
 
@@ -264,18 +297,36 @@ impl CommandService {
             PhoneVerification::ReturnCode => Need::CodeInResponse,
             PhoneVerification::IsVerified(_) => Need::UserWrite,
         };
+        let mut fingerprint = Fingerprint::of("add");
+        fingerprint
+            .field(user_id.as_str())
+            .organization(organization.as_ref())
+            .field(phone.as_e164())
+            .field(match req.verification {
+                PhoneVerification::SendCode => "send_code",
+                PhoneVerification::ReturnCode => "return_code",
+                PhoneVerification::IsVerified(_) => "is_verified",
+            });
         let user = self.authorize(caller, &user_id, organization, need).await?;
         // A test number's code is its fixed one (the aggregate issues it as such).
         let fresh = (!matches!(req.verification, PhoneVerification::IsVerified(_))).then(|| {
             self.test_code(&caller.instance, &phone)
                 .unwrap_or_else(|| self.fresh_code())
         });
+        let returned = (req.verification == PhoneVerification::ReturnCode)
+            .then(|| fresh.clone())
+            .flatten();
+        let run = self
+            .run_for(caller, fingerprint, self.ids.registration_id(), returned)
+            .await?;
+        // A replay answers the code it answered first; a code to send is drawn anew (the
+        // first one, if it committed, is what the replay finds).
+        let fresh = run.code.clone().or(fresh);
         let verification = match (req.verification, fresh.clone()) {
             (PhoneVerification::ReturnCode, Some(code)) => AddVerification::ReturnCode(code),
             (PhoneVerification::SendCode, Some(code)) => AddVerification::SendCode(code),
             _ => AddVerification::AlreadyVerified,
         };
-        let registration = self.ids.registration_id();
         let command = Command::Add {
             user: user.id.clone(),
             organization: user.organization.clone(),
@@ -283,15 +334,19 @@ impl CommandService {
             verification,
         };
         let details = self
-            .execute(caller, &user, &registration, &command, fresh.as_ref())
+            .execute_as(
+                run.command,
+                caller,
+                &user,
+                &run.registration,
+                &command,
+                fresh.as_ref(),
+            )
             .await?;
-        let verification_code = (req.verification == PhoneVerification::ReturnCode)
-            .then_some(fresh)
-            .flatten();
         Ok(AddResponse {
             details,
-            registration_id: registration,
-            verification_code,
+            registration_id: run.registration,
+            verification_code: run.code,
         })
     }
 
@@ -305,12 +360,28 @@ impl CommandService {
         let user_id = UserId::parse("id", req.user_id)?;
         let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
         let organization = parse_org_ref(req.organization)?;
+        let mut fingerprint = Fingerprint::of("verify");
+        fingerprint
+            .field(user_id.as_str())
+            .organization(organization.as_ref())
+            .field(registration.as_str())
+            .field(code.expose());
         let user = self
             .authorize(caller, &user_id, organization, Need::Manage)
             .await?;
+        let run = self
+            .run_for(caller, fingerprint, registration, None)
+            .await?;
         let command = Command::Verify { code };
-        self.execute(caller, &user, &registration, &command, None)
-            .await
+        self.execute_as(
+            run.command,
+            caller,
+            &user,
+            &run.registration,
+            &command,
+            None,
+        )
+        .await
     }
 
     /// `RemoveOTPSMSAuthenticator`.
@@ -319,8 +390,13 @@ impl CommandService {
         caller: &Caller,
         req: RegistrationRequest,
     ) -> Result<Details, Error> {
+        let fingerprint = Self::target_fingerprint("remove", &req);
         let (user, registration) = self.target(caller, req, Need::Manage).await?;
-        self.execute(caller, &user, &registration, &Command::Remove, None)
+        let run = self
+            .run_for(caller, fingerprint, registration, None)
+            .await?;
+        let remove = Command::Remove;
+        self.execute_as(run.command, caller, &user, &run.registration, &remove, None)
             .await
     }
 
@@ -342,14 +418,32 @@ impl CommandService {
                 "test delivery is chosen by the instance's test numbers, not by callers",
             ));
         }
+        let mut fingerprint = Self::target_fingerprint("resend_code", &req);
+        fingerprint.field(match delivery {
+            Delivery::Send | Delivery::Test => "send",
+            Delivery::Return => "return",
+        });
         let (user, registration) = self.target(caller, req, need).await?;
-        let code = self.fresh_code();
+        let drawn = self.fresh_code();
+        let returned = (delivery == Delivery::Return).then(|| drawn.clone());
+        let run = self
+            .run_for(caller, fingerprint, registration, returned)
+            .await?;
+        let registration = run.registration;
+        let code = run.code.unwrap_or(drawn);
         let command = Command::ResendCode {
             code: code.clone(),
             delivery,
         };
         let details = self
-            .execute(caller, &user, &registration, &command, Some(&code))
+            .execute_as(
+                run.command,
+                caller,
+                &user,
+                &registration,
+                &command,
+                Some(&code),
+            )
             .await?;
         let verification_code = match delivery {
             // A test number was issued its fixed code, not the drawn one.
@@ -424,6 +518,7 @@ impl CommandService {
             instance: instance.clone(),
             principal: PrincipalId::system(),
             address: None,
+            idempotency_key: None,
         };
         let command = Command::RecordCodeSent { number };
         self.execute(&caller, user, registration, &command, None)
@@ -432,6 +527,16 @@ impl CommandService {
 
     fn fresh_code(&self) -> VerificationCode {
         VerificationCode::generate(self.policy.length(), &mut rand::thread_rng())
+    }
+
+    /// The fingerprint of a call on one registration.
+    fn target_fingerprint(call: &str, req: &RegistrationRequest) -> Fingerprint {
+        let mut fingerprint = Fingerprint::of(call);
+        fingerprint
+            .field(&req.user_id)
+            .organization(req.organization.as_ref())
+            .field(&req.registration_id);
+        fingerprint
     }
 
     async fn target(
