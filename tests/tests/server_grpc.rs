@@ -472,3 +472,43 @@ async fn reflection_lists_the_service() {
         "{names:?}"
     );
 }
+
+/// `idempotency-key` metadata: the same key and request answer the first registration; a
+/// malformed key is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_in_metadata_replays_the_first_answer() {
+    let s = server();
+    let mut c = client(&s).await;
+    let keyed = |key: &str| {
+        let mut request = authed(add_request("alice"), Some("token-alice"));
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    let first = c
+        .add_otpsms_authenticator(keyed("\"k-1\""))
+        .await
+        .expect("add")
+        .into_inner();
+    let again = c
+        .add_otpsms_authenticator(keyed("k-1"))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(again.otp_sms_id, first.otp_sms_id);
+    assert_eq!(again.verification_code, first.verification_code);
+    let other = c
+        .add_otpsms_authenticator(keyed("k-2"))
+        .await
+        .expect("another key")
+        .into_inner();
+    assert_ne!(other.otp_sms_id, first.otp_sms_id);
+    let err = c.add_otpsms_authenticator(keyed("\"\"")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("Idempotency-Key"),
+        "{}",
+        err.message()
+    );
+}

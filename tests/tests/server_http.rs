@@ -515,3 +515,42 @@ fn refuses_to_start_without_a_key_or_configuration() {
         "{stderr}"
     );
 }
+
+/// Two server processes on one PostgreSQL share idempotency keys: a retry that reaches the
+/// other process gets the first answer, and one registration is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_holds_across_two_servers_on_one_database() {
+    let (a, schema) = pg_server("", None);
+    let b = Server::start(
+        BIN,
+        &Options {
+            config: config(""),
+            keys: Some(TEST_KEYS.into()),
+            database: Some((pg::database_url().to_owned(), schema.clone())),
+            ..Options::default()
+        },
+    );
+    let client = reqwest::Client::new();
+    let add = |s: &Server| {
+        client
+            .post(add_url(s, "alice"))
+            .bearer_auth("token-alice")
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", "\"two-servers-1\"")
+            .body(r#"{"number": "+41791234567", "returnCode": {}}"#)
+            .send()
+    };
+    let first: Value = add(&a).await.expect("add").json().await.unwrap();
+    let again: Value = add(&b).await.expect("retry").json().await.unwrap();
+    assert!(first["otpSmsId"].is_string(), "{first}");
+    assert_eq!(again["otpSmsId"], first["otpSmsId"], "{again}");
+    assert_eq!(again["verificationCode"], first["verificationCode"]);
+    let added = events_in(&schema)
+        .await
+        .into_iter()
+        .filter(|(_, t, _)| t == "user.otp_sms.added")
+        .count();
+    assert_eq!(added, 1);
+    drop((a, b));
+    pg::drop_schema(&schema).await;
+}

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use otp_sms_core::{
     authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
-    Details, Error, InstanceRef, OrganizationRef, OwnerType, PhoneVerification,
+    Details, Error, IdempotencyKey, InstanceRef, OrganizationRef, OwnerType, PhoneVerification,
     RegistrationRequest, UserRequest, VerifyRequest,
 };
 use tonic::server::NamedService;
@@ -202,11 +202,32 @@ impl UsersService {
             .extensions()
             .get::<ClientAddress>()
             .map(|ClientAddress(a)| *a);
-        authenticate(self.auth.as_ref(), token, instance_ref(instance))
+        let caller = authenticate(self.auth.as_ref(), token, instance_ref(instance))
             .await
-            .map(|caller| caller.with_address(address))
-            .map_err(|e| status(&e))
+            .map_err(|e| status(&e))?;
+        let key = idempotency_key(request.metadata()).map_err(|e| status(&e))?;
+        Ok(caller.with_address(address).with_idempotency_key(key))
     }
+}
+
+/// The `idempotency-key` metadata, if sent: one ASCII value.
+fn idempotency_key(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Option<IdempotencyKey>, Error> {
+    let mut values = metadata.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::invalid(
+            "Idempotency-Key",
+            "send one key per request",
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Error::invalid("Idempotency-Key", "must be visible ASCII characters"))?;
+    IdempotencyKey::from_header(value).map(Some)
 }
 
 #[tonic::async_trait]

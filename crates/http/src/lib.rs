@@ -35,8 +35,8 @@ use axum::http::{header, HeaderMap, Method, Uri};
 use axum::{Extension, Json, Router};
 use otp_sms_core::{
     authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
-    Delivery, Error, InstanceRef, OrganizationRef, PhoneVerification, RegistrationRequest,
-    UserRequest, VerifyRequest,
+    Delivery, Error, IdempotencyKey, InstanceRef, OrganizationRef, PhoneVerification,
+    RegistrationRequest, UserRequest, VerifyRequest,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -155,6 +155,19 @@ struct ContextParams {
     org_domain: Option<String>,
 }
 
+/// The header a client sends to make a call safe to retry (docs/api.md, idempotency keys).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyParams {
+    /// A key of the client's (1 to 255 visible ASCII characters; a Structured Field string
+    /// such as `"8e03978e-40d5-43e8-bc93-6894a57f9324"`, or bare). A retry under the same
+    /// key within 24 hours gets the first call's answer; the key sent with another request
+    /// is INVALID_ARGUMENT.
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
 /// The request's query parameters that the contract defines.
 #[derive(Debug, Default)]
 struct Query {
@@ -220,9 +233,29 @@ async fn context(
     let caller = caller(api, headers, &query).await?;
     // The client address, when the server or the host's middleware resolved one, counts in
     // the per-address send budget.
-    let caller = caller.with_address(client.map(|Extension(ClientAddress(a))| a));
+    let caller = caller
+        .with_address(client.map(|Extension(ClientAddress(a))| a))
+        .with_idempotency_key(idempotency_key(headers)?);
     Ok((caller, query))
 }
+
+/// The `Idempotency-Key` header, if sent: one value, as the IETF httpapi draft has it.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid("Idempotency-Key", "send one key per request"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| invalid("Idempotency-Key", "must be visible ASCII characters"))?;
+    Ok(Some(IdempotencyKey::from_header(value)?))
+}
+
+/// The idempotency key's header (case-insensitive on the wire).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 async fn caller(api: &Api, headers: &HeaderMap, query: &Query) -> Result<Caller, ApiError> {
     let token = headers
@@ -280,6 +313,7 @@ fn path_error(rejection: PathRejection) -> ApiError {
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ContextParams,
+        IdempotencyParams,
     ),
     request_body(content = SetPhone, content_type = "application/json"),
     responses(
@@ -346,6 +380,7 @@ async fn add(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ("otp_sms_id" = String, Path, description = "The registration, as returned by the add (1..=200 characters)."),
         ContextParams,
+        IdempotencyParams,
     ),
     request_body(
         content = String,
@@ -412,6 +447,7 @@ async fn verify(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
         ContextParams,
+        IdempotencyParams,
     ),
     responses(
         (status = 200, description = "Removed", body = DetailsResponseJson),
@@ -458,6 +494,7 @@ async fn remove(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
         ContextParams,
+        IdempotencyParams,
     ),
     request_body(content = ResendCode, content_type = "application/json"),
     responses(

@@ -505,3 +505,55 @@ async fn the_openapi_document_lists_the_query_parameters() {
         );
     }
 }
+
+async fn add_with_keys(app: &Router, keys: &[&str]) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/resources/v3alpha/users/alice/otp_sms")
+        .header("authorization", "Bearer alice-token")
+        .header("content-type", "application/json");
+    for key in keys {
+        req = req.header("Idempotency-Key", *key);
+    }
+    let body = r#"{"number":"+41791234567","returnCode":{}}"#;
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// `Idempotency-Key`: a retry under the key answers the first registration and code; keys
+/// that are empty, not visible ASCII, or sent twice are INVALID_ARGUMENT (400, code 3).
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer() {
+    let app = app();
+    let (status, first) = add_with_keys(&app, &["\"8e03978e-40d5-43e8\""]).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, again) = add_with_keys(&app, &["8e03978e-40d5-43e8"]).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["otpSmsId"], first["otpSmsId"]);
+    assert_eq!(again["verificationCode"], first["verificationCode"]);
+    let (_, unkeyed) = add_with_keys(&app, &[]).await;
+    assert_ne!(unkeyed["otpSmsId"], first["otpSmsId"]);
+    for bad in [&["\"\""][..], &["a b"], &["k1", "k2"], &["\"unterminated"]] {
+        let (status, body) = add_with_keys(&app, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+        assert_eq!(body["code"], 3, "{bad:?}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Idempotency-Key"),
+            "{bad:?}: {body}"
+        );
+    }
+}

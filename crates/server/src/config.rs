@@ -277,6 +277,9 @@ pub struct ServiceConfig {
     /// on a recently used registration skips its read (0: none). Unused with the in-memory
     /// store, whose reads cost what a cache look-up does.
     pub stream_cache: usize,
+    /// How long an idempotency key stands for its first call, in seconds (default 86,400:
+    /// 24 hours); a retry under the key within it gets the first answer.
+    pub idempotency_window_secs: u64,
 }
 
 impl Default for ServiceConfig {
@@ -284,6 +287,7 @@ impl Default for ServiceConfig {
         Self {
             max_attempts: otp_sms_core::CommandService::DEFAULT_MAX_ATTEMPTS,
             stream_cache: otp_sms_core::StreamCache::DEFAULT_CAPACITY,
+            idempotency_window_secs: otp_sms_core::DEFAULT_IDEMPOTENCY_WINDOW.as_secs(),
         }
     }
 }

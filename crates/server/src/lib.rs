@@ -19,10 +19,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::{Parser, ValueEnum};
 use otp_sms_core::{
-    BudgetStore, CodeKey, CodeKeyRing, CommandService, Event, EventStore, KeyId, SmsSender,
+    BudgetStore, CodeKey, CodeKeyRing, CommandService, Event, EventStore, IdempotencyStore, KeyId,
+    SmsSender,
 };
 use otp_sms_memory::MemoryStore;
-use otp_sms_postgres::{PgBudgets, PgStore};
+use otp_sms_postgres::{PgBudgets, PgIdempotency, PgStore};
 use serde_json::json;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -209,7 +210,7 @@ type StoreParts = (
     Arc<dyn EventStore<Event>>,
     Readiness,
     usize,
-    Option<Arc<dyn BudgetStore>>,
+    Option<(Arc<dyn BudgetStore>, Arc<dyn IdempotencyStore>)>,
 );
 
 /// How the server reaches its store, for the readiness check.
@@ -270,7 +271,7 @@ pub async fn run(
 
     let trusted = otp_sms_core::TrustedProxies::parse(&config.server.trusted_proxies)
         .map_err(|e| StartError::Other(format!("[server] {e}")))?;
-    let (store, readiness, stream_cache, budgets): StoreParts = match &args.database_url {
+    let (store, readiness, stream_cache, shared): StoreParts = match &args.database_url {
         Some(url) => {
             let pool = otp_sms_postgres::pool_options()
                 .connect(url)
@@ -283,13 +284,15 @@ pub async fn run(
                 stream_cache = config.service.stream_cache,
                 "using PostgreSQL; migrations applied"
             );
-            // Budgets shared by every server on this database, on its clock.
+            // Budgets and idempotency records shared by every server on this database, on
+            // its clock.
             let budgets = PgBudgets::new(store.pool().clone(), &args.schema)?;
+            let records = PgIdempotency::new(store.pool().clone(), &args.schema)?;
             (
                 store.clone(),
                 Readiness::Postgres(store),
                 config.service.stream_cache,
-                Some(Arc::new(budgets)),
+                Some((Arc::new(budgets), Arc::new(records))),
             )
         }
         None => {
@@ -337,9 +340,18 @@ pub async fn run(
         .with_stream_cache(stream_cache)
         .with_abuse_policy(abuse)
         .map_err(|e| StartError::Other(e.to_string()))?;
-    if let Some(budgets) = budgets {
-        service = service.with_budget_store(budgets);
+    if let Some((budgets, records)) = shared {
+        service = service
+            .with_budget_store(budgets)
+            .with_idempotency_store(records);
     }
+    if config.service.idempotency_window_secs == 0 {
+        return Err(StartError::Other(
+            "[service] idempotency_window_secs must be at least 1".into(),
+        ));
+    }
+    service = service
+        .with_idempotency_window(Duration::from_secs(config.service.idempotency_window_secs));
     for (instance, policy) in instance_abuse {
         service = service
             .with_instance_abuse_policy(instance, policy)

@@ -47,11 +47,14 @@ impl IdempotencyKey {
     /// (`"…"`, with `\"` and `\\` escapes) or a bare token.
     pub fn from_header(value: &str) -> Result<Self, Error> {
         let value = value.trim_matches(' ');
-        let Some(inner) = value
-            .strip_prefix('"')
-            .and_then(|rest| rest.strip_suffix('"'))
-        else {
+        let Some(quoted) = value.strip_prefix('"') else {
             return Self::parse(value);
+        };
+        let Some(inner) = quoted.strip_suffix('"') else {
+            return Err(Error::invalid(
+                "Idempotency-Key",
+                "a quoted key must end with \"",
+            ));
         };
         let mut key = String::with_capacity(inner.len());
         let mut chars = inner.chars();
