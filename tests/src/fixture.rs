@@ -94,11 +94,16 @@ impl Fixture {
     /// A fixture on a PostgreSQL store of the caller's (one reached through a proxy, say),
     /// migrated already, with `policy` for its instance.
     pub fn on_postgres(store: PgStore<Event>, policy: AbusePolicy) -> Self {
+        Self::on_postgres_shared(Arc::new(store), policy)
+    }
+
+    /// As [`Fixture::on_postgres`], the test keeping a handle on the store.
+    pub fn on_postgres_shared(store: Arc<PgStore<Event>>, policy: AbusePolicy) -> Self {
         let start = Utc::now()
             .duration_trunc(chrono::Duration::microseconds(1))
             .expect("truncate");
         let clock = Arc::new(ManualClock::new(start));
-        Self::build(Some(Arc::new(store)), policy, |store| store, clock)
+        Self::build(Some(store), policy, |store| store, clock)
     }
 
     fn build(

@@ -83,11 +83,13 @@ pub struct TcpProxy {
 }
 
 /// A one-shot fault: the first connection that sends bytes containing `needle` is closed
-/// when the server's answer arrives, and the answer is dropped.
+/// when the server's answer arrives, and the answer is dropped. And a blackhole: while `holed`,
+/// bytes in either direction are dropped and new connections reach nothing.
 #[derive(Default)]
 struct AnswerFault {
     needle: Mutex<Option<Vec<u8>>>,
     fired: std::sync::atomic::AtomicUsize,
+    holed: AtomicBool,
 }
 
 impl AnswerFault {
@@ -118,6 +120,9 @@ async fn forward(inbound: TcpStream, outbound: TcpStream, fault: Arc<AnswerFault
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if fault.holed.load(Ordering::SeqCst) {
+                continue;
+            }
             if fault.matches(&buf[..n]) {
                 doomed.store(true, Ordering::SeqCst);
             }
@@ -133,6 +138,9 @@ async fn forward(inbound: TcpStream, outbound: TcpStream, fault: Arc<AnswerFault
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if fault.holed.load(Ordering::SeqCst) {
+                continue;
+            }
             if doomed.load(Ordering::SeqCst) {
                 fault.fired.fetch_add(1, Ordering::SeqCst);
                 return;
@@ -163,6 +171,14 @@ impl TcpProxy {
                     let target = target.clone();
                     let fault = Arc::clone(&fault);
                     let task = tokio::spawn(async move {
+                        if fault.holed.load(Ordering::SeqCst) {
+                            // Accepted, and answered never.
+                            let mut inbound = inbound;
+                            let mut sink = [0u8; 4096];
+                            use tokio::io::AsyncReadExt;
+                            while matches!(inbound.read(&mut sink).await, Ok(n) if n > 0) {}
+                            return;
+                        }
                         if let Ok(outbound) = TcpStream::connect(&target).await {
                             forward(inbound, outbound, fault).await;
                         }
@@ -184,6 +200,18 @@ impl TcpProxy {
     /// the client learns nothing of it).
     pub fn cut_after_answer_to(&self, needle: &[u8]) {
         *self.fault.needle.lock().unwrap() = Some(needle.to_vec());
+    }
+
+    /// From now on every byte is dropped, both ways, and new connections reach nothing: the
+    /// database looks like a host that stopped answering (no reset, no error).
+    pub fn blackhole(&self) {
+        self.fault.holed.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends the blackhole for connections opened from now on (those that lost bytes stay
+    /// broken, as after a real outage).
+    pub fn restore(&self) {
+        self.fault.holed.store(false, Ordering::SeqCst);
     }
 
     /// How many answers the armed faults dropped.

@@ -281,3 +281,187 @@ async fn postgres_answer_lost_after_commit_through_a_proxy() {
     assert_eq!(count(&feed, |e| matches!(e, Event::Verified(_))), 1);
     f.finish().await;
 }
+
+/// A store on PostgreSQL through `proxy`, with 1-second waits.
+async fn store_through(proxy: &otp_sms_tests::net::TcpProxy) -> otp_sms_postgres::PgStore<Event> {
+    use otp_sms_tests::pg;
+    let url = pg::with_host_port(pg::database_url(), &proxy.addr.to_string());
+    let pool = otp_sms_postgres::pool_options()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect(&url)
+        .await
+        .expect("connect through the proxy");
+    let timeouts = otp_sms_postgres::Timeouts {
+        connect: Duration::from_secs(1),
+        operation: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let store = otp_sms_postgres::PgStore::<Event>::new(pool, &pg::schema_name())
+        .expect("schema")
+        .with_timeouts(timeouts);
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// Given PostgreSQL blackholed (no answer, no reset), then calls answer UNAVAILABLE within
+/// the configured waits, never hang, and readiness fails; once it answers again, calls
+/// succeed within 5 s without a restart (the worker connections are replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_blackholed_answers_unavailable_in_time_and_recovers() {
+    // A hang is a failure, not a stuck test run.
+    tokio::time::timeout(Duration::from_secs(60), blackholed())
+        .await
+        .expect("the blackhole case hung");
+}
+
+async fn blackholed() {
+    use std::time::Instant;
+    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
+        otp_sms_tests::pg::database_url(),
+    ))
+    .await;
+    let store = std::sync::Arc::new(store_through(&proxy).await);
+    let f = Fixture::on_postgres_shared(store.clone(), flow_policy());
+    let caller = Fixture::caller("user-1");
+    let added = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add");
+    let code = added.verification_code.expect("code").expose().to_owned();
+    proxy.blackhole();
+    let started = Instant::now();
+    let verify = f
+        .service
+        .verify(&caller, verify_req(added.registration_id.as_str(), &code))
+        .await;
+    assert!(matches!(verify, Err(Error::Unavailable(_))), "{verify:?}");
+    let add = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await;
+    assert!(matches!(add, Err(Error::Unavailable(_))), "{add:?}");
+    assert!(store.ping().await.is_err(), "not ready");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(8),
+        "three calls with 1 s waits took {waited:?}"
+    );
+    proxy.restore();
+    let restored = Instant::now();
+    loop {
+        let verified = f
+            .service
+            .verify(&caller, verify_req(added.registration_id.as_str(), &code))
+            .await;
+        match verified {
+            Ok(_) => break,
+            Err(e) => assert!(
+                restored.elapsed() < Duration::from_secs(5),
+                "not recovered 5 s after the database came back: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.ping().await.expect("ready again");
+    f.finish().await;
+}
+
+/// Given a store whose queue holds 4 appends and a blackholed database, when 40 appends come
+/// at once, then those beyond the queue are refused at once (UNAVAILABLE, load shed), and
+/// every one is answered within the waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_sheds_load_at_once() {
+    tokio::time::timeout(Duration::from_secs(60), full_queue())
+        .await
+        .expect("the full-queue case hung");
+}
+
+async fn full_queue() {
+    use otp_sms_core::{Append, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
+    use std::time::Instant;
+    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
+        otp_sms_tests::pg::database_url(),
+    ))
+    .await;
+    let store = store_through(&proxy).await;
+    let timeouts = otp_sms_postgres::Timeouts {
+        queue: 4,
+        ..store.timeouts()
+    };
+    let store = std::sync::Arc::new(store.with_timeouts(timeouts));
+    proxy.blackhole();
+    let instance = otp_sms_core::InstanceId::parse("instance", "i1").unwrap();
+    let started = Instant::now();
+    let appends: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let stream = StreamId::new(instance.clone(), "test", format!("s{i}"));
+            tokio::spawn(async move {
+                let append = Append {
+                    stream,
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![NewEvent {
+                        event: Event::Removed(otp_sms_core::Removed {}),
+                        creator: otp_sms_core::PrincipalId::parse("p", "p").unwrap(),
+                        owner: otp_sms_core::OrganizationId::parse("o", "o").unwrap(),
+                    }],
+                    outbox: Vec::new(),
+                    command: None,
+                };
+                let at = Instant::now();
+                let result = store.append(append).await;
+                (result, at.elapsed())
+            })
+        })
+        .collect();
+    let mut shed = 0;
+    for append in appends {
+        let (result, took) = append.await.expect("task");
+        match result {
+            Err(StoreError::Unavailable(m)) if m.contains("overloaded") => {
+                shed += 1;
+                assert!(took < Duration::from_millis(500), "shed late: {took:?}");
+            }
+            Err(StoreError::Unavailable(_) | StoreError::Unknown(_)) => {}
+            other => panic!("a blackholed append answered {other:?}"),
+        }
+    }
+    assert!(shed >= 30, "only {shed} of 40 shed with a queue of 4");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    let schema = store.schema().to_owned();
+    drop(store);
+    otp_sms_tests::pg::drop_schema(&schema).await;
+}
+
+/// Given the writer and reader threads crashed, then the next calls start new ones and
+/// succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crashed_store_threads_are_restarted() {
+    let f = Fixture::new(Backend::Postgres).await;
+    let caller = Fixture::caller("user-1");
+    let added = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add");
+    let pg = f.postgres().expect("postgres").clone();
+    pg.panic_workers_for_tests().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let code = added.verification_code.expect("code").expose().to_owned();
+    f.service
+        .verify(&caller, verify_req(added.registration_id.as_str(), &code))
+        .await
+        .expect("verified through new threads");
+    f.service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add through new threads");
+    f.finish().await;
+}

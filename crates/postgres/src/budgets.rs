@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{is_valid_schema, map_error};
+use crate::{is_valid_schema, map_error, Timeouts};
 
 /// The send budgets of `otp_sms_core`, in the `budget_entries` table of a store's schema.
 ///
@@ -47,6 +47,7 @@ struct Shared {
     clear: String,
     /// The taker thread's queue, started at the first take.
     taker: OnceLock<mpsc::UnboundedSender<TakeJob>>,
+    timeouts: Timeouts,
 }
 
 /// A take waiting for the taker thread.
@@ -101,8 +102,19 @@ impl PgBudgets {
                      WHERE until IS NULL OR until > clock_timestamp()"
                 ),
                 taker: OnceLock::new(),
+                timeouts: Timeouts::default(),
             }),
         })
+    }
+
+    /// Budgets with other [`Timeouts`] (`connect` and `operation` bound the taker's waits).
+    /// Call it right after [`PgBudgets::new`].
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.timeouts = timeouts,
+            None => tracing::warn!("with_timeouts on budgets in use: ignored"),
+        }
+        self
     }
 
     fn taker(&self) -> &mpsc::UnboundedSender<TakeJob> {
@@ -114,7 +126,7 @@ impl PgBudgets {
             let options = (*self.shared.pool.connect_options()).clone();
             crate::spawn_worker(
                 "otp-sms-pg-budgets".to_owned(),
-                take_batches(statement, options, rx),
+                take_batches(statement, options, self.shared.timeouts, rx),
             );
             tx
         })
@@ -187,6 +199,7 @@ impl<'a> BatchArrays<'a> {
 async fn take_batches(
     statement: String,
     options: PgConnectOptions,
+    timeouts: Timeouts,
     mut rx: mpsc::UnboundedReceiver<TakeJob>,
 ) {
     let mut conn: Option<PgConnection> = None;
@@ -200,18 +213,31 @@ async fn take_batches(
         }
         let mut c = match conn.take() {
             Some(c) => c,
-            None => match PgConnection::connect_with(&options).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let e = port(e);
-                    for job in batch {
-                        let _ = job.reply.send(Err(e.clone()));
+            None => {
+                let connect = PgConnection::connect_with(&options);
+                match tokio::time::timeout(timeouts.connect, connect).await {
+                    Ok(Ok(c)) => c,
+                    failed => {
+                        let e = match failed {
+                            Ok(Err(e)) => port(e),
+                            _ => PortError::Unavailable(format!(
+                                "no connection to PostgreSQL within {:?}",
+                                timeouts.connect
+                            )),
+                        };
+                        for job in batch {
+                            let _ = job.reply.send(Err(e.clone()));
+                        }
+                        continue;
                     }
-                    continue;
                 }
-            },
+            }
         };
-        match take_batch(&statement, &mut c, &batch).await {
+        let taken =
+            tokio::time::timeout(timeouts.operation, take_batch(&statement, &mut c, &batch))
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        match taken {
             Ok(outcomes) => {
                 conn = Some(c);
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -302,22 +328,27 @@ impl BudgetStore for PgBudgets {
     }
 
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError> {
-        let done = sqlx::query(&self.shared.release)
-            .bind(key)
-            .bind(member)
-            .execute(&self.shared.pool)
-            .await
-            .map_err(port)?;
+        let done = crate::within(
+            self.shared.timeouts.operation,
+            sqlx::query(&self.shared.release)
+                .bind(key)
+                .bind(member)
+                .execute(&self.shared.pool),
+        )
+        .await
+        .map_err(port)?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn members(&self, key: &str) -> Result<Vec<Member>, PortError> {
-        let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        let rows: Vec<(String, chrono::DateTime<chrono::Utc>)> = crate::within(
+            self.shared.timeouts.operation,
             sqlx::query_as(&self.shared.members)
                 .bind(key)
-                .fetch_all(&self.shared.pool)
-                .await
-                .map_err(port)?;
+                .fetch_all(&self.shared.pool),
+        )
+        .await
+        .map_err(port)?;
         Ok(rows
             .into_iter()
             .map(|(member, at)| Member { member, at })
@@ -325,11 +356,14 @@ impl BudgetStore for PgBudgets {
     }
 
     async fn clear(&self, key: &str) -> Result<u64, PortError> {
-        let counted: i64 = sqlx::query_scalar(&self.shared.clear)
-            .bind(key)
-            .fetch_one(&self.shared.pool)
-            .await
-            .map_err(port)?;
+        let counted: i64 = crate::within(
+            self.shared.timeouts.operation,
+            sqlx::query_scalar(&self.shared.clear)
+                .bind(key)
+                .fetch_one(&self.shared.pool),
+        )
+        .await
+        .map_err(port)?;
         Ok(counted.max(0) as u64)
     }
 }

@@ -12,7 +12,7 @@ use otp_sms_core::{
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
-use crate::{is_valid_schema, map_error};
+use crate::{is_valid_schema, map_error, Timeouts};
 
 /// The idempotency records of `otp_sms_core`, in the `idempotency_keys` table of a store's
 /// schema (migration 0008, applied by [`crate::PgStore::migrate`]).
@@ -34,6 +34,7 @@ pub struct PgIdempotency {
     pool: PgPool,
     claim: String,
     read: String,
+    timeouts: Timeouts,
 }
 
 /// Claims retried when the key's record lapses between the claim and the read.
@@ -82,7 +83,14 @@ impl PgIdempotency {
                  FROM {t} WHERE instance_id = $1 AND principal = $2 AND key = $3 \
                    AND expires_at > clock_timestamp()"
             ),
+            timeouts: Timeouts::default(),
         })
+    }
+
+    /// Records with other [`Timeouts`] (`operation` bounds each statement's wait).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 }
 
@@ -103,28 +111,34 @@ impl IdempotencyStore for PgIdempotency {
             .transpose()
             .map_err(|e| PortError::Internal(e.to_string()))?;
         for _ in 0..CLAIM_TRIES {
-            let inserted: i64 = sqlx::query_scalar(&self.claim)
-                .bind(scope.instance.as_str())
-                .bind(scope.principal.as_str())
-                .bind(scope.key.as_str())
-                .bind(&record.fingerprint)
-                .bind(record.command.0)
-                .bind(record.registration.as_str())
-                .bind(sealed.as_deref())
-                .bind(keep.as_secs_f64())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(port)?;
+            let inserted: i64 = crate::within(
+                self.timeouts.operation,
+                sqlx::query_scalar(&self.claim)
+                    .bind(scope.instance.as_str())
+                    .bind(scope.principal.as_str())
+                    .bind(scope.key.as_str())
+                    .bind(&record.fingerprint)
+                    .bind(record.command.0)
+                    .bind(record.registration.as_str())
+                    .bind(sealed.as_deref())
+                    .bind(keep.as_secs_f64())
+                    .fetch_one(&self.pool),
+            )
+            .await
+            .map_err(port)?;
             if inserted > 0 {
                 return Ok(Claim::New);
             }
-            let row: Option<Row> = sqlx::query_as(&self.read)
-                .bind(scope.instance.as_str())
-                .bind(scope.principal.as_str())
-                .bind(scope.key.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(port)?;
+            let row: Option<Row> = crate::within(
+                self.timeouts.operation,
+                sqlx::query_as(&self.read)
+                    .bind(scope.instance.as_str())
+                    .bind(scope.principal.as_str())
+                    .bind(scope.key.as_str())
+                    .fetch_optional(&self.pool),
+            )
+            .await
+            .map_err(port)?;
             // None: the record lapsed since the claim; claim again.
             if let Some((fingerprint, command, registration, sealed, at)) = row {
                 let registration = RegistrationId::parse("registration_id", registration)

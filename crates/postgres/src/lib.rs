@@ -40,7 +40,9 @@ pub use idempotency::PgIdempotency;
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,9 +77,49 @@ const LINGER: Duration = Duration::from_micros(250);
 /// through a reader thread likewise. Dropping the store stops both.
 pub struct PgStore<E> {
     shared: Arc<Shared>,
-    writer: OnceLock<mpsc::UnboundedSender<Job<E>>>,
-    reader: OnceLock<mpsc::UnboundedSender<ReadJob<E>>>,
+    writer: Mutex<Option<mpsc::Sender<Option<Job<E>>>>>,
+    reader: Mutex<Option<mpsc::Sender<Option<ReadJob<E>>>>>,
     _events: PhantomData<fn() -> E>,
+}
+
+/// How long the store waits on PostgreSQL, and how much work may wait for it.
+///
+/// ```
+/// use std::time::Duration;
+/// let timeouts = otp_sms_postgres::Timeouts {
+///     operation: Duration::from_secs(2),
+///     ..Default::default()
+/// };
+/// # let _ = timeouts;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening a connection of the writer or the reader (default 5 s).
+    pub connect: Duration,
+    /// One call on the wire (a batch of appends, of stream reads, a readiness ping; default
+    /// 5 s): past it the connection is dropped and replaced, reads answer UNAVAILABLE and
+    /// appends an unknown outcome. A blackholed database costs a caller at most this (plus
+    /// `connect` for the first call after).
+    pub operation: Duration,
+    /// `statement_timeout` of the worker connections (server side; default 5 s).
+    pub statement: Duration,
+    /// `lock_timeout` of the worker connections (server side; default 2 s).
+    pub lock: Duration,
+    /// Appends, and stream reads, that may wait for the writer (reader) at once (default
+    /// 1,024): more are refused at once as UNAVAILABLE instead of queueing without end.
+    pub queue: usize,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            operation: Duration::from_secs(5),
+            statement: Duration::from_secs(5),
+            lock: Duration::from_secs(2),
+            queue: 1024,
+        }
+    }
 }
 
 /// One stream read waiting for the reader.
@@ -95,6 +137,7 @@ struct Shared {
     schema: String,
     lock_key: i32,
     sql: Sql,
+    timeouts: Timeouts,
 }
 
 /// One append waiting for the writer.
@@ -263,9 +306,10 @@ impl<E> PgStore<E> {
                 schema: schema.to_owned(),
                 lock_key: schema_lock_key(schema),
                 sql: Sql::new(schema),
+                timeouts: Timeouts::default(),
             }),
-            writer: OnceLock::new(),
-            reader: OnceLock::new(),
+            writer: Mutex::new(None),
+            reader: Mutex::new(None),
             _events: PhantomData,
         })
     }
@@ -305,10 +349,44 @@ impl<E> PgStore<E> {
         })
     }
 
-    /// Whether the database answers (for readiness checks).
+    /// The store with other [`Timeouts`]. Takes effect for connections opened after it: call
+    /// it right after [`PgStore::new`].
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.timeouts = timeouts,
+            None => tracing::warn!("with_timeouts on a store in use: ignored"),
+        }
+        self
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> Timeouts {
+        self.shared.timeouts
+    }
+
+    /// Whether the database answers (for readiness checks), within [`Timeouts::operation`].
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
-        conn.ping().await.map_err(map_error)
+        let ping = async {
+            let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
+            conn.ping().await.map_err(map_error)
+        };
+        tokio::time::timeout(self.shared.timeouts.operation, ping)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer to a ping".into())))
+    }
+
+    /// Makes the writer and reader threads panic (they are restarted by the next call).
+    /// For tests of their supervision only.
+    #[doc(hidden)]
+    pub async fn panic_workers_for_tests(&self) {
+        let writer = self.writer.lock().clone();
+        if let Some(tx) = writer {
+            let _ = tx.send(None).await;
+        }
+        let reader = self.reader.lock().clone();
+        if let Some(tx) = reader {
+            let _ = tx.send(None).await;
+        }
     }
 }
 
@@ -333,44 +411,98 @@ where
 }
 
 impl<E: EventPayload> PgStore<E> {
-    fn writer(&self) -> &mpsc::UnboundedSender<Job<E>> {
-        self.writer.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let shared = Arc::clone(&self.shared);
-            spawn_worker(
-                format!("otp-sms-pg-writer-{}", shared.schema),
-                write_batches(shared, rx),
-            );
-            tx
-        })
+    /// The writer's queue; a writer thread that stopped (it panicked) is replaced.
+    fn writer(&self) -> mpsc::Sender<Option<Job<E>>> {
+        let mut writer = self.writer.lock();
+        match &*writer {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            previous => {
+                if previous.is_some() {
+                    tracing::error!("the append writer stopped; starting a new one");
+                }
+                let (tx, rx) = mpsc::channel(self.shared.timeouts.queue.max(1));
+                let shared = Arc::clone(&self.shared);
+                spawn_worker(
+                    format!("otp-sms-pg-writer-{}", shared.schema),
+                    write_batches(shared, rx),
+                );
+                *writer = Some(tx.clone());
+                tx
+            }
+        }
     }
 
-    fn reader(&self) -> &mpsc::UnboundedSender<ReadJob<E>> {
-        self.reader.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let shared = Arc::clone(&self.shared);
-            spawn_worker(
-                format!("otp-sms-pg-reader-{}", shared.schema),
-                read_batches(shared, rx),
-            );
-            tx
-        })
+    /// The reader's queue; a reader thread that stopped is replaced.
+    fn reader(&self) -> mpsc::Sender<Option<ReadJob<E>>> {
+        let mut reader = self.reader.lock();
+        match &*reader {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            previous => {
+                if previous.is_some() {
+                    tracing::error!("the stream reader stopped; starting a new one");
+                }
+                let (tx, rx) = mpsc::channel(self.shared.timeouts.queue.max(1));
+                let shared = Arc::clone(&self.shared);
+                spawn_worker(
+                    format!("otp-sms-pg-reader-{}", shared.schema),
+                    read_batches(shared, rx),
+                );
+                *reader = Some(tx.clone());
+                tx
+            }
+        }
     }
+}
+
+/// The next job of a worker's queue; `None` when the queue is closed. A `None` job (sent only
+/// by [`PgStore::panic_workers_for_tests`]) makes the worker panic.
+async fn next_job<J>(rx: &mut mpsc::Receiver<Option<J>>) -> Option<J> {
+    match rx.recv().await? {
+        Some(job) => Some(job),
+        None => panic!("worker asked to panic (a supervision test)"),
+    }
+}
+
+/// A job already waiting, if any (see [`next_job`]).
+fn waiting_job<J>(rx: &mut mpsc::Receiver<Option<J>>) -> Option<J> {
+    match rx.try_recv().ok()? {
+        Some(job) => Some(job),
+        None => panic!("worker asked to panic (a supervision test)"),
+    }
+}
+
+/// `call`, or a pool time-out (UNAVAILABLE) when it has not answered within `limit`: a
+/// blackholed database holds no caller longer.
+pub(crate) async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+}
+
+/// Runs `call` within the operation timeout.
+async fn bounded<T>(
+    shared: &Shared,
+    call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(shared.timeouts.operation, call).await
 }
 
 /// The reader: the stream reads waiting together go to the database in one query, on the
 /// reader's own connection.
 async fn read_batches<E: EventPayload>(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<ReadJob<E>>,
+    mut rx: mpsc::Receiver<Option<ReadJob<E>>>,
 ) {
     let mut conn: Option<PgConnection> = None;
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = next_job(&mut rx).await {
         let mut batch = vec![first];
         while batch.len() < MAX_READ_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            match waiting_job(&mut rx) {
+                Some(job) => batch.push(job),
+                None => break,
             }
         }
         let connection = match conn.take() {
@@ -397,34 +529,39 @@ async fn read_batches<E: EventPayload>(
             });
         }
         let rows = if let [only] = unique.as_slice() {
-            sqlx::query(&shared.sql.read_stream)
+            let query = sqlx::query(&shared.sql.read_stream)
                 .bind(only.instance.as_str())
                 .bind(only.aggregate_type.as_ref())
                 .bind(only.aggregate_id.as_ref())
-                .fetch_all(&mut c)
-                .await
+                .fetch_all(&mut c);
+            bounded(&shared, query).await
         } else {
             let instances: Vec<&str> = unique.iter().map(|s| s.instance.as_str()).collect();
             let types: Vec<&str> = unique.iter().map(|s| s.aggregate_type.as_ref()).collect();
             let ids: Vec<&str> = unique.iter().map(|s| s.aggregate_id.as_ref()).collect();
-            sqlx::query(&shared.sql.read_streams)
+            let query = sqlx::query(&shared.sql.read_streams)
                 .bind(&instances)
                 .bind(&types)
                 .bind(&ids)
-                .fetch_all(&mut c)
-                .await
+                .fetch_all(&mut c);
+            bounded(&shared, query).await
         };
         let events: Result<Vec<Arc<RecordedEvent<E>>>, StoreError> = match rows {
-            Ok(rows) => {
+            Ok(Ok(rows)) => {
                 conn = Some(c);
                 rows.into_iter().map(recorded).collect()
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 if matches!(e, sqlx::Error::Database(_)) {
                     conn = Some(c);
                 }
                 Err(map_error(e))
             }
+            // The connection is dropped: the next batch opens a new one.
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer to a stream read within {:?}",
+                shared.timeouts.operation
+            ))),
         };
         match events {
             Ok(events) => {
@@ -456,11 +593,24 @@ async fn read_batches<E: EventPayload>(
 }
 
 /// Connects the writer's own connection (appends never wait for the pool).
+/// A worker's connection: the pool's options plus the server-side timeouts, opened within the
+/// connect timeout.
 async fn connect(shared: &Shared) -> Result<PgConnection, StoreError> {
-    let options = (*shared.pool.connect_options()).clone();
-    PgConnection::connect_with(&options)
-        .await
-        .map_err(map_error)
+    let t = shared.timeouts;
+    let options = (*shared.pool.connect_options()).clone().options([
+        (
+            "statement_timeout",
+            format!("{}ms", t.statement.as_millis()),
+        ),
+        ("lock_timeout", format!("{}ms", t.lock.as_millis())),
+    ]);
+    match tokio::time::timeout(t.connect, PgConnection::connect_with(&options)).await {
+        Ok(connected) => connected.map_err(map_error),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no connection to PostgreSQL within {:?}",
+            t.connect
+        ))),
+    }
 }
 
 /// The writer: takes the waiting appends (up to [`MAX_BATCH`]) and writes them in one call,
@@ -469,14 +619,14 @@ async fn connect(shared: &Shared) -> Result<PgConnection, StoreError> {
 /// they came.
 async fn write_batches<E: EventPayload>(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Job<E>>,
+    mut rx: mpsc::Receiver<Option<Job<E>>>,
 ) {
     let mut conn: Option<PgConnection> = None;
     let mut waiting: std::collections::VecDeque<Job<E>> = std::collections::VecDeque::new();
     let mut last_batch = 0usize;
     loop {
         if waiting.is_empty() {
-            match rx.recv().await {
+            match next_job(&mut rx).await {
                 Some(job) => waiting.push_back(job),
                 None => return,
             }
@@ -485,16 +635,16 @@ async fn write_batches<E: EventPayload>(
             // Concurrent writers are about: give them a moment to join this commit.
             let deadline = tokio::time::Instant::now() + LINGER;
             while waiting.len() < last_batch {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                match tokio::time::timeout_at(deadline, next_job(&mut rx)).await {
                     Ok(Some(job)) => waiting.push_back(job),
                     Ok(None) | Err(_) => break,
                 }
             }
         }
         while waiting.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => waiting.push_back(job),
-                Err(_) => break,
+            match waiting_job(&mut rx) {
+                Some(job) => waiting.push_back(job),
+                None => break,
             }
         }
         let mut batch = Vec::new();
@@ -578,7 +728,7 @@ async fn write_batch<E: EventPayload>(
         // procedural function, cheaper than the set-based one's joins.
         [job] if job.append.outbox.is_empty() => {
             let s = &job.append.stream;
-            sqlx::query(&shared.sql.append_one)
+            let query = sqlx::query(&shared.sql.append_one)
                 .bind(LOCK_CLASS)
                 .bind(shared.lock_key)
                 .bind(s.instance.as_str())
@@ -591,11 +741,11 @@ async fn write_batch<E: EventPayload>(
                 .bind(&a.e_creator)
                 .bind(&a.e_owner)
                 .bind(job.append.command.map(|c| c.0))
-                .fetch_all(&mut *conn)
-                .await
+                .fetch_all(&mut *conn);
+            bounded(shared, query).await
         }
         _ => {
-            sqlx::query(&shared.sql.append_batch)
+            let query = sqlx::query(&shared.sql.append_batch)
                 .bind(LOCK_CLASS)
                 .bind(shared.lock_key)
                 .bind(&a.instance)
@@ -613,13 +763,25 @@ async fn write_batch<E: EventPayload>(
                 .bind(&a.o_id)
                 .bind(&a.o_payload)
                 .bind(&a.command)
-                .fetch_all(&mut *conn)
-                .await
+                .fetch_all(&mut *conn);
+            bounded(shared, query).await
         }
     };
     let rows = match rows {
-        Ok(rows) => rows,
-        Err(e) => {
+        Ok(Ok(rows)) => rows,
+        Err(_) => {
+            // No answer in time: the call may have committed, or may still. The connection is
+            // dropped (the server's statement_timeout ends a call still running).
+            let reason = format!(
+                "no answer to an append within {:?}",
+                shared.timeouts.operation
+            );
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Unknown(reason.clone())));
+            }
+            return false;
+        }
+        Ok(Err(e)) => {
             // A database error: nothing of the batch was written. A unique violation means a
             // writer that does not take the lock got a sequence first: a conflict for the
             // service to retry. Any other failure (the connection) leaves the outcome unknown.
@@ -783,19 +945,31 @@ async fn current_version(shared: &Shared, s: &StreamId) -> Result<Version, Store
     Ok(v as u64)
 }
 
+/// A job the worker's queue did not take: a full queue sheds load at once; a closed one
+/// (the worker stopped; the next call starts another) is unavailable too. Nothing was sent.
+fn shed<T>(e: mpsc::error::TrySendError<T>) -> StoreError {
+    match e {
+        mpsc::error::TrySendError::Full(_) => {
+            StoreError::Unavailable("the store is overloaded: its queue is full".into())
+        }
+        mpsc::error::TrySendError::Closed(_) => {
+            StoreError::Unavailable("the store's worker stopped".into())
+        }
+    }
+}
+
 #[async_trait]
 impl<E: EventPayload> EventStore<E> for PgStore<E> {
     async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<E>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.reader()
-            .send(ReadJob {
-                stream: stream.clone(),
-                reply,
-            })
-            .map_err(|_| StoreError::Unavailable("the stream reader has stopped".into()))?;
+        let job = ReadJob {
+            stream: stream.clone(),
+            reply,
+        };
+        self.reader().try_send(Some(job)).map_err(shed)?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the stream reader has stopped".into()))?
+            .map_err(|_| StoreError::Unavailable("the stream reader stopped".into()))?
     }
 
     async fn append(&self, append: Append<E>) -> Result<AppendOutcome, StoreError> {
@@ -811,28 +985,31 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
             ));
         }
         let (reply, answer) = oneshot::channel();
-        self.writer()
-            .send(Job {
-                append,
-                payloads,
-                reply,
-            })
-            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?;
+        let job = Job {
+            append,
+            payloads,
+            reply,
+        };
+        self.writer().try_send(Some(job)).map_err(shed)?;
+        // A writer that stops with the job taken may have sent it.
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?
+            .map_err(|_| StoreError::Unknown("the append writer stopped".into()))?
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<E>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&self.shared.sql.read_all)
-            .bind(to_i64(after))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.shared.pool)
-            .await
-            .map_err(map_error)?;
+        let rows = crate::within(
+            self.shared.timeouts.operation,
+            sqlx::query(&self.shared.sql.read_all)
+                .bind(to_i64(after))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.shared.pool),
+        )
+        .await
+        .map_err(map_error)?;
         rows.into_iter().map(recorded).collect()
     }
 
@@ -844,12 +1021,15 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&self.shared.sql.fetch_outbox)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(lease.as_secs_f64())
-            .fetch_all(&self.shared.pool)
-            .await
-            .map_err(map_error)?;
+        let rows = crate::within(
+            self.shared.timeouts.operation,
+            sqlx::query(&self.shared.sql.fetch_outbox)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .bind(lease.as_secs_f64())
+                .fetch_all(&self.shared.pool),
+        )
+        .await
+        .map_err(map_error)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get("seq").map_err(map_error)?;
@@ -870,11 +1050,14 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
     }
 
     async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query(&self.shared.sql.delete_outbox)
-            .bind(id)
-            .execute(&self.shared.pool)
-            .await
-            .map_err(map_error)?;
+        let done = crate::within(
+            self.shared.timeouts.operation,
+            sqlx::query(&self.shared.sql.delete_outbox)
+                .bind(id)
+                .execute(&self.shared.pool),
+        )
+        .await
+        .map_err(map_error)?;
         Ok(done.rows_affected() > 0)
     }
 }

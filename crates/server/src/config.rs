@@ -66,6 +66,9 @@ pub struct Config {
     /// The listener's network settings.
     #[serde(default)]
     pub server: ServerConfig,
+    /// How long the server waits on PostgreSQL.
+    #[serde(default)]
+    pub database: DatabaseConfig,
 }
 
 /// `[server]`.
@@ -289,6 +292,58 @@ impl Default for ServiceConfig {
             stream_cache: otp_sms_core::StreamCache::DEFAULT_CAPACITY,
             idempotency_window_secs: otp_sms_core::DEFAULT_IDEMPOTENCY_WINDOW.as_secs(),
         }
+    }
+}
+
+/// `[database]`: bounded waits on PostgreSQL (`otp_sms_postgres::Timeouts`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Opening a connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// One call on the wire, in milliseconds: past it the call answers UNAVAILABLE.
+    pub operation_timeout_ms: u64,
+    /// `statement_timeout` of the store's worker connections, in milliseconds.
+    pub statement_timeout_ms: u64,
+    /// `lock_timeout` of the store's worker connections, in milliseconds.
+    pub lock_timeout_ms: u64,
+    /// Appends (and reads) that may wait at once; more are refused as UNAVAILABLE.
+    pub queue: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let t = otp_sms_postgres::Timeouts::default();
+        Self {
+            connect_timeout_ms: t.connect.as_millis() as u64,
+            operation_timeout_ms: t.operation.as_millis() as u64,
+            statement_timeout_ms: t.statement.as_millis() as u64,
+            lock_timeout_ms: t.lock.as_millis() as u64,
+            queue: t.queue,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The store's timeouts; every figure must be positive.
+    pub fn timeouts(&self) -> Result<otp_sms_postgres::Timeouts, String> {
+        let ms = |name: &str, v: u64| {
+            if v == 0 {
+                Err(format!("[database] {name} must be at least 1"))
+            } else {
+                Ok(std::time::Duration::from_millis(v))
+            }
+        };
+        if self.queue == 0 {
+            return Err("[database] queue must be at least 1".into());
+        }
+        Ok(otp_sms_postgres::Timeouts {
+            connect: ms("connect_timeout_ms", self.connect_timeout_ms)?,
+            operation: ms("operation_timeout_ms", self.operation_timeout_ms)?,
+            statement: ms("statement_timeout_ms", self.statement_timeout_ms)?,
+            lock: ms("lock_timeout_ms", self.lock_timeout_ms)?,
+            queue: self.queue,
+        })
     }
 }
 

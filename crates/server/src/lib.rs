@@ -273,11 +273,14 @@ pub async fn run(
         .map_err(|e| StartError::Other(format!("[server] {e}")))?;
     let (store, readiness, stream_cache, shared): StoreParts = match &args.database_url {
         Some(url) => {
+            let timeouts = config.database.timeouts().map_err(StartError::Other)?;
             let pool = otp_sms_postgres::pool_options()
+                .acquire_timeout(timeouts.connect)
                 .connect(url)
                 .await
                 .map_err(otp_sms_postgres::map_error)?;
-            let store = Arc::new(PgStore::<Event>::new(pool, &args.schema)?);
+            let store =
+                Arc::new(PgStore::<Event>::new(pool, &args.schema)?.with_timeouts(timeouts));
             store.migrate().await?;
             tracing::info!(
                 schema = %args.schema,
@@ -286,8 +289,10 @@ pub async fn run(
             );
             // Budgets and idempotency records shared by every server on this database, on
             // its clock.
-            let budgets = PgBudgets::new(store.pool().clone(), &args.schema)?;
-            let records = PgIdempotency::new(store.pool().clone(), &args.schema)?;
+            let budgets =
+                PgBudgets::new(store.pool().clone(), &args.schema)?.with_timeouts(timeouts);
+            let records =
+                PgIdempotency::new(store.pool().clone(), &args.schema)?.with_timeouts(timeouts);
             (
                 store.clone(),
                 Readiness::Postgres(store),
