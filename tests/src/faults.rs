@@ -111,4 +111,8 @@ impl EventStore<Event> for FaultyStore {
     async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError> {
         self.inner.delete_outbox(id).await
     }
+
+    async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError> {
+        self.inner.retry_outbox(id, after).await
+    }
 }

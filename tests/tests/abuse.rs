@@ -635,6 +635,14 @@ impl EventStore<Event> for ConflictOnce {
     async fn delete_outbox(&self, id: uuid::Uuid) -> Result<bool, otp_sms_core::StoreError> {
         self.inner.delete_outbox(id).await
     }
+
+    async fn retry_outbox(
+        &self,
+        id: uuid::Uuid,
+        after: std::time::Duration,
+    ) -> Result<bool, otp_sms_core::StoreError> {
+        self.inner.retry_outbox(id, after).await
+    }
 }
 
 /// Given a resend whose append conflicts, when the service decides again and still sends the

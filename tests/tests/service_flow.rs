@@ -658,16 +658,22 @@ async fn the_notifier_retries_a_failed_send_and_drops_expired_codes(f: &Fixture)
         .deliver_pending(&*f.sender, 10, lease)
         .await
         .unwrap();
-    assert_eq!((report.sent, report.failed), (0, 1));
-    // Still pending, registration still unsent.
+    assert_eq!((report.sent, report.deferred), (0, 1));
+    // Still pending, registration still unsent; hidden for its back-off (1 s).
     f.sender.set_failing(false);
-    f.let_lease_run_out(lease).await;
     let report = f
         .service
         .deliver_pending(&*f.sender, 10, lease)
         .await
         .unwrap();
-    assert_eq!(report.sent, 1, "retried after the lease");
+    assert_eq!(report, Default::default(), "not before its back-off");
+    f.let_lease_run_out(Duration::from_secs(1)).await;
+    let report = f
+        .service
+        .deliver_pending(&*f.sender, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 1, "retried after the back-off");
     assert_eq!(f.sender.sent()[0].registration, first.registration_id);
 
     // A code that expires before it could be sent is dropped, not sent late.
@@ -915,6 +921,14 @@ impl EventStore<Event> for CountingReads {
     }
     async fn delete_outbox(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
         self.inner.delete_outbox(id).await
+    }
+
+    async fn retry_outbox(
+        &self,
+        id: uuid::Uuid,
+        after: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.retry_outbox(id, after).await
     }
 }
 

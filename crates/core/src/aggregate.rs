@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use crate::code::{CodePolicy, VerificationCode, MAX_TRACKED_ISSUES};
 use crate::error::{Error, Precondition};
 use crate::event::{
-    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, VerificationLocked,
-    VerificationUnlocked, Verified,
+    Added, CheckFailed, CodeAdded, CodeSent, Delivery, DeliveryFailed, Event, Removed,
+    VerificationLocked, VerificationUnlocked, Verified,
 };
 use crate::ids::{OrganizationId, RegistrationId, UserId};
 use crate::keys::{CodeBinding, CodeHash, CodeKeyRing};
@@ -48,6 +48,8 @@ pub struct PendingCode {
     pub delivery: Delivery,
     /// Whether the SMS was handed over.
     pub sent: bool,
+    /// Whether the notifier gave up on it (`delivery failed`).
+    pub undeliverable: bool,
 }
 
 /// The state of one registration, rebuilt from its events.
@@ -101,6 +103,15 @@ pub enum Command {
     RecordCodeSent {
         /// Which code.
         number: u32,
+    },
+    /// The notifier gave up on handing code `number` over.
+    RecordDeliveryFailed {
+        /// Which code.
+        number: u32,
+        /// How many times it tried.
+        attempts: u32,
+        /// Why (no code, no number).
+        reason: String,
     },
     /// Remove the registration.
     Remove,
@@ -222,6 +233,7 @@ impl Registration {
                     failed_checks: 0,
                     delivery: e.delivery,
                     sent: false,
+                    undeliverable: false,
                 });
                 if self.recent_issues.len() == MAX_TRACKED_ISSUES {
                     self.recent_issues.pop_front();
@@ -231,6 +243,11 @@ impl Registration {
             Event::CodeSent(CodeSent { number }) => {
                 if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
                     p.sent = true;
+                }
+            }
+            Event::DeliveryFailed(DeliveryFailed { number, .. }) => {
+                if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
+                    p.undeliverable = true;
                 }
             }
             Event::CheckFailed(CheckFailed { number }) => {
@@ -273,6 +290,11 @@ impl Registration {
             Command::Verify { code } => self.decide_verify(code, ctx),
             Command::ResendCode { code, delivery } => self.decide_resend(code, *delivery, ctx),
             Command::RecordCodeSent { number } => self.decide_code_sent(*number, ctx),
+            Command::RecordDeliveryFailed {
+                number,
+                attempts,
+                reason,
+            } => self.decide_delivery_failed(*number, *attempts, reason, ctx),
             Command::Remove => {
                 if !self.is_live_for(ctx.user) {
                     return Decision::reject(Error::RegistrationNotFound);
@@ -432,6 +454,33 @@ impl Registration {
             earliest = earliest.max(*oldest_to_expire + hour);
         }
         (earliest > ctx.now).then(|| (earliest - ctx.now).to_std().unwrap_or(Duration::ZERO))
+    }
+
+    fn decide_delivery_failed(
+        &self,
+        number: u32,
+        attempts: u32,
+        reason: &str,
+        ctx: &Context<'_>,
+    ) -> Decision {
+        if !self.is_live_for(ctx.user) {
+            return Decision::reject(Error::RegistrationNotFound);
+        }
+        if self.status == Status::Verified {
+            return Decision::reject(Error::FailedPrecondition(Precondition::AlreadyVerified));
+        }
+        match &self.pending {
+            // Recorded already (a report repeated after a crash): nothing more.
+            Some(p) if p.number == number && p.undeliverable => Decision::Accepted(Vec::new()),
+            Some(p) if p.number == number && !p.sent => {
+                Decision::Accepted(vec![Event::DeliveryFailed(DeliveryFailed {
+                    number,
+                    attempts,
+                    reason: reason.to_owned(),
+                })])
+            }
+            _ => Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded)),
+        }
     }
 
     fn decide_code_sent(&self, number: u32, ctx: &Context<'_>) -> Decision {

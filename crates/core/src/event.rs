@@ -66,6 +66,20 @@ pub struct CodeSent {
     pub number: u32,
 }
 
+/// The notifier gave up on handing code `number` to the SMS provider: the provider refused it
+/// for good, or every attempt failed. No `code sent` follows for it; a resend issues a new
+/// code. Holds no code and no number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryFailed {
+    /// Which code.
+    pub number: u32,
+    /// How many times the notifier tried.
+    pub attempts: u32,
+    /// Why, as the sender reported it (no code, no number), e.g. `SMS webhook answered 400`.
+    pub reason: String,
+}
+
 /// A wrong code was submitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,11 +156,13 @@ pub enum Event {
     VerificationLocked(VerificationLocked),
     /// See [`VerificationUnlocked`].
     VerificationUnlocked(VerificationUnlocked),
+    /// See [`DeliveryFailed`].
+    DeliveryFailed(DeliveryFailed),
 }
 
 impl Event {
     /// Every stable type name, in the order of the enum.
-    pub const TYPES: [&'static str; 9] = [
+    pub const TYPES: [&'static str; 10] = [
         "user.otp_sms.added",
         "user.otp_sms.code.added",
         "user.otp_sms.code.sent",
@@ -156,6 +172,7 @@ impl Event {
         "user.otp_sms.send.refused",
         "user.otp_sms.verification.locked",
         "user.otp_sms.verification.unlocked",
+        "user.otp_sms.delivery.failed",
     ];
 
     fn index(&self) -> usize {
@@ -169,6 +186,7 @@ impl Event {
             Event::SendRefused(_) => 6,
             Event::VerificationLocked(_) => 7,
             Event::VerificationUnlocked(_) => 8,
+            Event::DeliveryFailed(_) => 9,
         }
     }
 }
@@ -206,6 +224,7 @@ impl EventPayload for Event {
             Event::SendRefused(e) => encode(e),
             Event::VerificationLocked(e) => encode(e),
             Event::VerificationUnlocked(e) => encode(e),
+            Event::DeliveryFailed(e) => encode(e),
         }
     }
 
@@ -233,6 +252,7 @@ impl EventPayload for Event {
             "user.otp_sms.verification.unlocked" => {
                 Event::VerificationUnlocked(decode(event_type, payload)?)
             }
+            "user.otp_sms.delivery.failed" => Event::DeliveryFailed(decode(event_type, payload)?),
             other => return Err(CodecError(format!("unknown event type `{other}`"))),
         })
     }

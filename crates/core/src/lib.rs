@@ -80,7 +80,7 @@ pub use caller::{authenticate, bearer_token, Caller, ClientAddress, InstanceRef,
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
-    Added, CheckFailed, CodeAdded, CodeSent, Delivery, Event, Removed, SendRefused,
+    Added, CheckFailed, CodeAdded, CodeSent, Delivery, DeliveryFailed, Event, Removed, SendRefused,
     VerificationLocked, VerificationUnlocked, Verified, AGGREGATE_TYPE, REFUSAL_AGGREGATE_TYPE,
 };
 pub use idempotency::{
@@ -94,7 +94,7 @@ pub use ports::{
     Authenticator, Authorizer, Clock, IdGenerator, ManualClock, PortError, Sms, SmsSender,
     SystemClock, UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
 };
-pub use service::{CodeDelivery, CommandService, DeliveryReport};
+pub use service::{CodeDelivery, CommandService, DeliveryPolicy, DeliveryReport};
 pub use store::{
     Append, AppendOutcome, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion,
     NewEvent, NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError,

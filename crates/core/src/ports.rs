@@ -174,6 +174,12 @@ pub struct Sms {
     pub code: VerificationCode,
     /// When it stops being accepted (a sender may show it).
     pub expires_at: DateTime<Utc>,
+    /// The outbox message's id: the same for every attempt to send this message, so a
+    /// receiver can drop duplicates (the webhook sends it as its `Idempotency-Key`).
+    pub message_id: Uuid,
+    /// When the sender must have given up: the notifier's lease on the message outlives it,
+    /// so no other notifier takes the message while this send may still go out.
+    pub deadline: DateTime<Utc>,
 }
 
 impl fmt::Debug for Sms {
@@ -184,6 +190,8 @@ impl fmt::Debug for Sms {
             .field("phone", &self.phone)
             .field("code", &self.code)
             .field("expires_at", &self.expires_at)
+            .field("message_id", &self.message_id)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -191,7 +199,10 @@ impl fmt::Debug for Sms {
 /// Hands codes to an SMS provider.
 #[async_trait]
 pub trait SmsSender: Send + Sync {
-    /// Sends one SMS. An error leaves the message in the outbox for a later attempt.
+    /// Sends one SMS, giving up by [`Sms::deadline`]. [`PortError::Unavailable`] means "try
+    /// again later" (a time-out, throttling, a 5xx): the notifier retries with back-off.
+    /// [`PortError::Internal`] means the provider refused the message for good (an invalid
+    /// number, a 4xx): the notifier records `delivery failed` and drops it.
     async fn send(&self, sms: &Sms) -> Result<(), PortError>;
 }
 

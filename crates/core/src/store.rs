@@ -264,8 +264,10 @@ pub trait EventStore<E: EventPayload>: Send + Sync {
     /// see every event that commits later.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<E>, StoreError>;
 
-    /// Up to `limit` pending outbox messages, oldest first, leased to this caller for `lease`:
-    /// no other caller gets them until the lease runs out or they are deleted.
+    /// Up to `limit` pending outbox messages, leased to this caller for `lease`: no other
+    /// caller gets them until the lease runs out or they are deleted. Instances take turns
+    /// (each instance's oldest, then each one's second oldest, …), so a burst of one instance
+    /// cannot hold back another's codes; within an instance, oldest first.
     async fn fetch_outbox(
         &self,
         limit: usize,
@@ -274,4 +276,8 @@ pub trait EventStore<E: EventPayload>: Send + Sync {
 
     /// Deletes an outbox message for good. Returns whether it existed.
     async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Ends a message's lease and hides it for `after` (the store's clock): a notifier whose
+    /// send failed tries again then. Returns whether the message exists.
+    async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError>;
 }

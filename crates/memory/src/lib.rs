@@ -351,19 +351,57 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let mut outbox = self.outbox.lock();
-        let mut out = Vec::new();
-        for entry in outbox.messages.values_mut() {
-            if out.len() >= limit {
-                break;
-            }
+        // Each instance's free messages, oldest first, at most `limit` of each.
+        let mut queues: Vec<(otp_sms_core::InstanceId, Vec<u64>)> = Vec::new();
+        for (key, entry) in outbox.messages.iter() {
             if entry.leased_until.is_some_and(|t| t > now) {
                 continue;
             }
-            entry.leased_until = Some(until);
-            entry.message.attempts += 1;
-            out.push(entry.message.clone());
+            let instance = &entry.message.stream.instance;
+            match queues.iter_mut().find(|(i, _)| i == instance) {
+                Some((_, keys)) if keys.len() < limit => keys.push(*key),
+                Some(_) => {}
+                None => queues.push((instance.clone(), vec![*key])),
+            }
+        }
+        // Instances take turns.
+        let mut picked = Vec::new();
+        let mut turn = 0;
+        while picked.len() < limit && queues.iter().any(|(_, keys)| turn < keys.len()) {
+            for (_, keys) in &queues {
+                if picked.len() < limit {
+                    if let Some(key) = keys.get(turn) {
+                        picked.push(*key);
+                    }
+                }
+            }
+            turn += 1;
+        }
+        let mut out = Vec::with_capacity(picked.len());
+        for key in picked {
+            if let Some(entry) = outbox.messages.get_mut(&key) {
+                entry.leased_until = Some(until);
+                entry.message.attempts += 1;
+                out.push(entry.message.clone());
+            }
         }
         Ok(out)
+    }
+
+    async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError> {
+        let until =
+            self.clock.now() + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+        let mut outbox = self.outbox.lock();
+        let Some(key) = outbox.ids.get(&id).copied() else {
+            return Ok(false);
+        };
+        Ok(match outbox.messages.get_mut(&key) {
+            Some(entry) => {
+                entry.leased_until = Some(until);
+                true
+            }
+            None => false,
+        })
     }
 
     async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError> {

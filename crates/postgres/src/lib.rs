@@ -157,6 +157,7 @@ struct Sql {
     append_one: String,
     fetch_outbox: String,
     delete_outbox: String,
+    retry_outbox: String,
 }
 
 impl Sql {
@@ -198,14 +199,23 @@ impl Sql {
                 "UPDATE {s}.outbox o \
                  SET leased_until = clock_timestamp() + make_interval(secs => $2), \
                      attempts = o.attempts + 1 \
-                 FROM (SELECT id FROM {s}.outbox \
-                       WHERE leased_until IS NULL OR leased_until <= clock_timestamp() \
-                       ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+                 FROM (SELECT id, turn FROM ( \
+                         SELECT id, seq, row_number() OVER \
+                           (PARTITION BY instance_id ORDER BY seq) AS turn \
+                         FROM {s}.outbox \
+                         WHERE leased_until IS NULL OR leased_until <= clock_timestamp()) r \
+                       ORDER BY turn, seq LIMIT $1) c \
                  WHERE o.id = c.id \
-                 RETURNING o.id, o.seq, o.instance_id, o.aggregate_type, o.aggregate_id, \
-                           o.payload, o.created_at, o.attempts"
+                   AND (o.leased_until IS NULL OR o.leased_until <= clock_timestamp()) \
+                 RETURNING o.id, o.seq, c.turn, o.instance_id, o.aggregate_type, \
+                           o.aggregate_id, o.payload, o.created_at, o.attempts"
             ),
             delete_outbox: format!("DELETE FROM {s}.outbox WHERE id = $1"),
+            retry_outbox: format!(
+                "UPDATE {s}.outbox \
+                 SET leased_until = clock_timestamp() + make_interval(secs => $2) \
+                 WHERE id = $1"
+            ),
         }
     }
 }
@@ -1033,8 +1043,9 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get("seq").map_err(map_error)?;
+            let turn: i64 = row.try_get("turn").map_err(map_error)?;
             out.push((
-                seq,
+                (turn, seq),
                 OutboxMessage {
                     id: row.try_get("id").map_err(map_error)?,
                     stream: stream_of(&row).map_err(map_error)?,
@@ -1044,8 +1055,8 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
                 },
             ));
         }
-        // UPDATE … RETURNING has no order of its own.
-        out.sort_by_key(|(seq, _)| *seq);
+        // UPDATE … RETURNING has no order of its own: instances in turn, oldest first.
+        out.sort_by_key(|(order, _)| *order);
         Ok(out.into_iter().map(|(_, m)| m).collect())
     }
 
@@ -1054,6 +1065,19 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
             self.shared.timeouts.operation,
             sqlx::query(&self.shared.sql.delete_outbox)
                 .bind(id)
+                .execute(&self.shared.pool),
+        )
+        .await
+        .map_err(map_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError> {
+        let done = crate::within(
+            self.shared.timeouts.operation,
+            sqlx::query(&self.shared.sql.retry_outbox)
+                .bind(id)
+                .bind(after.as_secs_f64())
                 .execute(&self.shared.pool),
         )
         .await

@@ -342,6 +342,7 @@ pub async fn run(
     let mut service = CommandService::new(store, directory.clone(), directory.clone(), keys)
         .with_policy(policy)
         .with_max_attempts(config.service.max_attempts)
+        .with_delivery_policy(config.notifier.delivery_policy())
         .with_stream_cache(stream_cache)
         .with_abuse_policy(abuse)
         .map_err(|e| StartError::Other(e.to_string()))?;
@@ -468,6 +469,8 @@ async fn run_notifier(
                 tracing::info!(
                     sent = report.sent,
                     dropped = report.dropped,
+                    deferred = report.deferred,
+                    undeliverable = report.undeliverable,
                     failed = report.failed,
                     "notifier pass"
                 );

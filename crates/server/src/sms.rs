@@ -28,6 +28,8 @@ impl SmsSender for PrintSender {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WebhookBody<'a> {
+    /// The outbox message: the same on every attempt (also the `Idempotency-Key` header).
+    message_id: String,
     instance: &'a str,
     otp_sms_id: &'a str,
     phone: &'a str,
@@ -35,14 +37,17 @@ struct WebhookBody<'a> {
     expires_at: String,
 }
 
-/// POSTs each SMS as JSON to a URL. A 2xx answer is a hand-over; a 5xx answer, a time-out or a
-/// connection error is retried with doubling back-off; a 4xx answer is not retried. A send that
-/// still fails leaves the code in the outbox for the next pass.
+/// POSTs each SMS as JSON to a URL, with the outbox message id as `Idempotency-Key` (the
+/// same on every attempt, so the receiver can drop a repeat). A 2xx answer is a hand-over; a
+/// 5xx answer, a time-out or a connection error is retried with doubling back-off, never past
+/// the send's deadline; a 4xx answer is final (the notifier records `delivery failed`). A
+/// send that still fails is tried again by the notifier after its back-off.
 #[derive(Debug, Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
     url: String,
     retries: u32,
+    timeout: Duration,
 }
 
 impl WebhookSender {
@@ -53,6 +58,7 @@ impl WebhookSender {
             client,
             url,
             retries,
+            timeout,
         })
     }
 }
@@ -61,6 +67,7 @@ impl WebhookSender {
 impl SmsSender for WebhookSender {
     async fn send(&self, sms: &Sms) -> Result<(), PortError> {
         let body = WebhookBody {
+            message_id: sms.message_id.to_string(),
             instance: sms.instance.as_str(),
             otp_sms_id: sms.registration.as_str(),
             phone: sms.phone.as_e164(),
@@ -69,12 +76,32 @@ impl SmsSender for WebhookSender {
         };
         let mut backoff = Duration::from_millis(100);
         let mut last_error = String::new();
+        let key = format!("\"{}\"", sms.message_id);
         for attempt in 0..=self.retries {
+            let left = (sms.deadline - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
             if attempt > 0 {
+                if left <= backoff {
+                    break;
+                }
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
-            match self.client.post(&self.url).json(&body).send().await {
+            let left = (sms.deadline - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            if left.is_zero() {
+                last_error = "the send's deadline passed".to_owned();
+                break;
+            }
+            let post = self
+                .client
+                .post(&self.url)
+                .header("Idempotency-Key", &key)
+                .json(&body)
+                .timeout(left.min(self.timeout));
+            match post.send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) if r.status().is_client_error() => {
                     tracing::warn!(status = %r.status(), registration = %sms.registration, "SMS webhook refused the message");

@@ -110,6 +110,8 @@ macro_rules! store_conformance_tests {
             outbox_concurrent_consumers_never_share,
             outbox_deleted_never_returns,
             a_command_is_recorded_once_per_stream,
+            outbox_retry_hides_a_message_until_its_delay,
+            outbox_instances_take_turns,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -819,4 +821,63 @@ pub async fn a_command_is_recorded_once_per_stream<S: EventStore<TestEvent> + 's
     }
     assert_eq!(accepted, 1);
     assert_eq!(store.read_stream(&raced).await.unwrap().len(), 1);
+}
+
+/// Given a leased message, when a consumer retries it after 400 ms, then no fetch sees it
+/// before, one does after (its attempts counted on), and an unknown id says so.
+pub async fn outbox_retry_hides_a_message_until_its_delay<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let s = stream("outbox-retry");
+    let mut a = append_of(&s, ExpectedVersion::NoStream, events(1));
+    let m = message(1);
+    let id = m.id;
+    a.outbox = vec![m];
+    store.append(a).await.unwrap();
+    let lease = Duration::from_secs(60);
+    assert_eq!(store.fetch_outbox(10, lease).await.unwrap().len(), 1);
+    let delay = Duration::from_millis(400);
+    assert!(store.retry_outbox(id, delay).await.unwrap());
+    assert!(store.fetch_outbox(10, lease).await.unwrap().is_empty());
+    tokio::time::sleep(delay + Duration::from_millis(200)).await;
+    let again = store.fetch_outbox(10, lease).await.unwrap();
+    assert_eq!(again.len(), 1, "back after its delay, not after the lease");
+    assert_eq!(again[0].attempts, 2);
+    assert!(!store.retry_outbox(Uuid::now_v7(), delay).await.unwrap());
+    assert!(store.delete_outbox(id).await.unwrap());
+    assert!(!store.retry_outbox(id, delay).await.unwrap());
+}
+
+/// Given 6 messages of one instance written before 2 of another, when a consumer fetches 4,
+/// then the instances take turns: the first's oldest, the second's oldest, and so on.
+pub async fn outbox_instances_take_turns<S: EventStore<TestEvent>>(store: Arc<S>) {
+    let busy = StreamId::new(instance("inst-busy"), "test.aggregate", "turns");
+    let quiet = StreamId::new(instance("inst-quiet"), "test.aggregate", "turns");
+    let mut a = append_of(&busy, ExpectedVersion::NoStream, events(1));
+    a.outbox = (1..=6).map(message).collect();
+    let busy_ids: Vec<Uuid> = a.outbox.iter().map(|m| m.id).collect();
+    store.append(a).await.unwrap();
+    let mut b = append_of(&quiet, ExpectedVersion::NoStream, events(1));
+    b.outbox = (7..=8).map(message).collect();
+    let quiet_ids: Vec<Uuid> = b.outbox.iter().map(|m| m.id).collect();
+    store.append(b).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let got: Vec<Uuid> = store
+        .fetch_outbox(4, lease)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![busy_ids[0], quiet_ids[0], busy_ids[1], quiet_ids[1]],
+        "instances in turn, each oldest first"
+    );
+    let rest: Vec<Uuid> = store
+        .fetch_outbox(10, lease)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(rest, busy_ids[2..].to_vec());
 }

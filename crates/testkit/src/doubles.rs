@@ -133,11 +133,15 @@ impl Authorizer for StaticAuthorizer {
     }
 }
 
-/// An SMS sender that keeps what it was asked to send, and can be made to fail.
+/// An SMS sender that keeps what it was asked to send, and can be made to fail: for a while
+/// (`Unavailable`, retried), for good (`Internal`, a refusal), or for some numbers only.
 #[derive(Debug, Default)]
 pub struct RecordingSender {
     sent: Mutex<Vec<Sms>>,
     failing: AtomicBool,
+    refusing: AtomicBool,
+    failing_numbers: Mutex<Vec<String>>,
+    attempts: std::sync::atomic::AtomicUsize,
 }
 
 impl RecordingSender {
@@ -151,6 +155,24 @@ impl RecordingSender {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Makes every send fail for good, as a provider refusing the number (or not).
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// Makes sends to `e164` fail for a while (`Unavailable`).
+    pub fn fail_for(&self, e164: &str) {
+        self.failing_numbers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e164.to_owned());
+    }
+
+    /// Sends asked for so far, failed ones included.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
     /// Everything sent so far.
     pub fn sent(&self) -> Vec<Sms> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -160,7 +182,19 @@ impl RecordingSender {
 #[async_trait]
 impl SmsSender for RecordingSender {
     async fn send(&self, sms: &Sms) -> Result<(), PortError> {
-        if self.failing.load(Ordering::SeqCst) {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(PortError::Internal(
+                "SMS provider refused the number".into(),
+            ));
+        }
+        let number_fails = self
+            .failing_numbers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n == sms.phone.as_e164());
+        if self.failing.load(Ordering::SeqCst) || number_fails {
             return Err(PortError::Unavailable("SMS provider is down".into()));
         }
         self.sent

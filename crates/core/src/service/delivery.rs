@@ -6,24 +6,101 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use futures_util::stream::{self, StreamExt};
+use uuid::Uuid;
+
 use super::CommandService;
-use crate::aggregate::{Registration, Status};
+use crate::aggregate::{Command, Registration, Status};
+use crate::caller::Caller;
 use crate::error::Error;
-use crate::ids::{InstanceId, OrganizationId, RegistrationId, UserId};
+use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
 use crate::keys::{CodeBinding, SealedCode};
 use crate::phone::Phone;
-use crate::ports::{Sms, SmsSender, UserRecord};
+use crate::ports::{PortError, Sms, SmsSender, UserRecord};
+use crate::store::OutboxMessage;
 
 /// What the notifier did in one pass over the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeliveryReport {
-    /// Codes handed to the SMS sender and recorded as sent.
+    /// Codes handed to the SMS sender.
     pub sent: usize,
     /// Messages deleted unsent: code expired, replaced, already sent, registration verified
     /// or removed, or the message unreadable.
     pub dropped: usize,
-    /// Messages left for a later attempt because the sender or the store failed.
+    /// Messages whose send failed and that wait for their next attempt (back-off).
+    pub deferred: usize,
+    /// Messages given up on: `delivery failed` recorded, the message deleted.
+    pub undeliverable: usize,
+    /// Messages left to their lease: the store failed, or the pass ran out of time before
+    /// their turn.
     pub failed: usize,
+}
+
+/// How the notifier sends: how many at once, how it backs off, and when it gives up.
+///
+/// ```
+/// use std::time::Duration;
+/// let policy = otp_sms_core::DeliveryPolicy {
+///     max_attempts: 3,
+///     ..Default::default()
+/// };
+/// assert_eq!(policy.backoff_for(1), Duration::from_secs(1));
+/// assert_eq!(policy.backoff_for(3), Duration::from_secs(4));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Sends in flight at once within one pass (default 8).
+    pub concurrency: usize,
+    /// Attempts before a message is given up as `delivery failed` (default 5).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles with each attempt (default 1 s).
+    pub backoff: Duration,
+    /// The longest wait between attempts (default 60 s).
+    pub max_backoff: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// The wait after failed attempt `attempt` (1 for the first).
+    pub fn backoff_for(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.backoff
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+/// What became of one message.
+enum Outcome {
+    Sent,
+    Dropped,
+    Deferred,
+    Undeliverable,
+    Failed,
+}
+
+/// Why one delivery did not happen.
+enum Failure {
+    /// The sender failed: retryable (`Unavailable`) or final (`Internal`).
+    Send(PortError),
+    /// The store or the key ring failed: the message waits for its lease.
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
 }
 
 /// The body of a delivery outbox message. The code is encrypted; the message is deleted once
@@ -50,52 +127,159 @@ pub struct CodeDelivery {
 }
 
 impl CommandService {
-    /// One pass of the SMS notifier over the delivery outbox: sends each pending code that is
-    /// still the registration's current, unsent, unexpired code; records `code sent`; deletes
-    /// the message. A code that can no longer be used is deleted unsent. A failed send leaves
-    /// the message for another pass once its lease runs out (at least once delivery).
+    /// One pass of the SMS notifier over the delivery outbox, up to `limit` messages leased
+    /// for `lease`, sent [`DeliveryPolicy::concurrency`] at a time. Each pending code that is
+    /// still the registration's current, unsent, unexpired code is handed to `sender` with a
+    /// deadline the lease outlives; then `code sent` is recorded and the message deleted. A
+    /// code that can no longer be used is deleted unsent. A send that failed retryably is
+    /// tried again after a back-off that doubles; at [`DeliveryPolicy::max_attempts`], or at
+    /// once when the provider refused it for good, `delivery failed` is recorded and the
+    /// message deleted. One message's failure touches no other.
+    ///
+    /// Guarantees: while leases hold, one hand-over per message; across crashes of a notifier
+    /// (between the hand-over and the delete) at least once, with the same
+    /// [`Sms::message_id`] so a receiver can drop the repeat.
     pub async fn deliver_pending(
         &self,
         sender: &dyn SmsSender,
         limit: usize,
         lease: Duration,
     ) -> Result<DeliveryReport, Error> {
+        let fetched_at = self.clock.now();
+        // The sends end a quarter of the lease (at least half a second) before it does.
+        let margin = (lease / 4).max(Duration::from_millis(500)).min(lease / 2);
+        let deadline = fetched_at
+            + chrono::Duration::from_std(lease - margin).unwrap_or(chrono::Duration::zero());
+        let messages = self.store.fetch_outbox(limit, lease).await?;
+        let concurrency = self.delivery.concurrency.max(1);
+        let outcomes: Vec<Outcome> = stream::iter(messages)
+            .map(|message| self.deliver_message(sender, message, deadline))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
         let mut report = DeliveryReport::default();
-        for message in self.store.fetch_outbox(limit, lease).await? {
-            let delivery: CodeDelivery = match serde_json::from_value(message.payload) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(message_id = %message.id, error = %e, "unreadable outbox message dropped");
-                    self.store.delete_outbox(message.id).await?;
-                    report.dropped += 1;
-                    continue;
-                }
-            };
-            match self.deliver_one(sender, &delivery).await {
-                Ok(true) => report.sent += 1,
-                Ok(false) => report.dropped += 1,
-                Err(e) => {
-                    tracing::warn!(message_id = %message.id, registration = %delivery.registration, error = %e, "SMS delivery failed; will retry");
-                    report.failed += 1;
-                    continue;
-                }
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Sent => report.sent += 1,
+                Outcome::Dropped => report.dropped += 1,
+                Outcome::Deferred => report.deferred += 1,
+                Outcome::Undeliverable => report.undeliverable += 1,
+                Outcome::Failed => report.failed += 1,
             }
-            self.store.delete_outbox(message.id).await?;
+        }
+        let lease_end =
+            fetched_at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        if self.clock.now() > lease_end {
+            tracing::warn!(
+                "a notifier pass outlived its lease: another notifier may have taken its messages"
+            );
         }
         Ok(report)
     }
 
+    /// Delivers, drops, defers or gives up on one message; never fails the pass.
+    async fn deliver_message(
+        &self,
+        sender: &dyn SmsSender,
+        message: OutboxMessage,
+        deadline: DateTime<Utc>,
+    ) -> Outcome {
+        let id = message.id;
+        let delivery: CodeDelivery = match serde_json::from_value(message.payload) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "unreadable outbox message dropped");
+                return self.delete(id, Outcome::Dropped).await;
+            }
+        };
+        if self.clock.now() >= deadline {
+            // Its turn came too late in the pass: its lease brings it back.
+            return Outcome::Failed;
+        }
+        match self.deliver_one(sender, &delivery, id, deadline).await {
+            Ok(true) => self.delete(id, Outcome::Sent).await,
+            Ok(false) => self.delete(id, Outcome::Dropped).await,
+            Err(Failure::Send(PortError::Unavailable(reason)))
+                if message.attempts < self.delivery.max_attempts =>
+            {
+                let wait = self.delivery.backoff_for(message.attempts);
+                tracing::warn!(message_id = %id, registration = %delivery.registration, attempt = message.attempts, error = %reason, retry_in = ?wait, "SMS send failed; will retry");
+                match self.store.retry_outbox(id, wait).await {
+                    Ok(_) => Outcome::Deferred,
+                    Err(e) => {
+                        tracing::warn!(message_id = %id, error = %e, "could not defer a message; its lease brings it back");
+                        Outcome::Failed
+                    }
+                }
+            }
+            Err(Failure::Send(e)) => {
+                let reason = match e {
+                    PortError::Unavailable(m) => m,
+                    PortError::Internal(m) => m,
+                };
+                tracing::warn!(message_id = %id, registration = %delivery.registration, attempts = message.attempts, error = %reason, "SMS undeliverable; giving up");
+                let user = UserRecord {
+                    id: delivery.user.clone(),
+                    organization: delivery.organization.clone(),
+                };
+                let caller = Caller::new(delivery.instance.clone(), PrincipalId::system());
+                let command = Command::RecordDeliveryFailed {
+                    number: delivery.number,
+                    attempts: message.attempts,
+                    reason,
+                };
+                match self
+                    .execute(&caller, &user, &delivery.registration, &command, None)
+                    .await
+                {
+                    Ok(_) | Err(Error::FailedPrecondition(_) | Error::RegistrationNotFound) => {
+                        self.delete(id, Outcome::Undeliverable).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(message_id = %id, error = %e, "could not record a failed delivery; its lease brings it back");
+                        Outcome::Failed
+                    }
+                }
+            }
+            Err(Failure::Other(e)) => {
+                tracing::warn!(message_id = %id, registration = %delivery.registration, error = %e, "SMS delivery failed; its lease brings it back");
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// Deletes a message that is done with; `done` unless the store fails (then the message
+    /// comes back after its lease and is dropped as sent, or sent again: at least once).
+    async fn delete(&self, id: Uuid, done: Outcome) -> Outcome {
+        match self.store.delete_outbox(id).await {
+            Ok(_) => done,
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "could not delete an outbox message");
+                match done {
+                    Outcome::Sent => Outcome::Sent,
+                    _ => Outcome::Failed,
+                }
+            }
+        }
+    }
+
     /// Sends one delivery if it is still due. `Ok(false)`: not due, drop it.
-    async fn deliver_one(&self, sender: &dyn SmsSender, d: &CodeDelivery) -> Result<bool, Error> {
+    async fn deliver_one(
+        &self,
+        sender: &dyn SmsSender,
+        d: &CodeDelivery,
+        message_id: Uuid,
+        deadline: DateTime<Utc>,
+    ) -> Result<bool, Failure> {
         let stream = Self::stream_id(&d.instance, &d.registration);
-        let history = self.store.read_stream(&stream).await?;
+        let history = self.store.read_stream(&stream).await.map_err(Error::from)?;
         let state = Registration::from_events(history.iter().map(|r| &r.event));
         let due = state.status == Status::Unverified
             && state.user.as_ref() == Some(&d.user)
             && state
                 .pending
                 .as_ref()
-                .is_some_and(|p| p.number == d.number && !p.sent)
+                .is_some_and(|p| p.number == d.number && !p.sent && !p.undeliverable)
             && self.clock.now() < d.expires_at;
         if !due {
             return Ok(false);
@@ -114,8 +298,10 @@ impl CommandService {
             phone: d.phone.clone(),
             code,
             expires_at: d.expires_at,
+            message_id,
+            deadline: deadline.min(d.expires_at),
         };
-        sender.send(&sms).await?;
+        sender.send(&sms).await.map_err(Failure::Send)?;
         let user = UserRecord {
             id: d.user.clone(),
             organization: d.organization.clone(),
@@ -125,10 +311,12 @@ impl CommandService {
             .await
         {
             // Verified or replaced meanwhile: the SMS went out, nothing left to record.
-            Ok(_) | Err(Error::FailedPrecondition(_)) | Err(Error::RegistrationNotFound) => {
-                Ok(true)
+            Ok(_) | Err(Error::FailedPrecondition(_)) | Err(Error::RegistrationNotFound) => {}
+            // The SMS went out: the message is deleted all the same, so it is not sent again.
+            Err(e) => {
+                tracing::warn!(registration = %d.registration, error = %e, "SMS sent, but `code sent` could not be recorded");
             }
-            Err(e) => Err(e),
         }
+        Ok(true)
     }
 }

@@ -33,7 +33,7 @@ use crate::stream_cache::StreamCache;
 
 use idempotency::Fingerprint;
 
-pub use delivery::{CodeDelivery, DeliveryReport};
+pub use delivery::{CodeDelivery, DeliveryPolicy, DeliveryReport};
 
 /// Runs the three API calls (and resend, delivery) against the ports.
 ///
@@ -67,6 +67,7 @@ pub struct CommandService {
     /// clock.
     default_idempotency: bool,
     idempotency_window: Duration,
+    delivery: DeliveryPolicy,
 }
 
 /// What a call needs of its caller besides naming an existing user.
@@ -108,7 +109,15 @@ impl CommandService {
             idempotency: Arc::new(MemoryIdempotency::new()),
             default_idempotency: true,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            delivery: DeliveryPolicy::default(),
         }
+    }
+
+    /// How the notifier sends ([`CommandService::deliver_pending`]): concurrency, back-off,
+    /// attempts (default [`DeliveryPolicy::default`]).
+    pub fn with_delivery_policy(mut self, policy: DeliveryPolicy) -> Self {
+        self.delivery = policy;
+        self
     }
 
     /// Uses another clock.
