@@ -17,6 +17,7 @@ pub struct WebhookReceiver {
     pub url: String,
     received: Arc<Mutex<Vec<serde_json::Value>>>,
     failing: Arc<AtomicBool>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -25,22 +26,37 @@ impl WebhookReceiver {
     pub async fn start() -> Self {
         let received = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let app = {
             let received = Arc::clone(&received);
             let failing = Arc::clone(&failing);
+            let delay_ms = Arc::clone(&delay_ms);
             Router::new().route(
                 "/sms",
-                post(move |Json(body): Json<serde_json::Value>| {
-                    let received = Arc::clone(&received);
-                    let failing = Arc::clone(&failing);
-                    async move {
-                        if failing.load(Ordering::SeqCst) {
-                            return StatusCode::SERVICE_UNAVAILABLE;
+                post(
+                    move |headers: axum::http::HeaderMap,
+                          Json(mut body): Json<serde_json::Value>| {
+                        let received = Arc::clone(&received);
+                        let failing = Arc::clone(&failing);
+                        let delay = delay_ms.load(Ordering::SeqCst);
+                        async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                            if failing.load(Ordering::SeqCst) {
+                                return StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            // The header, beside the body, for tests to compare.
+                            let key = headers
+                                .get("idempotency-key")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            if let (Some(key), Some(map)) = (key, body.as_object_mut()) {
+                                map.insert("_idempotencyKey".into(), key.into());
+                            }
+                            received.lock().unwrap().push(body);
+                            StatusCode::OK
                         }
-                        received.lock().unwrap().push(body);
-                        StatusCode::OK
-                    }
-                }),
+                    },
+                ),
             )
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,8 +68,15 @@ impl WebhookReceiver {
             url: format!("http://{addr}/sms"),
             received,
             failing,
+            delay_ms,
             task,
         }
+    }
+
+    /// Answer each request only after `delay` (a slow provider).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Answer 503 to every request (or accept again).

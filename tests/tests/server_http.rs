@@ -554,3 +554,94 @@ async fn an_idempotency_key_holds_across_two_servers_on_one_database() {
     drop((a, b));
     pg::drop_schema(&schema).await;
 }
+
+/// Two server processes on one PostgreSQL, each running a notifier, and a slow webhook
+/// (300 ms an SMS): every one of 40 codes added through either server reaches the webhook
+/// exactly once, with its outbox message id as `Idempotency-Key`, and `code sent` is recorded
+/// once each. No leader: the leases share the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_with_notifiers_deliver_every_code_once() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_delay(Duration::from_millis(300));
+    let mut extra = format!(
+        "[sms]\nsender = \"webhook\"\nwebhook_url = \"{}\"\ntimeout_ms = 2000\nretries = 0\n\
+         [notifier]\ninterval_ms = 50\nbatch = 10\nlease_secs = 3\nconcurrency = 4\n\
+         [[instances]]\nid = \"inst-load\"\n\
+         abuse = {{ client_address = [{{ max = 1000, window_secs = 3600 }}] }}\n\
+         [[organizations]]\ninstance = \"inst-load\"\nid = \"org-l\"\n",
+        receiver.url
+    );
+    for i in 0..40 {
+        extra.push_str(&format!(
+            "[[users]]\ninstance = \"inst-load\"\nid = \"u{i}\"\norganization = \"org-l\"\n\
+             [[tokens]]\ntoken = \"token-u{i}\"\ninstance = \"inst-load\"\nuser = \"u{i}\"\n"
+        ));
+    }
+    let (a, schema) = pg_server(&extra, None);
+    let b = Server::start(
+        BIN,
+        &Options {
+            config: config(&extra),
+            keys: Some(TEST_KEYS.into()),
+            database: Some((pg::database_url().to_owned(), schema.clone())),
+            ..Options::default()
+        },
+    );
+    let servers = [&a, &b];
+    let mut added = Vec::new();
+    for i in 0..40 {
+        let s = servers[i % 2];
+        let (st, body) = post(
+            &add_url(s, &format!("u{i}")),
+            Some(&format!("token-u{i}")),
+            &format!(r#"{{"number": "+4179{i:03}0567"}}"#),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        added.push(body["otpSmsId"].as_str().unwrap().to_owned());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while receiver.received().len() < 40 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A lease and more: nothing is sent twice.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let received = receiver.received();
+    let mut ids: Vec<&str> = received
+        .iter()
+        .map(|r| r["messageId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (received.len(), ids.len()),
+        (40, 40),
+        "each code once\n{}\n{}",
+        a.output(),
+        b.output()
+    );
+    for r in &received {
+        assert_eq!(
+            r["_idempotencyKey"].as_str().unwrap(),
+            format!("\"{}\"", r["messageId"].as_str().unwrap())
+        );
+    }
+    let mut registrations: Vec<&str> = received
+        .iter()
+        .map(|r| r["otpSmsId"].as_str().unwrap())
+        .collect();
+    registrations.sort();
+    added.sort();
+    assert_eq!(
+        registrations,
+        added.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let sent = events_in(&schema)
+        .await
+        .iter()
+        .filter(|(_, t, _)| t == "user.otp_sms.code.sent")
+        .count();
+    assert_eq!(sent, 40);
+    drop((a, b));
+    pg::drop_schema(&schema).await;
+}
