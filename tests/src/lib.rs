@@ -12,6 +12,7 @@ pub mod faults;
 pub mod fixture;
 pub mod net;
 pub mod pg;
+pub mod replication;
 pub mod server;
 
 /// The README's code blocks compile (`cargo test --doc -p otp-sms-tests`).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use otp_sms_core::{BudgetStore, Member, PortError, Rule, StoreError, TakeOutcome, TakeRequest};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::Connection;
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,9 +22,10 @@ use crate::{is_valid_schema, map_error, Timeouts};
 /// which every send touches, costs what a user's does. Windows are measured on the
 /// database's clock. The tables are created by [`crate::PgStore::migrate`].
 ///
-/// Budget writes commit without waiting for the WAL flush (`synchronous_commit = off`, on a
-/// pool of their own): a crash of the database may forget the last moments of takes (the
-/// budgets then err toward sending a few more), and a send never waits for a second flush.
+/// Takes commit without waiting for the WAL flush (`take_budget_batch` sets
+/// `synchronous_commit = off` for its transaction): a crash of the database may forget the
+/// last moments of takes (the budgets then err toward sending a few more), and a send never
+/// waits for a second flush.
 ///
 /// ```no_run
 /// # async fn run(pool: sqlx::PgPool) -> Result<(), otp_sms_core::StoreError> {
@@ -69,20 +70,15 @@ fn port(e: sqlx::Error) -> PortError {
 
 impl PgBudgets {
     /// Budgets in `schema` (the event store's; migrated by [`crate::PgStore::migrate`]), on
-    /// a pool of their own to the database of `pool` (as many connections at most, opened
-    /// when first needed), plus the taker thread's connection.
+    /// `pool` (the store's: releases and look-ups, which are rare) and the taker thread's own
+    /// connection, opened with the pool's current options (so it follows the store to a new
+    /// primary after a failover).
     pub fn new(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
         if !is_valid_schema(schema) {
             return Err(StoreError::Internal(format!(
                 "invalid schema name `{schema}`: use lowercase letters, digits and _"
             )));
         }
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("synchronous_commit", "off")]);
-        let pool = crate::pool_options()
-            .max_connections(pool.options().get_max_connections())
-            .connect_lazy_with(options);
         let s = format!("\"{schema}\"");
         Ok(Self {
             shared: Arc::new(Shared {
@@ -123,10 +119,10 @@ impl PgBudgets {
             // The thread holds the statement and the connection options, not the store, so
             // dropping the last `PgBudgets` closes the queue and ends the thread.
             let statement = self.shared.take.clone();
-            let options = (*self.shared.pool.connect_options()).clone();
+            let pool = self.shared.pool.clone();
             crate::spawn_worker(
                 "otp-sms-pg-budgets".to_owned(),
-                take_batches(statement, options, self.shared.timeouts, rx),
+                take_batches(statement, pool, self.shared.timeouts, rx),
             );
             tx
         })
@@ -198,7 +194,7 @@ impl<'a> BatchArrays<'a> {
 /// every send takes from, is locked once per batch instead of once per send.
 async fn take_batches(
     statement: String,
-    options: PgConnectOptions,
+    pool: PgPool,
     timeouts: Timeouts,
     mut rx: mpsc::UnboundedReceiver<TakeJob>,
 ) {
@@ -214,6 +210,8 @@ async fn take_batches(
         let mut c = match conn.take() {
             Some(c) => c,
             None => {
+                // The pool's options now: the store points them at a new primary.
+                let options = (*pool.connect_options()).clone();
                 let connect = PgConnection::connect_with(&options);
                 match tokio::time::timeout(timeouts.connect, connect).await {
                     Ok(Ok(c)) => c,

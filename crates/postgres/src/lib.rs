@@ -33,9 +33,11 @@
 //! ```
 
 mod budgets;
+mod hosts;
 mod idempotency;
 
 pub use budgets::PgBudgets;
+pub use hosts::{DatabaseHosts, TargetSession};
 pub use idempotency::PgIdempotency;
 
 use std::collections::HashSet;
@@ -52,7 +54,7 @@ use otp_sms_core::{
     OrganizationId, OutboxMessage, PrincipalId, Recorded, RecordedEvent, RecordedMeta, StoreError,
     StreamId, Version,
 };
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -79,6 +81,8 @@ pub struct PgStore<E> {
     shared: Arc<Shared>,
     writer: Mutex<Option<mpsc::Sender<Option<Job<E>>>>>,
     reader: Mutex<Option<mpsc::Sender<Option<ReadJob<E>>>>>,
+    /// Whether the host watcher runs (several hosts only).
+    watching: std::sync::atomic::AtomicBool,
     _events: PhantomData<fn() -> E>,
 }
 
@@ -138,6 +142,9 @@ struct Shared {
     lock_key: i32,
     sql: Sql,
     timeouts: Timeouts,
+    /// Several hosts: each new worker connection looks for the one to write to, and the pool
+    /// follows it.
+    hosts: Option<DatabaseHosts>,
 }
 
 /// One append waiting for the writer.
@@ -317,9 +324,11 @@ impl<E> PgStore<E> {
                 lock_key: schema_lock_key(schema),
                 sql: Sql::new(schema),
                 timeouts: Timeouts::default(),
+                hosts: None,
             }),
             writer: Mutex::new(None),
             reader: Mutex::new(None),
+            watching: std::sync::atomic::AtomicBool::new(false),
             _events: PhantomData,
         })
     }
@@ -337,6 +346,7 @@ impl<E> PgStore<E> {
     /// Creates the schema if needed and applies the embedded migrations to it. Safe to run on
     /// every start and from several servers at once (sqlx takes a lock while migrating).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.watch_hosts();
         let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
         let schema = format!("\"{}\"", self.shared.schema);
         sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
@@ -369,6 +379,18 @@ impl<E> PgStore<E> {
         self
     }
 
+    /// The store following the host that takes writes among `hosts` (a URL with several
+    /// hosts, [`DatabaseHosts`]): each new worker connection tries them in order, and the pool
+    /// is pointed at the one found, so the store follows a promotion. Call it right after
+    /// [`PgStore::new`], with a pool made for [`DatabaseHosts::connect`]'s answer.
+    pub fn with_hosts(mut self, hosts: DatabaseHosts) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.hosts = Some(hosts),
+            None => tracing::warn!("with_hosts on a store in use: ignored"),
+        }
+        self
+    }
+
     /// The timeouts in force.
     pub fn timeouts(&self) -> Timeouts {
         self.shared.timeouts
@@ -376,6 +398,7 @@ impl<E> PgStore<E> {
 
     /// Whether the database answers (for readiness checks), within [`Timeouts::operation`].
     pub async fn ping(&self) -> Result<(), StoreError> {
+        self.watch_hosts();
         let ping = async {
             let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
             conn.ping().await.map_err(map_error)
@@ -420,9 +443,66 @@ where
     }
 }
 
+/// How often a store with several hosts checks that its pool still reaches the host to write
+/// to.
+const HOST_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Watches the host behind the store's pool, while the store lives: once a second it asks
+/// whether that host still takes writes, and when not (it went down, or a standby was
+/// promoted over it) it finds the one that does and points the pool there. The writer and
+/// reader look again on their own whenever they reconnect.
+async fn watch_hosts(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(HOST_CHECK_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Some(hosts) = shared.hosts.as_ref().filter(|h| h.len() > 1) else {
+            return;
+        };
+        let t = shared.timeouts;
+        if hosts.pool_accepts(&shared.pool, t.operation).await {
+            continue;
+        }
+        match hosts.connect(t.connect, |o| o).await {
+            Ok((_, found)) => {
+                let current = shared.pool.connect_options();
+                if found.get_host() != current.get_host() || found.get_port() != current.get_port()
+                {
+                    tracing::warn!(
+                        host = found.get_host(),
+                        port = found.get_port(),
+                        "the database host to write to changed; the pool follows"
+                    );
+                    shared.pool.set_connect_options(found);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no database host takes writes yet"),
+        }
+    }
+}
+
+impl<E> PgStore<E> {
+    /// Starts the host watcher once, for a store with several hosts.
+    fn watch_hosts(&self) {
+        if self.shared.hosts.as_ref().is_some_and(|h| h.len() > 1)
+            && !self
+                .watching
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let weak = Arc::downgrade(&self.shared);
+            spawn_worker(
+                format!("otp-sms-pg-hosts-{}", self.shared.schema),
+                watch_hosts(weak),
+            );
+        }
+    }
+}
+
 impl<E: EventPayload> PgStore<E> {
     /// The writer's queue; a writer thread that stopped (it panicked) is replaced.
     fn writer(&self) -> mpsc::Sender<Option<Job<E>>> {
+        self.watch_hosts();
         let mut writer = self.writer.lock();
         match &*writer {
             Some(tx) if !tx.is_closed() => tx.clone(),
@@ -607,13 +687,29 @@ async fn read_batches<E: EventPayload>(
 /// connect timeout.
 async fn connect(shared: &Shared) -> Result<PgConnection, StoreError> {
     let t = shared.timeouts;
-    let options = (*shared.pool.connect_options()).clone().options([
-        (
-            "statement_timeout",
-            format!("{}ms", t.statement.as_millis()),
-        ),
-        ("lock_timeout", format!("{}ms", t.lock.as_millis())),
-    ]);
+    let adjust = |options: PgConnectOptions| {
+        options.options([
+            (
+                "statement_timeout",
+                format!("{}ms", t.statement.as_millis()),
+            ),
+            ("lock_timeout", format!("{}ms", t.lock.as_millis())),
+        ])
+    };
+    if let Some(hosts) = shared.hosts.as_ref().filter(|h| h.len() > 1) {
+        let (conn, found) = hosts.connect(t.connect, adjust).await?;
+        let current = shared.pool.connect_options();
+        if found.get_host() != current.get_host() || found.get_port() != current.get_port() {
+            tracing::warn!(
+                host = found.get_host(),
+                port = found.get_port(),
+                "the database host to write to changed; the pool follows"
+            );
+            shared.pool.set_connect_options(found);
+        }
+        return Ok(conn);
+    }
+    let options = adjust((*shared.pool.connect_options()).clone());
     match tokio::time::timeout(t.connect, PgConnection::connect_with(&options)).await {
         Ok(connected) => connected.map_err(map_error),
         Err(_) => Err(StoreError::Unavailable(format!(
@@ -815,8 +911,10 @@ async fn write_batch<E: EventPayload>(
                 };
                 let _ = job.reply.send(answer);
             }
-            // A database error leaves the connection usable; anything else replaces it.
-            return matches!(e, sqlx::Error::Database(_));
+            // A database error leaves the connection usable, unless it says the host stopped
+            // taking writes or is going away (a failover: the next batch looks again).
+            return matches!(&e, sqlx::Error::Database(db)
+                if !matches!(db.code().as_deref(), Some("25006" | "57P01" | "57P02" | "57P03")));
         }
     };
     let mut answers: Vec<Option<Result<AppendOutcome, StoreError>>> =
@@ -934,7 +1032,7 @@ fn map_error_ref(e: &sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some(code)
                 if code.starts_with("08")
-                    || matches!(code, "57P01" | "57P02" | "57P03" | "53300") =>
+                    || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "25006") =>
             {
                 StoreError::Unavailable(e.to_string())
             }

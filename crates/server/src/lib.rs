@@ -23,7 +23,7 @@ use otp_sms_core::{
     SmsSender,
 };
 use otp_sms_memory::MemoryStore;
-use otp_sms_postgres::{PgBudgets, PgIdempotency, PgStore};
+use otp_sms_postgres::{DatabaseHosts, PgBudgets, PgIdempotency, PgStore};
 use serde_json::json;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -274,13 +274,21 @@ pub async fn run(
     let (store, readiness, stream_cache, shared): StoreParts = match &args.database_url {
         Some(url) => {
             let timeouts = config.database.timeouts().map_err(StartError::Other)?;
+            // One host, or several (`host1:5432,host2:5432`, target_session_attrs): the
+            // pool starts on the one that takes writes, and the store follows a promotion.
+            let hosts = DatabaseHosts::parse(url)?;
+            let (first, found) = hosts.connect(timeouts.connect, |o| o).await?;
+            drop(first);
             let pool = otp_sms_postgres::pool_options()
                 .acquire_timeout(timeouts.connect)
-                .connect(url)
+                .connect_with(found)
                 .await
                 .map_err(otp_sms_postgres::map_error)?;
-            let store =
-                Arc::new(PgStore::<Event>::new(pool, &args.schema)?.with_timeouts(timeouts));
+            let store = Arc::new(
+                PgStore::<Event>::new(pool, &args.schema)?
+                    .with_timeouts(timeouts)
+                    .with_hosts(hosts),
+            );
             store.migrate().await?;
             tracing::info!(
                 schema = %args.schema,
