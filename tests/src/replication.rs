@@ -158,6 +158,13 @@ impl Cluster {
         self.stopped = true;
     }
 
+    /// Restarts at once, as after a crash (`pg_ctl restart -m immediate`): crash recovery
+    /// runs, connections are cut.
+    pub fn restart_immediately(&mut self) {
+        self.crash();
+        self.start();
+    }
+
     /// Promotes a standby and waits until it takes writes.
     pub fn promote(&self) {
         let mut promote = server_command("pg_ctl");

@@ -58,41 +58,13 @@ where
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_store_follows_a_promotion_and_loses_no_acknowledged_write() {
-    let mut primary = Cluster::primary();
-    let standby = Cluster::standby_of(&primary);
-    primary.require_synchronous_standby();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    let hosts = DatabaseHosts::parse(&url).expect("two hosts");
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(1),
-        operation: Duration::from_secs(2),
-        ..Default::default()
-    };
-    let (_, found) = hosts
-        .connect(timeouts.connect, |o| o)
-        .await
-        .expect("the primary");
-    assert_eq!(found.get_port(), primary.port, "the primary takes writes");
-    let pool = otp_sms_postgres::pool_options()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_with(found)
-        .await
-        .expect("pool");
-    let store = PgStore::<Event>::new(pool.clone(), "otp_sms")
-        .expect("schema")
-        .with_timeouts(timeouts)
-        .with_hosts(hosts);
-    store.migrate().await.expect("migrate");
-    let f = Arc::new(Fixture::on_postgres_shared(Arc::new(store), flow_policy()));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..8)
+/// The clients' load: 8 tasks running add → verify under idempotency keys until `stop`.
+fn start_clients(
+    f: &Arc<Fixture>,
+    tally: &Arc<Mutex<Tally>>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..8)
         .map(|c| {
             let (f, tally, stop) = (f.clone(), tally.clone(), stop.clone());
             tokio::spawn(async move {
@@ -132,20 +104,13 @@ async fn the_store_follows_a_promotion_and_loses_no_acknowledged_write() {
                 }
             })
         })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = tally.lock().unwrap().added.len();
-    assert!(before > 0, "the load runs before the failover");
-    primary.crash();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    standby.promote();
-    let promoted = Instant::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for client in clients {
-        client.await.expect("client");
-    }
-    let tally = Arc::try_unwrap(tally).ok().unwrap().into_inner().unwrap();
+        .collect()
+}
+
+/// Checks the outcome against the database at `url` and reports it: only UNAVAILABLE during
+/// the fault, service back within 5 s of `back`, every acknowledged write there once, and no
+/// registration beyond them.
+async fn check(what: &str, tally: Tally, url: &str, back: Instant, before: usize) {
     assert!(
         tally.other.is_empty(),
         "only UNAVAILABLE during the fault: {:?}",
@@ -154,25 +119,23 @@ async fn the_store_follows_a_promotion_and_loses_no_acknowledged_write() {
     let recovered = tally
         .successes
         .iter()
-        .filter(|t| **t > promoted)
+        .filter(|t| **t > back)
         .min()
-        .map(|t| t.duration_since(promoted))
-        .expect("calls succeed after the promotion");
+        .map(|t| t.duration_since(back))
+        .expect("calls succeed after the database is back");
     assert!(
         recovered < Duration::from_secs(5),
         "recovered after {recovered:?}"
     );
-    // Against the promoted standby: every acknowledged write is there, none twice.
-    let new_primary = sqlx::PgPool::connect(&standby.url())
-        .await
-        .expect("standby");
+    let db = sqlx::PgPool::connect(url).await.expect("database");
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT aggregate_id, event_type FROM otp_sms.events \
          WHERE aggregate_type = 'user.otp_sms'",
     )
-    .fetch_all(&new_primary)
+    .fetch_all(&db)
     .await
     .expect("events");
+    db.close().await;
     let count = |id: &str, t: &str| rows.iter().filter(|(a, e)| a == id && e == t).count();
     for id in &tally.added {
         assert_eq!(count(id, "user.otp_sms.added"), 1, "{id} added once");
@@ -193,15 +156,95 @@ async fn the_store_follows_a_promotion_and_loses_no_acknowledged_write() {
         "registrations against acknowledged adds"
     );
     eprintln!(
-        "failover: {} adds and {} verifies acknowledged ({} before the crash), {} answers \
-         UNAVAILABLE then retried, first success {:?} after the promotion, 0 lost, 0 duplicated",
+        "{what}: {} adds and {} verifies acknowledged ({} before the fault), {} answers \
+         UNAVAILABLE then retried, first success {:?} after the database was back, 0 lost, \
+         0 duplicated",
         tally.added.len(),
         tally.verified.len(),
         before,
         tally.unavailable,
         recovered
     );
-    new_primary.close().await;
+}
+
+/// A store on `url` (one host or several) with short waits, migrated, under a fixture.
+async fn fixture_on(url: &str) -> Arc<Fixture> {
+    let hosts = DatabaseHosts::parse(url).expect("hosts");
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        operation: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let (_, found) = hosts
+        .connect(timeouts.connect, |o| o)
+        .await
+        .expect("a host");
+    let pool = otp_sms_postgres::pool_options()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(found)
+        .await
+        .expect("pool");
+    let store = PgStore::<Event>::new(pool, "otp_sms")
+        .expect("schema")
+        .with_timeouts(timeouts)
+        .with_hosts(hosts);
+    store.migrate().await.expect("migrate");
+    Arc::new(Fixture::on_postgres_shared(Arc::new(store), flow_policy()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_store_follows_a_promotion_and_loses_no_acknowledged_write() {
+    let mut primary = Cluster::primary();
+    let standby = Cluster::standby_of(&primary);
+    primary.require_synchronous_standby();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let f = fixture_on(&url).await;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = start_clients(&f, &tally, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = tally.lock().unwrap().added.len();
+    assert!(before > 0, "the load runs before the failover");
+    primary.crash();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    standby.promote();
+    let promoted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let tally = Arc::try_unwrap(tally).ok().unwrap().into_inner().unwrap();
+    check("failover", tally, &standby.url(), promoted, before).await;
     drop(f);
     drop((primary, standby));
+}
+
+/// PostgreSQL restarted at once (crash recovery) under the same load: the store reconnects on
+/// its own, and nothing acknowledged is lost or written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_store_rides_out_a_database_restart_under_load() {
+    let mut db = Cluster::primary();
+    let f = fixture_on(&db.url()).await;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = start_clients(&f, &tally, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = tally.lock().unwrap().added.len();
+    assert!(before > 0, "the load runs before the restart");
+    db.restart_immediately();
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let tally = Arc::try_unwrap(tally).ok().unwrap().into_inner().unwrap();
+    check("restart", tally, &db.url(), back, before).await;
+    drop(f);
+    drop(db);
 }

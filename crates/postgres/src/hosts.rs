@@ -44,6 +44,19 @@ pub struct DatabaseHosts {
     target: TargetSession,
 }
 
+/// libpq's `target_session_attrs` values that the store supports.
+fn target_session(value: &str) -> Result<TargetSession, StoreError> {
+    match value {
+        "any" => Ok(TargetSession::Any),
+        "read-write" => Ok(TargetSession::ReadWrite),
+        "primary" => Ok(TargetSession::Primary),
+        other => Err(StoreError::Internal(format!(
+            "database URL: target_session_attrs={other} is not supported \
+             (any, read-write, primary)"
+        ))),
+    }
+}
+
 impl DatabaseHosts {
     /// Reads a `postgres://` URL whose host part may list several `host[:port]`, separated by
     /// commas, with an optional `target_session_attrs` of `any`, `read-write` or `primary`.
@@ -70,14 +83,7 @@ impl DatabaseHosts {
             .filter(|p| !p.is_empty())
         {
             match pair.split_once('=') {
-                Some(("target_session_attrs", value)) => target = match value {
-                    "any" => TargetSession::Any,
-                    "read-write" => TargetSession::ReadWrite,
-                    "primary" => TargetSession::Primary,
-                    other => return Err(bad(format!(
-                        "target_session_attrs={other} is not supported (any, read-write, primary)"
-                    ))),
-                },
+                Some(("target_session_attrs", value)) => target = target_session(value)?,
                 _ => kept.push(pair),
             }
         }
