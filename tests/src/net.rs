@@ -113,6 +113,10 @@ struct AnswerFault {
     needle: Mutex<Option<Vec<u8>>>,
     fired: std::sync::atomic::AtomicUsize,
     holed: AtomicBool,
+    /// Cut a doomed answer midway (forward half of its first bytes) rather than before it.
+    midway: AtomicBool,
+    /// Close every new connection at once.
+    refusing: AtomicBool,
 }
 
 impl AnswerFault {
@@ -166,6 +170,9 @@ async fn forward(inbound: TcpStream, outbound: TcpStream, fault: Arc<AnswerFault
             }
             if doomed.load(Ordering::SeqCst) {
                 fault.fired.fetch_add(1, Ordering::SeqCst);
+                if fault.midway.load(Ordering::SeqCst) {
+                    let _ = client_out.write_all(&buf[..n.div_ceil(2)]).await;
+                }
                 return;
             }
             if client_out.write_all(&buf[..n]).await.is_err() {
@@ -193,6 +200,10 @@ impl TcpProxy {
                 while let Ok((inbound, _)) = listener.accept().await {
                     let target = target.clone();
                     let fault = Arc::clone(&fault);
+                    if fault.refusing.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
                     let task = tokio::spawn(async move {
                         if fault.holed.load(Ordering::SeqCst) {
                             // Accepted, and answered never.
@@ -223,6 +234,26 @@ impl TcpProxy {
     /// the client learns nothing of it).
     pub fn cut_after_answer_to(&self, needle: &[u8]) {
         *self.fault.needle.lock().unwrap() = Some(needle.to_vec());
+    }
+
+    /// As [`Self::cut_after_answer_to`], but half of the answer's first bytes reach the
+    /// client before the connection closes: a cut in the middle of a message.
+    pub fn cut_midway_through_answer_to(&self, needle: &[u8]) {
+        self.fault.midway.store(true, Ordering::SeqCst);
+        self.cut_after_answer_to(needle);
+    }
+
+    /// While `refusing`, every new connection is closed as soon as it is accepted (a cut on
+    /// connect).
+    pub fn refuse_connections(&self, refusing: bool) {
+        self.fault.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// Closes every open connection, and keeps accepting new ones.
+    pub fn drop_connections(&self) {
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 
     /// From now on every byte is dropped, both ways, and new connections reach nothing: the

@@ -465,3 +465,91 @@ async fn crashed_store_threads_are_restarted() {
         .expect("add through new threads");
     f.finish().await;
 }
+
+/// Through a proxy that cuts PostgreSQL's answer to a committed append in the middle of a
+/// message: the same as a lost answer, the committed result is what the call answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_answer_cut_midway_after_commit() {
+    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
+        otp_sms_tests::pg::database_url(),
+    ))
+    .await;
+    let store = store_through(&proxy).await;
+    let f = Fixture::on_postgres(store, flow_policy());
+    let caller = Fixture::caller("user-1");
+    proxy.cut_midway_through_answer_to(b"append_batch(");
+    let added = f
+        .service
+        .add(&caller, add_req(PhoneVerification::SendCode))
+        .await
+        .expect("the add committed: its answer");
+    assert_eq!(proxy.answers_dropped(), 1, "the fault fired");
+    let feed = f.feed().await;
+    assert_eq!(count(&feed, |e| matches!(e, Event::Added(_))), 1);
+    assert_eq!(
+        &*feed[0].stream.aggregate_id,
+        added.registration_id.as_str()
+    );
+    let outbox = f
+        .store
+        .fetch_outbox(100, Duration::from_secs(60))
+        .await
+        .expect("outbox");
+    assert_eq!(outbox.len(), 1, "one SMS, not two");
+    f.finish().await;
+}
+
+/// Given every connection to PostgreSQL cut as it opens, then calls answer UNAVAILABLE
+/// promptly; once connections are let through, calls succeed within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_connections_cut_on_connect_then_allowed() {
+    tokio::time::timeout(Duration::from_secs(60), cut_on_connect())
+        .await
+        .expect("the cut-on-connect case hung");
+}
+
+async fn cut_on_connect() {
+    use std::time::Instant;
+    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
+        otp_sms_tests::pg::database_url(),
+    ))
+    .await;
+    let store = store_through(&proxy).await;
+    let f = Fixture::on_postgres(store, flow_policy());
+    let caller = Fixture::caller("user-1");
+    f.service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await
+        .expect("add");
+    proxy.refuse_connections(true);
+    proxy.drop_connections();
+    let started = Instant::now();
+    let refused = f
+        .service
+        .add(&caller, add_req(PhoneVerification::ReturnCode))
+        .await;
+    assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.refuse_connections(false);
+    let allowed = Instant::now();
+    loop {
+        match f
+            .service
+            .add(&caller, add_req(PhoneVerification::ReturnCode))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => assert!(
+                allowed.elapsed() < Duration::from_secs(5),
+                "not recovered: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&f.feed().await, |e| matches!(e, Event::Added(_))), 2);
+    f.finish().await;
+}
