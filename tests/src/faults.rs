@@ -116,3 +116,45 @@ impl EventStore<Event> for FaultyStore {
         self.inner.retry_outbox(id, after).await
     }
 }
+
+/// One `#[tokio::test]` per case and variant: each case is an `async fn(&Fixture,
+/// &FaultyStore)` run on a fixture (lenient abuse policy) whose service's store is wrapped in
+/// a [`FaultyStore`]. A variant is `module_name: Backend, stream cache capacity`.
+///
+/// ```ignore
+/// on_stores_with_faults!(
+///     [memory: Memory, 0; postgres: Postgres, 0],
+///     [a_case, another_case],
+/// );
+/// ```
+#[macro_export]
+macro_rules! on_stores_with_faults {
+    ([$($module:ident: $backend:ident, $cache:expr);* $(;)?], $cases:tt $(,)?) => {
+        $( $crate::on_stores_with_faults!(@variant $module, $backend, $cache, $cases); )*
+    };
+    (@variant $module:ident, $backend:ident, $cache:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let mut faulty = None;
+                    let f = $crate::fixture::Fixture::wrapping(
+                        $crate::fixture::Backend::$backend,
+                        $crate::fixture::flow_policy(),
+                        |store| {
+                            let wrapped = ::std::sync::Arc::new(
+                                $crate::faults::FaultyStore::new(store),
+                            );
+                            faulty = Some(wrapped.clone());
+                            wrapped
+                        },
+                    )
+                    .await
+                    .with_stream_cache($cache);
+                    super::$name(&f, &faulty.expect("wrapped")).await;
+                    f.finish().await;
+                }
+            )*
+        }
+    };
+}

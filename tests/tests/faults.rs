@@ -31,44 +31,15 @@ fn count(feed: &[Arc<RecordedEvent<Event>>], pick: fn(&Event) -> bool) -> usize 
     feed.iter().filter(|r| pick(&r.event)).count()
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        on_both_stores!(@store memory, Memory, 0, $($name),*);
-        on_both_stores!(@store postgres, Postgres, 0, $($name),*);
-        on_both_stores!(@store memory_cached, Memory, otp_sms_core::StreamCache::DEFAULT_CAPACITY, $($name),*);
-        on_both_stores!(@store postgres_cached, Postgres, otp_sms_core::StreamCache::DEFAULT_CAPACITY, $($name),*);
-    };
-    (@store $module:ident, $backend:ident, $cache:expr, $($name:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let mut faulty = None;
-                    let f = otp_sms_tests::fixture::Fixture::wrapping(
-                        super::Backend::$backend,
-                        super::flow_policy(),
-                        |store| {
-                            let wrapped = std::sync::Arc::new(super::FaultyStore::new(store));
-                            faulty = Some(wrapped.clone());
-                            wrapped
-                        },
-                    )
-                    .await
-                    .with_stream_cache($cache);
-                    super::$name(&f, &faulty.expect("wrapped")).await;
-                    f.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
-    an_add_whose_answer_is_lost_after_commit_answers_what_committed,
-    an_add_lost_before_commit_is_written_once_by_the_next_attempt,
-    a_verify_whose_answer_is_lost_answers_verified_once,
-    a_wrong_code_whose_answer_is_lost_is_still_a_wrong_code_counted_once,
-    an_unknown_outcome_that_cannot_be_read_is_unavailable,
+otp_sms_tests::on_stores_with_faults!(
+    [memory: Memory, 0; postgres: Postgres, 0; memory_cached: Memory, otp_sms_core::StreamCache::DEFAULT_CAPACITY; postgres_cached: Postgres, otp_sms_core::StreamCache::DEFAULT_CAPACITY],
+    [
+        an_add_whose_answer_is_lost_after_commit_answers_what_committed,
+        an_add_lost_before_commit_is_written_once_by_the_next_attempt,
+        a_verify_whose_answer_is_lost_answers_verified_once,
+        a_wrong_code_whose_answer_is_lost_is_still_a_wrong_code_counted_once,
+        an_unknown_outcome_that_cannot_be_read_is_unavailable,
+    ],
 );
 
 /// Given an add with `send_code` whose append commits and whose answer is lost, then the call
@@ -282,6 +253,32 @@ async fn postgres_answer_lost_after_commit_through_a_proxy() {
     f.finish().await;
 }
 
+/// A proxy in front of the test database.
+async fn proxy_to_postgres() -> otp_sms_tests::net::TcpProxy {
+    otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
+        otp_sms_tests::pg::database_url(),
+    ))
+    .await
+}
+
+/// Calls `call` every 100 ms until it succeeds; fails if that takes 5 s or more.
+async fn within_5s_of<T, E: std::fmt::Debug, Fut>(mut call: impl FnMut() -> Fut)
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let since = std::time::Instant::now();
+    loop {
+        match call().await {
+            Ok(_) => return,
+            Err(e) => assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "not recovered 5 s after the database came back: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A store on PostgreSQL through `proxy`, with 1-second waits.
 async fn store_through(proxy: &otp_sms_tests::net::TcpProxy) -> otp_sms_postgres::PgStore<Event> {
     use otp_sms_tests::pg;
@@ -317,10 +314,7 @@ async fn postgres_blackholed_answers_unavailable_in_time_and_recovers() {
 
 async fn blackholed() {
     use std::time::Instant;
-    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
-        otp_sms_tests::pg::database_url(),
-    ))
-    .await;
+    let proxy = proxy_to_postgres().await;
     let store = std::sync::Arc::new(store_through(&proxy).await);
     let f = Fixture::on_postgres_shared(store.clone(), flow_policy());
     let caller = Fixture::caller("user-1");
@@ -349,21 +343,8 @@ async fn blackholed() {
         "three calls with 1 s waits took {waited:?}"
     );
     proxy.restore();
-    let restored = Instant::now();
-    loop {
-        let verified = f
-            .service
-            .verify(&caller, verify_req(added.registration_id.as_str(), &code))
-            .await;
-        match verified {
-            Ok(_) => break,
-            Err(e) => assert!(
-                restored.elapsed() < Duration::from_secs(5),
-                "not recovered 5 s after the database came back: {e:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let id = added.registration_id.as_str();
+    within_5s_of(|| f.service.verify(&caller, verify_req(id, &code))).await;
     store.ping().await.expect("ready again");
     f.finish().await;
 }
@@ -381,10 +362,7 @@ async fn a_full_queue_sheds_load_at_once() {
 async fn full_queue() {
     use otp_sms_core::{Append, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
     use std::time::Instant;
-    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
-        otp_sms_tests::pg::database_url(),
-    ))
-    .await;
+    let proxy = proxy_to_postgres().await;
     let store = store_through(&proxy).await;
     let timeouts = otp_sms_postgres::Timeouts {
         queue: 4,
@@ -470,10 +448,7 @@ async fn crashed_store_threads_are_restarted() {
 /// message: the same as a lost answer, the committed result is what the call answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_answer_cut_midway_after_commit() {
-    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
-        otp_sms_tests::pg::database_url(),
-    ))
-    .await;
+    let proxy = proxy_to_postgres().await;
     let store = store_through(&proxy).await;
     let f = Fixture::on_postgres(store, flow_policy());
     let caller = Fixture::caller("user-1");
@@ -510,10 +485,7 @@ async fn postgres_connections_cut_on_connect_then_allowed() {
 
 async fn cut_on_connect() {
     use std::time::Instant;
-    let proxy = otp_sms_tests::net::TcpProxy::start(otp_sms_tests::pg::host_port(
-        otp_sms_tests::pg::database_url(),
-    ))
-    .await;
+    let proxy = proxy_to_postgres().await;
     let store = store_through(&proxy).await;
     let f = Fixture::on_postgres(store, flow_policy());
     let caller = Fixture::caller("user-1");
@@ -535,21 +507,11 @@ async fn cut_on_connect() {
         started.elapsed()
     );
     proxy.refuse_connections(false);
-    let allowed = Instant::now();
-    loop {
-        match f
-            .service
+    within_5s_of(|| {
+        f.service
             .add(&caller, add_req(PhoneVerification::ReturnCode))
-            .await
-        {
-            Ok(_) => break,
-            Err(e) => assert!(
-                allowed.elapsed() < Duration::from_secs(5),
-                "not recovered: {e:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(count(&f.feed().await, |e| matches!(e, Event::Added(_))), 2);
     f.finish().await;
 }

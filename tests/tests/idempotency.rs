@@ -10,7 +10,7 @@ use otp_sms_core::{
     RegistrationRequest, VerifyRequest,
 };
 use otp_sms_tests::faults::{AppendFault, FaultyStore};
-use otp_sms_tests::fixture::{flow_policy, Backend, Fixture};
+use otp_sms_tests::fixture::{Backend, Fixture};
 
 fn keyed(principal: &str, key: &str) -> Caller {
     Fixture::caller(principal).with_idempotency_key(Some(IdempotencyKey::parse(key).unwrap()))
@@ -47,46 +47,20 @@ async fn outbox_len(f: &Fixture) -> usize {
         .len()
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        on_both_stores!(@store memory, Memory, $($name),*);
-        on_both_stores!(@store postgres, Postgres, $($name),*);
-    };
-    (@store $module:ident, $backend:ident, $($name:ident),*) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let mut faulty = None;
-                    let f = otp_sms_tests::fixture::Fixture::wrapping(
-                        super::Backend::$backend,
-                        super::flow_policy(),
-                        |store| {
-                            let wrapped = std::sync::Arc::new(super::FaultyStore::new(store));
-                            faulty = Some(wrapped.clone());
-                            wrapped
-                        },
-                    )
-                    .await;
-                    super::$name(&f, &faulty.expect("wrapped")).await;
-                    f.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
-    a_retry_after_an_unknown_outcome_gets_the_first_registration,
-    a_retry_after_a_lost_attempt_writes_it_once,
-    a_replayed_return_code_add_answers_the_same_code,
-    a_key_sent_with_another_request_is_invalid_and_writes_nothing,
-    keys_are_the_callers_own,
-    concurrent_calls_under_one_key_write_once,
-    a_replayed_wrong_code_is_still_wrong_and_counted_once,
-    a_replayed_remove_answers_its_details,
-    a_replayed_resend_answers_the_same_code,
-    calls_without_a_key_are_independent,
+otp_sms_tests::on_stores_with_faults!(
+    [memory: Memory, 0; postgres: Postgres, 0],
+    [
+        a_retry_after_an_unknown_outcome_gets_the_first_registration,
+        a_retry_after_a_lost_attempt_writes_it_once,
+        a_replayed_return_code_add_answers_the_same_code,
+        a_key_sent_with_another_request_is_invalid_and_writes_nothing,
+        keys_are_the_callers_own,
+        concurrent_calls_under_one_key_write_once,
+        a_replayed_wrong_code_is_still_wrong_and_counted_once,
+        a_replayed_remove_answers_its_details,
+        a_replayed_resend_answers_the_same_code,
+        calls_without_a_key_are_independent,
+    ],
 );
 
 /// Given an add with `send_code` that committed but answered 503 (its answer lost, the stream

@@ -555,6 +555,22 @@ async fn an_idempotency_key_holds_across_two_servers_on_one_database() {
     pg::drop_schema(&schema).await;
 }
 
+/// Configuration of an instance `inst-load` with the abuse table `abuse` (inline TOML) and
+/// users `u0` … with tokens `token-u0` …
+fn load_instance(abuse: &str, users: usize) -> String {
+    let mut extra = format!(
+        "[[instances]]\nid = \"inst-load\"\nabuse = {abuse}\n\
+         [[organizations]]\ninstance = \"inst-load\"\nid = \"org-l\"\n"
+    );
+    for i in 0..users {
+        extra.push_str(&format!(
+            "[[users]]\ninstance = \"inst-load\"\nid = \"u{i}\"\norganization = \"org-l\"\n\
+             [[tokens]]\ntoken = \"token-u{i}\"\ninstance = \"inst-load\"\nuser = \"u{i}\"\n"
+        ));
+    }
+    extra
+}
+
 /// Two server processes on one PostgreSQL, each running a notifier, and a slow webhook
 /// (300 ms an SMS): every one of 40 codes added through either server reaches the webhook
 /// exactly once, with its outbox message id as `Idempotency-Key`, and `code sent` is recorded
@@ -563,20 +579,15 @@ async fn an_idempotency_key_holds_across_two_servers_on_one_database() {
 async fn two_servers_with_notifiers_deliver_every_code_once() {
     let receiver = WebhookReceiver::start().await;
     receiver.set_delay(Duration::from_millis(300));
-    let mut extra = format!(
+    let extra = format!(
         "[sms]\nsender = \"webhook\"\nwebhook_url = \"{}\"\ntimeout_ms = 2000\nretries = 0\n\
-         [notifier]\ninterval_ms = 50\nbatch = 10\nlease_secs = 3\nconcurrency = 4\n\
-         [[instances]]\nid = \"inst-load\"\n\
-         abuse = {{ client_address = [{{ max = 1000, window_secs = 3600 }}] }}\n\
-         [[organizations]]\ninstance = \"inst-load\"\nid = \"org-l\"\n",
-        receiver.url
+         [notifier]\ninterval_ms = 50\nbatch = 10\nlease_secs = 3\nconcurrency = 4\n{}",
+        receiver.url,
+        load_instance(
+            "{ client_address = [{ max = 1000, window_secs = 3600 }] }",
+            40
+        )
     );
-    for i in 0..40 {
-        extra.push_str(&format!(
-            "[[users]]\ninstance = \"inst-load\"\nid = \"u{i}\"\norganization = \"org-l\"\n\
-             [[tokens]]\ntoken = \"token-u{i}\"\ninstance = \"inst-load\"\nuser = \"u{i}\"\n"
-        ));
-    }
     let (a, schema) = pg_server(&extra, None);
     let b = Server::start(
         BIN,
@@ -655,17 +666,7 @@ async fn two_servers_with_notifiers_deliver_every_code_once() {
 async fn a_killed_server_loses_and_doubles_nothing_under_load() {
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
-    let mut extra = String::from(
-        "[[instances]]\nid = \"inst-load\"\n\
-         abuse = { max_registrations_per_user = 100000 }\n\
-         [[organizations]]\ninstance = \"inst-load\"\nid = \"org-l\"\n",
-    );
-    for i in 0..8 {
-        extra.push_str(&format!(
-            "[[users]]\ninstance = \"inst-load\"\nid = \"u{i}\"\norganization = \"org-l\"\n\
-             [[tokens]]\ntoken = \"token-u{i}\"\ninstance = \"inst-load\"\nuser = \"u{i}\"\n"
-        ));
-    }
+    let extra = load_instance("{ max_registrations_per_user = 100000 }", 8);
     let (mut first, schema) = pg_server(&extra, None);
     let base = Arc::new(Mutex::new(first.base_url.clone()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

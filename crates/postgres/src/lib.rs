@@ -503,43 +503,44 @@ impl<E: EventPayload> PgStore<E> {
     /// The writer's queue; a writer thread that stopped (it panicked) is replaced.
     fn writer(&self) -> mpsc::Sender<Option<Job<E>>> {
         self.watch_hosts();
-        let mut writer = self.writer.lock();
-        match &*writer {
-            Some(tx) if !tx.is_closed() => tx.clone(),
-            previous => {
-                if previous.is_some() {
-                    tracing::error!("the append writer stopped; starting a new one");
-                }
-                let (tx, rx) = mpsc::channel(self.shared.timeouts.queue.max(1));
-                let shared = Arc::clone(&self.shared);
-                spawn_worker(
-                    format!("otp-sms-pg-writer-{}", shared.schema),
-                    write_batches(shared, rx),
-                );
-                *writer = Some(tx.clone());
-                tx
-            }
-        }
+        running(&self.writer, "append writer", || {
+            let (tx, rx) = mpsc::channel(self.shared.timeouts.queue.max(1));
+            let shared = Arc::clone(&self.shared);
+            let name = format!("otp-sms-pg-writer-{}", shared.schema);
+            spawn_worker(name, write_batches(shared, rx));
+            tx
+        })
     }
 
     /// The reader's queue; a reader thread that stopped is replaced.
     fn reader(&self) -> mpsc::Sender<Option<ReadJob<E>>> {
-        let mut reader = self.reader.lock();
-        match &*reader {
-            Some(tx) if !tx.is_closed() => tx.clone(),
-            previous => {
-                if previous.is_some() {
-                    tracing::error!("the stream reader stopped; starting a new one");
-                }
-                let (tx, rx) = mpsc::channel(self.shared.timeouts.queue.max(1));
-                let shared = Arc::clone(&self.shared);
-                spawn_worker(
-                    format!("otp-sms-pg-reader-{}", shared.schema),
-                    read_batches(shared, rx),
-                );
-                *reader = Some(tx.clone());
-                tx
+        running(&self.reader, "stream reader", || {
+            let (tx, rx) = mpsc::channel(self.shared.timeouts.queue.max(1));
+            let shared = Arc::clone(&self.shared);
+            let name = format!("otp-sms-pg-reader-{}", shared.schema);
+            spawn_worker(name, read_batches(shared, rx));
+            tx
+        })
+    }
+}
+
+/// The queue of a worker that runs: the one in `slot`, or, when there is none or its thread
+/// stopped (its receiver is gone), one `start` makes.
+fn running<J>(
+    slot: &Mutex<Option<mpsc::Sender<J>>>,
+    what: &str,
+    start: impl FnOnce() -> mpsc::Sender<J>,
+) -> mpsc::Sender<J> {
+    let mut slot = slot.lock();
+    match &*slot {
+        Some(tx) if !tx.is_closed() => tx.clone(),
+        previous => {
+            if previous.is_some() {
+                tracing::error!("the {what} stopped; starting a new one");
             }
+            let tx = start();
+            *slot = Some(tx.clone());
+            tx
         }
     }
 }
