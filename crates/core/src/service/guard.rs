@@ -354,7 +354,10 @@ impl CommandService {
                 if self.budgets.release(&slots, &slot.member).await? {
                     released += 1;
                 }
-            } else if state.status == Status::Unverified {
+            } else if state.status != Status::Verified {
+                // An add still in flight will most likely be an unverified registration,
+                // stale a period after its slot was taken.
+                let stale_at = stale_at.or(Some(slot.at + counts_for));
                 let wait = stale_at.and_then(|t| (t - now).to_std().ok());
                 next = match (next, wait) {
                     (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
