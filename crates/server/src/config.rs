@@ -72,12 +72,46 @@ pub struct Config {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Proxies (CIDR blocks) whose `X-Forwarded-For` / `Forwarded` name the client; empty:
     /// the connection's peer is always the client, and those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// Time a client has to send a request's headers, in milliseconds (slow clients are cut).
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// HTTP/2 keep-alive ping interval, in seconds.
+    pub http2_keep_alive_secs: u64,
+    /// How long a shutdown (SIGTERM) waits for open connections, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
+            http2_keep_alive_secs: 20,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The listener's limits.
+    pub fn limits(&self) -> crate::listener::Limits {
+        crate::listener::Limits {
+            header_read_timeout: std::time::Duration::from_millis(
+                self.header_read_timeout_ms.max(1),
+            ),
+            max_connections: self.max_connections.max(1),
+            http2_keep_alive: std::time::Duration::from_secs(self.http2_keep_alive_secs.max(1)),
+            shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout_secs),
+        }
+    }
 }
 
 /// A limit in the configuration: `{ max = 5, window_secs = 600 }`.

@@ -31,6 +31,7 @@ use tower_http::trace::TraceLayer;
 use zeroize::Zeroizing;
 
 pub mod config;
+pub mod listener;
 pub mod sms;
 
 use config::{Config, Directory, SenderKind};
@@ -422,19 +423,13 @@ pub async fn run(
         .local_addr()
         .map_err(|e| StartError::Listen(args.listen, e))?;
     tracing::info!("listening on http://{local}");
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| StartError::Other(format!("server: {e}")));
+    listener::serve(listener, app, config.server.limits(), shutdown).await;
     let _ = stop_tx.send(true);
     if let Some(notifier) = notifier {
         let _ = notifier.await;
     }
     tracing::info!("stopped");
-    served
+    Ok(())
 }
 
 /// Puts the client's address on the request for the adapters: the connection's peer, or the

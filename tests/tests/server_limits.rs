@@ -1,0 +1,165 @@
+//! The server binary against slow and greedy clients: headers that trickle in are cut at the
+//! header-read timeout, connections beyond the cap are closed on accept, and a shutdown ends
+//! within its deadline even with connections open.
+
+use std::time::{Duration, Instant};
+
+use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
+
+fn server(limits: &str) -> Server {
+    Server::start(
+        BIN,
+        &Options {
+            config: config(&format!("[server]\n{limits}\n")),
+            keys: Some(TEST_KEYS.into()),
+            ..Options::default()
+        },
+    )
+}
+
+fn addr(s: &Server) -> String {
+    s.base_url.trim_start_matches("http://").to_owned()
+}
+
+/// Waits until the server closes `stream` (a read ends, after any answer it sent); returns
+/// how long that took, or `None` if it stayed open for `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn healthz(s: &Server) -> u16 {
+    reqwest::get(s.url("/healthz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Given a header-read timeout of 1 s, when 20 clients each send a request line and then a
+/// header line every 300 ms (slowloris), then the server closes every one of them within 3 s,
+/// and still answers a normal request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_trickle_in_are_cut_at_the_timeout() {
+    let s = server("header_read_timeout_ms = 1000");
+    let target = addr(&s);
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(&target).await.expect("connect");
+                stream
+                    .write_all(
+                        b"POST /resources/v3alpha/users/alice/otp_sms HTTP/1.1\r\nHost: x\r\n",
+                    )
+                    .await
+                    .expect("request line");
+                let (mut read, mut write) = stream.into_split();
+                let trickle = tokio::spawn(async move {
+                    for _ in 0..30 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if write.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let started = Instant::now();
+                let mut buf = [0u8; 1024];
+                let closed = loop {
+                    match tokio::time::timeout(Duration::from_secs(6), read.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break Some(started.elapsed()),
+                        Ok(Ok(_)) => continue,
+                        Err(_) => break None,
+                    }
+                };
+                trickle.abort();
+                closed
+            })
+        })
+        .collect();
+    for client in clients {
+        let closed = client.await.expect("client");
+        let took = closed.expect("a trickling connection stayed open for 6 s");
+        assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    }
+    assert_eq!(healthz(&s).await, 200);
+}
+
+/// Given a cap of 4 connections, when 4 are open, then a fifth is closed at once without an
+/// answer; once one of the 4 closes, new connections are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_closed_on_accept() {
+    let s = server("max_connections = 4\nheader_read_timeout_ms = 30000");
+    let target = addr(&s);
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(&target).await.expect("connect");
+        // A request in progress holds its connection.
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        open.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fifth = TcpStream::connect(&target)
+        .await
+        .expect("the kernel accepts");
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), fifth.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the fifth connection was neither answered nor closed"
+    );
+    assert!(
+        answer.is_empty(),
+        "beyond the cap, no answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(healthz(&s).await, 200, "served again below the cap");
+    drop(open);
+}
+
+/// Given a shutdown deadline of 1 s and a client holding a request half sent, when the server
+/// gets SIGTERM, then it exits within 3 s instead of waiting for the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_within_its_deadline_with_connections_open() {
+    let mut s = server("shutdown_timeout_secs = 1\nheader_read_timeout_ms = 60000");
+    let mut stream = TcpStream::connect(addr(&s)).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let exited = s.terminate(Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(exited.is_some(), "still running after 10 s");
+    assert!(took < Duration::from_secs(3), "exited after {took:?}");
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "the held connection is closed"
+    );
+}
