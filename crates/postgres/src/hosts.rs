@@ -35,8 +35,12 @@ pub enum TargetSession {
 /// .unwrap();
 /// assert_eq!(hosts.len(), 2);
 /// assert_eq!(hosts.target(), TargetSession::ReadWrite);
-/// // One host: the URL as sqlx reads it.
+/// // One host, or a socket directory: the URL as sqlx reads it.
 /// assert_eq!(DatabaseHosts::parse("postgres://app@db1/otp").unwrap().len(), 1);
+/// assert_eq!(DatabaseHosts::parse("postgres:///otp?host=/run/postgresql").unwrap().len(), 1);
+/// // A bad list is an error, not a guess.
+/// assert!(DatabaseHosts::parse("postgres://db1,,db2/otp").is_err());
+/// assert!(DatabaseHosts::parse("postgres://db1/otp?target_session_attrs=standby").is_err());
 /// ```
 #[derive(Debug, Clone)]
 pub struct DatabaseHosts {
@@ -93,6 +97,16 @@ impl DatabaseHosts {
             format!("?{}", kept.join("&"))
         };
         let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+        if !hostlist.contains(',') {
+            // One host, or none in the authority (a socket directory in `?host=`): the URL
+            // as sqlx reads it.
+            let one = format!("{scheme}://{userinfo}{hostlist}{path}{query}");
+            let options = PgConnectOptions::from_str(&one).map_err(|e| bad(e.to_string()))?;
+            return Ok(Self {
+                candidates: vec![options],
+                target,
+            });
+        }
         let mut candidates = Vec::new();
         for host in hostlist.split(',') {
             if host.is_empty() {
