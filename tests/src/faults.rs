@@ -121,7 +121,7 @@ impl EventStore<Event> for FaultyStore {
 /// &FaultyStore)` run on a fixture (lenient abuse policy) whose service's store is wrapped in
 /// a [`FaultyStore`]. A variant is `module_name: Backend, stream cache capacity`.
 ///
-/// ```ignore
+/// ```text
 /// on_stores_with_faults!(
 ///     [memory: Memory, 0; postgres: Postgres, 0],
 ///     [a_case, another_case],
