@@ -163,3 +163,130 @@ async fn a_shutdown_ends_within_its_deadline_with_connections_open() {
         "the held connection is closed"
     );
 }
+
+/// Starts an add whose 100-byte body arrives a byte every 200 ms: a call in progress.
+async fn slow_add(target: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(target).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /resources/v3alpha/users/alice/otp_sms HTTP/1.1\r\nHost: x\r\n\
+              Authorization: Bearer token-alice\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("headers");
+    stream
+}
+
+/// Reads one HTTP/1.1 answer's status line and body (it carries `Content-Length`).
+async fn answer(stream: &mut TcpStream, trickle: bool) -> (u16, serde_json::Value) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if trickle {
+            let _ = stream.write_all(b" ").await;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if length.is_some_and(|n| body.len() >= n) {
+                        break;
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "no answer within 10 s");
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// Given a request time-out of 1 s, when an add's body takes longer to arrive, then the call
+/// is answered DEADLINE_EXCEEDED (HTTP 504, code 4) after about 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_time_is_answered_deadline_exceeded() {
+    let s = server("request_timeout_ms = 1000\nheader_read_timeout_ms = 30000");
+    let mut stream = slow_add(&addr(&s)).await;
+    let started = Instant::now();
+    let (status, body) = answer(&mut stream, true).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["code"], 4, "{body}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+}
+
+/// Given at most 2 calls in progress, when 2 slow adds are in progress, then a third call is
+/// answered UNAVAILABLE (HTTP 503, code 14) at once; once they end, calls are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_in_flight_cap_are_shed_at_once() {
+    let s = server("max_in_flight = 2\nrequest_timeout_ms = 30000\nheader_read_timeout_ms = 30000");
+    let target = addr(&s);
+    let slow = [slow_add(&target).await, slow_add(&target).await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let res = reqwest::Client::new()
+        .post(s.url("/resources/v3alpha/users/alice/otp_sms"))
+        .bearer_auth("token-alice")
+        .header("content-type", "application/json")
+        .body(r#"{"number": "+41791234567", "returnCode": {}}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status().as_u16(), 503);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["code"], 14, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(1), "shed late");
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(healthz(&s).await, 200, "served again under the cap");
+}
+
+/// A gRPC call shed at the in-flight cap is a gRPC status, UNAVAILABLE, not an HTTP error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_beyond_the_cap_is_a_grpc_unavailable() {
+    use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
+        set_phone, zitadel_users_client::ZitadelUsersClient, AddOtpsmsAuthenticatorRequest,
+        ReturnPhoneVerificationCode, SetPhone,
+    };
+    let s = server("max_in_flight = 1\nrequest_timeout_ms = 30000\nheader_read_timeout_ms = 30000");
+    let slow = slow_add(&addr(&s)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut client = ZitadelUsersClient::connect(s.base_url.clone())
+        .await
+        .expect("connect");
+    let mut request = tonic::Request::new(AddOtpsmsAuthenticatorRequest {
+        id: "alice".into(),
+        phone: Some(SetPhone {
+            number: "+41791234567".into(),
+            verification: Some(set_phone::Verification::ReturnCode(
+                ReturnPhoneVerificationCode {},
+            )),
+        }),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer token-alice".parse().unwrap());
+    let status = client.add_otpsms_authenticator(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    drop(slow);
+}

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub enum RpcCode {
     /// 3: a field out of bounds, a malformed body, a wrong code.
     InvalidArgument = 3,
+    /// 4: the call took longer than the server allows.
+    DeadlineExceeded = 4,
     /// 5: the user or the registration does not exist.
     NotFound = 5,
     /// 7: the caller may not manage this user.
@@ -40,6 +42,7 @@ impl RpcCode {
     pub fn name(self) -> &'static str {
         match self {
             RpcCode::InvalidArgument => "INVALID_ARGUMENT",
+            RpcCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
             RpcCode::NotFound => "NOT_FOUND",
             RpcCode::PermissionDenied => "PERMISSION_DENIED",
             RpcCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
@@ -62,6 +65,7 @@ impl RpcCode {
             RpcCode::ResourceExhausted => 429,
             RpcCode::Internal => 500,
             RpcCode::Unavailable => 503,
+            RpcCode::DeadlineExceeded => 504,
         }
     }
 }
@@ -160,9 +164,13 @@ pub enum Error {
     /// No or unknown credentials.
     #[error("unauthenticated")]
     Unauthenticated,
-    /// A port (event store, user directory, …) could not be reached.
+    /// A port (event store, user directory, …) could not be reached, or the server is
+    /// overloaded and sheds the call.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The call took longer than the server allows (its request time-out).
+    #[error("deadline exceeded: the call took longer than the server allows")]
+    DeadlineExceeded,
     /// Anything else. The text is for logs; adapters may replace it with a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -207,6 +215,7 @@ impl Error {
             Error::Aborted => RpcCode::Aborted,
             Error::Unauthenticated => RpcCode::Unauthenticated,
             Error::Unavailable(_) => RpcCode::Unavailable,
+            Error::DeadlineExceeded => RpcCode::DeadlineExceeded,
             Error::Internal(_) => RpcCode::Internal,
         }
     }
@@ -264,6 +273,7 @@ mod tests {
             (Error::Aborted, 10, 409),
             (Error::Unauthenticated, 16, 401),
             (Error::Unavailable("store".into()), 14, 503),
+            (Error::DeadlineExceeded, 4, 504),
             (Error::Internal("boom".into()), 13, 500),
         ];
         for (error, code, status) in table {

@@ -400,6 +400,13 @@ pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
+/// The gRPC answer (a trailers-only response) for `error`, for a layer in front of the
+/// service that refuses a call itself (a shed or late call).
+pub fn error_response(error: &Error) -> axum::response::Response {
+    let (parts, ()) = status(error).into_http::<()>().into_parts();
+    axum::response::Response::from_parts(parts, axum::body::Body::empty())
+}
+
 /// The gRPC answer for a method this server does not serve: UNIMPLEMENTED.
 pub fn unimplemented_response() -> axum::response::Response {
     let (parts, ()) = Status::unimplemented("method not implemented")

@@ -86,6 +86,11 @@ pub struct ServerConfig {
     pub http2_keep_alive_secs: u64,
     /// How long a shutdown (SIGTERM) waits for open connections, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// How long one call may take, in milliseconds: past it the call is answered
+    /// DEADLINE_EXCEEDED (HTTP 504).
+    pub request_timeout_ms: u64,
+    /// Calls in progress at once; one more is answered UNAVAILABLE (HTTP 503) at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +101,8 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             http2_keep_alive_secs: 20,
             shutdown_timeout_secs: 30,
+            request_timeout_ms: 30_000,
+            max_in_flight: 1_024,
         }
     }
 }

@@ -423,6 +423,16 @@ pub async fn run(
         .local_addr()
         .map_err(|e| StartError::Listen(args.listen, e))?;
     tracing::info!("listening on http://{local}");
+    // Around everything the server answers (one cap for all routes): calls beyond the
+    // in-flight cap are shed at once; a call past its time is cut.
+    let app = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(refused_call))
+        .load_shed()
+        .concurrency_limit(config.server.max_in_flight.max(1))
+        .timeout(Duration::from_millis(
+            config.server.request_timeout_ms.max(1),
+        ))
+        .service(app);
     listener::serve(listener, app, config.server.limits(), shutdown).await;
     let _ = stop_tx.send(true);
     if let Some(notifier) = notifier {
@@ -452,6 +462,26 @@ async fn resolve_client(
             .insert(otp_sms_core::ClientAddress(client));
     }
     next.run(req).await
+}
+
+/// The answer to a call the server refused itself: shed (UNAVAILABLE) or late
+/// (DEADLINE_EXCEEDED), as gRPC or as JSON depending on the call.
+async fn refused_call(
+    headers: axum::http::HeaderMap,
+    error: tower::BoxError,
+) -> axum::response::Response {
+    let error = if error.is::<tower::timeout::error::Elapsed>() {
+        otp_sms_core::Error::DeadlineExceeded
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        otp_sms_core::Error::Unavailable("overloaded: too many calls in progress".into())
+    } else {
+        otp_sms_core::Error::Internal(error.to_string())
+    };
+    if otp_sms_grpc::is_grpc(&headers) {
+        otp_sms_grpc::error_response(&error)
+    } else {
+        axum::response::IntoResponse::into_response(otp_sms_http::ApiError(error))
+    }
 }
 
 /// Drains the delivery outbox until told to stop.

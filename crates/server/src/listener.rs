@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -41,12 +40,22 @@ pub struct Limits {
 
 /// Serves `app` on `listener` until `shutdown` completes, then shuts down gracefully within
 /// [`Limits::shutdown_timeout`]. Each request carries `ConnectInfo<SocketAddr>` of its peer.
-pub async fn serve(
+/// `app` is cloned per call; clones share its state (a concurrency limit's semaphore, say).
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: tower::Service<
+            Request<axum::body::Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
