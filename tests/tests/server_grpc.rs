@@ -512,3 +512,30 @@ async fn an_idempotency_key_in_metadata_replays_the_first_answer() {
         err.message()
     );
 }
+
+/// A request message over 64 KiB is refused before it reaches the call (OUT_OF_RANGE, tonic's
+/// code), as the JSON API refuses a body over 64 KiB; one just under is decoded and refused by
+/// the call's own bounds (INVALID_ARGUMENT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_64_kib_are_refused() {
+    let s = server();
+    let mut c = client(&s).await;
+    let with_number = |number: String| AddOtpsmsAuthenticatorRequest {
+        id: "alice".into(),
+        phone: Some(SetPhone {
+            number,
+            verification: None,
+        }),
+        ..Default::default()
+    };
+    let over = c
+        .add_otpsms_authenticator(authed(with_number("1".repeat(70_000)), Some("token-alice")))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::OutOfRange, "{over:?}");
+    let under = c
+        .add_otpsms_authenticator(authed(with_number("1".repeat(60_000)), Some("token-alice")))
+        .await
+        .unwrap_err();
+    assert_eq!(under.code(), Code::InvalidArgument, "{under:?}");
+}

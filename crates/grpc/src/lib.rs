@@ -346,13 +346,20 @@ impl OtpsmsExtensions for UsersService {
 /// The extension service's name, `otpsms.v1.OTPSMSExtensions`.
 pub const EXTENSIONS_SERVICE_NAME: &str = ext::otpsms_extensions_server::SERVICE_NAME;
 
+/// The largest request message the services decode (64 KiB, as the JSON API's body); a
+/// larger one is answered OUT_OF_RANGE (tonic's code for it) and never reaches a call.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// An `axum::Router` serving `ZITADELUsers` (gRPC and gRPC-web) and gRPC reflection, with no
 /// fallback of its own, to merge with other routers on one port. HTTP/2 must be enabled on the
-/// listener for gRPC (axum's `http2` feature); gRPC-web also works over HTTP/1.1.
+/// listener for gRPC (axum's `http2` feature); gRPC-web also works over HTTP/1.1. Request
+/// messages over [`MAX_MESSAGE_BYTES`] are refused.
 pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Router {
     let users_service = UsersService::new(service, auth);
-    let extensions = OtpsmsExtensionsServer::new(users_service.clone());
-    let users = ZitadelUsersServer::new(users_service);
+    // The same bound as the JSON API's body: the calls' messages are small.
+    let extensions = OtpsmsExtensionsServer::new(users_service.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let users = ZitadelUsersServer::new(users_service).max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
