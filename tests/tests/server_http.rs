@@ -13,6 +13,19 @@ fn memory_server() -> Server {
     otp_sms_tests::server::memory_server(BIN)
 }
 
+/// Another server process on the database's `schema` (as a second replica, or a restart).
+fn pg_server_on(extra_config: &str, schema: &str) -> Server {
+    Server::start(
+        BIN,
+        &Options {
+            config: config(extra_config),
+            keys: Some(TEST_KEYS.into()),
+            database: Some((pg::database_url().to_owned(), schema.to_owned())),
+            ..Options::default()
+        },
+    )
+}
+
 /// A server on PostgreSQL in a fresh schema; returns it and the schema.
 fn pg_server(extra_config: &str, database_url: Option<String>) -> (Server, String) {
     let schema = pg::schema_name();
@@ -414,15 +427,7 @@ async fn the_notifier_delivers_each_code_once_across_a_crash() {
     assert!(receiver.received().is_empty());
     first.kill();
     receiver.set_failing(false);
-    let second = Server::start(
-        BIN,
-        &Options {
-            config: config(&sms),
-            keys: Some(TEST_KEYS.into()),
-            database: Some((pg::database_url().to_owned(), schema.clone())),
-            ..Options::default()
-        },
-    );
+    let second = pg_server_on(&sms, &schema);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while receiver.received().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -521,15 +526,7 @@ fn refuses_to_start_without_a_key_or_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_holds_across_two_servers_on_one_database() {
     let (a, schema) = pg_server("", None);
-    let b = Server::start(
-        BIN,
-        &Options {
-            config: config(""),
-            keys: Some(TEST_KEYS.into()),
-            database: Some((pg::database_url().to_owned(), schema.clone())),
-            ..Options::default()
-        },
-    );
+    let b = pg_server_on("", &schema);
     let client = reqwest::Client::new();
     let add = |s: &Server| {
         client
@@ -589,15 +586,7 @@ async fn two_servers_with_notifiers_deliver_every_code_once() {
         )
     );
     let (a, schema) = pg_server(&extra, None);
-    let b = Server::start(
-        BIN,
-        &Options {
-            config: config(&extra),
-            keys: Some(TEST_KEYS.into()),
-            database: Some((pg::database_url().to_owned(), schema.clone())),
-            ..Options::default()
-        },
-    );
+    let b = pg_server_on(&extra, &schema);
     let servers = [&a, &b];
     let mut added = Vec::new();
     for i in 0..40 {
@@ -758,15 +747,7 @@ async fn a_killed_server_loses_and_doubles_nothing_under_load() {
     let before = tally.lock().unwrap().0.len();
     assert!(before > 0, "the load runs before the kill");
     first.kill();
-    let second = Server::start(
-        BIN,
-        &Options {
-            config: config(&extra),
-            keys: Some(TEST_KEYS.into()),
-            database: Some((pg::database_url().to_owned(), schema.clone())),
-            ..Options::default()
-        },
-    );
+    let second = pg_server_on(&extra, &schema);
     let back = Instant::now();
     *base.lock().unwrap() = second.base_url.clone();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -447,6 +447,19 @@ where
 /// to.
 const HOST_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Points the pool's new connections at `found`, the host that takes writes, if it moved.
+fn point_pool_at(shared: &Shared, found: PgConnectOptions) {
+    let current = shared.pool.connect_options();
+    if found.get_host() != current.get_host() || found.get_port() != current.get_port() {
+        tracing::warn!(
+            host = found.get_host(),
+            port = found.get_port(),
+            "the database host to write to changed; the pool follows"
+        );
+        shared.pool.set_connect_options(found);
+    }
+}
+
 /// Watches the host behind the store's pool, while the store lives: once a second it asks
 /// whether that host still takes writes, and when not (it went down, or a standby was
 /// promoted over it) it finds the one that does and points the pool there. The writer and
@@ -465,18 +478,7 @@ async fn watch_hosts(shared: std::sync::Weak<Shared>) {
             continue;
         }
         match hosts.connect(t.connect, |o| o).await {
-            Ok((_, found)) => {
-                let current = shared.pool.connect_options();
-                if found.get_host() != current.get_host() || found.get_port() != current.get_port()
-                {
-                    tracing::warn!(
-                        host = found.get_host(),
-                        port = found.get_port(),
-                        "the database host to write to changed; the pool follows"
-                    );
-                    shared.pool.set_connect_options(found);
-                }
-            }
+            Ok((_, found)) => point_pool_at(&shared, found),
             Err(e) => tracing::warn!(error = %e, "no database host takes writes yet"),
         }
     }
@@ -699,15 +701,7 @@ async fn connect(shared: &Shared) -> Result<PgConnection, StoreError> {
     };
     if let Some(hosts) = shared.hosts.as_ref().filter(|h| h.len() > 1) {
         let (conn, found) = hosts.connect(t.connect, adjust).await?;
-        let current = shared.pool.connect_options();
-        if found.get_host() != current.get_host() || found.get_port() != current.get_port() {
-            tracing::warn!(
-                host = found.get_host(),
-                port = found.get_port(),
-                "the database host to write to changed; the pool follows"
-            );
-            shared.pool.set_connect_options(found);
-        }
+        point_pool_at(shared, found);
         return Ok(conn);
     }
     let options = adjust((*shared.pool.connect_options()).clone());

@@ -30,21 +30,24 @@ pub(super) struct Run {
     pub code: Option<VerificationCode>,
 }
 
-/// The fields of a request that make it the same request, in a fixed order.
-pub(super) struct Fingerprint(Sha256);
+/// The fields of a request that make it the same request, in a fixed order. Hashed only for
+/// a call that sent an idempotency key: the others pay nothing for it.
+pub(super) struct Fingerprint(Option<Sha256>);
 
 impl Fingerprint {
-    /// Starts with the call's name.
-    pub(super) fn of(call: &str) -> Self {
-        let mut f = Self(Sha256::new());
+    /// Starts with the call's name, if `caller` sent a key.
+    pub(super) fn of(caller: &Caller, call: &str) -> Self {
+        let mut f = Self(caller.idempotency_key.is_some().then(Sha256::new));
         f.field(call);
         f
     }
 
     /// Adds a field (length-prefixed, so no two field lists hash alike by shifting bytes).
     pub(super) fn field(&mut self, value: &str) -> &mut Self {
-        self.0.update((value.len() as u64).to_be_bytes());
-        self.0.update(value.as_bytes());
+        if let Some(hash) = &mut self.0 {
+            hash.update((value.len() as u64).to_be_bytes());
+            hash.update(value.as_bytes());
+        }
         self
     }
 
@@ -59,10 +62,8 @@ impl Fingerprint {
 
     fn hex(self) -> String {
         self.0
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+            .map(|hash| hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -306,7 +306,7 @@ impl CommandService {
             PhoneVerification::ReturnCode => Need::CodeInResponse,
             PhoneVerification::IsVerified(_) => Need::UserWrite,
         };
-        let mut fingerprint = Fingerprint::of("add");
+        let mut fingerprint = Fingerprint::of(caller, "add");
         fingerprint
             .field(user_id.as_str())
             .organization(organization.as_ref())
@@ -369,7 +369,7 @@ impl CommandService {
         let user_id = UserId::parse("id", req.user_id)?;
         let registration = RegistrationId::parse("otp_sms_id", req.registration_id)?;
         let organization = parse_org_ref(req.organization)?;
-        let mut fingerprint = Fingerprint::of("verify");
+        let mut fingerprint = Fingerprint::of(caller, "verify");
         fingerprint
             .field(user_id.as_str())
             .organization(organization.as_ref())
@@ -399,7 +399,7 @@ impl CommandService {
         caller: &Caller,
         req: RegistrationRequest,
     ) -> Result<Details, Error> {
-        let fingerprint = Self::target_fingerprint("remove", &req);
+        let fingerprint = Self::target_fingerprint(caller, "remove", &req);
         let (user, registration) = self.target(caller, req, Need::Manage).await?;
         let run = self
             .run_for(caller, fingerprint, registration, None)
@@ -427,7 +427,7 @@ impl CommandService {
                 "test delivery is chosen by the instance's test numbers, not by callers",
             ));
         }
-        let mut fingerprint = Self::target_fingerprint("resend_code", &req);
+        let mut fingerprint = Self::target_fingerprint(caller, "resend_code", &req);
         fingerprint.field(match delivery {
             Delivery::Send | Delivery::Test => "send",
             Delivery::Return => "return",
@@ -539,8 +539,8 @@ impl CommandService {
     }
 
     /// The fingerprint of a call on one registration.
-    fn target_fingerprint(call: &str, req: &RegistrationRequest) -> Fingerprint {
-        let mut fingerprint = Fingerprint::of(call);
+    fn target_fingerprint(caller: &Caller, call: &str, req: &RegistrationRequest) -> Fingerprint {
+        let mut fingerprint = Fingerprint::of(caller, call);
         fingerprint
             .field(&req.user_id)
             .organization(req.organization.as_ref())
