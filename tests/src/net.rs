@@ -7,17 +7,62 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+/// The signing secret the test servers' webhook senders are configured with
+/// ([`crate::server::webhook_sms`]).
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdC1zZWNyZXQtb2YtdGhlLXdlYmhvb2stcmVjZWl2ZXI=";
+
+/// Whether a call carries a valid Standard Webhooks signature for `secret`, computed here
+/// independently of the server's signer: `webhook-signature` holds `v1,<base64 HMAC-SHA-256
+/// of "{webhook-id}.{webhook-timestamp}.{body}">` (one of several, space-separated), and the
+/// timestamp is within five minutes of now.
+pub fn signed(headers: &axum::http::HeaderMap, body: &[u8], secret: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(timestamp), Some(signatures)) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let Ok(at) = timestamp.parse::<i64>() else {
+        return false;
+    };
+    if (chrono::Utc::now().timestamp() - at).abs() > 300 {
+        return false;
+    }
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("the test secret is base64");
+    signatures.split(' ').any(|signature| {
+        let Some(tag) = signature
+            .strip_prefix("v1,")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        else {
+            return false;
+        };
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{timestamp}.").as_bytes());
+        mac.update(body);
+        mac.verify_slice(&tag).is_ok()
+    })
+}
+
 /// An HTTP endpoint that records the JSON bodies POSTed to `/sms`, and can be told to fail.
+/// It answers 401 to a call without a valid signature for [`WEBHOOK_SECRET`], as a receiver
+/// should, and counts those.
 pub struct WebhookReceiver {
     /// `http://127.0.0.1:PORT/sms`.
     pub url: String,
     received: Arc<Mutex<Vec<serde_json::Value>>>,
     failing: Arc<AtomicBool>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    unsigned: Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -27,23 +72,33 @@ impl WebhookReceiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let unsigned = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let app = {
             let received = Arc::clone(&received);
             let failing = Arc::clone(&failing);
             let delay_ms = Arc::clone(&delay_ms);
+            let unsigned = Arc::clone(&unsigned);
             Router::new().route(
                 "/sms",
                 post(
-                    move |headers: axum::http::HeaderMap,
-                          Json(mut body): Json<serde_json::Value>| {
+                    move |headers: axum::http::HeaderMap, raw: axum::body::Bytes| {
                         let received = Arc::clone(&received);
                         let failing = Arc::clone(&failing);
+                        let unsigned = Arc::clone(&unsigned);
                         let delay = delay_ms.load(Ordering::SeqCst);
                         async move {
                             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                             if failing.load(Ordering::SeqCst) {
                                 return StatusCode::SERVICE_UNAVAILABLE;
                             }
+                            if !signed(&headers, &raw, WEBHOOK_SECRET) {
+                                unsigned.fetch_add(1, Ordering::SeqCst);
+                                return StatusCode::UNAUTHORIZED;
+                            }
+                            let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&raw)
+                            else {
+                                return StatusCode::BAD_REQUEST;
+                            };
                             // The header, beside the body, for tests to compare.
                             let key = headers
                                 .get("idempotency-key")
@@ -69,8 +124,14 @@ impl WebhookReceiver {
             received,
             failing,
             delay_ms,
+            unsigned,
             task,
         }
+    }
+
+    /// Calls refused for a missing or wrong signature.
+    pub fn unsigned(&self) -> u64 {
+        self.unsigned.load(Ordering::SeqCst)
     }
 
     /// Answer each request only after `delay` (a slow provider).

@@ -100,6 +100,15 @@ allow_self_return_code = true
     )
 }
 
+/// The `[sms]` table of a server that posts to the test webhook `url` (plain http on loopback,
+/// signed with [`crate::net::WEBHOOK_SECRET`]), with `extra` lines of the same table.
+pub fn webhook_sms(url: &str, extra: &str) -> String {
+    format!(
+        "[sms]\nsender = \"webhook\"\nwebhook_url = \"{url}\"\nwebhook_secret = \"{}\"\nallow_http = true\n{extra}\n",
+        crate::net::WEBHOOK_SECRET
+    )
+}
+
 /// How to start a server.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -109,7 +118,7 @@ pub struct Options {
     pub keys: Option<String>,
     /// `--database-url` and `--schema`.
     pub database: Option<(String, String)>,
-    /// `--dev`.
+    /// `--dev` (the configuration is then not passed: development mode refuses one).
     pub dev: bool,
 }
 
@@ -142,10 +151,11 @@ impl Server {
             std::env::temp_dir().join(format!("otp-sms-test-{}.toml", uuid::Uuid::now_v7()));
         std::fs::write(&config_path, &options.config).expect("write config");
         let mut cmd = Command::new(binary);
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--config")
-            .arg(&config_path);
+        cmd.arg("--listen").arg("127.0.0.1:0");
+        // Development mode refuses a configuration file: it runs its own.
+        if !options.dev {
+            cmd.arg("--config").arg(&config_path);
+        }
         // Nothing from the test's own environment may leak into the server's.
         for (key, _) in std::env::vars() {
             if key.starts_with("OTP_SMS_") || key == "DATABASE_URL" {

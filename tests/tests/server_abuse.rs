@@ -12,7 +12,7 @@ use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
 };
 use otp_sms_tests::net::WebhookReceiver;
 use otp_sms_tests::pg;
-use otp_sms_tests::server::{Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{webhook_sms, Options, Server, TEST_KEYS};
 use serde_json::Value;
 use tonic::{Code, Request};
 
@@ -33,9 +33,9 @@ fn config(users: usize, webhook: &str) -> String {
         ));
     }
     c.push_str(&format!(
-        "[server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n\n\
-         [sms]\nsender = \"webhook\"\nwebhook_url = \"{webhook}\"\ntimeout_ms = 2000\nretries = 0\n\n\
-         [notifier]\ninterval_ms = 20\nlease_secs = 5\nbatch = 200\n"
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n\n{}\n\
+         [notifier]\ninterval_ms = 20\nlease_secs = 5\nbatch = 200\n",
+        webhook_sms(webhook, "timeout_ms = 2000\nretries = 0")
     ));
     c
 }

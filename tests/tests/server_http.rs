@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use otp_sms_tests::net::{TcpProxy, WebhookReceiver};
 use otp_sms_tests::pg;
-use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{config, webhook_sms, Options, Server, TEST_KEYS};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
@@ -409,8 +409,8 @@ async fn the_notifier_delivers_each_code_once_across_a_crash() {
     let receiver = WebhookReceiver::start().await;
     receiver.set_failing(true);
     let sms = format!(
-        "[sms]\nsender = \"webhook\"\nwebhook_url = \"{}\"\ntimeout_ms = 1000\nretries = 0\n[notifier]\ninterval_ms = 50\nlease_secs = 1\n",
-        receiver.url
+        "{}[notifier]\ninterval_ms = 50\nlease_secs = 1\n",
+        webhook_sms(&receiver.url, "timeout_ms = 1000\nretries = 0")
     );
     let (mut first, schema) = pg_server(&sms, None);
     let (st, b) = post(
@@ -577,9 +577,8 @@ async fn two_servers_with_notifiers_deliver_every_code_once() {
     let receiver = WebhookReceiver::start().await;
     receiver.set_delay(Duration::from_millis(300));
     let extra = format!(
-        "[sms]\nsender = \"webhook\"\nwebhook_url = \"{}\"\ntimeout_ms = 2000\nretries = 0\n\
-         [notifier]\ninterval_ms = 50\nbatch = 10\nlease_secs = 3\nconcurrency = 4\n{}",
-        receiver.url,
+        "{}[notifier]\ninterval_ms = 50\nbatch = 10\nlease_secs = 3\nconcurrency = 4\n{}",
+        webhook_sms(&receiver.url, "timeout_ms = 2000\nretries = 0"),
         load_instance(
             "{ client_address = [{ max = 1000, window_secs = 3600 }] }",
             40

@@ -1,9 +1,12 @@
 //! The request and response types of the calls, with fields as the contract names them.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 
 use crate::code::VerificationCode;
 use crate::ids::RegistrationId;
+use crate::phone::mask_number;
 
 /// The request's optional `organization`: where the caller expects the user to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +29,8 @@ pub enum PhoneVerification {
     IsVerified(bool),
 }
 
-/// `AddOTPSMSAuthenticator`, with fields as the caller sent them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `AddOTPSMSAuthenticator`, with fields as the caller sent them. `Debug` masks the number.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AddRequest {
     /// `id`: the user.
     pub user_id: String,
@@ -39,8 +42,8 @@ pub struct AddRequest {
     pub verification: PhoneVerification,
 }
 
-/// `VerifyOTPSMSRegistration`, with fields as the caller sent them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `VerifyOTPSMSRegistration`, with fields as the caller sent them. `Debug` hides the code.
+#[derive(Clone, PartialEq, Eq)]
 pub struct VerifyRequest {
     /// `id`: the user.
     pub user_id: String,
@@ -48,8 +51,30 @@ pub struct VerifyRequest {
     pub organization: Option<OrganizationRef>,
     /// `otp_sms_id`.
     pub registration_id: String,
-    /// `code`. Never logged: `Debug` of this request would show it, so do not log requests.
+    /// `code`.
     pub code: String,
+}
+
+impl fmt::Debug for AddRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddRequest")
+            .field("user_id", &self.user_id)
+            .field("organization", &self.organization)
+            .field("phone", &mask_number(&self.phone))
+            .field("verification", &self.verification)
+            .finish()
+    }
+}
+
+impl fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("user_id", &self.user_id)
+            .field("organization", &self.organization)
+            .field("registration_id", &self.registration_id)
+            .field("code", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A user-level call (the unlock extension), as the caller sent it.
@@ -125,4 +150,35 @@ pub struct ResendResponse {
     pub details: Details,
     /// The new code, when it was asked for with [`Delivery::Return`](crate::Delivery::Return).
     pub verification_code: Option<VerificationCode>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_request_shows_neither_the_whole_number_nor_the_code() {
+        let add = AddRequest {
+            user_id: "alice".into(),
+            organization: None,
+            phone: "+41791234567".into(),
+            verification: PhoneVerification::SendCode,
+        };
+        let shown = format!("{add:?}");
+        assert!(
+            !shown.contains("+41791234567") && shown.contains("+41*******67"),
+            "{shown}"
+        );
+        let verify = VerifyRequest {
+            user_id: "alice".into(),
+            organization: None,
+            registration_id: "r".into(),
+            code: "24682468".into(),
+        };
+        let shown = format!("{verify:?}");
+        assert!(
+            !shown.contains("24682468") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 }

@@ -201,20 +201,23 @@ impl Phone {
 
 impl fmt::Debug for Phone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let chars: Vec<char> = self.0.chars().collect();
-        let masked: String = chars
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i < 3 || i + 2 >= chars.len() {
-                    *c
-                } else {
-                    '*'
-                }
-            })
-            .collect();
-        write!(f, "Phone({masked})")
+        write!(f, "Phone({})", mask_number(&self.0))
     }
+}
+
+/// A phone number as `Debug` output and logs show it: the first three and the last two
+/// characters, the rest `*`, whether or not the text is a valid number.
+///
+/// ```
+/// assert_eq!(otp_sms_core::mask_number("+41791234567"), "+41*******67");
+/// ```
+pub fn mask_number(number: &str) -> String {
+    let count = number.chars().count();
+    number
+        .chars()
+        .enumerate()
+        .map(|(i, c)| if i < 3 || i + 2 >= count { c } else { '*' })
+        .collect()
 }
 
 #[cfg(test)]

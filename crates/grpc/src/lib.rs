@@ -104,6 +104,25 @@ impl fmt::Debug for user::VerifyOtpsmsRegistrationRequest {
     }
 }
 
+impl fmt::Debug for user::SetPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetPhone")
+            .field("number", &otp_sms_core::mask_number(&self.number))
+            .field("verification", &self.verification)
+            .finish()
+    }
+}
+
+impl fmt::Debug for user::set_phone::Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SendCode(_) => f.write_str("SendCode"),
+            Self::ReturnCode(_) => f.write_str("ReturnCode"),
+            Self::IsVerified(v) => f.debug_tuple("IsVerified").field(v).finish(),
+        }
+    }
+}
+
 impl fmt::Debug for user::AddOtpsmsAuthenticatorResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AddOtpsmsAuthenticatorResponse")

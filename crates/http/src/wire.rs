@@ -1,6 +1,8 @@
 //! The JSON shapes of the contract, by the proto3 JSON mapping: lowerCamelCase out, both
 //! spellings in, RFC 3339 timestamps, enums by name.
 
+use std::fmt;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use otp_sms_core::{Details, OwnerType};
 use serde::{Deserialize, Serialize};
@@ -67,8 +69,8 @@ impl From<&Details> for DetailsJson {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-/// `SetPhone`: the body of the add call.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `SetPhone`: the body of the add call. `Debug` masks the number.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SetPhone {
     /// The phone number, 1..=20 characters, in international form.
@@ -86,8 +88,8 @@ pub struct SetPhone {
     pub is_verified: Option<bool>,
 }
 
-/// `AddOTPSMSAuthenticatorResponse`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `AddOTPSMSAuthenticatorResponse`. `Debug` hides the code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AddResponseJson {
     /// Details of the new registration.
@@ -108,10 +110,37 @@ pub struct DetailsResponseJson {
 }
 
 /// The verify body in the `{"code": "…"}` form (the contract's form is the bare JSON string).
-#[derive(Debug, Clone, Deserialize)]
+/// No `Debug`: it would show the code.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CodeObject {
     pub code: String,
+}
+
+impl fmt::Debug for SetPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetPhone")
+            .field("number", &otp_sms_core::mask_number(&self.number))
+            .field("send_code", &self.send_code)
+            .field("return_code", &self.return_code)
+            .field("is_verified", &self.is_verified)
+            .finish()
+    }
+}
+
+/// How `Debug` shows a code that may be present.
+fn hidden(code: &Option<String>) -> Option<&'static str> {
+    code.as_ref().map(|_| "<redacted>")
+}
+
+impl fmt::Debug for AddResponseJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddResponseJson")
+            .field("details", &self.details)
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("verification_code", &hidden(&self.verification_code))
+            .finish()
+    }
 }
 
 /// `google.rpc.Status`.
@@ -139,8 +168,8 @@ pub struct ResendCode {
     pub return_code: Option<Empty>,
 }
 
-/// The answer of the resend extension.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The answer of the resend extension. `Debug` hides the code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResendResponseJson {
     /// Details of the registration.
@@ -148,4 +177,13 @@ pub struct ResendResponseJson {
     /// The new code, present only with `returnCode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification_code: Option<String>,
+}
+
+impl fmt::Debug for ResendResponseJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResendResponseJson")
+            .field("details", &self.details)
+            .field("verification_code", &hidden(&self.verification_code))
+            .finish()
+    }
 }

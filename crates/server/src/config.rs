@@ -190,7 +190,7 @@ pub struct TestNumberConfig {
 impl std::fmt::Debug for TestNumberConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestNumberConfig")
-            .field("number", &self.number)
+            .field("number", &otp_sms_core::mask_number(&self.number))
             .field("code", &"<redacted>")
             .finish()
     }
@@ -427,8 +427,8 @@ pub struct UserConfig {
     pub organization: String,
 }
 
-/// `[[tokens]]`: a personal access token of a user.
-#[derive(Debug, Clone, Deserialize)]
+/// `[[tokens]]`: a personal access token of a user. `Debug` hides the token.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// The secret token, as sent in `Authorization: Bearer`.
@@ -440,6 +440,17 @@ pub struct TokenConfig {
     /// Permissions the token holds in the user's organization, e.g. `user.write`.
     #[serde(default)]
     pub permissions: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("token", &"<redacted>")
+            .field("instance", &self.instance)
+            .field("user", &self.user)
+            .field("permissions", &self.permissions)
+            .finish()
+    }
 }
 
 /// `[policy]`.
@@ -495,15 +506,20 @@ pub enum SenderKind {
     Webhook,
 }
 
-/// `[sms]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[sms]`. `Debug` hides the webhook secret and the URL's credentials and query.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmsConfig {
     /// `log` or `webhook`. Unset: `log` in development mode; otherwise no notifier runs and
     /// codes to send wait in the outbox.
     pub sender: Option<SenderKind>,
-    /// Where the webhook sender posts.
+    /// Where the webhook sender posts: https, or plain http to a loopback or private address
+    /// with `allow_http`.
     pub webhook_url: Option<String>,
+    /// The Standard Webhooks signing secret, `whsec_<base64>`; required for the webhook.
+    pub webhook_secret: Option<String>,
+    /// Plain http to a loopback or private address is allowed (a sidecar, a test).
+    pub allow_http: bool,
     /// Time-out of one webhook request.
     pub timeout_ms: u64,
     /// Extra attempts after a failed webhook request, with doubling back-off.
@@ -515,9 +531,39 @@ impl Default for SmsConfig {
         Self {
             sender: None,
             webhook_url: None,
+            webhook_secret: None,
+            allow_http: false,
             timeout_ms: 5_000,
             retries: 2,
         }
+    }
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self
+            .webhook_url
+            .as_deref()
+            .map(|u| match u.split_once("://") {
+                // Scheme and host only: user info, path and query may carry credentials.
+                Some((scheme, rest)) => {
+                    let host = rest.split(['/', '?']).next().unwrap_or("");
+                    let host = host.rsplit('@').next().unwrap_or(host);
+                    format!("{scheme}://{host}/…")
+                }
+                None => "<redacted>".to_owned(),
+            });
+        f.debug_struct("SmsConfig")
+            .field("sender", &self.sender)
+            .field("webhook_url", &url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retries", &self.retries)
+            .finish()
     }
 }
 
@@ -594,8 +640,9 @@ impl Config {
 }
 
 /// Users, organizations, tokens and permissions from the configuration: the server's
-/// [`UserDirectory`], [`Authorizer`] and [`Authenticator`].
-#[derive(Debug, Default)]
+/// [`UserDirectory`], [`Authorizer`] and [`Authenticator`]. `Debug` shows how many tokens
+/// there are, not their digests (a digest lets anyone test guesses offline).
+#[derive(Default)]
 pub struct Directory {
     users: HashMap<(InstanceId, UserId), OrganizationId>,
     org_domains: HashMap<(InstanceId, String), OrganizationId>,
@@ -603,6 +650,18 @@ pub struct Directory {
     /// Tokens by SHA-256 digest, so a lookup's timing says nothing about the token.
     tokens: HashMap<[u8; 32], Caller>,
     grants: HashSet<(InstanceId, PrincipalId, OrganizationId, String)>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("users", &self.users)
+            .field("org_domains", &self.org_domains)
+            .field("instance_domains", &self.instance_domains)
+            .field("tokens", &self.tokens.len())
+            .field("grants", &self.grants)
+            .finish()
+    }
 }
 
 fn id<T>(

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use otp_sms_core::{
     BudgetStore, CodeKey, CodeKeyRing, CommandService, Event, EventStore, IdempotencyStore, KeyId,
     SmsSender,
@@ -45,8 +45,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The command line; every flag can also come from the environment.
-#[derive(Debug, Clone, Parser)]
+/// The command line; every flag can also come from the environment. `Debug` shows neither the
+/// database URL's password nor the keys.
+#[derive(Clone, Parser)]
 #[command(
     name = "otp-sms-server",
     version,
@@ -80,6 +81,85 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redacted_url),
+            )
+            .field("schema", &self.schema)
+            .field("config", &self.config)
+            .field("key_file", &self.key_file)
+            .field("keys", &self.keys.as_ref().map(|_| "<redacted>"))
+            .field("dev", &self.dev)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// A database URL with its password (and any `password=` parameter) replaced, for logs.
+pub fn redacted_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &base[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}{user}:<redacted>{}", &base[..scheme + 3], &base[at..])
+                }
+                None => base.to_owned(),
+            }
+        }
+        _ => base.to_owned(),
+    };
+    match query {
+        None => base,
+        Some(query) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+    }
+}
+
+impl Args {
+    /// Development mode is for a laptop: it refuses to listen beyond loopback and refuses
+    /// anything that makes it a production server (a database, a configuration file), so a
+    /// stray `OTP_SMS_DEV` cannot turn a production deployment into one with public tokens
+    /// and a printing SMS sender.
+    pub fn check_mode(&self) -> Result<(), StartError> {
+        if !self.dev {
+            return Ok(());
+        }
+        let refused = if !self.listen.ip().is_loopback() {
+            Some(format!(
+                "--listen {} is not a loopback address",
+                self.listen
+            ))
+        } else if self.database_url.is_some() {
+            Some("--database-url (OTP_SMS_DATABASE_URL) is set".to_owned())
+        } else if self.config.is_some() {
+            Some("--config (OTP_SMS_CONFIG) is set".to_owned())
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => Err(StartError::Dev(why)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -95,6 +175,9 @@ pub enum StartError {
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// Development mode together with a production setting.
+    #[error("--dev (OTP_SMS_DEV) is for a laptop and refuses a production setting: {0}; unset OTP_SMS_DEV or drop the setting")]
+    Dev(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -102,8 +185,15 @@ pub enum StartError {
 
 /// Parses the command line, sets up logging and runs until SIGTERM or Ctrl-C.
 pub fn cli_main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     init_logging(args.log_format);
+    if matches.value_source("keys") == Some(clap::parser::ValueSource::CommandLine) {
+        tracing::warn!("--keys on the command line shows the keys in the process list to every user of this machine; use --key-file or OTP_SMS_KEYS");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -252,6 +342,7 @@ pub async fn run(
     args: Args,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    args.check_mode()?;
     let config = match (&args.config, args.dev) {
         (Some(path), _) => Config::from_file(path)?,
         (None, true) => {
@@ -336,13 +427,20 @@ pub async fn run(
             let url = config.sms.webhook_url.clone().ok_or_else(|| {
                 StartError::Other("[sms] sender = \"webhook\" needs webhook_url".into())
             })?;
+            let secret = config.sms.webhook_secret.as_deref().ok_or_else(|| {
+                StartError::Other("[sms] sender = \"webhook\" needs webhook_secret (`whsec_` and the base64 of 32 random bytes: `echo whsec_$(openssl rand -base64 32)`)".into())
+            })?;
+            let secret = sms::WebhookSecret::parse(secret)
+                .map_err(|e| StartError::Other(format!("[sms] webhook_secret: {e}")))?;
             Some(Arc::new(
-                sms::WebhookSender::new(
+                sms::WebhookSender::new(sms::WebhookOptions {
                     url,
-                    Duration::from_millis(config.sms.timeout_ms),
-                    config.sms.retries,
-                )
-                .map_err(|e| StartError::Other(format!("webhook client: {e}")))?,
+                    secret,
+                    allow_http: config.sms.allow_http,
+                    timeout: Duration::from_millis(config.sms.timeout_ms),
+                    retries: config.sms.retries,
+                })
+                .map_err(StartError::Other)?,
             ))
         }
     };

@@ -1,10 +1,17 @@
-//! SMS senders: a development sender that prints, and an HTTP webhook sender.
+//! SMS senders: a development sender that prints, and an HTTP webhook sender whose calls are
+//! signed as Standard Webhooks (<https://www.standardwebhooks.com/>) specifies.
 
+use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use otp_sms_core::{PortError, Sms, SmsSender};
 use serde::Serialize;
+use sha2::Sha256;
+use zeroize::Zeroizing;
 
 /// Prints each SMS on standard output. Development only: the printed code is the "SMS".
 #[derive(Debug, Default)]
@@ -37,28 +44,168 @@ struct WebhookBody<'a> {
     expires_at: String,
 }
 
-/// POSTs each SMS as JSON to a URL, with the outbox message id as `Idempotency-Key` (the
-/// same on every attempt, so the receiver can drop a repeat). A 2xx answer is a hand-over; a
-/// 5xx answer, a time-out or a connection error is retried with doubling back-off, never past
-/// the send's deadline; a 4xx answer is final (the notifier records `delivery failed`). A
-/// send that still fails is tried again by the notifier after its back-off.
-#[derive(Debug, Clone)]
+/// The secret a webhook's calls are signed with: Standard Webhooks' `whsec_` followed by the
+/// base64 of 24 to 64 random bytes. `Debug` never shows it, and it is wiped on drop.
+///
+/// ```
+/// use otp_sms_server::sms::WebhookSecret;
+/// let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+/// assert_eq!(format!("{secret:?}"), "WebhookSecret(<redacted>)");
+/// assert!(WebhookSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+/// ```
+#[derive(Clone)]
+pub struct WebhookSecret(Zeroizing<Vec<u8>>);
+
+impl WebhookSecret {
+    /// Reads `whsec_<base64>`; the error never contains the text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let encoded = text
+            .trim()
+            .strip_prefix("whsec_")
+            .ok_or("a webhook secret starts with `whsec_`")?;
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|_| "a webhook secret is `whsec_` and base64")?,
+        );
+        if !(24..=64).contains(&bytes.len()) {
+            return Err("a webhook secret holds 24 to 64 bytes (32 recommended: `whsec_` and `openssl rand -base64 32`)".into());
+        }
+        Ok(Self(bytes))
+    }
+
+    /// `v1,<base64 HMAC-SHA-256 of "{id}.{timestamp}.{body}">`, the `webhook-signature` value.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag)
+        )
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+/// Why a webhook URL is refused.
+fn check_webhook_url(url: &reqwest::Url, allow_http: bool) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => {
+            // Plain HTTP only where no one on the way can read the codes: this machine or a
+            // private network, named by address (a name could resolve anywhere).
+            let private = match url.host() {
+                Some(url::Host::Ipv4(ip)) => {
+                    ip.is_loopback() || ip.is_private() || ip.is_link_local()
+                }
+                Some(url::Host::Ipv6(ip)) => {
+                    ip.is_loopback() || is_unique_local(IpAddr::V6(ip))
+                }
+                Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if private {
+                Ok(())
+            } else {
+                Err("plain http is allowed only to a loopback or private address".into())
+            }
+        }
+        "http" => Err(
+            "the webhook must be https (set [sms] allow_http = true for a loopback or private address)"
+                .into(),
+        ),
+        other => Err(format!("scheme `{other}` is not http or https")),
+    }
+}
+
+fn is_unique_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00)
+}
+
+/// The URL as logs and `Debug` show it: no user info, no query (either may carry a credential).
+fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    if shown.query().is_some() {
+        shown.set_query(Some("<redacted>"));
+    }
+    shown.to_string()
+}
+
+/// POSTs each SMS as JSON to a URL, signed as Standard Webhooks specifies (`webhook-id`: the
+/// outbox message id, the same on every attempt; `webhook-timestamp`; `webhook-signature`),
+/// with the message id also as `Idempotency-Key`, so the receiver can drop a repeat. The URL
+/// must be https unless plain http to a loopback or private address is allowed; redirects are
+/// never followed (a 3xx is a refusal). A 2xx answer is a hand-over; a 5xx answer, a time-out
+/// or a connection error is retried with doubling back-off, never past the send's deadline; a
+/// 3xx or 4xx answer is final (the notifier records `delivery failed`). A send that still
+/// fails is tried again by the notifier after its back-off. `Debug` shows neither the secret
+/// nor the URL's credentials.
+#[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
+    secret: WebhookSecret,
     retries: u32,
     timeout: Duration,
 }
 
+impl fmt::Debug for WebhookSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSender")
+            .field("url", &redacted(&self.url))
+            .field("secret", &self.secret)
+            .field("retries", &self.retries)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// What a webhook sender needs.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// Where to post.
+    pub url: String,
+    /// The signing secret.
+    pub secret: WebhookSecret,
+    /// Plain http to a loopback or private address is allowed.
+    pub allow_http: bool,
+    /// Bound of one attempt.
+    pub timeout: Duration,
+    /// Extra attempts after a failed one.
+    pub retries: u32,
+}
+
 impl WebhookSender {
-    /// A sender posting to `url`, each attempt bounded by `timeout`.
-    pub fn new(url: String, timeout: Duration, retries: u32) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+    /// A sender for `options`; an unusable URL is refused with a reason that shows no
+    /// credential.
+    pub fn new(options: WebhookOptions) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&options.url)
+            .map_err(|e| format!("[sms] webhook_url is not a URL: {e}"))?;
+        check_webhook_url(&url, options.allow_http)
+            .map_err(|e| format!("[sms] webhook_url {}: {e}", redacted(&url)))?;
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("webhook client: {e}"))?;
         Ok(Self {
             client,
             url,
-            retries,
-            timeout,
+            secret: options.secret,
+            retries: options.retries,
+            timeout: options.timeout,
         })
     }
 }
@@ -74,9 +221,11 @@ impl SmsSender for WebhookSender {
             code: sms.code.expose(),
             expires_at: sms.expires_at.to_rfc3339(),
         };
+        let body = serde_json::to_vec(&body).map_err(|e| PortError::Internal(e.to_string()))?;
+        let id = sms.message_id.to_string();
         let mut backoff = Duration::from_millis(100);
         let mut last_error = String::new();
-        let key = format!("\"{}\"", sms.message_id);
+        let key = format!("\"{id}\"");
         for attempt in 0..=self.retries {
             let left = (sms.deadline - chrono::Utc::now())
                 .to_std()
@@ -95,15 +244,21 @@ impl SmsSender for WebhookSender {
                 last_error = "the send's deadline passed".to_owned();
                 break;
             }
+            // Signed per attempt: the timestamp is when this attempt was sent.
+            let timestamp = chrono::Utc::now().timestamp();
             let post = self
                 .client
-                .post(&self.url)
+                .post(self.url.clone())
                 .header("Idempotency-Key", &key)
-                .json(&body)
+                .header("webhook-id", &id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", self.secret.sign(&id, timestamp, &body))
+                .header("content-type", "application/json")
+                .body(body.clone())
                 .timeout(left.min(self.timeout));
             match post.send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) if r.status().is_client_error() => {
+                Ok(r) if r.status().is_client_error() || r.status().is_redirection() => {
                     tracing::warn!(status = %r.status(), registration = %sms.registration, "SMS webhook refused the message");
                     return Err(PortError::Internal(format!(
                         "SMS webhook answered {}",
@@ -117,5 +272,130 @@ impl SmsSender for WebhookSender {
             tracing::warn!(attempt, registration = %sms.registration, error = %last_error, "SMS webhook attempt failed");
         }
         Err(PortError::Unavailable(last_error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_as_the_standard_webhooks_example_does() {
+        // The example of the Standard Webhooks specification.
+        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            secret.sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn a_bad_secret_is_refused_without_showing_it() {
+        for bad in [
+            "",
+            "whsec_",
+            "whsec_!!!!",
+            "whsec_c2hvcnQ=",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
+            let error = WebhookSecret::parse(bad).unwrap_err();
+            assert!(bad.len() < 8 || !error.contains(&bad[6..]), "{error}");
+        }
+    }
+
+    fn options(url: &str, allow_http: bool) -> WebhookOptions {
+        WebhookOptions {
+            url: url.into(),
+            secret: WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            allow_http,
+            timeout: Duration::from_secs(1),
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_a_loopback_or_private_address_when_allowed() {
+        assert!(WebhookSender::new(options("https://sms.example.com/send", false)).is_ok());
+        for url in [
+            "http://127.0.0.1:9/sms",
+            "http://10.1.2.3/sms",
+            "http://[::1]:9/sms",
+        ] {
+            assert!(WebhookSender::new(options(url, false)).is_err(), "{url}");
+            assert!(WebhookSender::new(options(url, true)).is_ok(), "{url}");
+        }
+        for url in [
+            "http://sms.example.com/send",
+            "http://8.8.8.8/send",
+            "ftp://10.1.2.3/x",
+            "not a url",
+        ] {
+            assert!(WebhookSender::new(options(url, true)).is_err(), "{url}");
+        }
+    }
+
+    /// A receiver that redirects: the sender follows no redirect and takes the 3xx as a final
+    /// refusal (a redirect could send the code anywhere).
+    #[tokio::test]
+    async fn a_redirect_is_a_refusal_and_is_not_followed() {
+        use axum::routing::post;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let followed = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new()
+            .route(
+                "/sms",
+                post(|| async {
+                    (
+                        axum::http::StatusCode::TEMPORARY_REDIRECT,
+                        [("location", "/elsewhere")],
+                    )
+                }),
+            )
+            .route("/elsewhere", {
+                let followed = Arc::clone(&followed);
+                post(move || async move {
+                    followed.fetch_add(1, Ordering::SeqCst);
+                    "taken"
+                })
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/sms", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let sender = WebhookSender::new(options(&url, true)).unwrap();
+        let now = chrono::Utc::now();
+        let sms = Sms {
+            instance: otp_sms_core::InstanceId::parse("instance", "i").unwrap(),
+            registration: otp_sms_core::RegistrationId::parse("otp_sms_id", "r").unwrap(),
+            phone: otp_sms_core::Phone::parse("+41791234567").unwrap(),
+            code: otp_sms_core::VerificationCode::from_input("24682468").unwrap(),
+            expires_at: now + chrono::Duration::minutes(5),
+            message_id: uuid::Uuid::now_v7(),
+            deadline: now + chrono::Duration::seconds(5),
+        };
+        let outcome = sender.send(&sms).await;
+        assert!(
+            matches!(outcome, Err(PortError::Internal(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(followed.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn debug_shows_neither_the_secret_nor_the_credentials_of_the_url() {
+        let sender = WebhookSender::new(options(
+            "https://user:hunter2-password@sms.example.com/send?api_key=k3y-in-query",
+            false,
+        ))
+        .unwrap();
+        let shown = format!("{sender:?}");
+        for secret in ["hunter2-password", "k3y-in-query", "MfKQ9r8G", "user:"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("sms.example.com"), "{shown}");
     }
 }
