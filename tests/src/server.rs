@@ -120,6 +120,8 @@ pub struct Options {
     pub database: Option<(String, String)>,
     /// `--dev` (the configuration is then not passed: development mode refuses one).
     pub dev: bool,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A server on the in-memory store with [`config`] and [`TEST_KEYS`].
@@ -137,7 +139,7 @@ pub fn memory_server(binary: &str) -> Server {
 /// A running server process; killed on drop.
 pub struct Server {
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub base_url: String,
     output: Arc<Mutex<Vec<String>>>,
     config_path: PathBuf,
@@ -175,6 +177,9 @@ impl Server {
         if options.dev {
             cmd.arg("--dev");
         }
+        if let Some((cert, key)) = &options.tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -191,7 +196,7 @@ impl Server {
             let output = Arc::clone(&output);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let (Some(tx), Some(at)) = (&tx, line.find("listening on http://")) {
+                    if let (Some(tx), Some(at)) = (&tx, line.find("listening on http")) {
                         let addr = line[at + "listening on ".len()..].trim().to_owned();
                         let _ = tx.send(addr);
                     }
@@ -235,12 +240,17 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits up to `timeout` for the process to exit; returns its success.
-    pub fn terminate(&mut self, timeout: Duration) -> Option<bool> {
+    /// Sends `signal` (a name `kill` takes: `HUP`, `TERM`, …) to the process.
+    pub fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the process to exit; returns its success.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<bool> {
+        self.signal("TERM");
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Calls in progress at once; one more is answered UNAVAILABLE (HTTP 503) at once.
     pub max_in_flight: usize,
+    /// With TLS: how often the certificate files are checked for a change, in seconds
+    /// (SIGHUP reloads at once).
+    pub tls_check_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +106,7 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 30,
             request_timeout_ms: 30_000,
             max_in_flight: 1_024,
+            tls_check_secs: 10,
         }
     }
 }

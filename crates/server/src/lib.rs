@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 pub mod config;
 pub mod listener;
 pub mod sms;
+pub mod tls;
 
 use config::{Config, Directory, SenderKind};
 
@@ -79,6 +80,13 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "OTP_SMS_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
+    /// TLS certificate chain (PEM, leaf first); with --tls-key the server speaks only TLS.
+    /// Read again on SIGHUP and when the file changes.
+    #[arg(long, env = "OTP_SMS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, env = "OTP_SMS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Args {
@@ -95,6 +103,8 @@ impl std::fmt::Debug for Args {
             .field("keys", &self.keys.as_ref().map(|_| "<redacted>"))
             .field("dev", &self.dev)
             .field("log_format", &self.log_format)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -175,6 +185,9 @@ pub enum StartError {
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Development mode together with a production setting.
     #[error("--dev (OTP_SMS_DEV) is for a laptop and refuses a production setting: {0}; unset OTP_SMS_DEV or drop the setting")]
     Dev(String),
@@ -514,13 +527,32 @@ pub async fn run(
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::from_fn_with_state(trusted, resolve_client));
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = tls::ReloadingCert::load(tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .map_err(StartError::Tls)?;
+            let server_config = cert.server_config().map_err(StartError::Tls)?;
+            let watch = cert.watch(Duration::from_secs(config.server.tls_check_secs.max(1)));
+            Some((server_config, watch))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(StartError::Tls(
+                "--tls-cert and --tls-key go together".into(),
+            ))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| StartError::Listen(args.listen, e))?;
     let local = listener
         .local_addr()
         .map_err(|e| StartError::Listen(args.listen, e))?;
-    tracing::info!("listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{local}");
     // Around everything the server answers (one cap for all routes): calls beyond the
     // in-flight cap are shed at once; a call past its time is cut.
     let app = tower::ServiceBuilder::new()
@@ -531,7 +563,11 @@ pub async fn run(
             config.server.request_timeout_ms.max(1),
         ))
         .service(app);
-    listener::serve(listener, app, config.server.limits(), shutdown).await;
+    let (tls, tls_watch) = tls.unzip();
+    listener::serve(listener, app, config.server.limits(), tls, shutdown).await;
+    if let Some(watch) = tls_watch {
+        watch.abort();
+    }
     let _ = stop_tx.send(true);
     if let Some(notifier) = notifier {
         let _ = notifier.await;

@@ -10,6 +10,8 @@
 //!   is accepted (shed, logged), so a flood cannot take the process's file descriptors.
 //! - On shutdown the listener stops accepting, in-flight requests finish and idle connections
 //!   close; whatever is still open `shutdown_timeout` later is dropped.
+//! - With TLS, the handshake must end within `header_read_timeout` too, and ALPN picks HTTP/2
+//!   or HTTP/1.1 (the automatic builder reads the connection's preface either way).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,13 +40,15 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then shuts down gracefully within
-/// [`Limits::shutdown_timeout`]. Each request carries `ConnectInfo<SocketAddr>` of its peer.
-/// `app` is cloned per call; clones share its state (a concurrency limit's semaphore, say).
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then shuts
+/// down gracefully within [`Limits::shutdown_timeout`]. Each request carries
+/// `ConnectInfo<SocketAddr>` of its peer. `app` is cloned per call; clones share its state (a
+/// concurrency limit's semaphore, say).
 pub async fn serve<S>(
     listener: TcpListener,
     app: S,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: tower::Service<
@@ -94,12 +98,23 @@ pub async fn serve<S>(
             req.extensions_mut().insert(ConnectInfo(remote));
             tower::ServiceExt::oneshot(app.clone(), req)
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let outcome = match tls {
+                None => serve_io(&builder, stream, service, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => serve_io(&builder, stream, service, watcher).await,
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = outcome {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -112,4 +127,27 @@ pub async fn serve<S>(
             tracing::warn!(timeout = ?limits.shutdown_timeout, "connections still open at the shutdown deadline: dropping them");
         }
     }
+}
+
+/// Serves one connection, plain or TLS, under the graceful shutdown's watch.
+async fn serve_io<I, S>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    watcher.watch(connection.into_owned()).await
 }
