@@ -115,6 +115,10 @@ impl EventStore<Event> for FaultyStore {
     async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError> {
         self.inner.retry_outbox(id, after).await
     }
+
+    async fn outbox_stats(&self) -> Result<otp_sms_core::OutboxStats, otp_sms_core::StoreError> {
+        self.inner.outbox_stats().await
+    }
 }
 
 /// One `#[tokio::test]` per case and variant: each case is an `async fn(&Fixture,

@@ -643,6 +643,10 @@ impl EventStore<Event> for ConflictOnce {
     ) -> Result<bool, otp_sms_core::StoreError> {
         self.inner.retry_outbox(id, after).await
     }
+
+    async fn outbox_stats(&self) -> Result<otp_sms_core::OutboxStats, otp_sms_core::StoreError> {
+        self.inner.outbox_stats().await
+    }
 }
 
 /// Given a resend whose append conflicts, when the service decides again and still sends the

@@ -930,6 +930,10 @@ impl EventStore<Event> for CountingReads {
     ) -> Result<bool, StoreError> {
         self.inner.retry_outbox(id, after).await
     }
+
+    async fn outbox_stats(&self) -> Result<otp_sms_core::OutboxStats, otp_sms_core::StoreError> {
+        self.inner.outbox_stats().await
+    }
 }
 
 /// A service over a [`CountingReads`] store, with a stream cache of `cache` streams and the

@@ -59,6 +59,7 @@ mod event;
 mod idempotency;
 mod ids;
 mod keys;
+pub mod metrics;
 mod phone;
 mod ports;
 mod service;
@@ -97,7 +98,7 @@ pub use ports::{
 pub use service::{CodeDelivery, CommandService, DeliveryPolicy, DeliveryReport};
 pub use store::{
     Append, AppendOutcome, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion,
-    NewEvent, NewOutboxMessage, OutboxMessage, Recorded, RecordedEvent, RecordedMeta, StoreError,
-    StreamId, Version,
+    NewEvent, NewOutboxMessage, OutboxMessage, OutboxStats, Recorded, RecordedEvent, RecordedMeta,
+    StoreError, StreamId, Version,
 };
 pub use stream_cache::StreamCache;

@@ -280,4 +280,17 @@ pub trait EventStore<E: EventPayload>: Send + Sync {
     /// Ends a message's lease and hides it for `after` (the store's clock): a notifier whose
     /// send failed tries again then. Returns whether the message exists.
     async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError>;
+
+    /// How many outbox messages wait (leased or not), and when the oldest was written: for
+    /// metrics and for telling a stuck notifier.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+}
+
+/// The outbox at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Messages waiting.
+    pub depth: u64,
+    /// When the oldest of them was written; `None` when there is none.
+    pub oldest: Option<DateTime<Utc>>,
 }

@@ -41,8 +41,8 @@ use chrono::{DateTime, Utc};
 use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use otp_sms_core::{
-    Append, AppendOutcome, Clock, EventPayload, EventStore, OutboxMessage, Recorded, RecordedEvent,
-    RecordedMeta, StoreError, StreamId, SystemClock,
+    Append, AppendOutcome, Clock, EventPayload, EventStore, OutboxMessage, OutboxStats, Recorded,
+    RecordedEvent, RecordedMeta, StoreError, StreamId, SystemClock,
 };
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
@@ -409,6 +409,17 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
         Ok(match outbox.ids.remove(&id) {
             Some(key) => outbox.messages.remove(&key).is_some(),
             None => false,
+        })
+    }
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let outbox = self.outbox.lock();
+        // Keys are in write order: the first entry is the oldest.
+        Ok(OutboxStats {
+            depth: outbox.messages.len() as u64,
+            oldest: outbox
+                .messages
+                .first_key_value()
+                .map(|(_, entry)| entry.message.created_at),
         })
     }
 }

@@ -189,6 +189,9 @@ impl<'a> BatchArrays<'a> {
     }
 }
 
+/// Histogram (through the `metrics` facade): budget takes per call of `take_budget_batch`.
+pub const BUDGET_BATCH_SIZE: &str = "otp_sms_budget_batch_size";
+
 /// The taker: the takes waiting together (up to [`MAX_BATCH`]) go to the database in one call
 /// and one transaction, on the thread's own connection, so that the instance's key, which
 /// every send takes from, is locked once per batch instead of once per send.
@@ -207,6 +210,7 @@ async fn take_batches(
                 Err(_) => break,
             }
         }
+        metrics::histogram!(BUDGET_BATCH_SIZE).record(batch.len() as f64);
         let mut c = match conn.take() {
             Some(c) => c,
             None => {

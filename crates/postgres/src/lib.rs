@@ -36,7 +36,7 @@ mod budgets;
 mod hosts;
 mod idempotency;
 
-pub use budgets::PgBudgets;
+pub use budgets::{PgBudgets, BUDGET_BATCH_SIZE};
 pub use hosts::{DatabaseHosts, TargetSession};
 pub use idempotency::PgIdempotency;
 
@@ -51,8 +51,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
     Append, AppendOutcome, CommandId, EventPayload, EventStore, ExpectedVersion, InstanceId,
-    OrganizationId, OutboxMessage, PrincipalId, Recorded, RecordedEvent, RecordedMeta, StoreError,
-    StreamId, Version,
+    OrganizationId, OutboxMessage, OutboxStats, PrincipalId, Recorded, RecordedEvent, RecordedMeta,
+    StoreError, StreamId, Version,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
@@ -67,6 +67,9 @@ const LOCK_CLASS: i32 = 0x006f_7470;
 
 /// The most appends one group commit writes.
 const MAX_BATCH: usize = 128;
+
+/// Histogram (through the `metrics` facade): appends per group commit of the writer thread.
+pub const APPEND_BATCH_SIZE: &str = "otp_sms_append_batch_size";
 
 /// How long the writer waits for more appends when the previous batch showed concurrent
 /// writers: a commit flush costs the same for one append as for many. Never when alone.
@@ -165,6 +168,7 @@ struct Sql {
     fetch_outbox: String,
     delete_outbox: String,
     retry_outbox: String,
+    outbox_stats: String,
 }
 
 impl Sql {
@@ -218,6 +222,7 @@ impl Sql {
                            o.aggregate_id, o.payload, o.created_at, o.attempts"
             ),
             delete_outbox: format!("DELETE FROM {s}.outbox WHERE id = $1"),
+            outbox_stats: format!("SELECT count(*), min(created_at) FROM {s}.outbox"),
             retry_outbox: format!(
                 "UPDATE {s}.outbox \
                  SET leased_until = clock_timestamp() + make_interval(secs => $2) \
@@ -770,6 +775,7 @@ async fn write_batches<E: EventPayload>(
         }
         waiting = deferred;
         last_batch = batch.len();
+        metrics::histogram!(APPEND_BATCH_SIZE).record(batch.len() as f64);
         let connection = match conn.take() {
             Some(c) => Ok(c),
             None => connect(&shared).await,
@@ -1176,6 +1182,18 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
         .await
         .map_err(map_error)?;
         Ok(done.rows_affected() > 0)
+    }
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let (depth, oldest): (i64, Option<DateTime<Utc>>) = crate::within(
+            self.shared.timeouts.operation,
+            sqlx::query_as(&self.shared.sql.outbox_stats).fetch_one(&self.shared.pool),
+        )
+        .await
+        .map_err(map_error)?;
+        Ok(OutboxStats {
+            depth: depth.max(0) as u64,
+            oldest,
+        })
     }
 }
 

@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod sms;
 pub mod tls;
 
@@ -494,14 +495,27 @@ pub async fn run(
         ))
     });
 
+    let metrics_handle = metrics::install().map_err(StartError::Other)?;
+    let upkeep = metrics::spawn_upkeep(metrics_handle.clone());
+    let exposition = metrics::Exposition {
+        handle: metrics_handle,
+        service: service.clone(),
+    };
+
     let request_id = HeaderName::from_static("x-request-id");
     // One port: gRPC and gRPC-web routes, health, and everything else to the JSON router,
     // except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
-    let json = otp_sms_http::router(service.clone(), directory.clone());
+    let json = otp_sms_http::router(service.clone(), directory.clone())
+        .layer(axum::middleware::from_fn(metrics::mark_route));
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(readiness)
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics::render))
+                .with_state(exposition),
+        )
         .merge(otp_sms_grpc::router(service, directory))
         .fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
             let json = json.clone();
@@ -525,7 +539,8 @@ pub async fn run(
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn_with_state(trusted, resolve_client));
+        .layer(axum::middleware::from_fn_with_state(trusted, resolve_client))
+        .layer(axum::middleware::from_fn(metrics::mark_route));
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -556,6 +571,7 @@ pub async fn run(
     // Around everything the server answers (one cap for all routes): calls beyond the
     // in-flight cap are shed at once; a call past its time is cut.
     let app = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(metrics::observe))
         .layer(axum::error_handling::HandleErrorLayer::new(refused_call))
         .load_shed()
         .concurrency_limit(config.server.max_in_flight.max(1))
@@ -568,6 +584,7 @@ pub async fn run(
     if let Some(watch) = tls_watch {
         watch.abort();
     }
+    upkeep.abort();
     let _ = stop_tx.send(true);
     if let Some(notifier) = notifier {
         let _ = notifier.await;

@@ -112,6 +112,7 @@ macro_rules! store_conformance_tests {
             a_command_is_recorded_once_per_stream,
             outbox_retry_hides_a_message_until_its_delay,
             outbox_instances_take_turns,
+            outbox_stats_count_waiting_and_leased_messages,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -880,4 +881,35 @@ pub async fn outbox_instances_take_turns<S: EventStore<TestEvent>>(store: Arc<S>
         .map(|m| m.id)
         .collect();
     assert_eq!(rest, busy_ids[2..].to_vec());
+}
+
+/// Given an empty outbox, then two messages written one after the other, when one is leased
+/// and the older deleted, then the stats count every message not deleted, leased or not, and
+/// name the oldest one's time.
+pub async fn outbox_stats_count_waiting_and_leased_messages<S: EventStore<TestEvent>>(
+    store: Arc<S>,
+) {
+    let empty = store.outbox_stats().await.unwrap();
+    assert_eq!((empty.depth, empty.oldest), (0, None));
+    for (n, name) in ["stats-1", "stats-2"].into_iter().enumerate() {
+        let mut a = append_of(&stream(name), ExpectedVersion::NoStream, events(1));
+        a.outbox = vec![message(n)];
+        store.append(a).await.unwrap();
+    }
+    let leased = store
+        .fetch_outbox(1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1);
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!(stats.depth, 2, "a leased message still waits");
+    assert_eq!(stats.oldest, Some(leased[0].created_at));
+    let rest = store
+        .fetch_outbox(1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store.delete_outbox(leased[0].id).await.unwrap());
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!(stats.depth, 1);
+    assert_eq!(stats.oldest, Some(rest[0].created_at));
 }

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::event::{Delivery, Event};
 use crate::ids::{OrganizationId, PrincipalId, RegistrationId};
 use crate::keys::CodeBinding;
+use crate::metrics;
 use crate::ports::UserRecord;
 use crate::store::{
     Append, CommandId, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent,
@@ -53,6 +54,27 @@ impl CommandService {
         command: &Command,
         fresh: Option<&VerificationCode>,
     ) -> Result<Details, Error> {
+        let mut issued = None;
+        let result = self
+            .run_command(id, caller, user, registration, command, fresh, &mut issued)
+            .await;
+        // The command's one report to the metrics, however it ended.
+        metrics::command_finished(command, &result, issued);
+        result
+    }
+
+    /// The loop of [`Self::execute_as`]; sets `issued` when committed events issued a code.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_command(
+        &self,
+        id: CommandId,
+        caller: &Caller,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        command: &Command,
+        fresh: Option<&VerificationCode>,
+        issued: &mut Option<Delivery>,
+    ) -> Result<Details, Error> {
         let stream = Self::stream_id(&caller.instance, registration);
         let mut attempt = 0;
         // A cached history is trusted until it leads to a conflict or to a decision that
@@ -64,11 +86,15 @@ impl CommandService {
             // should the promise be broken the store refuses it and the retry reads.
             let (history, from_cache) = if attempt == 0 && matches!(command, Command::Add { .. }) {
                 (Recorded::new(), false)
-            } else if let Some(cached) = self
-                .cache
-                .as_ref()
-                .filter(|_| trust_cache)
-                .and_then(|cache| cache.get(&stream))
+            } else if let Some(cached) =
+                self.cache
+                    .as_ref()
+                    .filter(|_| trust_cache)
+                    .and_then(|cache| {
+                        let found = cache.get(&stream);
+                        metrics::stream_cache(found.is_some());
+                        found
+                    })
             {
                 (cached, true)
             } else {
@@ -79,6 +105,7 @@ impl CommandService {
                 if let Some(cache) = &self.cache {
                     cache.put(&stream, history.clone());
                 }
+                *issued = metrics::issued(history.iter().skip(at).map(|r| &r.event));
                 return self
                     .committed(caller, user, registration, &history, at, now)
                     .await;
@@ -148,8 +175,9 @@ impl CommandService {
                     return Ok(details(registration, &organization, &history, &[], now))
                 }
             };
-            // What the cache needs after the append, which consumes the events.
+            // What the cache and the metrics need after the append, which consumes the events.
             let for_cache = self.cache.is_some().then(|| events.clone());
+            let issuing = metrics::issued(&events);
             let append = Append {
                 stream: stream.clone(),
                 expected: ExpectedVersion::Exact(history.last().map_or(0, |r| r.sequence)),
@@ -164,8 +192,20 @@ impl CommandService {
                 outbox,
                 command: Some(id),
             };
-            match self.store.append(append).await {
+            let started = std::time::Instant::now();
+            let appended = self.store.append(append).await;
+            metrics::append(
+                started.elapsed(),
+                match &appended {
+                    Ok(_) => "ok",
+                    Err(StoreError::Conflict { .. }) => "conflict",
+                    Err(StoreError::Unknown(_)) => "unknown",
+                    Err(_) => "error",
+                },
+            );
+            match appended {
                 Ok(outcome) => {
+                    *issued = issuing;
                     if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
                         let written = Written {
                             command: id,
@@ -205,6 +245,7 @@ impl CommandService {
                     }
                     attempt += 1;
                     trust_cache = false;
+                    metrics::retry("conflict");
                 }
                 Err(StoreError::Unknown(reason)) => {
                     // The append may have committed. The next attempt reads the stream: its
@@ -217,6 +258,7 @@ impl CommandService {
                     }
                     attempt += 1;
                     trust_cache = false;
+                    metrics::retry("unknown_outcome");
                 }
                 Err(e) => return Err(e.into()),
             }

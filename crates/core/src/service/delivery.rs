@@ -17,7 +17,7 @@ use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId
 use crate::keys::{CodeBinding, SealedCode};
 use crate::phone::Phone;
 use crate::ports::{PortError, Sms, SmsSender, UserRecord};
-use crate::store::OutboxMessage;
+use crate::store::{OutboxMessage, OutboxStats};
 
 /// What the notifier did in one pass over the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,6 +167,7 @@ impl CommandService {
                 Outcome::Failed => report.failed += 1,
             }
         }
+        crate::metrics::delivery_pass(&report);
         let lease_end =
             fetched_at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         if self.clock.now() > lease_end {
@@ -175,6 +176,19 @@ impl CommandService {
             );
         }
         Ok(report)
+    }
+
+    /// The outbox's depth and the age of its oldest message, as the store reports them; also
+    /// sets the outbox gauges of [`crate::metrics`]. A host calls it when it exports metrics
+    /// (the server: on each scrape of `/metrics`) or checks readiness.
+    pub async fn outbox_stats(&self) -> Result<(OutboxStats, Duration), Error> {
+        let stats = self.store.outbox_stats().await?;
+        let age = stats
+            .oldest
+            .and_then(|at| (self.clock.now() - at).to_std().ok())
+            .unwrap_or_default();
+        crate::metrics::outbox(stats.depth, age);
+        Ok((stats, age))
     }
 
     /// Delivers, drops, defers or gives up on one message; never fails the pass.

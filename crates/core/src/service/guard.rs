@@ -184,6 +184,7 @@ impl CommandService {
             retry_after,
         } = refusal;
         tracing::info!(scope = scope.key(), subject = %subject, silent, "code refused by an abuse rule");
+        crate::metrics::refused(scope, silent);
         let id = self.ids.message_id().to_string();
         let event = Event::SendRefused(SendRefused {
             scope: scope.key().to_owned(),

@@ -1,0 +1,165 @@
+//! What the library counts, through the [`metrics`] facade: nothing is recorded until the host
+//! installs a recorder (the server installs a Prometheus exporter), so an embedding host picks
+//! its own exporter or none, and the domain stays free of I/O.
+//!
+//! Each name below is a constant; the Prometheus exposition adds `_total` to counters' names
+//! where it is missing and the `_bucket`/`_sum`/`_count` series to histograms. Labels are
+//! small fixed sets (never a user, a number or an instance), so no series grows with traffic.
+//!
+//! The command loop reports each command once, when it ends ([`command_finished`]); the
+//! delivery pass once per pass; refusals where the guard records them; the store's appends
+//! and the stream cache where the loop calls them.
+
+use std::time::Duration;
+
+use crate::abuse::Scope;
+use crate::aggregate::Command;
+use crate::error::{Error, Precondition};
+use crate::event::{Delivery, Event};
+
+/// Counter: codes issued, by `delivery` (`sms`, `return`, `test`).
+pub const CODES_ISSUED: &str = "otp_sms_codes_issued_total";
+/// Counter: verifications, by `outcome` (`verified`, `wrong_code`, `expired`, `burnt`,
+/// `locked`).
+pub const VERIFICATIONS: &str = "otp_sms_verifications_total";
+/// Counter: codes an abuse rule refused, by `scope` (the configuration's key) and `silent`.
+pub const BUDGET_REFUSALS: &str = "otp_sms_budget_refusals_total";
+/// Counter: SMS handed over to the sender.
+pub const SMS_HANDED_OVER: &str = "otp_sms_sms_handed_over_total";
+/// Counter: SMS given up on (`delivery failed` recorded).
+pub const SMS_FAILED: &str = "otp_sms_sms_failed_total";
+/// Counter: send attempts that failed and wait for another try.
+pub const SMS_DEFERRED: &str = "otp_sms_sms_deferred_total";
+/// Counter: outbox messages deleted unsent (the code expired, was replaced or was used).
+pub const SMS_DROPPED: &str = "otp_sms_sms_dropped_total";
+/// Gauge: outbox messages waiting (set by [`outbox`]).
+pub const OUTBOX_DEPTH: &str = "otp_sms_outbox_messages";
+/// Gauge: age of the oldest outbox message, in seconds (0 when the outbox is empty).
+pub const OUTBOX_OLDEST_AGE: &str = "otp_sms_outbox_oldest_age_seconds";
+/// Histogram: how long the command loop waited for an append, by `outcome` (`ok`,
+/// `conflict`, `unknown`, `error`).
+pub const APPEND_DURATION: &str = "otp_sms_append_duration_seconds";
+/// Counter: appends refused because the stream moved (optimistic concurrency).
+pub const WRITE_CONFLICTS: &str = "otp_sms_write_conflicts_total";
+/// Counter: commands run again, by `reason` (`conflict`, `unknown_outcome`).
+pub const COMMAND_RETRIES: &str = "otp_sms_command_retries_total";
+/// Counter: stream-cache look-ups, by `result` (`hit`, `miss`).
+pub const STREAM_CACHE_LOOKUPS: &str = "otp_sms_stream_cache_lookups_total";
+
+/// The verification outcome a verify's result stands for, if it is one of the five.
+fn verification_outcome(result: &Result<impl Sized, Error>) -> Option<&'static str> {
+    match result {
+        Ok(_) => Some("verified"),
+        Err(Error::WrongCode) => Some("wrong_code"),
+        Err(Error::FailedPrecondition(Precondition::CodeExpired)) => Some("expired"),
+        Err(Error::FailedPrecondition(Precondition::TooManyAttempts)) => Some("burnt"),
+        Err(Error::FailedPrecondition(Precondition::VerificationLocked)) => Some("locked"),
+        Err(_) => None,
+    }
+}
+
+fn delivery_label(delivery: Delivery) -> &'static str {
+    match delivery {
+        Delivery::Send => "sms",
+        Delivery::Return => "return",
+        Delivery::Test => "test",
+    }
+}
+
+/// How a command's committed events issued a code, if they did.
+pub(crate) fn issued<'e>(events: impl IntoIterator<Item = &'e Event>) -> Option<Delivery> {
+    events.into_iter().find_map(|event| match event {
+        Event::CodeAdded(code) => Some(code.delivery),
+        _ => None,
+    })
+}
+
+/// The one report of a command, when the command loop ends it: `issued` is how its committed
+/// events issued a code, if they did.
+pub(crate) fn command_finished<T>(
+    command: &Command,
+    result: &Result<T, Error>,
+    issued: Option<Delivery>,
+) {
+    if let Command::Verify { .. } = command {
+        if let Some(outcome) = verification_outcome(result) {
+            metrics::counter!(VERIFICATIONS, "outcome" => outcome).increment(1);
+        }
+    }
+    if let Some(delivery) = issued {
+        metrics::counter!(CODES_ISSUED, "delivery" => delivery_label(delivery)).increment(1);
+    }
+}
+
+/// A code an abuse rule refused.
+pub(crate) fn refused(scope: Scope, silent: bool) {
+    metrics::counter!(
+        BUDGET_REFUSALS,
+        "scope" => scope.key(),
+        "silent" => if silent { "true" } else { "false" }
+    )
+    .increment(1);
+}
+
+/// One append the command loop waited for.
+pub(crate) fn append(took: Duration, outcome: &'static str) {
+    metrics::histogram!(APPEND_DURATION, "outcome" => outcome).record(took.as_secs_f64());
+    if outcome == "conflict" {
+        metrics::counter!(WRITE_CONFLICTS).increment(1);
+    }
+}
+
+/// A command run again.
+pub(crate) fn retry(reason: &'static str) {
+    metrics::counter!(COMMAND_RETRIES, "reason" => reason).increment(1);
+}
+
+/// A stream-cache look-up.
+pub(crate) fn stream_cache(hit: bool) {
+    metrics::counter!(STREAM_CACHE_LOOKUPS, "result" => if hit { "hit" } else { "miss" })
+        .increment(1);
+}
+
+/// One pass of the notifier.
+pub(crate) fn delivery_pass(report: &crate::service::DeliveryReport) {
+    let count = |n: usize| n as u64;
+    metrics::counter!(SMS_HANDED_OVER).increment(count(report.sent));
+    metrics::counter!(SMS_FAILED).increment(count(report.undeliverable));
+    metrics::counter!(SMS_DEFERRED).increment(count(report.deferred));
+    metrics::counter!(SMS_DROPPED).increment(count(report.dropped));
+}
+
+/// The outbox as the store reports it, at `age` for its oldest message.
+pub(crate) fn outbox(depth: u64, oldest_age: Duration) {
+    metrics::gauge!(OUTBOX_DEPTH).set(depth as f64);
+    metrics::gauge!(OUTBOX_OLDEST_AGE).set(oldest_age.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_five_verification_outcomes_and_nothing_else() {
+        let of = |e: Error| verification_outcome(&Err::<(), _>(e));
+        assert_eq!(verification_outcome(&Ok::<(), Error>(())), Some("verified"));
+        assert_eq!(of(Error::WrongCode), Some("wrong_code"));
+        assert_eq!(
+            of(Error::FailedPrecondition(Precondition::CodeExpired)),
+            Some("expired")
+        );
+        assert_eq!(
+            of(Error::FailedPrecondition(Precondition::TooManyAttempts)),
+            Some("burnt")
+        );
+        assert_eq!(
+            of(Error::FailedPrecondition(Precondition::VerificationLocked)),
+            Some("locked")
+        );
+        assert_eq!(of(Error::RegistrationNotFound), None);
+        assert_eq!(
+            of(Error::FailedPrecondition(Precondition::AlreadyVerified)),
+            None
+        );
+    }
+}

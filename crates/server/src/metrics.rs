@@ -1,0 +1,164 @@
+//! `/metrics` in the Prometheus text format: the library's own metrics (`otp_sms_core::metrics`,
+//! the PostgreSQL store's batch sizes) and, measured here, every HTTP request and gRPC call,
+//! named after the OpenTelemetry semantic conventions (`http.server.request.duration`,
+//! `rpc.server.call.duration`, in seconds; their `_count` series are the request counts).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use otp_sms_core::CommandService;
+
+/// Histogram: HTTP requests by `http_request_method`, `http_route` (the route's template;
+/// empty when no route matched) and `http_response_status_code`.
+pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+/// Histogram: gRPC and gRPC-web calls by `rpc_system`, `rpc_service`, `rpc_method` (`_OTHER`
+/// for a method the service does not have) and `rpc_grpc_status_code`.
+pub const RPC_SERVER_CALL_DURATION: &str = "rpc_server_call_duration_seconds";
+
+/// Durations in seconds: OpenTelemetry's default boundaries for HTTP, with finer ones below
+/// 5 ms, where this server's calls mostly fall.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Group-commit batch sizes.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder, once (a second
+/// server in the same process shares it), and keeps its histograms drained.
+pub fn install() -> Result<PrometheusHandle, String> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_BUCKETS)
+                })
+                .map_err(|e| e.to_string())?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).map_err(|e| {
+                format!("another metrics recorder is installed in this process: {e}")
+            })?;
+            Ok(handle)
+        })
+        .clone()
+}
+
+/// Drains histogram samples into their buckets every few seconds, until the process ends.
+pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
+/// What `/metrics` needs.
+#[derive(Clone)]
+pub struct Exposition {
+    /// The recorder's handle.
+    pub handle: PrometheusHandle,
+    /// For the outbox gauges, read from the store at each scrape.
+    pub service: CommandService,
+}
+
+/// `GET /metrics`: the outbox gauges refreshed from the store, then everything in the text
+/// format. A store that does not answer leaves the gauges at their last value (logged).
+pub async fn render(State(exposition): State<Exposition>) -> Response {
+    if let Err(e) = exposition.service.outbox_stats().await {
+        tracing::warn!(error = %e, "outbox stats unavailable for /metrics");
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        exposition.handle.render(),
+    )
+        .into_response()
+}
+
+/// The route a request matched, carried on its response to [`observe`] (which runs outside
+/// the router, where the route is not known yet).
+#[derive(Clone)]
+struct Route(MatchedPath);
+
+/// Inside the router: puts the matched route on the response.
+pub async fn mark_route(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
+}
+
+/// Around everything the server answers (shed and late calls included): records the
+/// request's duration as HTTP and, for gRPC, as an RPC.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let grpc = otp_sms_grpc::is_grpc(request.headers());
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let took = started.elapsed().as_secs_f64();
+    let route = response
+        .extensions()
+        .get::<Route>()
+        .map(|r| r.0.as_str().to_owned())
+        .unwrap_or_default();
+    let status = response.status();
+    metrics::histogram!(
+        HTTP_SERVER_REQUEST_DURATION,
+        "http_request_method" => known_method(&method),
+        "http_route" => route.clone(),
+        "http_response_status_code" => status.as_u16().to_string()
+    )
+    .record(took);
+    if grpc {
+        // A trailers-only answer (every error of these unary calls) carries the status in
+        // its headers; a message answer is OK unless its trailers say otherwise.
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u8>().ok())
+            .unwrap_or(if status.is_success() { 0 } else { 2 });
+        let (service, rpc_method) = match path.trim_start_matches('/').split_once('/') {
+            // A route matched, so the service is one this server has; a method it does not
+            // have (UNIMPLEMENTED) is not named, so no caller can grow the label set.
+            Some((service, name)) if !route.is_empty() && code != 12 => {
+                (service.to_owned(), name.to_owned())
+            }
+            Some((service, _)) if !route.is_empty() => (service.to_owned(), "_OTHER".to_owned()),
+            _ => ("_OTHER".to_owned(), "_OTHER".to_owned()),
+        };
+        metrics::histogram!(
+            RPC_SERVER_CALL_DURATION,
+            "rpc_system" => "grpc",
+            "rpc_service" => service,
+            "rpc_method" => rpc_method,
+            "rpc_grpc_status_code" => code.to_string()
+        )
+        .record(took);
+    }
+    response
+}
+
+/// OpenTelemetry's rule for `http.request.method`: the known methods by name, any other as
+/// `_OTHER`.
+fn known_method(method: &str) -> String {
+    match method {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => {
+            method.to_owned()
+        }
+        _ => "_OTHER".to_owned(),
+    }
+}
