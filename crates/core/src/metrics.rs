@@ -6,7 +6,7 @@
 //! where it is missing and the `_bucket`/`_sum`/`_count` series to histograms. Labels are
 //! small fixed sets (never a user, a number or an instance), so no series grows with traffic.
 //!
-//! The command loop reports each command once, when it ends ([`command_finished`]); the
+//! The command loop reports each command once, when it ends; the
 //! delivery pass once per pass; refusals where the guard records them; the store's appends
 //! and the stream cache where the loop calls them.
 
@@ -32,7 +32,7 @@ pub const SMS_FAILED: &str = "otp_sms_sms_failed_total";
 pub const SMS_DEFERRED: &str = "otp_sms_sms_deferred_total";
 /// Counter: outbox messages deleted unsent (the code expired, was replaced or was used).
 pub const SMS_DROPPED: &str = "otp_sms_sms_dropped_total";
-/// Gauge: outbox messages waiting (set by [`outbox`]).
+/// Gauge: outbox messages waiting (set by [`crate::CommandService::outbox_stats`]).
 pub const OUTBOX_DEPTH: &str = "otp_sms_outbox_messages";
 /// Gauge: age of the oldest outbox message, in seconds (0 when the outbox is empty).
 pub const OUTBOX_OLDEST_AGE: &str = "otp_sms_outbox_oldest_age_seconds";
