@@ -510,3 +510,27 @@ async fn cut_on_connect() {
     assert_eq!(count(&f.feed().await, |e| matches!(e, Event::Added(_))), 2);
     f.finish().await;
 }
+
+/// Given a store whose sessions take no writes (as on a standby, or a database set read-only),
+/// when readiness is checked, then it is not ready, and it names why; a writable one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_takes_no_writes_is_not_ready() {
+    let writable = otp_sms_tests::pg::fresh_store::<Event>().await;
+    writable.ping().await.expect("a writable database is ready");
+    let options: sqlx::postgres::PgConnectOptions = otp_sms_tests::pg::database_url()
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .options([("default_transaction_read_only", "on")]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let read_only = otp_sms_postgres::PgStore::<Event>::new(pool, writable.schema()).unwrap();
+    let refused = read_only.ping().await;
+    assert!(
+        matches!(&refused, Err(otp_sms_core::StoreError::Unavailable(why)) if why.contains("no writes")),
+        "{refused:?}"
+    );
+    otp_sms_tests::pg::drop_store(&writable).await;
+}

@@ -401,12 +401,24 @@ impl<E> PgStore<E> {
         self.shared.timeouts
     }
 
-    /// Whether the database answers (for readiness checks), within [`Timeouts::operation`].
+    /// Whether the database answers and takes writes (for readiness checks), within
+    /// [`Timeouts::operation`]: a standby, or a session that is read-only, is not ready.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.watch_hosts();
         let ping = async {
             let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
-            conn.ping().await.map_err(map_error)
+            let read_only: bool = sqlx::query_scalar(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_error)?;
+            if read_only {
+                return Err(StoreError::Unavailable(
+                    "the database takes no writes (a standby, or a read-only session)".into(),
+                ));
+            }
+            Ok(())
         };
         tokio::time::timeout(self.shared.timeouts.operation, ping)
             .await

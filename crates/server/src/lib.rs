@@ -313,24 +313,78 @@ fn load_keys(args: &Args) -> Result<CodeKeyRing, StartError> {
 /// the service's in-process default).
 type StoreParts = (
     Arc<dyn EventStore<Event>>,
-    Readiness,
+    StoreCheck,
     usize,
     Option<(Arc<dyn BudgetStore>, Arc<dyn IdempotencyStore>)>,
 );
 
 /// How the server reaches its store, for the readiness check.
 #[derive(Clone)]
-enum Readiness {
+enum StoreCheck {
     Memory,
     Postgres(Arc<PgStore<Event>>),
 }
 
+/// What `/readyz` checks: that the store takes writes and that the notifier, if one runs,
+/// makes progress.
+#[derive(Clone)]
+struct Readiness {
+    store: StoreCheck,
+    notifier: Option<Arc<NotifierHeartbeat>>,
+}
+
 impl Readiness {
-    async fn check(&self) -> Result<(), String> {
-        match self {
-            Readiness::Memory => Ok(()),
-            Readiness::Postgres(store) => store.ping().await.map_err(|e| e.to_string()),
+    async fn check(&self) -> Result<(), &'static str> {
+        if let StoreCheck::Postgres(store) = &self.store {
+            if let Err(e) = store.ping().await {
+                tracing::warn!(error = %e, "readiness: the event store takes no writes");
+                return Err("event store unavailable");
+            }
         }
+        if self
+            .notifier
+            .as_ref()
+            .is_some_and(|beat| beat.stuck(std::time::Instant::now()))
+        {
+            tracing::warn!("readiness: the SMS notifier has made no progress");
+            return Err("SMS notifier stuck");
+        }
+        Ok(())
+    }
+}
+
+/// When the notifier last made progress (a pass began or ended). A pass's sends end before
+/// its lease does and its store calls are bounded, so a notifier silent for longer than a
+/// lease, an interval and a margin is stuck (its task died, or the runtime is blocked).
+#[derive(Debug)]
+pub struct NotifierHeartbeat {
+    started: std::time::Instant,
+    /// Milliseconds from `started` at the last beat.
+    last: std::sync::atomic::AtomicU64,
+    stuck_after: Duration,
+}
+
+impl NotifierHeartbeat {
+    /// A heartbeat that calls a notifier stuck after `stuck_after` without a beat.
+    pub fn new(stuck_after: Duration) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            stuck_after,
+        }
+    }
+
+    /// Progress now.
+    pub fn beat(&self) {
+        let at = self.started.elapsed().as_millis() as u64;
+        self.last.store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether no beat came within `stuck_after` before `now`.
+    pub fn stuck(&self, now: std::time::Instant) -> bool {
+        let last = self.started
+            + Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        now.saturating_duration_since(last) > self.stuck_after
     }
 }
 
@@ -341,13 +395,10 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, Json<serde_json::Value>) {
     match readiness.check().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"code": 14, "message": "event store unavailable", "details": []})),
-            )
-        }
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"code": 14, "message": why, "details": []})),
+        ),
     }
 }
 
@@ -377,7 +428,7 @@ pub async fn run(
 
     let trusted = otp_sms_core::TrustedProxies::parse(&config.server.trusted_proxies)
         .map_err(|e| StartError::Other(format!("[server] {e}")))?;
-    let (store, readiness, stream_cache, shared): StoreParts = match &args.database_url {
+    let (store, store_check, stream_cache, shared): StoreParts = match &args.database_url {
         Some(url) => {
             let timeouts = config.database.timeouts().map_err(StartError::Other)?;
             // One host, or several (`host1:5432,host2:5432`, target_session_attrs): the
@@ -409,7 +460,7 @@ pub async fn run(
                 PgIdempotency::new(store.pool().clone(), &args.schema)?.with_timeouts(timeouts);
             (
                 store.clone(),
-                Readiness::Postgres(store),
+                StoreCheck::Postgres(store),
                 config.service.stream_cache,
                 Some((Arc::new(budgets), Arc::new(records))),
             )
@@ -418,7 +469,7 @@ pub async fn run(
             tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
             (
                 Arc::new(MemoryStore::<Event>::new()),
-                Readiness::Memory,
+                StoreCheck::Memory,
                 0,
                 None,
             )
@@ -486,14 +537,27 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let notifier = sender.map(|sender| {
+    let heartbeat = sender.as_ref().map(|_| {
+        let n = &config.notifier;
+        Arc::new(NotifierHeartbeat::new(
+            Duration::from_secs(n.lease_secs.max(1))
+                + Duration::from_millis(n.interval_ms.max(10))
+                + Duration::from_secs(10),
+        ))
+    });
+    let notifier = sender.zip(heartbeat.clone()).map(|(sender, beat)| {
         tokio::spawn(run_notifier(
             service.clone(),
             sender,
             config.notifier.clone(),
+            beat,
             stop_rx,
         ))
     });
+    let readiness = Readiness {
+        store: store_check,
+        notifier: heartbeat,
+    };
 
     let metrics_handle = metrics::install().map_err(StartError::Other)?;
     let upkeep = metrics::spawn_upkeep(metrics_handle.clone());
@@ -640,15 +704,18 @@ async fn run_notifier(
     service: CommandService,
     sender: Arc<dyn SmsSender>,
     config: config::NotifierConfig,
+    heartbeat: Arc<NotifierHeartbeat>,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = Duration::from_millis(config.interval_ms.max(10));
     let lease = Duration::from_secs(config.lease_secs.max(1));
     loop {
-        match service
+        heartbeat.beat();
+        let pass = service
             .deliver_pending(sender.as_ref(), config.batch.max(1), lease)
-            .await
-        {
+            .await;
+        heartbeat.beat();
+        match pass {
             Ok(report) if report != Default::default() => {
                 tracing::info!(
                     sent = report.sent,
@@ -666,5 +733,21 @@ async fn run_notifier(
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notifier_is_stuck_only_after_a_silence_longer_than_allowed() {
+        let beat = NotifierHeartbeat::new(Duration::from_secs(70));
+        let start = std::time::Instant::now();
+        beat.beat();
+        assert!(!beat.stuck(start + Duration::from_secs(60)));
+        assert!(beat.stuck(start + Duration::from_secs(71)));
+        beat.beat();
+        assert!(!beat.stuck(std::time::Instant::now() + Duration::from_secs(69)));
     }
 }
