@@ -124,6 +124,22 @@ pub enum Command {
     UnlockVerification,
 }
 
+impl Command {
+    /// The command's name, for spans and logs (never its data).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Add { .. } => "add",
+            Command::Verify { .. } => "verify",
+            Command::ResendCode { .. } => "resend_code",
+            Command::RecordCodeSent { .. } => "record_code_sent",
+            Command::RecordDeliveryFailed { .. } => "record_delivery_failed",
+            Command::Remove => "remove",
+            Command::LockVerification { .. } => "lock_verification",
+            Command::UnlockVerification => "unlock_verification",
+        }
+    }
+}
+
 /// The three ways to add a registration (the `verification` oneof of `SetPhone`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddVerification {

@@ -69,6 +69,37 @@ pub struct Config {
     /// How long the server waits on PostgreSQL.
     #[serde(default)]
     pub database: DatabaseConfig,
+    /// Trace export.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`: spans exported over OTLP/gRPC; off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector, e.g. `http://otel-collector:4317`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of traces that start here to sample (0.0..=1.0); a caller's decision stands.
+    pub sample_ratio: f64,
+    /// Pause between two exports, in milliseconds.
+    pub export_interval_ms: u64,
+    /// Bound of one export, in milliseconds.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "otp-sms".into(),
+            sample_ratio: 1.0,
+            export_interval_ms: 5_000,
+            export_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[server]`.

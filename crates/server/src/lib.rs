@@ -34,6 +34,7 @@ pub mod config;
 pub mod listener;
 pub mod metrics;
 pub mod sms;
+pub mod telemetry;
 pub mod tls;
 
 use config::{Config, Directory, SenderKind};
@@ -197,17 +198,14 @@ pub enum StartError {
     Other(String),
 }
 
-/// Parses the command line, sets up logging and runs until SIGTERM or Ctrl-C.
+/// Parses the command line, sets up logging (and trace export, if configured) and runs until
+/// SIGTERM or Ctrl-C.
 pub fn cli_main() -> ExitCode {
     let matches = Args::command().get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    init_logging(args.log_format);
-    if matches.value_source("keys") == Some(clap::parser::ValueSource::CommandLine) {
-        tracing::warn!("--keys on the command line shows the keys in the process list to every user of this machine; use --key-file or OTP_SMS_KEYS");
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -215,7 +213,32 @@ pub fn cli_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, shutdown_signal())) {
+    // The `[tracing]` table is read before the rest of the configuration, so that the
+    // subscriber exists when `run` starts; `run` reads (and checks) the file again.
+    let tracing_config = match &args.config {
+        Some(path) if !args.dev => match Config::from_file(path) {
+            Ok(config) => config.tracing,
+            Err(e) => {
+                eprintln!("otp-sms-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => config::TracingConfig::default(),
+    };
+    let telemetry =
+        match runtime.block_on(async { telemetry::init(args.log_format, &tracing_config) }) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("otp-sms-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    if matches.value_source("keys") == Some(clap::parser::ValueSource::CommandLine) {
+        tracing::warn!("--keys on the command line shows the keys in the process list to every user of this machine; use --key-file or OTP_SMS_KEYS");
+    }
+    let outcome = runtime.block_on(run(args, shutdown_signal()));
+    runtime.block_on(async { telemetry.shutdown() });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -223,18 +246,6 @@ pub fn cli_main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 async fn shutdown_signal() {
@@ -599,11 +610,25 @@ pub async fn run(
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                let span = tracing::info_span!(
+                    "request",
+                    // OpenTelemetry's HTTP span name without a route: the method alone (a
+                    // path would carry ids).
+                    otel.name = %req.method(),
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id = %id,
+                    trace_id = tracing::field::Empty,
+                );
+                telemetry::adopt_trace_context(&span, req.headers());
+                span
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn_with_state(trusted, resolve_client))
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            resolve_client,
+        ))
         .layer(axum::middleware::from_fn(metrics::mark_route));
 
     let tls = match (&args.tls_cert, &args.tls_key) {

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use chrono::{DateTime, Utc};
 
 use super::CommandService;
@@ -55,8 +57,16 @@ impl CommandService {
         fresh: Option<&VerificationCode>,
     ) -> Result<Details, Error> {
         let mut issued = None;
+        // The command's span: its store calls and budget takes are its children.
+        let span = tracing::info_span!(
+            "otp_sms.command",
+            command = command.name(),
+            otp_sms_id = %registration,
+            command_id = %id,
+        );
         let result = self
             .run_command(id, caller, user, registration, command, fresh, &mut issued)
+            .instrument(span)
             .await;
         // The command's one report to the metrics, however it ended.
         metrics::command_finished(command, &result, issued);
@@ -98,7 +108,11 @@ impl CommandService {
             {
                 (cached, true)
             } else {
-                (self.store.read_stream(&stream).await?, false)
+                let read = self
+                    .store
+                    .read_stream(&stream)
+                    .instrument(tracing::info_span!("otp_sms.store.read_stream"));
+                (read.await?, false)
             };
             let now = self.clock.now();
             if let Some(at) = history.iter().position(|r| r.command == Some(id)) {
@@ -193,7 +207,11 @@ impl CommandService {
                 command: Some(id),
             };
             let started = std::time::Instant::now();
-            let appended = self.store.append(append).await;
+            let appended = self
+                .store
+                .append(append)
+                .instrument(tracing::info_span!("otp_sms.store.append", attempt))
+                .await;
             metrics::append(
                 started.elapsed(),
                 match &appended {

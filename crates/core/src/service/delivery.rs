@@ -2,6 +2,7 @@
 //! `code sent`, delete the message.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -151,11 +152,17 @@ impl CommandService {
         let deadline = fetched_at
             + chrono::Duration::from_std(lease - margin).unwrap_or(chrono::Duration::zero());
         let messages = self.store.fetch_outbox(limit, lease).await?;
+        if messages.is_empty() {
+            return Ok(DeliveryReport::default());
+        }
         let concurrency = self.delivery.concurrency.max(1);
+        // A pass with work is a trace of its own: each send is a child of it.
+        let pass = tracing::info_span!("otp_sms.notifier.pass", messages = messages.len());
         let outcomes: Vec<Outcome> = stream::iter(messages)
             .map(|message| self.deliver_message(sender, message, deadline))
             .buffer_unordered(concurrency)
             .collect()
+            .instrument(pass)
             .await;
         let mut report = DeliveryReport::default();
         for outcome in outcomes {
@@ -315,7 +322,15 @@ impl CommandService {
             message_id,
             deadline: deadline.min(d.expires_at),
         };
-        sender.send(&sms).await.map_err(Failure::Send)?;
+        sender
+            .send(&sms)
+            .instrument(tracing::info_span!(
+                "otp_sms.sms.send",
+                message_id = %sms.message_id,
+                otp_sms_id = %sms.registration,
+            ))
+            .await
+            .map_err(Failure::Send)?;
         let user = UserRecord {
             id: d.user.clone(),
             organization: d.organization.clone(),

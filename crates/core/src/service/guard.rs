@@ -23,6 +23,7 @@ use crate::ids::{PrincipalId, RegistrationId};
 use crate::phone::Phone;
 use crate::ports::UserRecord;
 use crate::store::{Append, ExpectedVersion, NewEvent, Recorded, RecordedMeta, StreamId};
+use tracing::Instrument as _;
 
 use super::CommandService;
 
@@ -123,7 +124,14 @@ impl CommandService {
         if plan.is_empty() {
             return Ok(Admission::Go(permit));
         }
-        let mut outcome = self.budgets.take(&plan.request).await?;
+        let mut outcome = self
+            .budgets
+            .take(&plan.request)
+            .instrument(tracing::info_span!(
+                "otp_sms.budgets.take",
+                budgets = plan.scopes.len()
+            ))
+            .await?;
         let mut slot_retry = None;
         if let TakeOutcome::Refused { take, .. } = outcome {
             if plan.scopes.get(take) == Some(&Scope::UserRegistrations) {
