@@ -10,6 +10,15 @@
 //! ```
 //!
 //! Progress goes to stderr. With PostgreSQL it works in a fresh schema and drops it at the end.
+//!
+//! Against a running server (`--server URL --protocol http|grpc|grpc-web|baseline --token TOKEN
+//! --user USER`), the same flow goes over the wire from C clients and the line gains
+//! `"target"` and `"protocol"`; `--serve-baseline --listen ADDR` serves the bare axum handler
+//! that `--protocol baseline` drives; `--print-server-config` prints the configuration the
+//! server under test runs with. See the benchmark's README.
+
+mod baseline;
+mod remote;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -33,18 +42,46 @@ enum StoreKind {
     Postgres,
 }
 
-/// The verify path, end to end, on one store.
+/// The verify path, end to end, on one store in process, or over the wire against a server.
 #[derive(Debug, Parser)]
 #[command(name = "otp-sms-bench")]
 struct Args {
-    /// Which event store.
+    /// Which event store, in process. With `--server`, only a label for the output.
     #[arg(long, value_enum)]
-    store: StoreKind,
+    store: Option<StoreKind>,
+    /// Drive a running server at this URL (`http://HOST:PORT`) instead of a service in process.
+    #[arg(long)]
+    server: Option<String>,
+    /// With `--server`: the protocol.
+    #[arg(long, value_enum, default_value = "http")]
+    protocol: remote::Protocol,
+    /// With `--server`: a token with `user.write` in the user's organization.
+    #[arg(long, default_value = "bench-token")]
+    token: String,
+    /// With `--server`: the user the registrations are added to.
+    #[arg(long, default_value = "bench-user")]
+    user: String,
+    /// With `--server`: instead of the flow, hold this many idle keep-alive connections and
+    /// report the server's resident memory (needs `--server-pid`).
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// The server's process id, for `--idle-connections`.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Serve the bare axum baseline handler on `--listen` until stopped.
+    #[arg(long)]
+    serve_baseline: bool,
+    /// Where `--serve-baseline` listens.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    /// Print the server configuration the server under test runs with, and exit.
+    #[arg(long)]
+    print_server_config: bool,
     /// Registrations to add and then verify.
-    #[arg(long)]
+    #[arg(long, default_value_t = 10_000)]
     registrations: usize,
-    /// Concurrent tasks.
-    #[arg(long)]
+    /// Concurrent tasks (clients, with `--server`).
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// PostgreSQL database to create the benchmark's schema in.
     #[arg(long, env = "DATABASE_URL")]
@@ -349,6 +386,7 @@ async fn preload(
     Ok(())
 }
 
+/// The `p`th percentile of sorted nanoseconds, in microseconds.
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -402,11 +440,77 @@ struct Shared {
     added: Vec<std::sync::OnceLock<(String, String)>>,
 }
 
+/// The configuration the server under test runs with: one instance, organization and user, a
+/// token with `user.write`, and budgets sized for load (a user may hold any number of
+/// registrations; the codes of `return_code` take no send budget).
+const SERVER_CONFIG: &str = r#"# otp-sms-bench --print-server-config: the server under test.
+[[instances]]
+id = "bench"
+
+[[organizations]]
+instance = "bench"
+id = "bench-org"
+
+[[users]]
+instance = "bench"
+id = "bench-user"
+organization = "bench-org"
+
+[[users]]
+instance = "bench"
+id = "bench-admin"
+organization = "bench-org"
+
+[[tokens]]
+token = "bench-token"
+instance = "bench"
+user = "bench-admin"
+permissions = ["user.write"]
+
+[abuse]
+max_registrations_per_user = 4000000000
+
+[server]
+max_connections = 15000
+max_in_flight = 4096
+"#;
+
+async fn run(args: Args) -> Result<serde_json::Value, String> {
+    if let Some(server) = &args.server {
+        if let Some(count) = args.idle_connections {
+            let pid = args
+                .server_pid
+                .ok_or("--idle-connections needs --server-pid")?;
+            return remote::idle_connections(server, count, pid).await;
+        }
+        return remote::Remote {
+            server: server.trim_end_matches('/').to_owned(),
+            protocol: args.protocol,
+            token: args.token.clone(),
+            user: args.user.clone(),
+            registrations: args.registrations,
+            concurrency: args.concurrency,
+            store: match args.store {
+                Some(StoreKind::Memory) => "memory",
+                Some(StoreKind::Postgres) => "postgres",
+                None => "unknown",
+            }
+            .to_owned(),
+        }
+        .run()
+        .await;
+    }
+    bench(args).await
+}
+
 async fn bench(args: Args) -> Result<serde_json::Value, String> {
+    let store_kind = args
+        .store
+        .ok_or("--store memory|postgres (in process) or --server URL")?;
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("bench"), &[0x42; 32]));
     let mut pg_schema: Option<(sqlx::PgPool, String)> = None;
     let mut budgets: Arc<dyn BudgetStore> = Arc::new(otp_sms_core::MemoryBudgets::new());
-    let store: Arc<dyn EventStore<Event>> = match args.store {
+    let store: Arc<dyn EventStore<Event>> = match store_kind {
         StoreKind::Memory => Arc::new(MemoryStore::<Event>::new()),
         StoreKind::Postgres => {
             let url = args
@@ -456,7 +560,7 @@ async fn measure(
 ) -> Result<serde_json::Value, String> {
     let n = args.registrations;
     let c = args.concurrency.max(1);
-    if args.preload_events > 0 && args.store == StoreKind::Memory {
+    if args.preload_events > 0 && args.store == Some(StoreKind::Memory) {
         eprintln!("preloading {} events", args.preload_events);
         preload(store.as_ref(), &keys, args.preload_events).await?;
     }
@@ -475,8 +579,8 @@ async fn measure(
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         service: CommandService::new(store, Arc::new(users), Arc::new(SelfOnly), keys)
             .with_stream_cache(args.stream_cache.unwrap_or(match args.store {
-                StoreKind::Memory => 0,
-                StoreKind::Postgres => otp_sms_core::StreamCache::DEFAULT_CAPACITY,
+                Some(StoreKind::Postgres) => otp_sms_core::StreamCache::DEFAULT_CAPACITY,
+                _ => 0,
             }))
             .with_budget_store(budgets)
             .with_abuse_policy(policy(n, args.budgets))
@@ -527,7 +631,7 @@ async fn measure(
     };
     let mut line = serde_json::json!({
         "system": "otp-sms",
-        "store": match args.store { StoreKind::Memory => "memory", StoreKind::Postgres => "postgres" },
+        "store": match args.store { Some(StoreKind::Postgres) => "postgres", _ => "memory" },
         "registrations": n,
         "concurrency": c,
         "budgets": budgets,
@@ -570,6 +674,10 @@ async fn measure(
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_server_config {
+        print!("{SERVER_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -580,7 +688,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(args)) {
+    if args.serve_baseline {
+        return match runtime.block_on(baseline::serve(args.listen)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("otp-sms-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match runtime.block_on(run(args)) {
         Ok(line) => {
             println!("{line}");
             ExitCode::SUCCESS

@@ -140,6 +140,9 @@ impl Entries {
                     (leaving.at + chrono(window) - now).to_std().ok()
                 })
             }
+            // Fewer entries than the cap cannot hold it full: no scan (a key with many
+            // slots, under a large cap, would otherwise cost a pass over them per take).
+            Rule::Held { max, .. } if self.log.len() < max as usize => None,
             Rule::Held { max, .. } => self.refusal_when_held(max as usize, now),
             Rule::Absent => self.refusal_when_held(1, now),
         }

@@ -1,0 +1,441 @@
+//! Driving a running server over the wire: C clients, each with a connection of its own
+//! (HTTP/1.1 keep-alive for `http`, `grpc-web` and `baseline`; HTTP/2 for `grpc`), add N
+//! registrations with `return_code` through a token with `user.write`, then verify each once
+//! with the right code. `baseline` drives the bare axum handler of [`crate::baseline`] the
+//! same way, one request per "verify".
+
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
+    set_phone, zitadel_users_client::ZitadelUsersClient, AddOtpsmsAuthenticatorRequest,
+    AddOtpsmsAuthenticatorResponse, ReturnPhoneVerificationCode, SetPhone,
+    VerifyOtpsmsRegistrationRequest,
+};
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+/// How the clients talk to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The JSON API over HTTP/1.1.
+    Http,
+    /// gRPC over HTTP/2 (cleartext).
+    Grpc,
+    /// gRPC-web (binary) over HTTP/1.1.
+    GrpcWeb,
+    /// The bare axum handler of `--serve-baseline`, over HTTP/1.1.
+    Baseline,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Baseline => "baseline",
+        }
+    }
+}
+
+/// One run against a server.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// `http://HOST:PORT`.
+    pub server: String,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// A token with `user.write` in the user's organization.
+    pub token: String,
+    /// The user whose registrations are added.
+    pub user: String,
+    /// Registrations (requests, for the baseline).
+    pub registrations: usize,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// What to print as `store` (the benchmark cannot see the server's store).
+    pub store: String,
+}
+
+const SERVICE: &str = "/zitadel.resources.user.v3alpha.ZITADELUsers";
+
+/// The baseline's request: 20 bytes of JSON.
+pub const BASELINE_BODY: &str = r#"{"code": "12345678"}"#;
+
+/// A client with one connection.
+enum Client {
+    Http(reqwest::Client),
+    Grpc(ZitadelUsersClient<Channel>),
+}
+
+fn http1_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A Swiss mobile number per registration.
+fn number(i: usize) -> String {
+    format!("+4179{:07}", i % 10_000_000)
+}
+
+fn grpc_web_frame(message: &impl Message) -> Vec<u8> {
+    let body = message.encode_to_vec();
+    let mut framed = Vec::with_capacity(5 + body.len());
+    framed.push(0);
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    framed
+}
+
+/// The message of a gRPC-web answer, after checking its status (in the headers of a
+/// trailers-only answer, else in the trailer frame).
+fn grpc_web_message(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<Vec<u8>, String> {
+    if let Some(status) = headers.get("grpc-status") {
+        if status != "0" {
+            return Err(format!("grpc-status {status:?}"));
+        }
+    }
+    let mut rest = body;
+    let mut message = None;
+    while rest.len() >= 5 {
+        let flag = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let data = rest.get(5..5 + len).ok_or("a truncated gRPC-web frame")?;
+        if flag & 0x80 != 0 {
+            let trailers = String::from_utf8_lossy(data);
+            if !trailers.contains("grpc-status:0") {
+                return Err(format!("trailers: {trailers}"));
+            }
+        } else {
+            message = Some(data.to_vec());
+        }
+        rest = &rest[5 + len..];
+    }
+    message.ok_or_else(|| "no message in the gRPC-web answer".into())
+}
+
+impl Remote {
+    async fn client(&self) -> Result<Client, String> {
+        Ok(match self.protocol {
+            Protocol::Grpc => {
+                let channel = Endpoint::from_shared(self.server.clone())
+                    .map_err(|e| e.to_string())?
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", self.server))?;
+                Client::Grpc(ZitadelUsersClient::new(channel))
+            }
+            _ => Client::Http(http1_client()?),
+        })
+    }
+
+    fn add_request(&self, i: usize) -> AddOtpsmsAuthenticatorRequest {
+        AddOtpsmsAuthenticatorRequest {
+            id: self.user.clone(),
+            phone: Some(SetPhone {
+                number: number(i),
+                verification: Some(set_phone::Verification::ReturnCode(
+                    ReturnPhoneVerificationCode {},
+                )),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn authed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Ok(value) = format!("Bearer {}", self.token).parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    /// Adds registration `i`; its id and code.
+    async fn add(&self, client: &mut Client, i: usize) -> Result<(String, String), String> {
+        match (self.protocol, client) {
+            (Protocol::Http, Client::Http(http)) => {
+                let res = http
+                    .post(format!(
+                        "{}/resources/v3alpha/users/{}/otp_sms",
+                        self.server, self.user
+                    ))
+                    .bearer_auth(&self.token)
+                    .json(&serde_json::json!({"number": number(i), "returnCode": {}}))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = res.status();
+                let body: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
+                match (body["otpSmsId"].as_str(), body["verificationCode"].as_str()) {
+                    (Some(id), Some(code)) if status.is_success() => {
+                        Ok((id.to_owned(), code.to_owned()))
+                    }
+                    _ => Err(format!("add answered {status}: {body}")),
+                }
+            }
+            (Protocol::Grpc, Client::Grpc(grpc)) => {
+                let added = grpc
+                    .add_otpsms_authenticator(self.authed(self.add_request(i)))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                Ok((
+                    added.otp_sms_id,
+                    added.verification_code.unwrap_or_default(),
+                ))
+            }
+            (Protocol::GrpcWeb, Client::Http(http)) => {
+                let res = http
+                    .post(format!("{}{SERVICE}/AddOTPSMSAuthenticator", self.server))
+                    .bearer_auth(&self.token)
+                    .header("content-type", "application/grpc-web+proto")
+                    .body(grpc_web_frame(&self.add_request(i)))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let headers = res.headers().clone();
+                let body = res.bytes().await.map_err(|e| e.to_string())?;
+                let added = AddOtpsmsAuthenticatorResponse::decode(
+                    grpc_web_message(&headers, &body)?.as_slice(),
+                )
+                .map_err(|e| e.to_string())?;
+                Ok((
+                    added.otp_sms_id,
+                    added.verification_code.unwrap_or_default(),
+                ))
+            }
+            _ => Err("no add for this protocol".into()),
+        }
+    }
+
+    /// Verifies a registration with its code (the baseline: one request).
+    async fn verify(&self, client: &mut Client, id: &str, code: &str) -> Result<(), String> {
+        let request = || VerifyOtpsmsRegistrationRequest {
+            id: self.user.clone(),
+            otp_sms_id: id.to_owned(),
+            code: code.to_owned(),
+            ..Default::default()
+        };
+        match (self.protocol, client) {
+            (Protocol::Http, Client::Http(http)) => {
+                let res = http
+                    .post(format!(
+                        "{}/resources/v3alpha/users/{}/otp_sms/{id}/_verify",
+                        self.server, self.user
+                    ))
+                    .bearer_auth(&self.token)
+                    .json(&code)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = res.status();
+                let _ = res.bytes().await;
+                status
+                    .is_success()
+                    .then_some(())
+                    .ok_or_else(|| format!("verify answered {status}"))
+            }
+            (Protocol::Grpc, Client::Grpc(grpc)) => grpc
+                .verify_otpsms_registration(self.authed(request()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (Protocol::GrpcWeb, Client::Http(http)) => {
+                let res = http
+                    .post(format!("{}{SERVICE}/VerifyOTPSMSRegistration", self.server))
+                    .bearer_auth(&self.token)
+                    .header("content-type", "application/grpc-web+proto")
+                    .body(grpc_web_frame(&request()))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let headers = res.headers().clone();
+                let body = res.bytes().await.map_err(|e| e.to_string())?;
+                grpc_web_message(&headers, &body).map(|_| ())
+            }
+            (Protocol::Baseline, Client::Http(http)) => {
+                let res = http
+                    .post(format!("{}/baseline", self.server))
+                    .header("content-type", "application/json")
+                    .body(BASELINE_BODY)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = res.status();
+                let _ = res.bytes().await;
+                status
+                    .is_success()
+                    .then_some(())
+                    .ok_or_else(|| format!("baseline answered {status}"))
+            }
+            _ => Err("mismatched client".into()),
+        }
+    }
+
+    /// Adds, then verifies; the JSON line.
+    pub async fn run(self) -> Result<serde_json::Value, String> {
+        let n = self.registrations;
+        let c = self.concurrency.max(1);
+        let this = std::sync::Arc::new(self);
+        let mut clients = Vec::with_capacity(c);
+        for _ in 0..c {
+            clients.push(this.client().await?);
+        }
+        let share = move |k: usize| (k * n / c, (k + 1) * n / c);
+        let mut add_per_sec = serde_json::Value::Null;
+        let mut work: Vec<(Client, Vec<(String, String)>)> = Vec::with_capacity(c);
+        if this.protocol == Protocol::Baseline {
+            work = clients
+                .into_iter()
+                .enumerate()
+                .map(|(k, client)| {
+                    let (from, to) = share(k);
+                    (client, vec![(String::new(), String::new()); to - from])
+                })
+                .collect();
+        } else {
+            eprintln!(
+                "adding {n} registrations from {c} clients over {}",
+                this.protocol.name()
+            );
+            let started = Instant::now();
+            let tasks: Vec<_> = clients
+                .into_iter()
+                .enumerate()
+                .map(|(k, mut client)| {
+                    let this = std::sync::Arc::clone(&this);
+                    tokio::spawn(async move {
+                        let (from, to) = share(k);
+                        let mut added = Vec::with_capacity(to - from);
+                        for i in from..to {
+                            added.push(this.add(&mut client, i).await?);
+                        }
+                        Ok::<_, String>((client, added))
+                    })
+                })
+                .collect();
+            for task in tasks {
+                work.push(task.await.map_err(|e| e.to_string())??);
+            }
+            add_per_sec = (n as f64 / started.elapsed().as_secs_f64()).round().into();
+        }
+        eprintln!(
+            "verifying {n} from {c} clients over {}",
+            this.protocol.name()
+        );
+        let started = Instant::now();
+        let tasks: Vec<_> = work
+            .into_iter()
+            .map(|(mut client, added)| {
+                let this = std::sync::Arc::clone(&this);
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(added.len());
+                    for (id, code) in &added {
+                        let t = Instant::now();
+                        this.verify(&mut client, id, code).await?;
+                        latencies.push(t.elapsed().as_nanos() as u64);
+                    }
+                    Ok::<_, String>(latencies)
+                })
+            })
+            .collect();
+        let mut latencies = Vec::with_capacity(n);
+        for task in tasks {
+            latencies.extend(task.await.map_err(|e| e.to_string())??);
+        }
+        let took = started.elapsed();
+        latencies.sort_unstable();
+        let target = if this.protocol == Protocol::Baseline {
+            "baseline"
+        } else {
+            "server"
+        };
+        Ok(serde_json::json!({
+            "system": "otp-sms",
+            "target": target,
+            "protocol": this.protocol.name(),
+            "store": this.store,
+            "registrations": n,
+            "concurrency": c,
+            "add_per_sec": add_per_sec,
+            "verify_per_sec": (n as f64 / took.as_secs_f64()).round(),
+            "verify_p50_us": crate::percentile(&latencies, 50.0),
+            "verify_p99_us": crate::percentile(&latencies, 99.0),
+        }))
+    }
+}
+
+/// The resident memory of process `pid`, in KiB (Linux).
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read the status of process {pid}: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmRSS for process {pid}"))
+}
+
+/// Opens `count` keep-alive connections to `server` (`http://HOST:PORT`), each after one
+/// answered `GET /healthz`, and reports the server process's resident memory before and with
+/// them open.
+pub async fn idle_connections(
+    server: &str,
+    count: usize,
+    pid: u32,
+) -> Result<serde_json::Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server
+        .strip_prefix("http://")
+        .ok_or("--server must be http://HOST:PORT")?
+        .trim_end_matches('/')
+        .to_owned();
+    let before = rss_kib(pid)?;
+    let mut open = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(500) {
+        let batch = (chunk * 500..((chunk + 1) * 500).min(count)).map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nhost: bench\r\n\r\n")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut answer = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !answer.ends_with(b"}") {
+                    let read = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+                    if read == 0 {
+                        return Err("closed before answering".to_owned());
+                    }
+                    answer.extend_from_slice(&buf[..read]);
+                }
+                Ok::<_, String>(stream)
+            })
+        });
+        let batch: Vec<_> = batch.collect();
+        for task in batch {
+            open.push(task.await.map_err(|e| e.to_string())??);
+        }
+    }
+    // Let the server settle (buffers freed after the answers) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with = rss_kib(pid)?;
+    let held = open.len();
+    drop(open);
+    Ok(serde_json::json!({
+        "system": "otp-sms",
+        "target": "server",
+        "idle_connections": held,
+        "server_rss_kib_before": before,
+        "server_rss_kib_with_idle": with,
+        "bytes_per_idle_connection": ((with.saturating_sub(before)) * 1024) / held.max(1) as u64,
+    }))
+}
