@@ -290,3 +290,32 @@ async fn a_grpc_call_beyond_the_cap_is_a_grpc_unavailable() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     drop(slow);
 }
+
+/// Given a header-read timeout of 1 s, when a client's keep-alive connection has been answered
+/// and then sits idle, then the server closes it within 3 s: the header timer runs while it
+/// waits for the next request, so it is also the HTTP/1 idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
+    let s = server("header_read_timeout_ms = 1000");
+    let mut stream = TcpStream::connect(addr(&s)).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"}") {
+        let read = stream.read(&mut buf).await.unwrap();
+        assert!(read > 0, "answered before it closes");
+        answer.extend_from_slice(&buf[..read]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "kept alive after an answer"
+    );
+    let closed = closed_within(&mut stream, Duration::from_secs(3)).await;
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(900)),
+        "closed after about 1 s idle: {closed:?}"
+    );
+}

@@ -473,6 +473,9 @@ max_registrations_per_user = 4000000000
 [server]
 max_connections = 15000
 max_in_flight = 4096
+# The HTTP/1 header timer is also the idle keep-alive timeout: long enough to hold 10,000
+# idle connections while the memory is read.
+header_read_timeout_ms = 60000
 "#;
 
 async fn run(args: Args) -> Result<serde_json::Value, String> {
