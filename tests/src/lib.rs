@@ -10,6 +10,7 @@
 
 pub mod faults;
 pub mod fixture;
+pub mod grpc;
 pub mod net;
 pub mod pg;
 pub mod replication;

@@ -508,16 +508,10 @@ async fn the_unlock_extension_over_grpc() {
     let mut ext = OtpsmsExtensionsClient::connect(s.server.base_url.clone())
         .await
         .expect("connect");
-    let mut add = Request::new(AddOtpsmsAuthenticatorRequest {
-        id: "u0".into(),
-        phone: Some(SetPhone {
-            number: "+41791234567".into(),
-            verification: Some(set_phone::Verification::ReturnCode(
-                ReturnPhoneVerificationCode {},
-            )),
-        }),
-        ..Default::default()
-    });
+    let mut add = Request::new(otp_sms_tests::grpc::add_returning_code(
+        "u0",
+        "+41791234567",
+    ));
     add.metadata_mut()
         .insert("authorization", authed("token-root"));
     let added = users

@@ -263,26 +263,17 @@ async fn calls_beyond_the_in_flight_cap_are_shed_at_once() {
 /// A gRPC call shed at the in-flight cap is a gRPC status, UNAVAILABLE, not an HTTP error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_call_beyond_the_cap_is_a_grpc_unavailable() {
-    use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
-        set_phone, zitadel_users_client::ZitadelUsersClient, AddOtpsmsAuthenticatorRequest,
-        ReturnPhoneVerificationCode, SetPhone,
-    };
+    use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
     let s = server("max_in_flight = 1\nrequest_timeout_ms = 30000\nheader_read_timeout_ms = 30000");
     let slow = slow_add(&addr(&s)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut client = ZitadelUsersClient::connect(s.base_url.clone())
         .await
         .expect("connect");
-    let mut request = tonic::Request::new(AddOtpsmsAuthenticatorRequest {
-        id: "alice".into(),
-        phone: Some(SetPhone {
-            number: "+41791234567".into(),
-            verification: Some(set_phone::Verification::ReturnCode(
-                ReturnPhoneVerificationCode {},
-            )),
-        }),
-        ..Default::default()
-    });
+    let mut request = tonic::Request::new(otp_sms_tests::grpc::add_returning_code(
+        "alice",
+        "+41791234567",
+    ));
     request
         .metadata_mut()
         .insert("authorization", "Bearer token-alice".parse().unwrap());

@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
-    set_phone, zitadel_users_client::ZitadelUsersClient, AddOtpsmsAuthenticatorRequest,
-    ReturnPhoneVerificationCode, SetPhone,
-};
+use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::zitadel_users_client::ZitadelUsersClient;
 use otp_sms_tests::net::WebhookReceiver;
 use otp_sms_tests::server::{config, webhook_sms, Options, Server, TEST_KEYS};
 use prom_text_format_parser::{Scrape, Type, ValueType};
@@ -79,6 +76,22 @@ async fn post(s: &Server, path: &str, token: &str, body: Json) -> (u16, Json) {
 
 const ADD: &str = "/resources/v3alpha/users/alice/otp_sms";
 
+/// Adds a registration for alice with its code in the answer: its verify path and the code.
+async fn add_returning_code(s: &Server) -> (String, String) {
+    let (st, added) = post(
+        s,
+        ADD,
+        "token-alice",
+        json!({"number": "+41791234567", "returnCode": {}}),
+    )
+    .await;
+    assert_eq!(st, 200, "{added}");
+    (
+        format!("{ADD}/{}/_verify", added["otpSmsId"].as_str().unwrap()),
+        added["verificationCode"].as_str().unwrap().to_owned(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domain_counters_move_as_a_flow_runs() {
     let receiver = WebhookReceiver::start().await;
@@ -107,24 +120,10 @@ async fn domain_counters_move_as_a_flow_runs() {
     };
 
     // A code in the response, one wrong code, then the right one.
-    let (st, added) = post(
-        &s,
-        ADD,
-        "token-alice",
-        json!({"number": "+41791234567", "returnCode": {}}),
-    )
-    .await;
-    assert_eq!(st, 200, "{added}");
-    let verify = format!("{ADD}/{}/_verify", added["otpSmsId"].as_str().unwrap());
+    let (verify, code) = add_returning_code(&s).await;
     let (st, _) = post(&s, &verify, "token-alice", json!("00000000")).await;
     assert_eq!(st, 400);
-    let (st, _) = post(
-        &s,
-        &verify,
-        "token-alice",
-        added["verificationCode"].clone(),
-    )
-    .await;
+    let (st, _) = post(&s, &verify, "token-alice", json!(code)).await;
     assert_eq!(st, 200);
     let (st, _) = post(&s, &verify, "token-alice", json!("00000000")).await;
     assert_eq!(st, 400, "verified already: not one of the five outcomes");
@@ -250,16 +249,7 @@ async fn grpc_calls_are_counted_by_service_method_and_status() {
     let mut c = ZitadelUsersClient::connect(s.base_url.clone())
         .await
         .unwrap();
-    let add = || AddOtpsmsAuthenticatorRequest {
-        id: "alice".into(),
-        phone: Some(SetPhone {
-            number: "+41791234567".into(),
-            verification: Some(set_phone::Verification::ReturnCode(
-                ReturnPhoneVerificationCode {},
-            )),
-        }),
-        ..Default::default()
-    };
+    let add = || otp_sms_tests::grpc::add_returning_code("alice", "+41791234567");
     let mut authed = tonic::Request::new(add());
     authed
         .metadata_mut()
@@ -328,22 +318,8 @@ async fn the_postgres_store_reports_batches_and_cache_hits() {
             ..Options::default()
         },
     );
-    let (st, added) = post(
-        &s,
-        ADD,
-        "token-alice",
-        json!({"number": "+41791234567", "returnCode": {}}),
-    )
-    .await;
-    assert_eq!(st, 200, "{added}");
-    let verify = format!("{ADD}/{}/_verify", added["otpSmsId"].as_str().unwrap());
-    let (st, _) = post(
-        &s,
-        &verify,
-        "token-alice",
-        added["verificationCode"].clone(),
-    )
-    .await;
+    let (verify, code) = add_returning_code(&s).await;
+    let (st, _) = post(&s, &verify, "token-alice", json!(code)).await;
     assert_eq!(st, 200);
     let scraped = scrape(&s).await;
     assert!(count(&scraped, "otp_sms_append_batch_size", &[]) >= 2.0);

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
-    set_phone, zitadel_users_client::ZitadelUsersClient, AddOtpsmsAuthenticatorRequest,
-    ReturnPhoneVerificationCode, SetPhone, VerifyOtpsmsRegistrationRequest,
+    zitadel_users_client::ZitadelUsersClient, VerifyOtpsmsRegistrationRequest,
 };
 use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -149,16 +148,10 @@ async fn grpc_over_tls() {
         .await
         .expect("gRPC over TLS (HTTP/2 by ALPN)");
     let mut c = ZitadelUsersClient::new(channel);
-    let mut add = tonic::Request::new(AddOtpsmsAuthenticatorRequest {
-        id: "alice".into(),
-        phone: Some(SetPhone {
-            number: "+41791234567".into(),
-            verification: Some(set_phone::Verification::ReturnCode(
-                ReturnPhoneVerificationCode {},
-            )),
-        }),
-        ..Default::default()
-    });
+    let mut add = tonic::Request::new(otp_sms_tests::grpc::add_returning_code(
+        "alice",
+        "+41791234567",
+    ));
     add.metadata_mut()
         .insert("authorization", "Bearer token-alice".parse().unwrap());
     let added = c

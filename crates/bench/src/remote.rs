@@ -78,6 +78,17 @@ fn http1_client() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Reads an HTTP answer whole (so the connection is reused) and checks its status.
+async fn succeeded(res: reqwest::Result<reqwest::Response>, what: &str) -> Result<(), String> {
+    let res = res.map_err(|e| e.to_string())?;
+    let status = res.status();
+    let _ = res.bytes().await;
+    status
+        .is_success()
+        .then_some(())
+        .ok_or_else(|| format!("{what} answered {status}"))
+}
+
 /// A Swiss mobile number per registration.
 fn number(i: usize) -> String {
     format!("+4179{:07}", i % 10_000_000)
@@ -190,20 +201,11 @@ impl Remote {
                 ))
             }
             (Protocol::GrpcWeb, Client::Http(http)) => {
-                let res = http
-                    .post(format!("{}{SERVICE}/AddOTPSMSAuthenticator", self.server))
-                    .bearer_auth(&self.token)
-                    .header("content-type", "application/grpc-web+proto")
-                    .body(grpc_web_frame(&self.add_request(i)))
-                    .send()
-                    .await
+                let answer = self
+                    .grpc_web(http, "AddOTPSMSAuthenticator", &self.add_request(i))
+                    .await?;
+                let added = AddOtpsmsAuthenticatorResponse::decode(answer.as_slice())
                     .map_err(|e| e.to_string())?;
-                let headers = res.headers().clone();
-                let body = res.bytes().await.map_err(|e| e.to_string())?;
-                let added = AddOtpsmsAuthenticatorResponse::decode(
-                    grpc_web_message(&headers, &body)?.as_slice(),
-                )
-                .map_err(|e| e.to_string())?;
                 Ok((
                     added.otp_sms_id,
                     added.verification_code.unwrap_or_default(),
@@ -231,50 +233,49 @@ impl Remote {
                     .bearer_auth(&self.token)
                     .json(&code)
                     .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = res.status();
-                let _ = res.bytes().await;
-                status
-                    .is_success()
-                    .then_some(())
-                    .ok_or_else(|| format!("verify answered {status}"))
+                    .await;
+                succeeded(res, "verify").await
             }
             (Protocol::Grpc, Client::Grpc(grpc)) => grpc
                 .verify_otpsms_registration(self.authed(request()))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
-            (Protocol::GrpcWeb, Client::Http(http)) => {
-                let res = http
-                    .post(format!("{}{SERVICE}/VerifyOTPSMSRegistration", self.server))
-                    .bearer_auth(&self.token)
-                    .header("content-type", "application/grpc-web+proto")
-                    .body(grpc_web_frame(&request()))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let headers = res.headers().clone();
-                let body = res.bytes().await.map_err(|e| e.to_string())?;
-                grpc_web_message(&headers, &body).map(|_| ())
-            }
+            (Protocol::GrpcWeb, Client::Http(http)) => self
+                .grpc_web(http, "VerifyOTPSMSRegistration", &request())
+                .await
+                .map(|_| ()),
             (Protocol::Baseline, Client::Http(http)) => {
                 let res = http
                     .post(format!("{}/baseline", self.server))
                     .header("content-type", "application/json")
                     .body(BASELINE_BODY)
                     .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = res.status();
-                let _ = res.bytes().await;
-                status
-                    .is_success()
-                    .then_some(())
-                    .ok_or_else(|| format!("baseline answered {status}"))
+                    .await;
+                succeeded(res, "baseline").await
             }
             _ => Err("mismatched client".into()),
         }
+    }
+
+    /// A gRPC-web call of `method`; the answer's message.
+    async fn grpc_web(
+        &self,
+        http: &reqwest::Client,
+        method: &str,
+        message: &impl Message,
+    ) -> Result<Vec<u8>, String> {
+        let res = http
+            .post(format!("{}{SERVICE}/{method}", self.server))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/grpc-web+proto")
+            .body(grpc_web_frame(message))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let headers = res.headers().clone();
+        let body = res.bytes().await.map_err(|e| e.to_string())?;
+        grpc_web_message(&headers, &body)
     }
 
     /// Adds, then verifies; the JSON line.
