@@ -799,3 +799,91 @@ async fn a_killed_server_loses_and_doubles_nothing_under_load() {
     drop(second);
     pg::drop_schema(&schema).await;
 }
+
+/// Given a server on PostgreSQL with a shutdown deadline of 2 s, a client holding a request
+/// half sent, and four clients adding as fast as they can, when the server gets SIGTERM, then
+/// it exits within the deadline (and a margin), and every add it acknowledged is in the
+/// database: a server started after it verifies each one with its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_exits_in_time_and_loses_no_acknowledged_add() {
+    use std::sync::{Arc, Mutex};
+    let extra = format!(
+        "[server]\nshutdown_timeout_secs = 2\nheader_read_timeout_ms = 60000\n{}",
+        load_instance("{ max_registrations_per_user = 100000 }", 4)
+    );
+    let (mut first, schema) = pg_server(&extra, None);
+    let mut held = tokio::net::TcpStream::connect(first.base_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut held,
+        b"POST /resources/v3alpha/users/u0/otp_sms HTTP/1.1\r\n",
+    )
+    .await
+    .unwrap();
+    let acknowledged: Arc<Mutex<Vec<(usize, String, String)>>> = Arc::default();
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (base, acknowledged) = (first.base_url.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                loop {
+                    let sent = client
+                        .post(format!("{base}/resources/v3alpha/users/u{c}/otp_sms"))
+                        .bearer_auth(format!("token-u{c}"))
+                        .json(&json!({"number": "+41791234567", "returnCode": {}}))
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    let Ok(res) = sent else { return };
+                    if !res.status().is_success() {
+                        return;
+                    }
+                    let Ok(added) = res.json::<Value>().await else {
+                        return;
+                    };
+                    acknowledged.lock().unwrap().push((
+                        c,
+                        added["otpSmsId"].as_str().unwrap().to_owned(),
+                        added["verificationCode"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let started = std::time::Instant::now();
+    let exited = first.terminate(Duration::from_secs(10));
+    let took = started.elapsed();
+    for client in clients {
+        let _ = client.await;
+    }
+    assert_eq!(exited, Some(true), "exits cleanly");
+    assert!(took < Duration::from_secs(4), "exited after {took:?}");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 10,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
+    let second = pg_server_on(&extra, &schema);
+    let client = reqwest::Client::new();
+    for (c, id, code) in &acknowledged {
+        let res = client
+            .post(second.url(&format!(
+                "/resources/v3alpha/users/u{c}/otp_sms/{id}/_verify"
+            )))
+            .bearer_auth(format!("token-u{c}"))
+            .json(code)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "acknowledged add {id} is in the database"
+        );
+    }
+    drop(held);
+}
