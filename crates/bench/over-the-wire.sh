@@ -45,7 +45,7 @@ for _ in $(seq "$rounds"); do
   p=$(port); start_server "$p" --database-url "$url" --schema "$schema"
   run server-postgres-http "$bench" --server "http://127.0.0.1:$p" --protocol http --registrations "$pg_n" --concurrency "$c" --store postgres
   stop_server
-  psql -q "$url" -c "DROP SCHEMA \"$schema\" CASCADE" >/dev/null
+  PGOPTIONS="-c client_min_messages=warning" psql -q "$url" -c "DROP SCHEMA \"$schema\" CASCADE" >/dev/null
   run in-process-postgres "$bench" --store postgres --registrations "$pg_n" --concurrency "$c" --database-url "$url"
 done
 p=$(port); start_server "$p"

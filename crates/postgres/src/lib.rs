@@ -71,9 +71,16 @@ const MAX_BATCH: usize = 128;
 /// Histogram (through the `metrics` facade): appends per group commit of the writer thread.
 pub const APPEND_BATCH_SIZE: &str = "otp_sms_append_batch_size";
 
-/// How long the writer waits for more appends when the previous batch showed concurrent
-/// writers: a commit flush costs the same for one append as for many. Never when alone.
+/// How long the writer waits at least for more appends when the previous batch showed
+/// concurrent writers: a commit flush costs the same for one append as for many. Never when
+/// alone.
 const LINGER: Duration = Duration::from_micros(250);
+
+/// The longest such wait. The wait is a quarter of the previous batch's write (its flush,
+/// mostly), within these bounds: when a flush is slow, writers whose next append follows a
+/// network round trip (a server's clients) still join the next commit instead of splitting
+/// it in two.
+const MAX_LINGER: Duration = Duration::from_millis(2);
 
 /// A PostgreSQL event store in one schema.
 ///
@@ -742,6 +749,7 @@ async fn write_batches<E: EventPayload>(
     let mut conn: Option<PgConnection> = None;
     let mut waiting: std::collections::VecDeque<Job<E>> = std::collections::VecDeque::new();
     let mut last_batch = 0usize;
+    let mut last_write = Duration::ZERO;
     loop {
         if waiting.is_empty() {
             match next_job(&mut rx).await {
@@ -751,7 +759,7 @@ async fn write_batches<E: EventPayload>(
         }
         if last_batch > 1 && waiting.len() < last_batch {
             // Concurrent writers are about: give them a moment to join this commit.
-            let deadline = tokio::time::Instant::now() + LINGER;
+            let deadline = tokio::time::Instant::now() + (last_write / 4).clamp(LINGER, MAX_LINGER);
             while waiting.len() < last_batch {
                 match tokio::time::timeout_at(deadline, next_job(&mut rx)).await {
                     Ok(Some(job)) => waiting.push_back(job),
@@ -794,9 +802,11 @@ async fn write_batches<E: EventPayload>(
         };
         match connection {
             Ok(mut c) => {
+                let started = std::time::Instant::now();
                 if write_batch(&shared, &mut c, batch).await {
                     conn = Some(c);
                 }
+                last_write = started.elapsed();
             }
             Err(e) => {
                 for job in batch {
