@@ -1,9 +1,10 @@
--- append_batch, as in 0007, with the command-id check read in the same pass over the stream as
--- its version. As a NOT EXISTS of its own, the check let the planner hash it over a sequential
--- scan of all events (the array arguments are estimated at 1,000 rows, so one scan looked
--- cheaper than a probe per append): a cached generic plan then read the whole table on every
--- batch, and appends slowed as the log grew. Now each append reads its own stream by the
--- primary key, once. Same signature, so servers of the previous version call this body too.
+-- append_batch, as in 0007, with its two existence checks read by key. The command-id check
+-- is now part of the same pass over the stream as its version, and the outbox check looks each
+-- message up by its id. As subqueries of their own, the planner could hash them over
+-- sequential scans of all events and of the whole outbox (the array arguments are estimated at
+-- 1,000 rows, so one scan looked cheaper than a probe each): a cached generic plan then read
+-- the whole log and the whole backlog on every batch, and appends slowed as either grew. Same
+-- signature, so servers of the previous version call this body too.
 
 CREATE OR REPLACE FUNCTION append_batch(
     lock_class int, lock_key int,
@@ -24,12 +25,7 @@ BEGIN
                v.actual,
                (a_expected[a.i] < 0 OR a_expected[a.i] = v.actual)
                  AND NOT v.done AS version_ok,
-               EXISTS (
-                   SELECT 1
-                     FROM generate_subscripts(o_append, 1) AS k
-                     JOIN outbox ON outbox.id = o_id[k]
-                    WHERE o_append[k] = a.i
-               ) AS duplicate
+               d.duplicate
           FROM generate_subscripts(a_id, 1) AS a(i)
           CROSS JOIN LATERAL (
               SELECT coalesce(max(e.sequence), 0) AS actual,
@@ -39,6 +35,16 @@ BEGIN
                  AND e.aggregate_type = a_type[a.i]
                  AND e.aggregate_id = a_id[a.i]
           ) AS v
+          -- Each outbox message of the append looked up by its id (a probe each; never a
+          -- scan of a backlog).
+          CROSS JOIN LATERAL (
+              SELECT count(*) > 0 AS duplicate
+                FROM generate_subscripts(o_append, 1) AS k
+                CROSS JOIN LATERAL (
+                    SELECT 1 FROM outbox WHERE outbox.id = o_id[k] LIMIT 1
+                ) AS found
+               WHERE o_append[k] = a.i
+          ) AS d
     ),
     accepted AS (
         SELECT c.i, c.actual FROM checked c WHERE c.version_ok AND NOT c.duplicate
