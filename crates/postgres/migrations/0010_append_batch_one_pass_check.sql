@@ -16,6 +16,9 @@ CREATE OR REPLACE FUNCTION append_batch(
 ) RETURNS TABLE (kind text, idx int, seq bigint, pos bigint, at timestamptz)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
+-- Its statements take microseconds; the planner's estimates for array arguments (1,000 rows a
+-- function scan) can pass the JIT threshold, and compiling costs more than 100 ms a call.
+SET jit = off
 AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(lock_class, lock_key);
