@@ -16,10 +16,12 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn bench(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(BENCH)
+/// Runs the benchmark with `args` (without blocking the test's runtime); its JSON line.
+async fn bench(args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new(BENCH)
         .args(args)
         .output()
+        .await
         .expect("run the benchmark");
     assert!(
         out.status.success(),
@@ -69,27 +71,21 @@ async fn every_protocol_adds_and_verifies_against_a_server_run_with_the_printed_
     wait_for(&format!("127.0.0.1:{port}")).await;
     let url = format!("http://127.0.0.1:{port}");
     for protocol in ["http", "grpc", "grpc-web"] {
-        let line = tokio::task::spawn_blocking({
-            let url = url.clone();
-            move || {
-                bench(&[
-                    "--server",
-                    &url,
-                    "--protocol",
-                    protocol,
-                    "--token",
-                    "bench-token",
-                    "--user",
-                    "bench-user",
-                    "--registrations",
-                    "60",
-                    "--concurrency",
-                    "4",
-                ])
-            }
-        })
-        .await
-        .unwrap();
+        let line = bench(&[
+            "--server",
+            &url,
+            "--protocol",
+            protocol,
+            "--token",
+            "bench-token",
+            "--user",
+            "bench-user",
+            "--registrations",
+            "60",
+            "--concurrency",
+            "4",
+        ])
+        .await;
         assert_eq!(line["target"], "server", "{line}");
         assert_eq!(line["protocol"], protocol);
         assert_eq!(line["registrations"], 60);
@@ -97,21 +93,16 @@ async fn every_protocol_adds_and_verifies_against_a_server_run_with_the_printed_
         assert!(line["add_per_sec"].as_f64().unwrap() > 0.0, "{line}");
         assert!(line["verify_p99_us"].as_f64().unwrap() >= line["verify_p50_us"].as_f64().unwrap());
     }
-    let idle = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || {
-            bench(&[
-                "--server",
-                &url,
-                "--idle-connections",
-                "50",
-                "--server-pid",
-                &std::process::id().to_string(),
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let pid = std::process::id().to_string();
+    let idle = bench(&[
+        "--server",
+        &url,
+        "--idle-connections",
+        "50",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
     assert_eq!(idle["idle_connections"], 50, "{idle}");
     assert!(idle["server_rss_kib_with_idle"].as_u64().unwrap() > 0);
     let _ = stop.send(());
@@ -126,20 +117,17 @@ async fn every_protocol_adds_and_verifies_against_a_server_run_with_the_printed_
         .spawn()
         .unwrap();
     wait_for(&format!("127.0.0.1:{port}")).await;
-    let line = tokio::task::spawn_blocking(move || {
-        bench(&[
-            "--server",
-            &format!("http://127.0.0.1:{port}"),
-            "--protocol",
-            "baseline",
-            "--registrations",
-            "60",
-            "--concurrency",
-            "4",
-        ])
-    })
-    .await
-    .unwrap();
+    let line = bench(&[
+        "--server",
+        &format!("http://127.0.0.1:{port}"),
+        "--protocol",
+        "baseline",
+        "--registrations",
+        "60",
+        "--concurrency",
+        "4",
+    ])
+    .await;
     let _ = baseline.kill();
     let _ = baseline.wait();
     assert_eq!(line["target"], "baseline", "{line}");
