@@ -198,44 +198,12 @@ async fn a_callers_trace_holds_the_request_the_command_and_its_store_calls() {
     );
 
     // A log line inside a request carries its trace id: a refused add logs the refusal.
-    let third_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
-    for _ in 0..2 {
-        client
-            .post(s.url("/resources/v3alpha/users/alice/otp_sms"))
-            .bearer_auth("token-alice")
-            .header("traceparent", format!("00-{third_trace}-{GRPC_PARENT}-01"))
-            .json(&serde_json::json!({"number": "+41791112233", "sendCode": {}}))
-            .send()
-            .await
-            .unwrap();
-    }
-    let output = s.output();
-    let refusal = output
-        .lines()
-        .find(|l| l.contains("refused by an abuse rule"))
-        .unwrap_or_else(|| panic!("a refusal is logged:\n{output}"));
-    assert!(
-        refusal.contains(&format!("trace_id={third_trace}")),
-        "{refusal}"
-    );
+    assert_a_refusal_logs_its_trace_id(&s, "5bf92f3577b34da6a3ce929d0e0e4737").await;
 }
 
-/// With export off (the default), a caller's trace id still reaches the log lines of its
-/// request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_export_the_log_lines_still_carry_the_callers_trace_id() {
-    let s = Server::start(
-        BIN,
-        &Options {
-            config: config("").replace(
-                "[abuse]\n",
-                "[abuse]\ndestination_number = [{ max = 1, window_secs = 600 }]\n",
-            ),
-            keys: Some(TEST_KEYS.into()),
-            ..Options::default()
-        },
-    );
-    let trace = "6cf92f3577b34da6a3ce929d0e0e4738";
+/// Two adds to one number under `trace` (the second refused by a budget of one): the
+/// refusal's log line carries the trace id.
+async fn assert_a_refusal_logs_its_trace_id(s: &Server, trace: &str) {
     let client = reqwest::Client::new();
     for _ in 0..2 {
         client
@@ -253,4 +221,22 @@ async fn without_export_the_log_lines_still_carry_the_callers_trace_id() {
         .find(|l| l.contains("refused by an abuse rule"))
         .unwrap_or_else(|| panic!("a refusal is logged:\n{output}"));
     assert!(refusal.contains(&format!("trace_id={trace}")), "{refusal}");
+}
+
+/// With export off (the default), a caller's trace id still reaches the log lines of its
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_export_the_log_lines_still_carry_the_callers_trace_id() {
+    let s = Server::start(
+        BIN,
+        &Options {
+            config: config("").replace(
+                "[abuse]\n",
+                "[abuse]\ndestination_number = [{ max = 1, window_secs = 600 }]\n",
+            ),
+            keys: Some(TEST_KEYS.into()),
+            ..Options::default()
+        },
+    );
+    assert_a_refusal_logs_its_trace_id(&s, "6cf92f3577b34da6a3ce929d0e0e4738").await;
 }
