@@ -109,6 +109,27 @@ pub fn webhook_sms(url: &str, extra: &str) -> String {
     )
 }
 
+/// Runs `binary` to its end with `args`, with no `OTP_SMS_` variable of the test's own
+/// environment and with `env` added; whether it succeeded, and its standard error. For
+/// start-up refusals.
+pub fn run_to_exit(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(binary);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTP_SMS_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the server binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// How to start a server.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

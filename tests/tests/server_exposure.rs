@@ -1,7 +1,6 @@
 //! End-to-end: what the server shows of itself and of its secrets, and what development mode
 //! refuses. The real binary, on loopback.
 
-use std::process::Command;
 use std::time::Duration;
 
 use otp_sms_server::config::Config;
@@ -11,19 +10,8 @@ use otp_sms_tests::server::{config, webhook_sms, Options, Server, TEST_KEYS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 
-/// The binary with `args` and a clean environment plus `env`; its exit status and stderr.
 fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("OTP_SMS_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd.args(args).envs(env.iter().copied()).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    otp_sms_tests::server::run_to_exit(BIN, args, env)
 }
 
 #[test]

@@ -505,16 +505,8 @@ async fn health_readiness_openapi_and_graceful_shutdown() {
 
 #[test]
 fn refuses_to_start_without_a_key_or_configuration() {
-    let out = std::process::Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .env_remove("OTP_SMS_KEYS")
-        .env_remove("OTP_SMS_KEY_FILE")
-        .env_remove("OTP_SMS_CONFIG")
-        .env_remove("OTP_SMS_DEV")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = otp_sms_tests::server::run_to_exit(BIN, &["--listen", "127.0.0.1:0"], &[]);
+    assert!(!ok);
     assert!(
         stderr.contains("--config") && stderr.contains("--dev"),
         "{stderr}"

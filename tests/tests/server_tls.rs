@@ -233,19 +233,23 @@ fn a_certificate_that_does_not_match_its_key_stops_the_start() {
     let (cert, key) = write(&dir, &cert_pem, &other_key);
     let config_file = dir.join("config.toml");
     std::fs::write(&config_file, config("")).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--keys", TEST_KEYS])
-        .arg("--config")
-        .arg(&config_file)
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env_remove("OTP_SMS_DEV")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = otp_sms_tests::server::run_to_exit(
+        BIN,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            TEST_KEYS,
+            "--config",
+            config_file.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok);
     assert!(
         stderr.contains("TLS") && stderr.contains("key.pem"),
         "{stderr}"

@@ -579,15 +579,7 @@ impl std::fmt::Debug for SmsConfig {
         let url = self
             .webhook_url
             .as_deref()
-            .map(|u| match u.split_once("://") {
-                // Scheme and host only: user info, path and query may carry credentials.
-                Some((scheme, rest)) => {
-                    let host = rest.split(['/', '?']).next().unwrap_or("");
-                    let host = host.rsplit('@').next().unwrap_or(host);
-                    format!("{scheme}://{host}/…")
-                }
-                None => "<redacted>".to_owned(),
-            });
+            .map(crate::sms::redacted_webhook_url);
         f.debug_struct("SmsConfig")
             .field("sender", &self.sender)
             .field("webhook_url", &url)

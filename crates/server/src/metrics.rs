@@ -104,9 +104,10 @@ pub async fn mark_route(request: Request, next: Next) -> Response {
 /// request's duration as HTTP and, for gRPC, as an RPC.
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let grpc = otp_sms_grpc::is_grpc(request.headers());
-    let path = request.uri().path().to_owned();
+    let method = known_method(request.method().as_str());
+    // The path is kept only for gRPC calls, whose service and method it names.
+    let grpc_path =
+        otp_sms_grpc::is_grpc(request.headers()).then(|| request.uri().path().to_owned());
     let response = next.run(request).await;
     let took = started.elapsed().as_secs_f64();
     let route = response
@@ -117,12 +118,12 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let status = response.status();
     metrics::histogram!(
         HTTP_SERVER_REQUEST_DURATION,
-        "http_request_method" => known_method(&method),
+        "http_request_method" => method,
         "http_route" => route.clone(),
         "http_response_status_code" => status.as_u16().to_string()
     )
     .record(took);
-    if grpc {
+    if let Some(path) = grpc_path {
         // A trailers-only answer (every error of these unary calls) carries the status in
         // its headers; a message answer is OK unless its trailers say otherwise.
         let code = response
@@ -154,11 +155,17 @@ pub async fn observe(request: Request, next: Next) -> Response {
 
 /// OpenTelemetry's rule for `http.request.method`: the known methods by name, any other as
 /// `_OTHER`.
-fn known_method(method: &str) -> String {
+fn known_method(method: &str) -> &'static str {
     match method {
-        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => {
-            method.to_owned()
-        }
-        _ => "_OTHER".to_owned(),
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "_OTHER",
     }
 }

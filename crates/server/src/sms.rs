@@ -132,15 +132,30 @@ fn is_unique_local(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00)
 }
 
-/// The URL as logs and `Debug` show it: no user info, no query (either may carry a credential).
-fn redacted(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    if shown.query().is_some() {
-        shown.set_query(Some("<redacted>"));
+/// A webhook URL as logs and `Debug` show it: scheme, host and port only (user info, path and
+/// query may each carry a credential); text that is no URL shows as `<redacted>`.
+///
+/// ```
+/// use otp_sms_server::sms::redacted_webhook_url;
+/// assert_eq!(
+///     redacted_webhook_url("https://u:p@sms.example.com:8443/hooks/T0K3N?key=k"),
+///     "https://sms.example.com:8443/…"
+/// );
+/// assert_eq!(redacted_webhook_url("not a url"), "<redacted>");
+/// ```
+pub fn redacted_webhook_url(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(url) => redacted(&url),
+        Err(_) => "<redacted>".to_owned(),
     }
-    shown.to_string()
+}
+
+fn redacted(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}/…", url.scheme()),
+        None => format!("{}://{host}/…", url.scheme()),
+    }
 }
 
 /// POSTs each SMS as JSON to a URL, signed as Standard Webhooks specifies (`webhook-id`: the
