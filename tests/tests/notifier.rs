@@ -1,5 +1,6 @@
 //! The notifier's pass over the outbox, on both stores: back-off and giving up, refusals,
-//! failures that touch only their own message, concurrent sends within the lease.
+//! failures that touch only their own message, concurrent sends within the lease; and the
+//! notifier task a host spawns.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ on_both_stores!(
     failed_sends_back_off_and_are_given_up_after_max_attempts,
     a_failing_number_holds_back_no_other,
     sends_run_concurrently_and_end_before_the_lease,
+    the_spawned_notifier_sends_and_its_shutdown_lets_the_pass_end,
 );
 
 fn quick() -> DeliveryPolicy {
@@ -206,4 +208,48 @@ async fn sends_run_concurrently_and_end_before_the_lease(f: &Fixture) {
     for deadline in sender.deadlines.lock().unwrap().iter() {
         assert!(*deadline <= latest, "{deadline} after {latest}");
     }
+}
+
+/// Given the notifier a host spawns and a sender that takes 400 ms, then a code added is sent
+/// without anyone calling a pass, and a shutdown asked for mid-send returns only after that
+/// send is recorded as `code sent`: nothing is cut half-way, and no pass follows.
+async fn the_spawned_notifier_sends_and_its_shutdown_lets_the_pass_end(f: &Fixture) {
+    let sender = Arc::new(SlowSender {
+        delay: Duration::from_millis(400),
+        deadlines: Default::default(),
+    });
+    let notifier = otp_sms_core::spawn_notifier(
+        f.service.clone(),
+        sender.clone(),
+        otp_sms_core::NotifierSettings {
+            interval: Duration::from_millis(20),
+            ..Default::default()
+        },
+    );
+    let registration = add_sending(f, "u1", "+41791234501").await;
+    let started = Instant::now();
+    while sender.deadlines.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "nothing sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!notifier.heartbeat().stuck(Instant::now()));
+    notifier.shutdown().await;
+    let sent = f
+        .store
+        .read_all(0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            matches!(&r.event, Event::CodeSent(_)) && *r.stream.aggregate_id == *registration
+        })
+        .count();
+    assert_eq!(
+        sent, 1,
+        "the pass in progress ended before the shutdown returned"
+    );
+    // Stopped: a code added now stays unsent.
+    add_sending(f, "u2", "+41791234502").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sender.deadlines.lock().unwrap().len(), 1);
 }

@@ -161,18 +161,39 @@ pub enum Event {
 }
 
 impl Event {
+    /// The stable type name of [`Added`]: `user.otp_sms.added`.
+    pub const ADDED: &'static str = "user.otp_sms.added";
+    /// The stable type name of [`CodeAdded`]: `user.otp_sms.code.added`.
+    pub const CODE_ADDED: &'static str = "user.otp_sms.code.added";
+    /// The stable type name of [`CodeSent`]: `user.otp_sms.code.sent`.
+    pub const CODE_SENT: &'static str = "user.otp_sms.code.sent";
+    /// The stable type name of [`CheckFailed`]: `user.otp_sms.check.failed`.
+    pub const CHECK_FAILED: &'static str = "user.otp_sms.check.failed";
+    /// The stable type name of [`Verified`]: `user.otp_sms.verified`.
+    pub const VERIFIED: &'static str = "user.otp_sms.verified";
+    /// The stable type name of [`Removed`]: `user.otp_sms.removed`.
+    pub const REMOVED: &'static str = "user.otp_sms.removed";
+    /// The stable type name of [`SendRefused`]: `user.otp_sms.send.refused`.
+    pub const SEND_REFUSED: &'static str = "user.otp_sms.send.refused";
+    /// The stable type name of [`VerificationLocked`]: `user.otp_sms.verification.locked`.
+    pub const VERIFICATION_LOCKED: &'static str = "user.otp_sms.verification.locked";
+    /// The stable type name of [`VerificationUnlocked`]: `user.otp_sms.verification.unlocked`.
+    pub const VERIFICATION_UNLOCKED: &'static str = "user.otp_sms.verification.unlocked";
+    /// The stable type name of [`DeliveryFailed`]: `user.otp_sms.delivery.failed`.
+    pub const DELIVERY_FAILED: &'static str = "user.otp_sms.delivery.failed";
+
     /// Every stable type name, in the order of the enum.
     pub const TYPES: [&'static str; 10] = [
-        "user.otp_sms.added",
-        "user.otp_sms.code.added",
-        "user.otp_sms.code.sent",
-        "user.otp_sms.check.failed",
-        "user.otp_sms.verified",
-        "user.otp_sms.removed",
-        "user.otp_sms.send.refused",
-        "user.otp_sms.verification.locked",
-        "user.otp_sms.verification.unlocked",
-        "user.otp_sms.delivery.failed",
+        Self::ADDED,
+        Self::CODE_ADDED,
+        Self::CODE_SENT,
+        Self::CHECK_FAILED,
+        Self::VERIFIED,
+        Self::REMOVED,
+        Self::SEND_REFUSED,
+        Self::VERIFICATION_LOCKED,
+        Self::VERIFICATION_UNLOCKED,
+        Self::DELIVERY_FAILED,
     ];
 
     fn index(&self) -> usize {

@@ -38,7 +38,7 @@ fn has_control(value: &str) -> bool {
 }
 
 macro_rules! id_newtype {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -91,29 +91,64 @@ macro_rules! id_newtype {
                 &self.0
             }
         }
+
+        impl $name {
+            /// The request field an error names when [`FromStr`](std::str::FromStr) or
+            /// `TryFrom` refuses a value.
+            pub const FIELD: &'static str = $field;
+        }
+
+        /// Validates as [`Self::parse`] does, naming the field [`Self::FIELD`].
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            fn from_str(value: &str) -> Result<Self, Error> {
+                Self::parse(Self::FIELD, value)
+            }
+        }
+
+        /// Validates as [`Self::parse`] does, naming the field [`Self::FIELD`].
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(value: String) -> Result<Self, Error> {
+                Self::parse(Self::FIELD, value)
+            }
+        }
+
+        /// Validates as [`Self::parse`] does, naming the field [`Self::FIELD`].
+        impl TryFrom<&str> for $name {
+            type Error = Error;
+            fn try_from(value: &str) -> Result<Self, Error> {
+                Self::parse(Self::FIELD, value)
+            }
+        }
     };
 }
 
 id_newtype!(
     /// The tenant (ZITADEL instance) a request runs in. Events of different instances never mix.
-    InstanceId
+    InstanceId,
+    "instance.id"
 );
 id_newtype!(
     /// An organization; a user's authenticators are owned by the user's organization.
-    OrganizationId
+    OrganizationId,
+    "organization.org_id"
 );
 id_newtype!(
     /// A user, as the host's user directory knows it.
-    UserId
+    UserId,
+    "id"
 );
 id_newtype!(
     /// An OTP SMS registration (`otp_sms_id`). Generated as a UUID v7 by [`crate::UuidV7Ids`],
     /// so ids sort by creation time and index well; callers may send any 1..=200 characters.
-    RegistrationId
+    RegistrationId,
+    "otp_sms_id"
 );
 id_newtype!(
     /// Whoever acts: a user id, a service account, or `system` for the notifier.
-    PrincipalId
+    PrincipalId,
+    "principal"
 );
 
 impl PrincipalId {
@@ -122,6 +157,23 @@ impl PrincipalId {
         Self(Arc::from("system"))
     }
 }
+
+impl InstanceId {
+    /// The instance of a single-tenant host: `default`. A host with one tenant puts every
+    /// [`Caller`](crate::Caller) in it (see [`Caller::single_tenant`](crate::Caller::single_tenant))
+    /// and never implements the instance look-ups.
+    ///
+    /// ```
+    /// use otp_sms_core::InstanceId;
+    /// assert_eq!(InstanceId::single_tenant().as_str(), "default");
+    /// ```
+    pub fn single_tenant() -> Self {
+        Self(Arc::from(SINGLE_TENANT))
+    }
+}
+
+/// The id of [`InstanceId::single_tenant`].
+const SINGLE_TENANT: &str = "default";
 
 #[cfg(test)]
 mod tests {
@@ -140,6 +192,27 @@ mod tests {
         assert!(UserId::parse("id", "🦀".repeat(201)).is_err());
         assert!(UserId::parse("id", "a\0b").is_err());
         assert!(UserId::parse("id", "a\nb").is_err());
+    }
+
+    #[test]
+    fn ids_parse_from_strings_naming_their_field() {
+        let user: UserId = "u1".parse().unwrap();
+        assert_eq!(user.as_str(), "u1");
+        assert_eq!(
+            RegistrationId::try_from("r1".to_owned()).unwrap().as_str(),
+            "r1"
+        );
+        assert_eq!(
+            "".parse::<RegistrationId>(),
+            Err(Error::invalid("otp_sms_id", "must not be empty"))
+        );
+        assert_eq!(
+            OrganizationId::try_from("a\0"),
+            Err(Error::invalid(
+                "organization.org_id",
+                "must not contain control characters"
+            ))
+        );
     }
 
     #[test]

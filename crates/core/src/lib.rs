@@ -60,6 +60,8 @@ mod idempotency;
 mod ids;
 mod keys;
 pub mod metrics;
+#[cfg(feature = "notifier")]
+mod notifier;
 mod phone;
 mod ports;
 mod service;
@@ -77,7 +79,9 @@ pub use api::{
     AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
     RegistrationRequest, ResendResponse, UserRequest, VerifyRequest,
 };
-pub use caller::{authenticate, bearer_token, Caller, ClientAddress, InstanceRef, TrustedProxies};
+pub use caller::{
+    authenticate, bearer_token, resolve_caller, Caller, ClientAddress, InstanceRef, TrustedProxies,
+};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
@@ -102,3 +106,12 @@ pub use store::{
     StoreError, StreamId, Version,
 };
 pub use stream_cache::StreamCache;
+
+#[cfg(feature = "notifier")]
+pub use notifier::{spawn_notifier, Notifier, NotifierHeartbeat, NotifierSettings};
+
+// The ports' signatures use these: a host implements the ports with the versions re-exported
+// here and keeps no dependency of its own in step with ours.
+pub use async_trait::async_trait;
+pub use chrono::{self, DateTime, Utc};
+pub use uuid::{self, Uuid};

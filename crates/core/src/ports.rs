@@ -112,6 +112,27 @@ pub enum PortError {
     Internal(String),
 }
 
+/// A library error met inside a port (an id that does not parse, a call that failed): a
+/// transient one ([`Error::Unavailable`], [`Error::DeadlineExceeded`], [`Error::Aborted`]) stays
+/// retryable, anything else is [`PortError::Internal`], so `?` works in a port's body.
+///
+/// ```
+/// use otp_sms_core::{PortError, UserId};
+/// fn user(raw: &str) -> Result<UserId, PortError> {
+///     Ok(raw.parse::<UserId>()?)
+/// }
+/// assert!(matches!(user(""), Err(PortError::Internal(_))));
+/// ```
+impl From<Error> for PortError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unavailable(m) => PortError::Unavailable(m),
+            e @ (Error::DeadlineExceeded | Error::Aborted) => PortError::Unavailable(e.to_string()),
+            e => PortError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<PortError> for Error {
     fn from(e: PortError) -> Self {
         match e {
@@ -140,12 +161,17 @@ pub trait UserDirectory: Send + Sync {
         user: &UserId,
     ) -> Result<Option<UserRecord>, PortError>;
 
-    /// The organization with this primary domain in the instance, if any.
+    /// The organization with this primary domain in the instance, if any. Only requests
+    /// that name their organization by domain ask; the default knows no domain (such a request
+    /// is answered NOT_FOUND).
     async fn organization_by_domain(
         &self,
         instance: &InstanceId,
         domain: &str,
-    ) -> Result<Option<OrganizationId>, PortError>;
+    ) -> Result<Option<OrganizationId>, PortError> {
+        let _ = (instance, domain);
+        Ok(None)
+    }
 }
 
 /// The host's permission model.
@@ -213,6 +239,11 @@ pub trait Authenticator: Send + Sync {
     /// token is unknown, expired or revoked.
     async fn authenticate(&self, bearer_token: &str) -> Result<Option<Caller>, PortError>;
 
-    /// The instance with this domain, for requests that name their instance by domain.
-    async fn instance_by_domain(&self, domain: &str) -> Result<Option<InstanceId>, PortError>;
+    /// The instance with this domain, for requests that name their instance by domain. The
+    /// default knows no domain (such a request is answered NOT_FOUND): right for a
+    /// single-tenant host.
+    async fn instance_by_domain(&self, domain: &str) -> Result<Option<InstanceId>, PortError> {
+        let _ = domain;
+        Ok(None)
+    }
 }

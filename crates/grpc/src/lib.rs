@@ -9,7 +9,9 @@
 //!   over HTTP/1.1 via `tonic-web`) and gRPC server reflection, to merge with the JSON router on
 //!   one port. Other methods of `ZITADELUsers` answer UNIMPLEMENTED.
 //! - Errors are `tonic::Status` with the codes of [`otp_sms_core::Error::rpc_code`], the same
-//!   mapping the HTTP adapter uses; callers authenticate with `authorization: Bearer` metadata.
+//!   mapping the HTTP adapter uses. The caller is the [`otp_sms_core::Caller`] a host's
+//!   middleware put in the request's extensions, or else the one `authorization: Bearer`
+//!   metadata names ([`otp_sms_core::resolve_caller`]).
 //! - [`proto`] holds the generated messages, server and client; [`FILE_DESCRIPTOR_SET`] the
 //!   compiled definitions.
 //!
@@ -27,7 +29,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use otp_sms_core::{
-    authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
+    bearer_token, resolve_caller, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
     Details, Error, IdempotencyKey, InstanceRef, OrganizationRef, OwnerType, PhoneVerification,
     RegistrationRequest, UserRequest, VerifyRequest,
 };
@@ -217,14 +219,24 @@ impl UsersService {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
+        // A caller the host's middleware authenticated and put in the request's extensions
+        // (tonic passes the HTTP request's extensions on) stands in for the token.
+        let handed_over = request.extensions().get::<Caller>().cloned();
         let address = request
             .extensions()
             .get::<ClientAddress>()
             .map(|ClientAddress(a)| *a);
-        let caller = authenticate(self.auth.as_ref(), token, instance_ref(instance))
-            .await
-            .map_err(|e| status(&e))?;
+        let caller = resolve_caller(
+            self.auth.as_ref(),
+            handed_over,
+            token,
+            instance_ref(instance),
+        )
+        .await
+        .map_err(|e| status(&e))?;
         let key = idempotency_key(request.metadata()).map_err(|e| status(&e))?;
+        let address = caller.address.or(address);
+        let key = key.or_else(|| caller.idempotency_key.clone());
         Ok(caller.with_address(address).with_idempotency_key(key))
     }
 }

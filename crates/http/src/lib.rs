@@ -9,20 +9,33 @@
 //! | `RemoveOTPSMSAuthenticator` | `DELETE /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}` |
 //! | (extension) resend a code | `POST /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_resend_code` |
 //! | (extension) lift the user's verification lock | `POST /resources/v3alpha/users/{id}/otp_sms/_unlock` |
-//! | the OpenAPI document | `GET /openapi.json` |
 //!
 //! `instance.id` / `instance.domain` and `organization.org_id` / `organization.org_domain`
-//! (or `organization.orgId` / `organization.orgDomain`) travel as query parameters. Callers
-//! authenticate with `Authorization: Bearer <token>`, resolved by the host's
-//! [`Authenticator`]; users and permissions come from the ports inside the
-//! [`CommandService`]. Every error, the router's own included (malformed JSON, a wrong content
-//! type, a body over [`MAX_BODY_BYTES`], unknown routes and methods), is a `google.rpc.Status`
-//! body with the HTTP status of the contract's table.
+//! (or `organization.orgId` / `organization.orgDomain`) travel as query parameters. The caller
+//! is the [`Caller`] the host's middleware put in the request's extensions, or else the one the
+//! host's [`Authenticator`] finds for `Authorization: Bearer <token>`; users and permissions
+//! come from the ports inside the [`CommandService`]. Every error of a call, the router's own
+//! rejections included (malformed JSON, a wrong content type, a body over [`MAX_BODY_BYTES`]),
+//! is a `google.rpc.Status` body with the HTTP status of the contract's table.
+//!
+//! [`router`] is made to be embedded: it has no fallback and no `/openapi.json`, so it merges
+//! into a host's router that has its own, or nests under a prefix; [`openapi_nested`] is the
+//! document for that prefix and [`openapi_route`] serves it where the host likes.
+//! [`standalone_router`] adds the document at `/openapi.json` and `google.rpc.Status` answers
+//! for unknown routes and methods, as `otp-sms-server` serves it.
 //!
 //! ```
 //! # use std::sync::Arc;
 //! # fn mount(service: otp_sms_core::CommandService, auth: Arc<dyn otp_sms_core::Authenticator>) {
-//! let app: axum::Router = axum::Router::new().merge(otp_sms_http::router(service, auth));
+//! // Nested under a prefix, next to the host's own routes and fallback.
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "the host's home" }))
+//!     .nest("/otp", otp_sms_http::router(service, auth))
+//!     .route(
+//!         "/otp/openapi.json",
+//!         otp_sms_http::openapi_route(otp_sms_http::openapi_nested("/otp")),
+//!     )
+//!     .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "the host's 404") });
 //! # }
 //! ```
 
@@ -30,11 +43,12 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, Uri};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use otp_sms_core::{
-    authenticate, bearer_token, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
+    bearer_token, resolve_caller, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
     Delivery, Error, IdempotencyKey, InstanceRef, OrganizationRef, PhoneVerification,
     RegistrationRequest, UserRequest, VerifyRequest,
 };
@@ -100,35 +114,96 @@ fn documented_routes() -> OpenApiRouter<Api> {
         .routes(routes!(unlock_verification))
 }
 
-/// The OpenAPI document of the three calls, generated from the handlers' annotations, which
-/// also register the routes: the document cannot list a route the router does not serve.
+/// The OpenAPI document of the calls, generated from the handlers' annotations, which also
+/// register the routes: the document cannot list a route the router does not serve. Its paths
+/// are as [`router`] serves them at the root; see [`openapi_nested`] for a router nested under
+/// a prefix.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     documented_routes().split_for_parts().1
 }
 
-/// The router: the three calls, `/openapi.json`, and `google.rpc.Status` answers for unknown
-/// routes and methods.
-pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> Router {
-    let (routes, openapi) = documented_routes().split_for_parts();
-    let document = Arc::new(openapi);
-    routes
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let document = Arc::clone(&document);
-                async move { Json((*document).clone()) }
-            }),
-        )
-        .fallback(unknown_route)
-        .method_not_allowed_fallback(unknown_method)
-        .with_state(Api { service, auth })
+/// The OpenAPI document of [`router`] nested under `prefix` (`Router::nest(prefix, …)`): every
+/// path starts with the prefix. A prefix without a leading `/` gets one; a trailing `/` is
+/// dropped; `""` and `"/"` mean the root.
+///
+/// ```
+/// let doc = otp_sms_http::openapi_nested("/auth/otp");
+/// assert!(doc
+///     .paths
+///     .paths
+///     .contains_key("/auth/otp/resources/v3alpha/users/{id}/otp_sms"));
+/// ```
+pub fn openapi_nested(prefix: &str) -> utoipa::openapi::OpenApi {
+    let prefix = prefix.trim_end_matches('/');
+    let prefix = match prefix {
+        "" => String::new(),
+        p if p.starts_with('/') => p.to_owned(),
+        p => format!("/{p}"),
+    };
+    let mut document = openapi();
+    document.paths.paths = std::mem::take(&mut document.paths.paths)
+        .into_iter()
+        .map(|(path, item)| (format!("{prefix}{path}"), item))
+        .collect();
+    document
 }
 
-async fn unknown_route(uri: Uri) -> ApiError {
+/// A `GET` route that serves `document` as JSON, for the host to place where it likes:
+///
+/// ```
+/// # use std::sync::Arc;
+/// # fn mount(service: otp_sms_core::CommandService, auth: Arc<dyn otp_sms_core::Authenticator>) {
+/// let app: axum::Router = axum::Router::new()
+///     .nest("/otp", otp_sms_http::router(service, auth))
+///     .route(
+///         "/otp/openapi.json",
+///         otp_sms_http::openapi_route(otp_sms_http::openapi_nested("/otp")),
+///     );
+/// # }
+/// ```
+pub fn openapi_route<S>(document: utoipa::openapi::OpenApi) -> axum::routing::MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    // Serialised once: the document never changes while the process runs.
+    let body = Bytes::from(serde_json::to_vec(&document).expect("an OpenAPI document serialises"));
+    axum::routing::get(move || {
+        let body = body.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+    })
+}
+
+/// The calls' routes, for a host to mount with `merge` or `nest`: no fallback and no
+/// `/openapi.json`, so the host's own 404s, method-not-allowed answers and documents stay the
+/// host's (see [`openapi_nested`] and [`openapi_route`] for the document). Errors of the calls,
+/// the router's own rejections included (malformed JSON, a wrong content type, a body over
+/// [`MAX_BODY_BYTES`]), are `google.rpc.Status` bodies.
+///
+/// The caller is the one the host's middleware put in the request's extensions, if any, else
+/// the one `auth` finds for the `Authorization: Bearer` token ([`otp_sms_core::resolve_caller`]).
+pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> Router {
+    let (routes, _) = documented_routes().split_for_parts();
+    routes.with_state(Api { service, auth })
+}
+
+/// The router of a server that serves nothing else: [`router`], `GET /openapi.json`, and
+/// `google.rpc.Status` answers ([`unknown_route`], [`unknown_method`]) for unknown routes and
+/// methods. This is what `otp-sms-server` serves.
+pub fn standalone_router(service: CommandService, auth: Arc<dyn Authenticator>) -> Router {
+    router(service, auth)
+        .route("/openapi.json", openapi_route(openapi()))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(unknown_method)
+}
+
+/// A fallback answering NOT_FOUND (code 5, HTTP 404) as a `google.rpc.Status`, for a server
+/// whose unknown routes should answer in the API's error format.
+pub async fn unknown_route(uri: Uri) -> ApiError {
     ApiError(Error::UnknownCall(format!("no route for {}", uri.path())))
 }
 
-async fn unknown_method(method: Method, uri: Uri) -> ApiError {
+/// A method-not-allowed fallback answering as a `google.rpc.Status`, as [`unknown_route`].
+pub async fn unknown_method(method: Method, uri: Uri) -> ApiError {
     ApiError(Error::UnknownCall(format!(
         "no method {method} for {}",
         uri.path()
@@ -221,22 +296,44 @@ impl Query {
     }
 }
 
+/// What middleware in front of the router (the host's, or the server's) put on the request:
+/// the caller it authenticated and the client's address.
+struct HandedOver {
+    caller: Option<Caller>,
+    client: Option<ClientAddress>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for HandedOver {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            caller: parts.extensions.get::<Caller>().cloned(),
+            client: parts.extensions.get::<ClientAddress>().copied(),
+        })
+    }
+}
+
 /// The request's context: its query parameters and its caller, resolved by the one rule every
-/// adapter shares ([`otp_sms_core::authenticate`]).
+/// adapter shares ([`otp_sms_core::resolve_caller`]).
 async fn context(
     api: &Api,
     headers: &HeaderMap,
     raw_query: Option<&str>,
-    client: Option<Extension<ClientAddress>>,
+    handed_over: HandedOver,
 ) -> Result<(Caller, Query), ApiError> {
     let query = parse_query(raw_query)?;
-    let caller = caller(api, headers, &query).await?;
+    let caller = caller(api, headers, &query, handed_over.caller).await?;
     // The client address, when the server or the host's middleware resolved one, counts in
-    // the per-address send budget.
-    let caller = caller
-        .with_address(client.map(|Extension(ClientAddress(a))| a))
-        .with_idempotency_key(idempotency_key(headers)?);
-    Ok((caller, query))
+    // the per-address send budget; a caller handed over with an address keeps its own.
+    let address = caller
+        .address
+        .or(handed_over.client.map(|ClientAddress(a)| a));
+    let key = idempotency_key(headers)?.or_else(|| caller.idempotency_key.clone());
+    Ok((
+        caller.with_address(address).with_idempotency_key(key),
+        query,
+    ))
 }
 
 /// The `Idempotency-Key` header, if sent: one value, as the IETF httpapi draft has it.
@@ -257,7 +354,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 /// The idempotency key's header (case-insensitive on the wire).
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-async fn caller(api: &Api, headers: &HeaderMap, query: &Query) -> Result<Caller, ApiError> {
+async fn caller(
+    api: &Api,
+    headers: &HeaderMap,
+    query: &Query,
+    handed_over: Option<Caller>,
+) -> Result<Caller, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -267,7 +369,7 @@ async fn caller(api: &Api, headers: &HeaderMap, query: &Query) -> Result<Caller,
         (_, Some(domain)) => Some(InstanceRef::Domain(domain.clone())),
         _ => None,
     };
-    Ok(authenticate(api.auth.as_ref(), token, instance).await?)
+    Ok(resolve_caller(api.auth.as_ref(), handed_over, token, instance).await?)
 }
 
 /// The body, checked for content type and size.
@@ -330,11 +432,11 @@ async fn add(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    client: Option<Extension<ClientAddress>>,
+    handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<AddResponseJson>, ApiError> {
     let Path(user_id) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let bytes = json_body(&headers, body).await?;
     let phone: SetPhone = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("phone", format!("malformed SetPhone JSON: {e}")))?;
@@ -402,11 +504,11 @@ async fn verify(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    client: Option<Extension<ClientAddress>>,
+    handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let bytes = json_body(&headers, body).await?;
     // The serde message is not echoed: it could quote the code.
     let code = match serde_json::from_slice::<serde_json::Value>(&bytes) {
@@ -462,10 +564,10 @@ async fn remove(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    client: Option<Extension<ClientAddress>>,
+    handed_over: HandedOver,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let details = api
         .service
         .remove(
@@ -512,11 +614,11 @@ async fn resend_code(
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    client: Option<Extension<ClientAddress>>,
+    handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<ResendResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let bytes = json_body(&headers, body).await?;
     let options: ResendCode = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("body", format!("malformed ResendCode JSON: {e}")))?;
@@ -577,10 +679,10 @@ async fn unlock_verification(
     path: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
-    client: Option<Extension<ClientAddress>>,
+    handed_over: HandedOver,
 ) -> Result<Json<wire::Empty>, ApiError> {
     let Path(user_id) = path.map_err(path_error)?;
-    let (caller, query) = context(&api, &headers, raw.as_deref(), client).await?;
+    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     api.service
         .unlock_verification(
             &caller,

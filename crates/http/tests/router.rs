@@ -1,5 +1,6 @@
 //! The router on the in-memory store: bodies, query parameters, authentication and the
-//! google.rpc.Status answers, the router's own errors included.
+//! google.rpc.Status answers, the router's own errors included; and the embeddable router
+//! mounted in a host's router.
 
 use std::sync::Arc;
 
@@ -13,6 +14,12 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 fn app() -> Router {
+    let (service, tokens) = service();
+    otp_sms_http::standalone_router(service, tokens)
+}
+
+/// The command service the tests call, and the tokens they hold.
+fn service() -> (CommandService, Arc<StaticTokens>) {
     let users = Arc::new(
         StaticUsers::new()
             .with_user("inst-1", "alice", "org-1")
@@ -38,7 +45,7 @@ fn app() -> Router {
             .with_token("other-instance", "inst-2", "alice")
             .with_instance_domain("inst-1.example.com", "inst-1"),
     );
-    otp_sms_http::router(service, tokens)
+    (service, tokens)
 }
 
 async fn call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
@@ -556,4 +563,127 @@ async fn an_idempotency_key_replays_the_first_answer() {
             "{bad:?}: {body}"
         );
     }
+}
+
+// ---- embedding: the router in a host's router ----
+
+/// A host's router with its own fallback, method-not-allowed answer and `/openapi.json`.
+fn host_routes() -> Router {
+    Router::new()
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async { axum::Json(json!({"host": "document"})) }),
+        )
+        .fallback(|| async { (StatusCode::IM_A_TEAPOT, "the host's own 404") })
+}
+
+#[tokio::test]
+async fn merging_into_a_router_with_a_fallback_and_a_document_keeps_the_hosts() {
+    let (service, tokens) = service();
+    // Given a host router with a fallback and /openapi.json, merging does not panic.
+    let app = host_routes().merge(otp_sms_http::router(service, tokens));
+    // The host's fallback and document stay the host's.
+    let (status, _) = call(&app, "GET", "/no/such/page", None).await;
+    assert_eq!(status, StatusCode::IM_A_TEAPOT);
+    let (status, doc) = call(&app, "GET", "/openapi.json", None).await;
+    assert_eq!((status, doc), (StatusCode::OK, json!({"host": "document"})));
+    // And the calls work.
+    let (id, code) = add_returning(&app).await;
+    let (status, _) = call(
+        &app,
+        "POST",
+        &format!("{ADD}/{id}/_verify"),
+        Some(&json!(code).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn nested_under_a_prefix_the_document_lists_prefixed_paths() {
+    let (service, tokens) = service();
+    let app = host_routes()
+        .nest("/auth/otp", otp_sms_http::router(service, tokens))
+        .route(
+            "/auth/otp/openapi.json",
+            otp_sms_http::openapi_route(otp_sms_http::openapi_nested("auth/otp/")),
+        );
+    let (status, doc) = call(&app, "GET", "/auth/otp/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), otp_sms_http::openapi().paths.paths.len());
+    for path in &paths {
+        assert!(
+            path.starts_with("/auth/otp/resources/v3alpha/users/"),
+            "{path}"
+        );
+    }
+    // Every documented path is served under the prefix: the add answers, unprefixed it is the
+    // host's 404.
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/auth/otp/resources/v3alpha/users/alice/otp_sms",
+        Some(r#"{"number":"+41791234567","returnCode":{}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&app, "POST", ADD, Some("{}")).await;
+    assert_eq!(status, StatusCode::IM_A_TEAPOT);
+    // A root prefix is the plain document.
+    assert_eq!(
+        serde_json::to_value(otp_sms_http::openapi_nested("/")).unwrap(),
+        serde_json::to_value(otp_sms_http::openapi()).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_caller_handed_over_by_middleware_needs_no_bearer_token() {
+    let (service, tokens) = service();
+    // The host's middleware authenticated the request its own way (a session header here)
+    // and hands the caller over in the request's extensions.
+    async fn session(
+        mut req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let principal = req
+            .headers()
+            .get("x-session-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(principal) = principal {
+            let caller =
+                otp_sms_core::Caller::new("inst-1".parse().unwrap(), principal.parse().unwrap());
+            req.extensions_mut().insert(caller);
+        }
+        next.run(req).await
+    }
+    let app = otp_sms_http::router(service, tokens).layer(axum::middleware::from_fn(session));
+    let add = |session: Option<&str>, query: &str| {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(format!("{ADD}{query}"))
+            .header("content-type", "application/json");
+        if let Some(user) = session {
+            req = req.header("x-session-user", user);
+        }
+        req.body(Body::from(r#"{"number":"+41791234567","returnCode":{}}"#))
+            .unwrap()
+    };
+    // With the session and no Authorization header: alice adds her own phone.
+    let res = app.clone().oneshot(add(Some("alice"), "")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The handed-over caller is checked like any other: bob may not act for alice.
+    let res = app.clone().oneshot(add(Some("bob"), "")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // A request naming another instance than the caller's is NOT_FOUND.
+    let res = app
+        .clone()
+        .oneshot(add(Some("alice"), "?instance.id=inst-2"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // Without the session and without a token: UNAUTHENTICATED.
+    let res = app.clone().oneshot(add(None, "")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }

@@ -631,6 +631,15 @@ impl Default for NotifierConfig {
 }
 
 impl NotifierConfig {
+    /// The notifier's pace: interval, batch and lease.
+    pub fn settings(&self) -> otp_sms_core::NotifierSettings {
+        otp_sms_core::NotifierSettings {
+            interval: std::time::Duration::from_millis(self.interval_ms),
+            batch: self.batch,
+            lease: std::time::Duration::from_secs(self.lease_secs),
+        }
+    }
+
     /// The service's delivery policy.
     pub fn delivery_policy(&self) -> otp_sms_core::DeliveryPolicy {
         otp_sms_core::DeliveryPolicy {

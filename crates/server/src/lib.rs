@@ -25,7 +25,6 @@ use otp_sms_core::{
 use otp_sms_memory::MemoryStore;
 use otp_sms_postgres::{DatabaseHosts, PgBudgets, PgIdempotency, PgStore};
 use serde_json::json;
-use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use zeroize::Zeroizing;
@@ -341,7 +340,7 @@ enum StoreCheck {
 #[derive(Clone)]
 struct Readiness {
     store: StoreCheck,
-    notifier: Option<Arc<NotifierHeartbeat>>,
+    notifier: Option<Arc<otp_sms_core::NotifierHeartbeat>>,
 }
 
 impl Readiness {
@@ -361,41 +360,6 @@ impl Readiness {
             return Err("SMS notifier stuck");
         }
         Ok(())
-    }
-}
-
-/// When the notifier last made progress (a pass began or ended). A pass's sends end before
-/// its lease does and its store calls are bounded, so a notifier silent for longer than a
-/// lease, an interval and a margin is stuck (its task died, or the runtime is blocked).
-#[derive(Debug)]
-pub struct NotifierHeartbeat {
-    started: std::time::Instant,
-    /// Milliseconds from `started` at the last beat.
-    last: std::sync::atomic::AtomicU64,
-    stuck_after: Duration,
-}
-
-impl NotifierHeartbeat {
-    /// A heartbeat that calls a notifier stuck after `stuck_after` without a beat.
-    pub fn new(stuck_after: Duration) -> Self {
-        Self {
-            started: std::time::Instant::now(),
-            last: std::sync::atomic::AtomicU64::new(0),
-            stuck_after,
-        }
-    }
-
-    /// Progress now.
-    pub fn beat(&self) {
-        let at = self.started.elapsed().as_millis() as u64;
-        self.last.store(at, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether no beat came within `stuck_after` before `now`.
-    pub fn stuck(&self, now: std::time::Instant) -> bool {
-        let last = self.started
-            + Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
-        now.saturating_duration_since(last) > self.stuck_after
     }
 }
 
@@ -547,24 +511,10 @@ pub async fn run(
             .map_err(|e| StartError::Other(e.to_string()))?;
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let heartbeat = sender.as_ref().map(|_| {
-        let n = &config.notifier;
-        Arc::new(NotifierHeartbeat::new(
-            Duration::from_secs(n.lease_secs.max(1))
-                + Duration::from_millis(n.interval_ms.max(10))
-                + Duration::from_secs(10),
-        ))
+    let notifier = sender.map(|sender| {
+        otp_sms_core::spawn_notifier(service.clone(), sender, config.notifier.settings())
     });
-    let notifier = sender.zip(heartbeat.clone()).map(|(sender, beat)| {
-        tokio::spawn(run_notifier(
-            service.clone(),
-            sender,
-            config.notifier.clone(),
-            beat,
-            stop_rx,
-        ))
-    });
+    let heartbeat = notifier.as_ref().map(otp_sms_core::Notifier::heartbeat);
     let readiness = Readiness {
         store: store_check,
         notifier: heartbeat,
@@ -580,7 +530,7 @@ pub async fn run(
     let request_id = HeaderName::from_static("x-request-id");
     // One port: gRPC and gRPC-web routes, health, and everything else to the JSON router,
     // except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
-    let json = otp_sms_http::router(service.clone(), directory.clone())
+    let json = otp_sms_http::standalone_router(service.clone(), directory.clone())
         .layer(axum::middleware::from_fn(metrics::mark_route));
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -674,9 +624,8 @@ pub async fn run(
         watch.abort();
     }
     upkeep.abort();
-    let _ = stop_tx.send(true);
     if let Some(notifier) = notifier {
-        let _ = notifier.await;
+        notifier.shutdown().await;
     }
     tracing::info!("stopped");
     Ok(())
@@ -721,58 +670,5 @@ async fn refused_call(
         otp_sms_grpc::error_response(&error)
     } else {
         axum::response::IntoResponse::into_response(otp_sms_http::ApiError(error))
-    }
-}
-
-/// Drains the delivery outbox until told to stop.
-async fn run_notifier(
-    service: CommandService,
-    sender: Arc<dyn SmsSender>,
-    config: config::NotifierConfig,
-    heartbeat: Arc<NotifierHeartbeat>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let interval = Duration::from_millis(config.interval_ms.max(10));
-    let lease = Duration::from_secs(config.lease_secs.max(1));
-    loop {
-        heartbeat.beat();
-        let pass = service
-            .deliver_pending(sender.as_ref(), config.batch.max(1), lease)
-            .await;
-        heartbeat.beat();
-        match pass {
-            Ok(report) if report != Default::default() => {
-                tracing::info!(
-                    sent = report.sent,
-                    dropped = report.dropped,
-                    deferred = report.deferred,
-                    undeliverable = report.undeliverable,
-                    failed = report.failed,
-                    "notifier pass"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "notifier pass failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_notifier_is_stuck_only_after_a_silence_longer_than_allowed() {
-        let beat = NotifierHeartbeat::new(Duration::from_secs(70));
-        let start = std::time::Instant::now();
-        beat.beat();
-        assert!(!beat.stuck(start + Duration::from_secs(60)));
-        assert!(beat.stuck(start + Duration::from_secs(71)));
-        beat.beat();
-        assert!(!beat.stuck(std::time::Instant::now() + Duration::from_secs(69)));
     }
 }
