@@ -35,6 +35,8 @@
 mod budgets;
 mod hosts;
 mod idempotency;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use budgets::{PgBudgets, BUDGET_BATCH_SIZE};
 pub use hosts::{DatabaseHosts, TargetSession};

@@ -2,7 +2,7 @@
 //!
 //! Cases use short real windows (about a second), so a store on the database's clock is tested
 //! as it runs. The [`budget_conformance_tests!`](crate::budget_conformance_tests) macro turns
-//! every case into a `#[tokio::test]`, each with a time-out that names the case.
+//! every case into a `#[test]`, each with a time-out that names the case.
 //!
 //! Decisions the suite pins (see `docs/security.md`):
 //! - a take is all or none, and exact under concurrency;
@@ -30,12 +30,13 @@ pub trait BudgetStoreFactory: Send + Sync {
     async fn create(&self) -> Self::Store;
     /// Called after a case passed; drop the schema here.
     async fn dispose(&self, _store: Arc<Self::Store>) {}
+    /// How long one case may take, creation and disposal included, before it fails as hung.
+    fn case_timeout(&self) -> Duration {
+        crate::runner::DEFAULT_CASE_TIMEOUT
+    }
 }
 
-/// How long one case may take before it fails as hung.
-pub const CASE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Generates one `#[tokio::test]` per budget conformance case for a [`BudgetStoreFactory`].
+/// Generates one `#[test]` (see [`crate::runner::run_case`]) per budget conformance case for a [`BudgetStoreFactory`].
 #[macro_export]
 macro_rules! budget_conformance_tests {
     ($factory:expr) => {
@@ -55,15 +56,15 @@ macro_rules! budget_conformance_tests {
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
+            #[test]
+            fn $case() {
                 let factory = $factory;
-                let store = ::std::sync::Arc::new($crate::budgets::BudgetStoreFactory::create(&factory).await);
-                let run = $crate::budgets::$case(::std::sync::Arc::clone(&store));
-                if ::tokio::time::timeout($crate::budgets::CASE_TIMEOUT, run).await.is_err() {
-                    panic!("budget conformance case `{}` hung for {:?}", stringify!($case), $crate::budgets::CASE_TIMEOUT);
-                }
-                $crate::budgets::BudgetStoreFactory::dispose(&factory, store).await;
+                let limit = $crate::budgets::BudgetStoreFactory::case_timeout(&factory);
+                $crate::runner::run_case("budget", stringify!($case), limit, move || async move {
+                    let store = ::std::sync::Arc::new($crate::budgets::BudgetStoreFactory::create(&factory).await);
+                    $crate::budgets::$case(::std::sync::Arc::clone(&store)).await;
+                    $crate::budgets::BudgetStoreFactory::dispose(&factory, store).await;
+                });
             }
         )*
     };

@@ -2,15 +2,15 @@
 //!
 //! Every case is a public async function taking a fresh, empty store. The
 //! [`store_conformance_tests!`](crate::store_conformance_tests) macro turns all of them into
-//! `#[tokio::test]`s for a [`StoreFactory`], so a store author writes:
+//! `#[test]`s, each on a runtime of its own with a time-out that names it, for a [`StoreFactory`], so a store author writes:
 //!
 //! ```
-//! // tests/conformance.rs of a store crate; needs `tokio` and `async-trait` as dev-dependencies.
+//! // tests/conformance.rs of a store crate, with otp-sms-testkit as its only dev-dependency.
 //! use otp_sms_testkit::{StoreFactory, TestEvent};
 //!
 //! struct MyFactory;
 //!
-//! #[async_trait::async_trait]
+//! #[otp_sms_testkit::async_trait]
 //! impl StoreFactory for MyFactory {
 //!     // Your store here; the in-memory one stands in for it.
 //!     type Store = otp_sms_memory::MemoryStore<TestEvent>;
@@ -27,7 +27,15 @@
 //! - an append with no events only checks the version: it creates no stream, returns the
 //!   current version, and still conflicts on a wrong expectation;
 //! - `Exact(0)` means the same as `NoStream`;
-//! - a duplicate outbox id makes the whole append fail with nothing written.
+//! - a duplicate outbox id makes the whole append fail with nothing written, as
+//!   [`StoreError::Internal`] (a bug of the writer, not a conflict to retry);
+//! - a refused append is [`StoreError::Conflict`] when the version did not match, whatever else
+//!   was wrong with it.
+//!
+//! The errors each case expects: a wrong expected version is [`StoreError::Conflict`] naming
+//! the stream, the expectation and the actual version; a duplicate outbox message id is
+//! [`StoreError::Internal`]; every other case expects success. A store that hangs fails the
+//! case after [`StoreFactory::case_timeout`] with the case's name.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,9 +91,16 @@ pub trait StoreFactory: Send + Sync {
     async fn create(&self) -> Self::Store;
     /// Called after a case passed; drop the schema or database here.
     async fn dispose(&self, _store: Arc<Self::Store>) {}
+    /// How long one case may take, creation and disposal included, before it fails as hung.
+    fn case_timeout(&self) -> Duration {
+        crate::runner::DEFAULT_CASE_TIMEOUT
+    }
 }
 
-/// Generates one `#[tokio::test]` per conformance case for a [`StoreFactory`] expression.
+/// Generates one `#[test]` per conformance case for a [`StoreFactory`] expression (evaluated
+/// once per case; it must be `'static`). Each case runs on a runtime of its own and fails,
+/// naming itself, after [`StoreFactory::case_timeout`] (see [`crate::runner::run_case`]). The
+/// host needs no dependency beyond this crate for the generated tests.
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($factory:expr) => {
@@ -117,12 +132,15 @@ macro_rules! store_conformance_tests {
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
+            #[test]
+            fn $case() {
                 let factory = $factory;
-                let store = ::std::sync::Arc::new($crate::StoreFactory::create(&factory).await);
-                $crate::conformance::$case(::std::sync::Arc::clone(&store)).await;
-                $crate::StoreFactory::dispose(&factory, store).await;
+                let limit = $crate::StoreFactory::case_timeout(&factory);
+                $crate::runner::run_case("store", stringify!($case), limit, move || async move {
+                    let store = ::std::sync::Arc::new($crate::StoreFactory::create(&factory).await);
+                    $crate::conformance::$case(::std::sync::Arc::clone(&store)).await;
+                    $crate::StoreFactory::dispose(&factory, store).await;
+                });
             }
         )*
     };

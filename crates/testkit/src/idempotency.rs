@@ -1,7 +1,7 @@
 //! The idempotency store conformance suite: what every [`IdempotencyStore`] must do.
 //!
 //! The [`idempotency_conformance_tests!`](crate::idempotency_conformance_tests) macro turns
-//! every case into a `#[tokio::test]`, each with a time-out that names the case.
+//! every case into a `#[test]`, each with a time-out that names the case.
 //!
 //! Decisions the suite pins (see `docs/api.md`, idempotency keys):
 //! - the first claim of a key records its record; later claims see that record, whatever they
@@ -30,12 +30,13 @@ pub trait IdempotencyStoreFactory: Send + Sync {
     async fn create(&self) -> Self::Store;
     /// Called after a case passed; drop the schema here.
     async fn dispose(&self, _store: Arc<Self::Store>) {}
+    /// How long one case may take, creation and disposal included, before it fails as hung.
+    fn case_timeout(&self) -> Duration {
+        crate::runner::DEFAULT_CASE_TIMEOUT
+    }
 }
 
-/// How long one case may take before it fails as hung.
-pub const CASE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Generates one `#[tokio::test]` per idempotency conformance case for an
+/// Generates one `#[test]` (see [`crate::runner::run_case`]) per idempotency conformance case for an
 /// [`IdempotencyStoreFactory`].
 #[macro_export]
 macro_rules! idempotency_conformance_tests {
@@ -50,15 +51,15 @@ macro_rules! idempotency_conformance_tests {
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
+            #[test]
+            fn $case() {
                 let factory = $factory;
-                let store = ::std::sync::Arc::new($crate::idempotency::IdempotencyStoreFactory::create(&factory).await);
-                let run = $crate::idempotency::$case(::std::sync::Arc::clone(&store));
-                if ::tokio::time::timeout($crate::idempotency::CASE_TIMEOUT, run).await.is_err() {
-                    panic!("idempotency conformance case `{}` hung for {:?}", stringify!($case), $crate::idempotency::CASE_TIMEOUT);
-                }
-                $crate::idempotency::IdempotencyStoreFactory::dispose(&factory, store).await;
+                let limit = $crate::idempotency::IdempotencyStoreFactory::case_timeout(&factory);
+                $crate::runner::run_case("idempotency", stringify!($case), limit, move || async move {
+                    let store = ::std::sync::Arc::new($crate::idempotency::IdempotencyStoreFactory::create(&factory).await);
+                    $crate::idempotency::$case(::std::sync::Arc::clone(&store)).await;
+                    $crate::idempotency::IdempotencyStoreFactory::dispose(&factory, store).await;
+                });
             }
         )*
     };

@@ -18,8 +18,13 @@ pub mod budgets;
 pub mod conformance;
 pub mod doubles;
 pub mod idempotency;
+pub mod runner;
 pub mod scenario;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 
 pub use conformance::{StoreFactory, TestEvent};
+
+/// For the factories' `#[async_trait]`: a host implements them with this one and needs no
+/// `async-trait` dependency of its own.
+pub use otp_sms_core::async_trait;
