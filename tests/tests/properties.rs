@@ -9,17 +9,19 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use otp_sms_core::{
-    AddRequest, CodePolicy, CommandService, Event, EventPayload, PhoneVerification, Registration,
-    RegistrationRequest, Status, UserRecord, VerifyRequest,
+    CodePolicy, CommandService, Event, EventPayload, ManualClock, Registration, Status,
 };
-use otp_sms_testkit::scenario::{
-    wrong_code, AddKind, AggregateSim, ErrorKind, Model, Outcome, Step,
-};
-use otp_sms_testkit::strategies::scenario;
-use otp_sms_tests::fixture::{Backend, Fixture, INSTANCE};
+use otp_sms_memory::MemoryStore;
+use otp_sms_testkit::driver::{ServiceDriver, INSTANCE};
+use otp_sms_testkit::scenario::{AddKind, AggregateSim, Aimed, FleetModel, Model, Outcome, Step};
+use otp_sms_testkit::strategies::{fleet, scenario};
+use otp_sms_tests::pg;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use tokio::sync::Mutex;
 
 fn policy() -> impl Strategy<Value = CodePolicy> {
     (7usize..=12, 1u32..=6, 1u32..=6).prop_map(|(len, checks, per_hour)| {
@@ -200,157 +202,31 @@ fn recorded_events_keep_loading() {
 
 // ---- store equivalence ----
 
-/// One scenario through the command service; returns each step's outcome and the stream,
-/// normalised (event type, sequence, payload without ids, hashes and times).
+/// One scenario through the command service (the published driver); returns each step's
+/// outcome with what the notifier recorded after it, and the stream, normalised (event type,
+/// sequence, payload without ids, hashes and times).
 async fn run_on(
-    f: &Fixture,
+    driver: &mut ServiceDriver,
     steps: &[Step],
-) -> (Vec<Outcome>, Vec<(String, u64, serde_json::Value)>) {
-    let caller = Fixture::caller("user-1");
-    let user = UserRecord {
-        id: otp_sms_core::UserId::parse("id", "user-1").unwrap(),
-        organization: otp_sms_core::OrganizationId::parse("org", "org-1").unwrap(),
-    };
-    let mut registration: Option<otp_sms_core::RegistrationId> = None;
-    let mut code = String::from("12345678");
+) -> (
+    Vec<(Outcome, Vec<String>)>,
+    Vec<(String, u64, serde_json::Value)>,
+) {
     let mut outcomes = Vec::new();
-    let stream_of =
-        |r: &otp_sms_core::RegistrationId| CommandService::stream_id(&caller.instance, r);
     for &step in steps {
-        let before = match &registration {
-            Some(r) => f.store.read_stream(&stream_of(r)).await.unwrap().len(),
-            None => 0,
-        };
-        let target = |r: &Option<otp_sms_core::RegistrationId>| RegistrationRequest {
-            user_id: "user-1".into(),
-            organization: None,
-            registration_id: r.as_ref().map_or("none".into(), |r| r.to_string()),
-        };
-        let result: Result<(), otp_sms_core::Error> = match step {
-            Step::Advance(s) => {
-                f.clock.advance(chrono::Duration::seconds(i64::from(s)));
-                Ok(())
-            }
-            Step::Add(kind) => {
-                let verification = match kind {
-                    AddKind::Send => PhoneVerification::SendCode,
-                    AddKind::Return => PhoneVerification::ReturnCode,
-                    AddKind::Verified => PhoneVerification::IsVerified(true),
-                };
-                // Only holders of user.write may vouch for a number.
-                let adder = match kind {
-                    AddKind::Verified => Fixture::caller("admin"),
-                    _ => caller.clone(),
-                };
-                let added = f
-                    .service
-                    .add(
-                        &adder,
-                        AddRequest {
-                            user_id: "user-1".into(),
-                            organization: None,
-                            phone: "+41791234567".into(),
-                            verification,
-                        },
-                    )
-                    .await
-                    .unwrap();
-                if let Some(c) = &added.verification_code {
-                    code = c.expose().to_owned();
-                }
-                registration = Some(added.registration_id);
-                Ok(())
-            }
-            Step::VerifyRight | Step::VerifyWrong | Step::VerifyOdd(_) => {
-                let text = match step {
-                    Step::VerifyRight => code.clone(),
-                    Step::VerifyWrong => wrong_code(&code),
-                    Step::VerifyOdd(odd) => odd.text(),
-                    _ => unreachable!(),
-                };
-                let t = target(&registration);
-                f.service
-                    .verify(
-                        &caller,
-                        VerifyRequest {
-                            user_id: t.user_id,
-                            organization: None,
-                            registration_id: t.registration_id,
-                            code: text,
-                        },
-                    )
-                    .await
-                    .map(drop)
-            }
-            Step::Resend(delivery) => f
-                .service
-                .resend_code(&caller, target(&registration), delivery)
-                .await
-                .map(|r| {
-                    if let Some(c) = r.verification_code {
-                        code = c.expose().to_owned();
-                    }
-                }),
-            Step::RecordCodeSent { stale } => {
-                let r = registration.clone().unwrap();
-                let history = f.store.read_stream(&stream_of(&r)).await.unwrap();
-                let state = Registration::from_events(history.iter().map(|e| &e.event));
-                let number = if stale {
-                    state.codes_issued.saturating_sub(1)
-                } else {
-                    state.codes_issued
-                };
-                f.service
-                    .record_code_sent(&caller.instance, &user, &r, number)
-                    .await
-                    .map(drop)
-            }
-            Step::Remove => f
-                .service
-                .remove(&caller, target(&registration))
-                .await
-                .map(drop),
-        };
-        // A code to send goes out at once, so the step after knows it.
-        if matches!(
-            step,
-            Step::Add(AddKind::Send) | Step::Resend(otp_sms_core::Delivery::Send)
-        ) && result.is_ok()
-        {
-            f.service
-                .deliver_pending(&*f.sender, 100, Duration::from_secs(60))
-                .await
-                .unwrap();
-            let r = registration.clone().unwrap();
-            code = f
-                .sender
-                .sent()
-                .iter()
-                .rev()
-                .find(|s| s.registration == r)
-                .expect("the SMS went out")
-                .code
-                .expose()
-                .to_owned();
-        }
-        let after = match &registration {
-            Some(r) => f.store.read_stream(&stream_of(r)).await.unwrap(),
-            None => Vec::new(),
-        };
-        outcomes.push(Outcome {
-            events: after[before..]
-                .iter()
-                .map(|e| e.event.event_type().to_owned())
-                .collect(),
-            error: result.err().as_ref().map(ErrorKind::from),
-        });
+        let ran = driver.run_step(step).await;
+        outcomes.push((ran.outcome, ran.notified));
     }
-    let stream = match &registration {
-        Some(r) => f.store.read_stream(&stream_of(r)).await.unwrap(),
+    let stream = match driver.registration(0, 0) {
+        Some(r) => driver
+            .store()
+            .read_stream(&CommandService::stream_id(driver.instance(), r))
+            .await
+            .unwrap(),
         None => Vec::new(),
     };
     let normalised = stream
-        .into_iter()
+        .iter()
         .map(|e| {
             let mut payload = e.event.to_json().unwrap();
             if let Some(obj) = payload.as_object_mut() {
@@ -375,11 +251,12 @@ async fn run_on(
 #[test]
 fn stores_are_equivalent() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (memory, postgres) = rt.block_on(async {
-        (
-            Fixture::new(Backend::Memory).await,
-            Fixture::new(Backend::Postgres).await,
-        )
+    let (memory, postgres, pg_store) = rt.block_on(async {
+        let clock = Arc::new(ManualClock::new(start()));
+        let memory = ServiceDriver::new(Arc::new(MemoryStore::with_clock(clock.clone())), clock, 1);
+        let pg_store = Arc::new(pg::fresh_store::<Event>().await);
+        let postgres = ServiceDriver::new(pg_store.clone(), Arc::new(ManualClock::new(start())), 1);
+        (Mutex::new(memory), Mutex::new(postgres), pg_store)
     });
     let mut runner = TestRunner::new(Config {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
@@ -391,19 +268,61 @@ fn stores_are_equivalent() {
     let result = runner.run(&scenario(15), |steps| {
         let (on_memory, on_postgres) = rt.block_on(async {
             (
-                run_on(&memory, &steps).await,
-                run_on(&postgres, &steps).await,
+                run_on(&mut *memory.lock().await, &steps).await,
+                run_on(&mut *postgres.lock().await, &steps).await,
             )
         });
         prop_assert_eq!(&on_memory.0, &on_postgres.0, "outcomes differ");
         prop_assert_eq!(&on_memory.1, &on_postgres.1, "streams differ");
         Ok(())
     });
-    rt.block_on(async {
-        memory.finish().await;
-        postgres.finish().await;
-    });
+    rt.block_on(pg::drop_store(&pg_store));
     if let Err(e) = result {
         panic!("{e}");
+    }
+}
+
+/// Microseconds: what PostgreSQL keeps.
+fn start() -> chrono::DateTime<chrono::Utc> {
+    use chrono::DurationRound;
+    chrono::Utc::now()
+        .duration_trunc(chrono::Duration::microseconds(1))
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..Config::default()
+    })]
+
+    /// Several users with several registrations each, their steps interleaved, through the
+    /// command service: every step does what the fleet model says, and the notifier's pass
+    /// after a send records what the model says of the code's report.
+    #[test]
+    fn interleaved_registrations_through_the_service_match_the_model(
+        steps in fleet(3, 2, 40)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let clock = Arc::new(ManualClock::new(start()));
+            let mut driver = ServiceDriver::new(
+                Arc::new(MemoryStore::with_clock(clock.clone())),
+                clock,
+                3,
+            );
+            let mut model = FleetModel::new(driver.code_policy());
+            for (i, aimed) in steps.iter().copied().enumerate() {
+                let expected = model.step(aimed, driver.now());
+                let ran = driver.run(aimed).await;
+                prop_assert_eq!(&ran.outcome, &expected, "step {} ({:?})", i, aimed);
+                if !ran.notified.is_empty() {
+                    let sent = Aimed { step: Step::RecordCodeSent { stale: false }, ..aimed };
+                    prop_assert_eq!(model.step(sent, driver.now()).events, ran.notified);
+                }
+            }
+            Ok(())
+        })?;
     }
 }

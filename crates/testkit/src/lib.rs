@@ -10,13 +10,19 @@
 //! - [`idempotency`]: the suite every [`otp_sms_core::IdempotencyStore`] passes
 //!   ([`idempotency_conformance_tests!`]).
 //! - [`doubles`]: in-memory user directory, authorizer and SMS sender for tests.
-//! - [`scenario`]: steps of one registration's life, a reference model of what each must do,
-//!   and a simulator that runs them through the real aggregate.
-//! - `strategies` (feature `proptest`): strategies that generate steps and scenarios.
+//! - [`scenario`]: steps of a registration's life (or of many: [`scenario::Aimed`]), a
+//!   reference model of what each must do with its state readable, and a simulator that runs
+//!   them through the real aggregate.
+//! - [`driver`]: runs the same steps through the real command service on any event store,
+//!   the notifier included.
+//! - [`runner`]: how the conformance macros run a case, with its time-out.
+//! - `strategies` (feature `proptest`): strategies that generate steps and scenarios, of one
+//!   registration or of several users with several registrations each.
 
 pub mod budgets;
 pub mod conformance;
 pub mod doubles;
+pub mod driver;
 pub mod idempotency;
 pub mod runner;
 pub mod scenario;

@@ -136,30 +136,41 @@ impl Outcome {
     }
 }
 
-const ADDED: &str = "user.otp_sms.added";
-const CODE_ADDED: &str = "user.otp_sms.code.added";
-const CODE_SENT: &str = "user.otp_sms.code.sent";
-const CHECK_FAILED: &str = "user.otp_sms.check.failed";
-const VERIFIED: &str = "user.otp_sms.verified";
-const REMOVED: &str = "user.otp_sms.removed";
+const ADDED: &str = Event::ADDED;
+const CODE_ADDED: &str = Event::CODE_ADDED;
+const CODE_SENT: &str = Event::CODE_SENT;
+const CHECK_FAILED: &str = Event::CHECK_FAILED;
+const VERIFIED: &str = Event::VERIFIED;
+const REMOVED: &str = Event::REMOVED;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Life {
+/// Where a registration is in its life, as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Life {
+    /// Not added yet.
     Absent,
+    /// Added, waiting for the right code.
     Unverified,
+    /// Verified.
     Verified,
+    /// Removed.
     Removed,
 }
 
-#[derive(Debug, Clone)]
-struct ModelCode {
-    number: u32,
-    expires_at: DateTime<Utc>,
-    failures: u32,
-    sent: bool,
+/// The pending code, as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelCode {
+    /// Which code of the registration it is (1 for the first).
+    pub number: u32,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// Wrong codes tried against it.
+    pub failures: u32,
+    /// Whether its SMS was recorded as sent.
+    pub sent: bool,
 }
 
-/// The reference model: the rules of one registration, stated as plainly as possible.
+/// The reference model: the rules of one registration, stated as plainly as possible. Its
+/// state is readable, so a host's property test can derive what its own projection must show.
 #[derive(Debug, Clone)]
 pub struct Model {
     policy: CodePolicy,
@@ -177,6 +188,26 @@ impl Model {
             code: None,
             issued: Vec::new(),
         }
+    }
+
+    /// The policy the model applies.
+    pub fn policy(&self) -> &CodePolicy {
+        &self.policy
+    }
+
+    /// Where the registration is in its life.
+    pub fn life(&self) -> Life {
+        self.life
+    }
+
+    /// The pending code, if one may still be checked or sent.
+    pub fn code(&self) -> Option<&ModelCode> {
+        self.code.as_ref()
+    }
+
+    /// When each code was issued, oldest first.
+    pub fn issued(&self) -> &[DateTime<Utc>] {
+        &self.issued
     }
 
     fn issue(&mut self, now: DateTime<Utc>) {
@@ -315,6 +346,57 @@ impl Model {
         } else {
             current
         }
+    }
+}
+
+/// A step aimed at one registration of one user, for scenarios of several users with several
+/// registrations each. Users and registrations are indexes: user `u` is the `u`-th user a
+/// driver knows, registration `r` that user's `r`-th registration slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Aimed {
+    /// Which user.
+    pub user: usize,
+    /// Which of the user's registrations.
+    pub registration: usize,
+    /// What to do. [`Step::Advance`] moves the one clock all registrations share.
+    pub step: Step,
+}
+
+/// The reference model of many registrations: one [`Model`] per (user, registration) slot,
+/// each following its own rules (no rule of this model spans registrations; the abuse rules
+/// that do, budgets and the user lock, are off in the scenarios these models describe).
+#[derive(Debug, Clone)]
+pub struct FleetModel {
+    policy: CodePolicy,
+    slots: std::collections::BTreeMap<(usize, usize), Model>,
+}
+
+impl FleetModel {
+    /// No registration yet.
+    pub fn new(policy: CodePolicy) -> Self {
+        Self {
+            policy,
+            slots: Default::default(),
+        }
+    }
+
+    /// What `aimed` must do at `now`; the slot's model moves on accordingly.
+    pub fn step(&mut self, aimed: Aimed, now: DateTime<Utc>) -> Outcome {
+        let policy = self.policy;
+        self.slots
+            .entry((aimed.user, aimed.registration))
+            .or_insert_with(|| Model::new(policy))
+            .step(aimed.step, now)
+    }
+
+    /// The model of one slot, if a step was ever aimed at it.
+    pub fn slot(&self, user: usize, registration: usize) -> Option<&Model> {
+        self.slots.get(&(user, registration))
+    }
+
+    /// Every slot's model, by (user, registration).
+    pub fn slots(&self) -> impl Iterator<Item = ((usize, usize), &Model)> {
+        self.slots.iter().map(|(k, m)| (*k, m))
     }
 }
 

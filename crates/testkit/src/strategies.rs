@@ -1,4 +1,5 @@
-//! `proptest` strategies for steps and whole scenarios of one registration.
+//! `proptest` strategies for steps and whole scenarios: of one registration ([`scenario`]),
+//! or of several users with several registrations each ([`fleet`]).
 //!
 //! ```
 //! use proptest::prelude::*;
@@ -25,7 +26,7 @@
 use otp_sms_core::Delivery;
 use proptest::prelude::*;
 
-use crate::scenario::{AddKind, OddCode, Step};
+use crate::scenario::{AddKind, Aimed, OddCode, Step};
 
 /// Any way to add.
 pub fn add_kind() -> impl Strategy<Value = AddKind> {
@@ -89,5 +90,60 @@ pub fn scenario(max_steps: usize) -> impl Strategy<Value = Vec<Step>> {
         steps.push(Step::Add(kind));
         steps.extend(rest);
         steps
+    })
+}
+
+/// Scenarios of `users` users with `registrations` registrations each: every slot is added
+/// first (in an order and with kinds of the strategy's choosing), then up to `max_steps` steps
+/// aimed at any slot, interleaved, with clock moves that all slots share.
+///
+/// ```
+/// use proptest::strategy::{Strategy, ValueTree};
+/// use proptest::test_runner::TestRunner;
+/// use otp_sms_testkit::scenario::Step;
+/// let steps = otp_sms_testkit::strategies::fleet(3, 2, 10)
+///     .new_tree(&mut TestRunner::default())
+///     .unwrap()
+///     .current();
+/// let adds = steps.iter().filter(|a| matches!(a.step, Step::Add(_))).count();
+/// assert_eq!(adds, 6);
+/// assert!(steps.iter().all(|a| a.user < 3 && a.registration < 2));
+/// ```
+pub fn fleet(
+    users: usize,
+    registrations: usize,
+    max_steps: usize,
+) -> impl Strategy<Value = Vec<Aimed>> {
+    let users = users.max(1);
+    let registrations = registrations.max(1);
+    let slots: Vec<(usize, usize)> = (0..users)
+        .flat_map(|u| (0..registrations).map(move |r| (u, r)))
+        .collect();
+    let adds = prop::collection::vec(add_kind(), slots.len()).prop_flat_map(move |kinds| {
+        let slots = slots.clone();
+        Just(
+            slots
+                .into_iter()
+                .zip(kinds)
+                .map(|((user, registration), kind)| Aimed {
+                    user,
+                    registration,
+                    step: Step::Add(kind),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .prop_shuffle()
+    });
+    let rest = prop::collection::vec(
+        (0..users, 0..registrations, step()).prop_map(|(user, registration, step)| Aimed {
+            user,
+            registration,
+            step,
+        }),
+        0..=max_steps,
+    );
+    (adds, rest).prop_map(|(mut adds, rest)| {
+        adds.extend(rest);
+        adds
     })
 }
