@@ -1,0 +1,347 @@
+//! A host that embeds otp-sms: a small identity server of its own (users, admins, session
+//! cookies, its own 404 and its own OpenAPI document) that mounts the library's HTTP API under
+//! `/otp`, hands its session's user over to it as the caller, keeps the events in a store of its
+//! own (a wrapper that counts appends, over the memory store or PostgreSQL) and reads them into a
+//! projection of its own (each user's phones). `docs/embedding.md` walks through it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use otp_sms_core::{
+    async_trait, Append, AppendOutcome, Authenticator, Authorizer, Caller, CodeKey, CodeKeyRing,
+    CommandService, Event, EventPayload, EventStore, InstanceId, KeyId, OrganizationId,
+    OutboxMessage, OutboxStats, PortError, PrincipalId, Recorded, Sms, SmsSender, StoreError,
+    StreamId, UserDirectory, UserId, UserRecord, Uuid, USER_WRITE,
+};
+use serde_json::json;
+
+/// Where the library is mounted.
+pub const PREFIX: &str = "/otp";
+
+/// The host's own users, sessions and admins (a real host has a database of them).
+#[derive(Debug, Default)]
+pub struct Directory {
+    /// Session cookie value → user id.
+    sessions: HashMap<String, String>,
+    /// Users who may manage other users' second factors.
+    admins: HashSet<String>,
+}
+
+impl Directory {
+    /// The demo directory: sessions `alice-session`, `bob-session` and `root-session` (an
+    /// admin), all users of one organization.
+    pub fn demo() -> Self {
+        let sessions = [("alice-session", "alice"), ("bob-session", "bob")]
+            .into_iter()
+            .chain([("root-session", "root")])
+            .map(|(s, u)| (s.to_owned(), u.to_owned()))
+            .collect();
+        Self {
+            sessions,
+            admins: HashSet::from(["root".to_owned()]),
+        }
+    }
+
+    /// The user a session cookie belongs to.
+    pub fn session_user(&self, session: &str) -> Option<&str> {
+        self.sessions.get(session).map(String::as_str)
+    }
+
+    fn knows(&self, user: &str) -> bool {
+        self.sessions.values().any(|u| u == user)
+    }
+}
+
+/// The host's one organization (a single-tenant host: every caller is in
+/// `InstanceId::single_tenant()`).
+fn organization() -> OrganizationId {
+    "acme".parse().expect("a valid organization id")
+}
+
+#[async_trait]
+impl UserDirectory for Directory {
+    async fn find_user(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<UserRecord>, PortError> {
+        let known = *instance == InstanceId::single_tenant() && self.knows(user.as_str());
+        Ok(known.then(|| UserRecord {
+            id: user.clone(),
+            organization: organization(),
+        }))
+    }
+    // organization_by_domain: the default (no domains) suits this host.
+}
+
+#[async_trait]
+impl Authorizer for Directory {
+    async fn has_permission(
+        &self,
+        _instance: &InstanceId,
+        principal: &PrincipalId,
+        _organization: &OrganizationId,
+        permission: &str,
+    ) -> Result<bool, PortError> {
+        Ok(permission == USER_WRITE && self.admins.contains(principal.as_str()))
+    }
+}
+
+/// The host takes no bearer tokens: its session middleware hands the caller over.
+#[async_trait]
+impl Authenticator for Directory {
+    async fn authenticate(&self, _bearer_token: &str) -> Result<Option<Caller>, PortError> {
+        Ok(None)
+    }
+}
+
+/// The host's session middleware: a known `session` cookie puts its user in the request's
+/// extensions, as the library's [`Caller`] and as the host's own user.
+async fn sessions(
+    State(directory): State<Arc<Directory>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let user = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("session="))
+        .find_map(|s| directory.session_user(s))
+        .map(str::to_owned);
+    if let Some(user) = user {
+        if let Ok(principal) = user.parse::<PrincipalId>() {
+            req.extensions_mut()
+                .insert(Caller::single_tenant(principal));
+            req.extensions_mut().insert(SessionUser(user));
+        }
+    }
+    next.run(req).await
+}
+
+/// The host's own idea of who is signed in.
+#[derive(Debug, Clone)]
+pub struct SessionUser(pub String);
+
+/// The host's own event store: any store, with the appends it committed counted (a host would
+/// export this as a metric).
+pub struct CountingStore<S> {
+    inner: S,
+    appends: AtomicU64,
+}
+
+impl<S> CountingStore<S> {
+    /// `inner`, counted.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            appends: AtomicU64::new(0),
+        }
+    }
+
+    /// The store it wraps.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Appends committed so far.
+    pub fn appends(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl<E: EventPayload, S: EventStore<E>> EventStore<E> for CountingStore<S> {
+    async fn read_stream(&self, stream: &StreamId) -> Result<Recorded<E>, StoreError> {
+        self.inner.read_stream(stream).await
+    }
+    async fn append(&self, append: Append<E>) -> Result<AppendOutcome, StoreError> {
+        let outcome = self.inner.append(append).await?;
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        Ok(outcome)
+    }
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Recorded<E>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+    async fn fetch_outbox(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.inner.fetch_outbox(limit, lease).await
+    }
+    async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_outbox(id).await
+    }
+    async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError> {
+        self.inner.retry_outbox(id, after).await
+    }
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.inner.outbox_stats().await
+    }
+}
+
+/// One phone in the host's projection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PhoneEntry {
+    /// The number, in E.164.
+    pub number: String,
+    /// Whether it is a usable second factor.
+    pub verified: bool,
+}
+
+/// The host's projection: each user's phones by registration id, read from the event feed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PhoneBook {
+    /// The feed position read up to.
+    pub position: u64,
+    /// User → registration → phone.
+    pub users: BTreeMap<String, BTreeMap<String, PhoneEntry>>,
+    /// Registration → user, to place events that do not name the user.
+    owners: HashMap<String, String>,
+}
+
+impl PhoneBook {
+    /// Reads the feed from where it stopped to its end.
+    pub async fn catch_up(&mut self, store: &dyn EventStore<Event>) -> Result<(), StoreError> {
+        loop {
+            let page = store.read_all(self.position, 500).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            self.position = last.position;
+            for recorded in &page {
+                self.apply(&recorded.stream.aggregate_id, &recorded.event);
+            }
+        }
+    }
+
+    fn apply(&mut self, registration: &str, event: &Event) {
+        match event {
+            Event::Added(added) => {
+                let user = added.user.to_string();
+                self.owners.insert(registration.to_owned(), user.clone());
+                self.users.entry(user).or_default().insert(
+                    registration.to_owned(),
+                    PhoneEntry {
+                        number: added.phone.as_e164().to_owned(),
+                        verified: false,
+                    },
+                );
+            }
+            Event::Verified(_) => {
+                if let Some(entry) = self.entry(registration) {
+                    entry.verified = true;
+                }
+            }
+            Event::Removed(_) => {
+                if let Some(user) = self.owners.remove(registration) {
+                    if let Some(phones) = self.users.get_mut(&user) {
+                        phones.remove(registration);
+                    }
+                }
+            }
+            // Codes, checks, refusals and locks do not change the phone book.
+            _ => {}
+        }
+    }
+
+    fn entry(&mut self, registration: &str) -> Option<&mut PhoneEntry> {
+        let user = self.owners.get(registration)?;
+        self.users.get_mut(user)?.get_mut(registration)
+    }
+}
+
+/// Prints each SMS (a real host plugs in its provider here).
+pub struct PrintingSender;
+
+#[async_trait]
+impl SmsSender for PrintingSender {
+    async fn send(&self, sms: &Sms) -> Result<(), PortError> {
+        println!(
+            "SMS to {}: your code is {}",
+            sms.phone.as_e164(),
+            sms.code.expose()
+        );
+        Ok(())
+    }
+}
+
+/// What the host's own handlers share.
+#[derive(Clone)]
+struct Host {
+    store: Arc<dyn EventStore<Event>>,
+    phone_book: Arc<tokio::sync::Mutex<PhoneBook>>,
+}
+
+/// The command service on `store`, with the host's directory as users, permissions and tokens.
+pub fn service(store: Arc<dyn EventStore<Event>>, directory: Arc<Directory>) -> CommandService {
+    // A real host loads its code key from its secret store.
+    let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("host-1"), &[0x42; 32]));
+    CommandService::new(store, directory.clone(), directory, keys)
+}
+
+/// The host's application: its own routes, 404 and OpenAPI document, the library under
+/// [`PREFIX`], and the session middleware in front of all of it.
+pub fn app(
+    service: CommandService,
+    store: Arc<dyn EventStore<Event>>,
+    directory: Arc<Directory>,
+) -> Router {
+    let host = Host {
+        store,
+        phone_book: Default::default(),
+    };
+    // The host's document with the library's paths, as nested, merged in.
+    let mut document = serde_json::to_value(otp_sms_http::openapi_nested(PREFIX))
+        .expect("the library's document serialises");
+    document["info"] = json!({"title": "Acme identity", "version": "1"});
+    document["paths"]["/me/phones"] = json!({"get": {"operationId": "MyPhones", "responses": {"200": {"description": "The signed-in user's phones"}}}});
+    Router::new()
+        .route("/", get(|| async { "Acme identity" }))
+        .route("/me/phones", get(my_phones))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(document.clone()) }),
+        )
+        .with_state(host)
+        .nest(PREFIX, otp_sms_http::router(service, directory.clone()))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such page"})),
+            )
+        })
+        .layer(middleware::from_fn_with_state(directory, sessions))
+}
+
+/// The signed-in user's phones, from the projection.
+async fn my_phones(State(host): State<Host>, user: Option<Extension<SessionUser>>) -> Response {
+    let Some(Extension(SessionUser(user))) = user else {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "sign in"}))).into_response();
+    };
+    let mut book = host.phone_book.lock().await;
+    if let Err(e) = book.catch_up(host.store.as_ref()).await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response();
+    }
+    let phones: Vec<PhoneEntry> = book
+        .users
+        .get(&user)
+        .map(|p| p.values().cloned().collect())
+        .unwrap_or_default();
+    Json(json!({ "phones": phones })).into_response()
+}
