@@ -442,6 +442,24 @@ impl AggregateSim {
         }
     }
 
+    /// The same simulator for `registration` of `user` (by default `sim-registration` of
+    /// `sim-user`), e.g. to feed a host's projection events of several simulated registrations.
+    pub fn with_ids(mut self, registration: RegistrationId, user: UserId) -> Self {
+        self.registration = registration;
+        self.user = user;
+        self
+    }
+
+    /// The registration the simulator runs.
+    pub fn registration(&self) -> &RegistrationId {
+        &self.registration
+    }
+
+    /// The user the registration belongs to.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
     /// A fresh code; deterministic (splitmix64) so failures replay.
     fn fresh_code(&mut self) -> VerificationCode {
         self.counter += 1;
