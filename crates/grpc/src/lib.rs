@@ -88,6 +88,10 @@ use proto::zitadel::resources::object::v3alpha as resources_object;
 use proto::zitadel::resources::user::v3alpha as user;
 use user::zitadel_users_server::{ZitadelUsers, ZitadelUsersServer};
 
+mod connect;
+
+pub use connect::{code_name as connect_code_name, http_status as connect_http_status};
+
 /// The compiled `.proto` files (an encoded `google.protobuf.FileDescriptorSet`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 
@@ -387,6 +391,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// messages over [`MAX_MESSAGE_BYTES`] are refused.
 pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Router {
     let users_service = UsersService::new(service, auth);
+    let connect_service = users_service.clone();
     // The same bound as the JSON API's body: the calls' messages are small.
     let extensions = OtpsmsExtensionsServer::new(users_service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -405,15 +410,23 @@ pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Ro
     axum::Router::new()
         .route_service(
             &format!("/{}/{{*rest}}", SERVICE_NAME),
-            tower::ServiceBuilder::new()
-                .layer(tonic_web::GrpcWebLayer::new())
-                .service(users),
+            one_handler(
+                tower::ServiceBuilder::new()
+                    .layer(tonic_web::GrpcWebLayer::new())
+                    .service(users),
+                connect_service.clone(),
+                SERVICE_NAME,
+            ),
         )
         .route_service(
             &format!("/{}/{{*rest}}", EXTENSIONS_SERVICE_NAME),
-            tower::ServiceBuilder::new()
-                .layer(tonic_web::GrpcWebLayer::new())
-                .service(extensions),
+            one_handler(
+                tower::ServiceBuilder::new()
+                    .layer(tonic_web::GrpcWebLayer::new())
+                    .service(extensions),
+                connect_service,
+                EXTENSIONS_SERVICE_NAME,
+            ),
         )
         .route_service(
             &format!("/{}/{{*rest}}", name_of(&reflection_v1)),
@@ -423,6 +436,54 @@ pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Ro
             &format!("/{}/{{*rest}}", name_of(&reflection_v1alpha)),
             reflection_v1alpha,
         )
+}
+
+/// One handler for a service's three protocols, as connectRPC servers have it: gRPC and
+/// gRPC-web (by content type) to tonic, everything else to the Connect protocol.
+fn one_handler<S, B>(
+    grpc: S,
+    users: UsersService,
+    service: &'static str,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    tower::service_fn(move |request: axum::extract::Request| {
+        let grpc = grpc.clone();
+        let users = users.clone();
+        async move {
+            if is_grpc(request.headers()) {
+                let response = tower::ServiceExt::oneshot(grpc, request).await?;
+                return Ok(response.map(axum::body::Body::new));
+            }
+            let method = request
+                .uri()
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            Ok(connect::serve(&users, service, &method, request).await)
+        }
+    })
 }
 
 fn name_of<S: NamedService>(_: &S) -> &'static str {

@@ -1,0 +1,379 @@
+//! The Connect protocol end to end, against the real server binary: the whole flow in JSON and
+//! in binary, the protocol's error body and HTTP statuses, its headers, and what it refuses.
+//! Requests are built as the protocol's specification states them (unary POST to
+//! `/<package.Service>/<Method>`), so the test does not lean on our own client code.
+
+use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
+    set_phone, AddOtpsmsAuthenticatorRequest, AddOtpsmsAuthenticatorResponse,
+    RemoveOtpsmsAuthenticatorRequest, ReturnPhoneVerificationCode, SetPhone,
+    VerifyOtpsmsRegistrationRequest, VerifyOtpsmsRegistrationResponse,
+};
+use otp_sms_tests::server::Server;
+use prost::Message;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
+const SERVICE: &str = "zitadel.resources.user.v3alpha.ZITADELUsers";
+
+fn server() -> Server {
+    otp_sms_tests::server::memory_server(BIN)
+}
+
+/// One Connect unary call: its HTTP status, `Content-Type` and body.
+async fn call(
+    s: &Server,
+    method: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
+    let mut request = reqwest::Client::new()
+        .post(s.url(&format!("/{SERVICE}/{method}")))
+        .header("content-type", content_type)
+        .body(body);
+    if !headers
+        .iter()
+        .any(|(name, _)| *name == "connect-protocol-version")
+    {
+        request = request.header("connect-protocol-version", "1");
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the call");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        status,
+        content_type,
+        response.bytes().await.unwrap().to_vec(),
+    )
+}
+
+const ALICE: (&str, &str) = ("authorization", "Bearer token-alice");
+
+/// A JSON call as alice.
+async fn json_call(s: &Server, method: &str, body: Value) -> (u16, Value) {
+    let (status, content_type, bytes) = call(
+        s,
+        method,
+        "application/json",
+        body.to_string().into_bytes(),
+        &[ALICE],
+    )
+    .await;
+    assert_eq!(content_type, "application/json");
+    (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_in_json() {
+    let s = server();
+    let (status, added) = json_call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        json!({"id": "alice", "phone": {"number": "+41791234567", "returnCode": {}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    let id = added["otpSmsId"].as_str().expect("otpSmsId").to_owned();
+    let code = added["verificationCode"]
+        .as_str()
+        .expect("the code")
+        .to_owned();
+    assert_eq!(added["details"]["owner"]["type"], "OWNER_TYPE_ORG");
+    let verify = |code: String| json!({"id": "alice", "otpSmsId": id, "code": code});
+    let wrong: String = code
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+
+    // Wrong code: invalid_argument, 400.
+    let (status, error) = json_call(&s, "VerifyOTPSMSRegistration", verify(wrong)).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(&code), "no code in errors");
+    // Right code: OK, with the details.
+    let (status, verified) = json_call(&s, "VerifyOTPSMSRegistration", verify(code.clone())).await;
+    assert_eq!(status, 200, "{verified}");
+    assert!(verified["details"]["changed"].is_string());
+    // Again: failed_precondition, 400.
+    let (status, error) = json_call(&s, "VerifyOTPSMSRegistration", verify(code.clone())).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("failed_precondition"))
+    );
+    // Remove: OK.
+    let (status, removed) = json_call(
+        &s,
+        "RemoveOTPSMSAuthenticator",
+        json!({"id": "alice", "otpSmsId": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{removed}");
+    // Verify after remove: not_found, 404.
+    let (status, error) = json_call(&s, "VerifyOTPSMSRegistration", verify(code)).await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_in_binary() {
+    let s = server();
+    let proto = |method: &'static str, body: Vec<u8>| {
+        let s = &s;
+        async move { call(s, method, "application/proto", body, &[ALICE]).await }
+    };
+    let error_code = |bytes: &[u8]| -> String {
+        let body: Value = serde_json::from_slice(bytes).expect("errors are JSON");
+        body["code"].as_str().unwrap().to_owned()
+    };
+    let (status, content_type, bytes) = proto(
+        "AddOTPSMSAuthenticator",
+        AddOtpsmsAuthenticatorRequest {
+            id: "alice".into(),
+            phone: Some(SetPhone {
+                number: "+41791234567".into(),
+                verification: Some(set_phone::Verification::ReturnCode(
+                    ReturnPhoneVerificationCode {},
+                )),
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+    .await;
+    assert_eq!((status, content_type.as_str()), (200, "application/proto"));
+    let added = AddOtpsmsAuthenticatorResponse::decode(bytes.as_slice()).unwrap();
+    let code = added.verification_code.clone().unwrap();
+    let verify = |code: &str| {
+        VerifyOtpsmsRegistrationRequest {
+            id: "alice".into(),
+            otp_sms_id: added.otp_sms_id.clone(),
+            code: code.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let wrong: String = code
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+
+    let (status, content_type, bytes) = proto("VerifyOTPSMSRegistration", verify(&wrong)).await;
+    assert_eq!((status, content_type.as_str()), (400, "application/json"));
+    assert_eq!(error_code(&bytes), "invalid_argument");
+    let (status, _, bytes) = proto("VerifyOTPSMSRegistration", verify(&code)).await;
+    assert_eq!(status, 200);
+    let verified = VerifyOtpsmsRegistrationResponse::decode(bytes.as_slice()).unwrap();
+    assert!(verified.details.is_some());
+    let (status, _, bytes) = proto("VerifyOTPSMSRegistration", verify(&code)).await;
+    assert_eq!(
+        (status, error_code(&bytes).as_str()),
+        (400, "failed_precondition")
+    );
+    let remove = RemoveOtpsmsAuthenticatorRequest {
+        id: "alice".into(),
+        otp_sms_id: added.otp_sms_id.clone(),
+        ..Default::default()
+    };
+    let (status, _, _) = proto("RemoveOTPSMSAuthenticator", remove.encode_to_vec()).await;
+    assert_eq!(status, 200);
+    let (status, _, bytes) = proto("VerifyOTPSMSRegistration", verify(&code)).await;
+    assert_eq!((status, error_code(&bytes).as_str()), (404, "not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocols_headers_and_refusals() {
+    let s = server();
+    let add = json!({"id": "alice", "phone": {"number": "+41791234567", "returnCode": {}}})
+        .to_string()
+        .into_bytes();
+    let error = |bytes: &[u8]| -> Value { serde_json::from_slice(bytes).expect("a JSON error") };
+
+    // No credentials: unauthenticated, 401.
+    let (status, _, bytes) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/json",
+        add.clone(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, error(&bytes)["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    // A protocol version other than 1: invalid_argument.
+    let (status, _, bytes) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/json",
+        add.clone(),
+        &[ALICE, ("connect-protocol-version", "2")],
+    )
+    .await;
+    assert_eq!(
+        (status, error(&bytes)["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+    // A malformed timeout: invalid_argument; a generous one is fine.
+    let (status, _, _) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/json",
+        add.clone(),
+        &[ALICE, ("connect-timeout-ms", "soon")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/json; charset=utf-8",
+        add.clone(),
+        &[ALICE, ("connect-timeout-ms", "5000")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A field this definition does not know is ignored (a newer client keeps working).
+    let newer = json!({"id": "alice", "phone": {"number": "+41791234568", "returnCode": {}}, "futureField": {"x": 1}});
+    let (status, _, _) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/json",
+        newer.to_string().into_bytes(),
+        &[ALICE],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A body that is not the message: invalid_argument.
+    let (status, _, bytes) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/json",
+        b"{\"id\": 5}".to_vec(),
+        &[ALICE],
+    )
+    .await;
+    assert_eq!(
+        (status, error(&bytes)["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+    let (status, _, bytes) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/proto",
+        vec![0xff, 0xff],
+        &[ALICE],
+    )
+    .await;
+    assert_eq!(
+        (status, error(&bytes)["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+    // A compressed body: unimplemented (only identity is supported).
+    let (status, _, bytes) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "application/json",
+        add.clone(),
+        &[ALICE, ("content-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(
+        (status, error(&bytes)["code"].as_str()),
+        (501, Some("unimplemented"))
+    );
+    // Another method of the service: unimplemented, 501.
+    let (status, _, bytes) = call(
+        &s,
+        "CreateUser",
+        "application/json",
+        b"{}".to_vec(),
+        &[ALICE],
+    )
+    .await;
+    assert_eq!(
+        (status, error(&bytes)["code"].as_str()),
+        (501, Some("unimplemented"))
+    );
+    // Neither Connect's nor gRPC's content type: 415.
+    let (status, _, _) = call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        "text/plain",
+        add.clone(),
+        &[ALICE],
+    )
+    .await;
+    assert_eq!(status, 415);
+    // GET: the methods have side effects, so POST only.
+    let response = reqwest::Client::new()
+        .get(s.url(&format!("/{SERVICE}/AddOTPSMSAuthenticator")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    // The extension service speaks Connect too: alice may not unlock (user.write only).
+    let response = reqwest::Client::new()
+        .post(s.url("/otpsms.v1.OTPSMSExtensions/UnlockOTPSMSVerification"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer token-alice")
+        .body(json!({"id": "alice"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "permission_denied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_with_a_wait_carries_retry_info() {
+    let s = server();
+    // Sends to one user's numbers until a send budget refuses (the test configuration keeps
+    // the defaults: a handful per user).
+    let mut refusal = None;
+    for i in 0..30 {
+        let body = json!({"id": "alice", "phone": {"number": format!("+417912345{i:02}"), "sendCode": {}}});
+        let (status, _, bytes) = call(
+            &s,
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            body.to_string().into_bytes(),
+            &[ALICE],
+        )
+        .await;
+        if status != 200 {
+            refusal = Some((status, bytes));
+            break;
+        }
+    }
+    let (status, bytes) = refusal.expect("a send budget refuses within 30 sends");
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (429, Some("resource_exhausted")),
+        "{error}"
+    );
+    let detail = &error["details"][0];
+    assert_eq!(detail["type"], "google.rpc.RetryInfo", "{error}");
+    // The value is the RetryInfo message, base64 without padding.
+    let value = detail["value"].as_str().unwrap();
+    assert!(!value.ends_with('='));
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(value)
+        .unwrap();
+    let info = tonic_types::pb::RetryInfo::decode(raw.as_slice()).unwrap();
+    let delay = info.retry_delay.expect("a delay");
+    assert!(delay.seconds > 0, "{delay:?}");
+}
