@@ -125,6 +125,9 @@ pub struct ServerConfig {
     /// With TLS: how often the certificate files are checked for a change, in seconds
     /// (SIGHUP reloads at once).
     pub tls_check_secs: u64,
+    /// Web pages (origins, `https://console.example.com`) whose scripts may call the API from
+    /// a browser (CORS). None by default; `--dev` allows `http://localhost:*`.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +141,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 30_000,
             max_in_flight: 1_024,
             tls_check_secs: 10,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

@@ -30,6 +30,7 @@ use tower_http::trace::TraceLayer;
 use zeroize::Zeroizing;
 
 pub mod config;
+pub mod cors;
 pub mod listener;
 pub mod metrics;
 pub mod sms;
@@ -403,6 +404,8 @@ pub async fn run(
 
     let trusted = otp_sms_core::TrustedProxies::parse(&config.server.trusted_proxies)
         .map_err(|e| StartError::Other(format!("[server] {e}")))?;
+    let cors =
+        cors::layer(&config.server.cors_allowed_origins, args.dev).map_err(StartError::Other)?;
     let (store, store_check, stream_cache, shared): StoreParts = match &args.database_url {
         Some(url) => {
             let timeouts = config.database.timeouts().map_err(StartError::Other)?;
@@ -580,6 +583,12 @@ pub async fn run(
             resolve_client,
         ))
         .layer(axum::middleware::from_fn(metrics::mark_route));
+    // Outside the rest: a preflight is answered here, and every answer to an allowed page
+    // carries the CORS headers, errors included.
+    let app = match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
