@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [
             "zitadel/resources/user/v3alpha/user_service.proto",
             "otpsms/v1/extensions.proto",
+            "zitadel/message.proto",
         ],
         ["proto"],
     )?;

@@ -410,7 +410,7 @@ async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
         "{body}"
     );
     assert_eq!(
-        body["details"][0]["@type"],
+        body["details"][1]["@type"],
         "type.googleapis.com/google.rpc.RetryInfo"
     );
     s.finish().await;

@@ -364,7 +364,12 @@ async fn a_refusal_with_a_wait_carries_retry_info() {
         (429, Some("resource_exhausted")),
         "{error}"
     );
-    let detail = &error["details"][0];
+    // As ZITADEL's errors: the error's stable id first, then RetryInfo.
+    assert_eq!(
+        error["details"][0]["type"], "zitadel.v1.ErrorDetail",
+        "{error}"
+    );
+    let detail = &error["details"][1];
     assert_eq!(detail["type"], "google.rpc.RetryInfo", "{error}");
     // The value is the RetryInfo message, base64 without padding.
     let value = detail["value"].as_str().unwrap();

@@ -193,6 +193,45 @@ impl Error {
         }
     }
 
+    /// A stable identifier of the error's kind, for `zitadel.v1.ErrorDetail.id` in every
+    /// error's details (as ZITADEL's API carries its own ids there): clients may switch on it,
+    /// and it never changes once published.
+    ///
+    /// ```
+    /// use otp_sms_core::{Error, Precondition};
+    /// assert_eq!(Error::WrongCode.id(), "OTPSMS-WRONG_CODE");
+    /// assert_eq!(
+    ///     Error::FailedPrecondition(Precondition::CodeExpired).id(),
+    ///     "OTPSMS-CODE_EXPIRED"
+    /// );
+    /// ```
+    pub fn id(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "OTPSMS-INVALID_ARGUMENT",
+            Error::WrongCode => "OTPSMS-WRONG_CODE",
+            Error::UserNotFound => "OTPSMS-USER_NOT_FOUND",
+            Error::UnknownCall(_) => "OTPSMS-UNKNOWN_CALL",
+            Error::InstanceNotFound => "OTPSMS-INSTANCE_NOT_FOUND",
+            Error::RegistrationNotFound => "OTPSMS-REGISTRATION_NOT_FOUND",
+            Error::PermissionDenied => "OTPSMS-PERMISSION_DENIED",
+            Error::FailedPrecondition(p) => match p {
+                Precondition::AlreadyVerified => "OTPSMS-ALREADY_VERIFIED",
+                Precondition::NoActiveCode => "OTPSMS-NO_ACTIVE_CODE",
+                Precondition::CodeExpired => "OTPSMS-CODE_EXPIRED",
+                Precondition::TooManyAttempts => "OTPSMS-TOO_MANY_ATTEMPTS",
+                Precondition::CodeSuperseded => "OTPSMS-CODE_SUPERSEDED",
+                Precondition::VerificationLocked => "OTPSMS-VERIFICATION_LOCKED",
+            },
+            Error::RateLimited { .. } => "OTPSMS-RATE_LIMITED",
+            Error::SendRefused { .. } => "OTPSMS-SEND_REFUSED",
+            Error::Aborted => "OTPSMS-ABORTED",
+            Error::Unauthenticated => "OTPSMS-UNAUTHENTICATED",
+            Error::Unavailable(_) => "OTPSMS-UNAVAILABLE",
+            Error::DeadlineExceeded => "OTPSMS-DEADLINE_EXCEEDED",
+            Error::Internal(_) => "OTPSMS-INTERNAL",
+        }
+    }
+
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {

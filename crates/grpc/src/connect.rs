@@ -31,7 +31,9 @@ use tonic::{Code, Status};
 
 use crate::ext::otpsms_extensions_server::OtpsmsExtensions;
 use crate::user::zitadel_users_server::ZitadelUsers;
-use crate::{UsersService, EXTENSIONS_SERVICE_NAME, FILE_DESCRIPTOR_SET, MAX_MESSAGE_BYTES};
+use crate::{
+    RpcStatus, UsersService, EXTENSIONS_SERVICE_NAME, FILE_DESCRIPTOR_SET, MAX_MESSAGE_BYTES,
+};
 
 /// The two codecs of the Connect protocol's unary calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,17 +127,6 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
     }
-}
-
-/// `google.rpc.Status`, as a gRPC status carries it in its details.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
 }
 
 impl IntoResponse for ConnectError {

@@ -48,6 +48,10 @@ pub mod proto {
     }
     /// `zitadel.*`
     pub mod zitadel {
+        /// `zitadel.v1`: the error detail of every error.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/zitadel.v1.rs"));
+        }
         /// `zitadel.object.*`
         pub mod object {
             /// `zitadel.object.v3alpha`
@@ -151,15 +155,59 @@ pub fn status(error: &Error) -> Status {
         _ => {}
     }
     let code = tonic::Code::from_i32(error.rpc_code().as_i32());
-    match error.retry_after() {
-        // RESOURCE_EXHAUSTED says when to come back, as google.rpc.RetryInfo in the details.
-        Some(after) => <Status as tonic_types::StatusExt>::with_error_details(
-            code,
-            error.public_message(),
-            tonic_types::ErrorDetails::with_retry_info(Some(after)),
-        ),
-        None => Status::new(code, error.public_message()),
+    let message = error.public_message();
+    // As ZITADEL's errors: the error's stable id first, then RetryInfo when time will help.
+    let mut details = vec![any(
+        "zitadel.v1.ErrorDetail",
+        &proto::zitadel::v1::ErrorDetail {
+            id: error.id().to_owned(),
+            message: message.clone(),
+        },
+    )];
+    if let Some(after) = error.retry_after() {
+        let delay = prost_types::Duration {
+            seconds: after.as_secs() as i64,
+            nanos: after.subsec_nanos() as i32,
+        };
+        details.push(any(
+            "google.rpc.RetryInfo",
+            &tonic_types::pb::RetryInfo {
+                retry_delay: Some(delay),
+            },
+        ));
     }
+    let rpc_status = RpcStatus {
+        code: code as i32,
+        message: message.clone(),
+        details,
+    };
+    Status::with_details(
+        code,
+        message,
+        prost::Message::encode_to_vec(&rpc_status).into(),
+    )
+}
+
+/// `google.protobuf.Any` of a message named `name`.
+fn any(name: &str, message: &impl prost::Message) -> prost_types::Any {
+    prost_types::Any {
+        type_url: format!("type.googleapis.com/{name}"),
+        value: message.encode_to_vec(),
+    }
+}
+
+/// `google.rpc.Status`, as `grpc-status-details-bin` carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RpcStatus {
+    /// The code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// The message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+    /// The details.
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<prost_types::Any>,
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -186,17 +234,36 @@ fn details(d: &Details) -> resources_object::Details {
     }
 }
 
-fn instance_ref(instance: Option<object::Instance>) -> Option<InstanceRef> {
-    match instance?.property? {
-        object::instance::Property::Id(id) => Some(InstanceRef::Id(id)),
-        object::instance::Property::Domain(domain) => Some(InstanceRef::Domain(domain)),
+/// The request's `instance`: absent, or one of its two fields. An `instance {}` that sets
+/// neither is INVALID_ARGUMENT, as upstream's `validate.required` oneof makes it.
+fn instance_ref(instance: Option<object::Instance>) -> Result<Option<InstanceRef>, Error> {
+    let Some(instance) = instance else {
+        return Ok(None);
+    };
+    match instance.property {
+        Some(object::instance::Property::Id(id)) => Ok(Some(InstanceRef::Id(id))),
+        Some(object::instance::Property::Domain(domain)) => Ok(Some(InstanceRef::Domain(domain))),
+        None => Err(Error::invalid(
+            "instance",
+            "set instance.id or instance.domain, or leave instance out",
+        )),
     }
 }
 
-fn organization_ref(org: Option<object::Organization>) -> Option<OrganizationRef> {
-    match org?.property? {
-        object::organization::Property::OrgId(id) => Some(OrganizationRef::Id(id)),
-        object::organization::Property::OrgDomain(domain) => Some(OrganizationRef::Domain(domain)),
+/// The request's `organization`, as [`instance_ref`]: an empty one is INVALID_ARGUMENT.
+fn organization_ref(org: Option<object::Organization>) -> Result<Option<OrganizationRef>, Status> {
+    let Some(org) = org else {
+        return Ok(None);
+    };
+    match org.property {
+        Some(object::organization::Property::OrgId(id)) => Ok(Some(OrganizationRef::Id(id))),
+        Some(object::organization::Property::OrgDomain(domain)) => {
+            Ok(Some(OrganizationRef::Domain(domain)))
+        }
+        None => Err(status(&Error::invalid(
+            "organization",
+            "set organization.org_id or organization.org_domain, or leave organization out",
+        ))),
     }
 }
 
@@ -230,14 +297,10 @@ impl UsersService {
             .extensions()
             .get::<ClientAddress>()
             .map(|ClientAddress(a)| *a);
-        let caller = resolve_caller(
-            self.auth.as_ref(),
-            handed_over,
-            token,
-            instance_ref(instance),
-        )
-        .await
-        .map_err(|e| status(&e))?;
+        let instance = instance_ref(instance).map_err(|e| status(&e))?;
+        let caller = resolve_caller(self.auth.as_ref(), handed_over, token, instance)
+            .await
+            .map_err(|e| status(&e))?;
         let key = idempotency_key(request.metadata()).map_err(|e| status(&e))?;
         let address = caller.address.or(address);
         let key = key.or_else(|| caller.idempotency_key.clone());
@@ -287,7 +350,7 @@ impl ZitadelUsers for UsersService {
                 &caller,
                 AddRequest {
                     user_id: req.id,
-                    organization: organization_ref(req.organization),
+                    organization: organization_ref(req.organization)?,
                     phone: phone.number,
                     verification,
                 },
@@ -315,7 +378,7 @@ impl ZitadelUsers for UsersService {
                 &caller,
                 VerifyRequest {
                     user_id: req.id,
-                    organization: organization_ref(req.organization),
+                    organization: organization_ref(req.organization)?,
                     registration_id: req.otp_sms_id,
                     code: req.code,
                 },
@@ -341,7 +404,7 @@ impl ZitadelUsers for UsersService {
                 &caller,
                 RegistrationRequest {
                     user_id: req.id,
-                    organization: organization_ref(req.organization),
+                    organization: organization_ref(req.organization)?,
                     registration_id: req.otp_sms_id,
                 },
             )
@@ -369,7 +432,7 @@ impl OtpsmsExtensions for UsersService {
                 &caller,
                 UserRequest {
                     user_id: req.id,
-                    organization: organization_ref(req.organization),
+                    organization: organization_ref(req.organization)?,
                 },
             )
             .await

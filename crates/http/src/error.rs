@@ -61,10 +61,17 @@ impl IntoResponse for ApiError {
             }
             other => (other.public_message(), Vec::new()),
         };
+        // The error's stable id first, as ZITADEL's errors carry theirs.
+        let mut all = vec![json!({
+            "@type": "type.googleapis.com/zitadel.v1.ErrorDetail",
+            "id": self.0.id(),
+            "message": message,
+        })];
+        all.extend(details);
         let body = StatusJson {
             code: code.as_i32(),
             message,
-            details,
+            details: all,
         };
         let mut response = (status, Json(body)).into_response();
         if let Some(retry_after) = self.0.retry_after() {

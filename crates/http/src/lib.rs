@@ -46,6 +46,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, Uri};
+use axum::response::IntoResponse;
 use axum::{Json, Router};
 use otp_sms_core::{
     bearer_token, resolve_caller, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
@@ -202,12 +203,19 @@ pub async fn unknown_route(uri: Uri) -> ApiError {
     ApiError(Error::UnknownCall(format!("no route for {}", uri.path())))
 }
 
-/// A method-not-allowed fallback answering as a `google.rpc.Status`, as [`unknown_route`].
-pub async fn unknown_method(method: Method, uri: Uri) -> ApiError {
-    ApiError(Error::UnknownCall(format!(
-        "no method {method} for {}",
-        uri.path()
-    )))
+/// A method-not-allowed fallback answering as ZITADEL's gateway does: HTTP 405 with a
+/// `google.rpc.Status` of code 12 UNIMPLEMENTED.
+pub async fn unknown_method(method: Method, uri: Uri) -> axum::response::Response {
+    tracing::debug!(%method, path = uri.path(), "method not allowed");
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        Json(StatusJson {
+            code: 12,
+            message: "Method Not Allowed".into(),
+            details: Vec::new(),
+        }),
+    )
+        .into_response()
 }
 
 /// The query parameters every call takes, for the OpenAPI document (parsing is
@@ -372,24 +380,10 @@ async fn caller(
     Ok(resolve_caller(api.auth.as_ref(), handed_over, token, instance).await?)
 }
 
-/// The body, checked for content type and size.
-async fn json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence != "application/json" {
-        return Err(invalid(
-            "content-type",
-            "the request body must be application/json",
-        ));
-    }
+/// The body, read as JSON whatever its content type says (ZITADEL's gateway registers its JSON
+/// reader for `application/json`, `*/*` and `*`, so any or no `Content-Type` is JSON there
+/// too), up to [`MAX_BODY_BYTES`].
+async fn json_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -437,7 +431,7 @@ async fn add(
 ) -> Result<Json<AddResponseJson>, ApiError> {
     let Path(user_id) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
-    let bytes = json_body(&headers, body).await?;
+    let bytes = json_body(body).await?;
     let phone: SetPhone = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("phone", format!("malformed SetPhone JSON: {e}")))?;
     let verification = match (&phone.send_code, &phone.return_code, phone.is_verified) {
@@ -509,7 +503,7 @@ async fn verify(
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
-    let bytes = json_body(&headers, body).await?;
+    let bytes = json_body(body).await?;
     // The serde message is not echoed: it could quote the code.
     let code = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::String(code)) => code,
@@ -619,7 +613,7 @@ async fn resend_code(
 ) -> Result<Json<ResendResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
-    let bytes = json_body(&headers, body).await?;
+    let bytes = json_body(body).await?;
     let options: ResendCode = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("body", format!("malformed ResendCode JSON: {e}")))?;
     let delivery = match (&options.send_code, &options.return_code) {

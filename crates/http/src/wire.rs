@@ -69,9 +69,11 @@ impl From<&Details> for DetailsJson {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-/// `SetPhone`: the body of the add call. `Debug` masks the number.
+/// `SetPhone`: the body of the add call. `Debug` masks the number. Fields it does not know
+/// are ignored, as ZITADEL's gateway does (a client of a newer revision keeps working); they
+/// never reach the command, which is built from the known fields only.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SetPhone {
     /// The phone number, 1..=20 characters, in international form.
     #[serde(default)]
@@ -112,7 +114,6 @@ pub struct DetailsResponseJson {
 /// The verify body in the `{"code": "…"}` form (the contract's form is the bare JSON string).
 /// No `Debug`: it would show the code.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct CodeObject {
     pub code: String,
 }
@@ -143,22 +144,24 @@ impl fmt::Debug for AddResponseJson {
     }
 }
 
-/// `google.rpc.Status`.
+/// `google.rpc.Status`, as protojson writes it: an empty `message` or `details` is omitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct StatusJson {
     /// The google.rpc code.
     pub code: i32,
     /// What went wrong, for a developer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
-    /// Typed details (`google.rpc.BadRequest`, `google.rpc.RetryInfo`).
+    /// Typed details: `zitadel.v1.ErrorDetail` (the error's stable id) first, then
+    /// `google.rpc.BadRequest` or `google.rpc.RetryInfo` where they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub details: Vec<serde_json::Value>,
 }
 
 /// The body of the resend extension: how the new code reaches the user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct ResendCode {
     /// Send the code by SMS (the default).
     #[serde(default, alias = "send_code")]

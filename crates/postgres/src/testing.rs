@@ -289,11 +289,8 @@ impl IdempotencyStore for InSchema<PgIdempotency> {
     }
 }
 
-/// The event store conformance suite's factory: each case in a fresh schema.
-///
-/// ```ignore
-/// otp_sms_testkit::store_conformance_tests!(otp_sms_postgres::testing::PgStoreFactory);
-/// ```
+/// The event store conformance suite's factory: each case in a fresh schema. A test file
+/// holds one line: `otp_sms_testkit::store_conformance_tests!(otp_sms_postgres::testing::PgStoreFactory);`
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PgStoreFactory;
 

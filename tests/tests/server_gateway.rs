@@ -1,0 +1,200 @@
+//! ZITADEL's gateway behaviour to the letter, one test per row of the comparison in
+//! `docs/api.md` ("Upstream parity"), against the real server binary.
+
+use otp_sms_grpc::proto::zitadel::object::v3alpha::{Instance, Organization};
+use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
+    zitadel_users_client::ZitadelUsersClient, VerifyOtpsmsRegistrationRequest,
+};
+use otp_sms_grpc::proto::zitadel::v1::ErrorDetail;
+use otp_sms_tests::server::Server;
+use prost::Message;
+use serde_json::{json, Value};
+use tonic::{Code, Request};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
+const ADD: &str = "/resources/v3alpha/users/alice/otp_sms";
+
+fn server() -> Server {
+    otp_sms_tests::server::memory_server(BIN)
+}
+
+async fn post(s: &Server, path: &str, content_type: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(s.url(path))
+        .bearer_auth("token-alice")
+        .body(body.to_owned());
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Row 1: unknown JSON fields are discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_1_unknown_json_fields_are_discarded() {
+    let s = server();
+    let body = json!({"number": "+41791234567", "returnCode": {}, "addedInARevisionToCome": true});
+    let (status, added) = post(&s, ADD, Some("application/json"), &body.to_string()).await;
+    assert_eq!(status, 200, "{added}");
+    let id = added["otpSmsId"].as_str().unwrap();
+    let code = added["verificationCode"].as_str().unwrap();
+    let verify = json!({"code": code, "unknown": [1, 2]});
+    let (status, body) = post(
+        &s,
+        &format!("{ADD}/{id}/_verify"),
+        Some("application/json"),
+        &verify.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Row 2: any or no Content-Type is read as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_2_any_or_no_content_type_is_json() {
+    let s = server();
+    let body = r#"{"number": "+41791234567", "returnCode": {}}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("*/*"),
+        Some("application/octet-stream"),
+    ] {
+        let (status, added) = post(&s, ADD, content_type, body).await;
+        assert_eq!(status, 200, "{content_type:?}: {added}");
+        assert!(added["otpSmsId"].is_string());
+    }
+}
+
+/// Row 3: a known path with the wrong method is HTTP 405 with code 12 UNIMPLEMENTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_3_a_wrong_method_is_405_unimplemented() {
+    let s = server();
+    for (method, path) in [
+        (reqwest::Method::PUT, ADD.to_owned()),
+        (reqwest::Method::GET, format!("{ADD}/some-id/_verify")),
+        (reqwest::Method::PATCH, format!("{ADD}/some-id")),
+    ] {
+        let response = reqwest::Client::new()
+            .request(method.clone(), s.url(&path))
+            .bearer_auth("token-alice")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"code": 12, "message": "Method Not Allowed"}));
+    }
+    // An unknown path stays NOT_FOUND.
+    let response = reqwest::Client::new()
+        .get(s.url("/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+/// Row 4: errors carry `zitadel.v1.ErrorDetail {id, message}` in their details, on HTTP and on
+/// gRPC; an empty `message` or `details` is omitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_4_errors_carry_zitadels_error_detail() {
+    let s = server();
+    // HTTP: a registration that does not exist.
+    let (status, body) = post(&s, &format!("{ADD}/nothing/_verify"), None, r#""12345678""#).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body["details"],
+        json!([{
+            "@type": "type.googleapis.com/zitadel.v1.ErrorDetail",
+            "id": "OTPSMS-REGISTRATION_NOT_FOUND",
+            "message": body["message"],
+        }])
+    );
+    // gRPC: the same, in grpc-status-details-bin.
+    let mut client = ZitadelUsersClient::connect(s.base_url.clone())
+        .await
+        .unwrap();
+    let mut request = Request::new(VerifyOtpsmsRegistrationRequest {
+        id: "alice".into(),
+        otp_sms_id: "nothing".into(),
+        code: "12345678".into(),
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer token-alice".parse().unwrap());
+    let status = client
+        .verify_otpsms_registration(request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let details = tonic_types::pb::Status::decode(status.details()).expect("google.rpc.Status");
+    let detail = &details.details[0];
+    assert_eq!(
+        detail.type_url,
+        "type.googleapis.com/zitadel.v1.ErrorDetail"
+    );
+    let detail = ErrorDetail::decode(detail.value.as_slice()).unwrap();
+    assert_eq!(detail.id, "OTPSMS-REGISTRATION_NOT_FOUND");
+    assert_eq!(detail.message, status.message());
+}
+
+/// Row 5: an empty `instance {}` or `organization {}` is INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_5_an_empty_instance_or_organization_is_invalid() {
+    let s = server();
+    let mut client = ZitadelUsersClient::connect(s.base_url.clone())
+        .await
+        .unwrap();
+    let verify = |instance, organization| {
+        let mut request = Request::new(VerifyOtpsmsRegistrationRequest {
+            instance,
+            organization,
+            id: "alice".into(),
+            otp_sms_id: "nothing".into(),
+            code: "12345678".into(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer token-alice".parse().unwrap());
+        request
+    };
+    let empty_instance = client
+        .verify_otpsms_registration(verify(Some(Instance { property: None }), None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        empty_instance.code(),
+        Code::InvalidArgument,
+        "{empty_instance:?}"
+    );
+    let empty_organization = client
+        .verify_otpsms_registration(verify(None, Some(Organization { property: None })))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        empty_organization.code(),
+        Code::InvalidArgument,
+        "{empty_organization:?}"
+    );
+    // Absent, they are simply not checked: the registration is then what is missing.
+    let absent = client
+        .verify_otpsms_registration(verify(None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound);
+    // The Connect protocol says the same in JSON.
+    let response = reqwest::Client::new()
+        .post(s.url("/zitadel.resources.user.v3alpha.ZITADELUsers/VerifyOTPSMSRegistration"))
+        .bearer_auth("token-alice")
+        .header("content-type", "application/json")
+        .body(r#"{"instance": {}, "id": "alice", "otpSmsId": "x", "code": "1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_argument");
+}
