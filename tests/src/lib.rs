@@ -15,6 +15,7 @@ pub mod net;
 pub mod pg;
 pub mod replication;
 pub mod server;
+pub mod web;
 
 /// The README's code blocks compile (`cargo test --doc -p otp-sms-tests`).
 #[cfg(doctest)]

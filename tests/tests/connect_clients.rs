@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::web::{self, run, NODE_FIX};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -29,39 +30,13 @@ const FLOW: [&str; 6] = [
     "NotFound",
 ];
 
-fn web_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
-}
-
-/// Runs `program args` in `tests/web`, failing the test with `fix` if it cannot run or fails.
-fn run(program: &str, args: &[&str], fix: &str) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(web_dir())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}.\n{fix}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}\n{}\n{fix}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-const NODE_FIX: &str = "These tests need Node.js 18 or later with npm on PATH (Debian: \
-    apt-get install nodejs npm) and the npm registry for `npm ci` in tests/web.";
-
 /// The bundled clients: `node.mjs` and `page.js`, built once per test process.
 fn bundles() -> &'static Path {
     static BUNDLES: OnceLock<PathBuf> = OnceLock::new();
     static BUILDING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     BUNDLES.get_or_init(|| {
-        if !installed() {
-            run("npm", &["ci", "--no-audit", "--no-fund"], NODE_FIX);
-        }
+        web::install();
         run("npm", &["run", "--silent", "generate"], NODE_FIX);
         let out = std::env::temp_dir().join(format!("otp-sms-web-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&out).unwrap();
@@ -81,19 +56,6 @@ fn bundles() -> &'static Path {
         esbuild("page.ts", &[], &out.join("page.js"));
         out
     })
-}
-
-/// Whether `tests/web/node_modules` holds what `package-lock.json` pins (npm records the
-/// installed tree in `node_modules/.package-lock.json`): `npm ci` then need not reinstall.
-fn installed() -> bool {
-    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    match (
-        modified(web_dir().join("node_modules/.package-lock.json")),
-        modified(web_dir().join("package-lock.json")),
-    ) {
-        (Some(installed), Some(locked)) => installed >= locked,
-        _ => false,
-    }
 }
 
 fn assert_flow(results: &Value, transport: &str) {

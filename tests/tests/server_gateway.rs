@@ -198,3 +198,126 @@ async fn row_5_an_empty_instance_or_organization_is_invalid() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "invalid_argument");
 }
+
+/// Row 7: the OpenAPI document is valid OpenAPI 3, and its paths, parameters and operation ids
+/// are what protoc-gen-openapiv2's conventions give for these methods, derived here from the
+/// compiled definitions: operation `<Service>_<Method>`, path parameters and flattened query
+/// parameters by their JSON names, the body field left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_7_the_openapi_document_follows_protoc_gen_openapiv2() {
+    let s = server();
+    let doc: Value = reqwest::get(s.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    otp_sms_tests::web::validate_openapi(&doc).expect("a valid OpenAPI document");
+
+    let pool = prost_reflect::DescriptorPool::decode(otp_sms_grpc::FILE_DESCRIPTOR_SET).unwrap();
+    let service = pool
+        .get_service_by_name("zitadel.resources.user.v3alpha.ZITADELUsers")
+        .unwrap();
+    // Upstream's google.api.http rules for the three methods: verb, template, body field.
+    let rules = [
+        (
+            "AddOTPSMSAuthenticator",
+            "post",
+            "/resources/v3alpha/users/{id}/otp_sms",
+            Some("phone"),
+        ),
+        (
+            "VerifyOTPSMSRegistration",
+            "post",
+            "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify",
+            Some("code"),
+        ),
+        (
+            "RemoveOTPSMSAuthenticator",
+            "delete",
+            "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}",
+            None,
+        ),
+    ];
+    for (method_name, verb, template, body) in rules {
+        let method = service.methods().find(|m| m.name() == method_name).unwrap();
+        let input = method.input();
+        let json_name = |field: &str| {
+            input
+                .get_field_by_name(field)
+                .unwrap()
+                .json_name()
+                .to_owned()
+        };
+        // Path parameters by their JSON names.
+        let mut path = template.to_owned();
+        let mut in_path = Vec::new();
+        for field in ["id", "otp_sms_id"] {
+            if path.contains(&format!("{{{field}}}")) {
+                path = path.replace(
+                    &format!("{{{field}}}"),
+                    &format!("{{{}}}", json_name(field)),
+                );
+                in_path.push(field.to_owned());
+            }
+        }
+        let operation = &doc["paths"][&path][verb];
+        assert!(operation.is_object(), "{verb} {path} missing");
+        assert_eq!(
+            operation["operationId"],
+            json!(format!("ZITADELUsers_{method_name}"))
+        );
+        // Every other field but the body's is a query parameter, messages flattened.
+        let mut expected: Vec<(String, &str)> =
+            in_path.iter().map(|f| (json_name(f), "path")).collect();
+        for field in input.fields() {
+            if in_path.contains(&field.name().to_owned()) || Some(field.name()) == body {
+                continue;
+            }
+            match field.kind() {
+                prost_reflect::Kind::Message(message) => {
+                    for sub in message.fields() {
+                        expected.push((
+                            format!("{}.{}", field.json_name(), sub.json_name()),
+                            "query",
+                        ));
+                    }
+                }
+                _ => expected.push((field.json_name().to_owned(), "query")),
+            }
+        }
+        let mut actual: Vec<(String, &str)> = operation["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            // Idempotency-Key is this project's header, beyond the definitions.
+            .filter(|p| p["in"] != "header")
+            .map(|p| {
+                let place = if p["in"] == "path" { "path" } else { "query" };
+                (p["name"].as_str().unwrap().to_owned(), place)
+            })
+            .collect();
+        expected.sort();
+        actual.sort();
+        assert_eq!(actual, expected, "{method_name}");
+        // The body, where there is one, is documented; a DELETE has none.
+        assert_eq!(
+            operation["requestBody"].is_object(),
+            body.is_some(),
+            "{method_name}"
+        );
+    }
+    // Schemas are named after the proto messages, as protoc-gen-openapiv2 names them.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "rpcStatus",
+        "v3alphaDetails",
+        "v3alphaOwner",
+        "v3alphaSetPhone",
+        "v3alphaAddOTPSMSAuthenticatorResponse",
+        "v3alphaVerifyOTPSMSRegistrationResponse",
+        "v3alphaRemoveOTPSMSAuthenticatorResponse",
+    ] {
+        assert!(schemas.contains_key(name), "{name} in {:?}", schemas.keys());
+    }
+}

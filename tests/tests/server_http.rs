@@ -483,7 +483,7 @@ async fn health_readiness_openapi_and_graceful_shutdown() {
     assert_eq!(st, 200);
     let (st, doc) = request(reqwest::Method::GET, &s.url("/openapi.json"), None, None).await;
     assert_eq!(st, 200);
-    assert!(doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify"].is_object());
+    assert!(doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_verify"].is_object());
     let res = reqwest::Client::new()
         .get(s.url("/healthz"))
         .send()

@@ -224,7 +224,7 @@ async fn domain_counters_move_as_a_flow_runs() {
             "http_server_request_duration_seconds",
             &[(
                 "http_route",
-                "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify"
+                "/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_verify"
             )]
         ),
         3.0

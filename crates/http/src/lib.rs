@@ -5,9 +5,9 @@
 //! | call | route |
 //! |---|---|
 //! | `AddOTPSMSAuthenticator` | `POST /resources/v3alpha/users/{id}/otp_sms` (body: a `SetPhone` object) |
-//! | `VerifyOTPSMSRegistration` | `POST /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify` (body: the code as a JSON string) |
-//! | `RemoveOTPSMSAuthenticator` | `DELETE /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}` |
-//! | (extension) resend a code | `POST /resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_resend_code` |
+//! | `VerifyOTPSMSRegistration` | `POST /resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_verify` (body: the code as a JSON string) |
+//! | `RemoveOTPSMSAuthenticator` | `DELETE /resources/v3alpha/users/{id}/otp_sms/{otpSmsId}` |
+//! | (extension) resend a code | `POST /resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_resend_code` |
 //! | (extension) lift the user's verification lock | `POST /resources/v3alpha/users/{id}/otp_sms/_unlock` |
 //!
 //! `instance.id` / `instance.domain` and `organization.org_id` / `organization.org_domain`
@@ -63,8 +63,8 @@ pub mod wire;
 use error::invalid;
 pub use error::ApiError;
 use wire::{
-    AddResponseJson, CodeObject, DetailsJson, DetailsResponseJson, ResendCode, ResendResponseJson,
-    SetPhone, StatusJson,
+    AddResponseJson, CodeObject, DetailsJson, DetailsResponseJson, RemoveResponseJson, ResendCode,
+    ResendResponseJson, SetPhone, StatusJson,
 };
 
 /// The largest request body accepted: the biggest valid body is well under 1 KiB.
@@ -231,10 +231,10 @@ struct ContextParams {
     #[param(rename = "instance.domain")]
     instance_domain: Option<String>,
     /// Expect the user in this organization.
-    #[param(rename = "organization.org_id")]
+    #[param(rename = "organization.orgId")]
     org_id: Option<String>,
     /// Expect the user in the organization with this domain.
-    #[param(rename = "organization.org_domain")]
+    #[param(rename = "organization.orgDomain")]
     org_domain: Option<String>,
 }
 
@@ -405,7 +405,7 @@ fn path_error(rejection: PathRejection) -> ApiError {
 #[utoipa::path(
     post,
     path = "/resources/v3alpha/users/{id}/otp_sms",
-    operation_id = "AddOTPSMSAuthenticator",
+    operation_id = "ZITADELUsers_AddOTPSMSAuthenticator",
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ContextParams,
@@ -470,11 +470,11 @@ async fn add(
 /// accepted too).
 #[utoipa::path(
     post,
-    path = "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify",
-    operation_id = "VerifyOTPSMSRegistration",
+    path = "/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_verify",
+    operation_id = "ZITADELUsers_VerifyOTPSMSRegistration",
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
-        ("otp_sms_id" = String, Path, description = "The registration, as returned by the add (1..=200 characters)."),
+        ("otpSmsId" = String, Path, description = "The registration, as returned by the add (1..=200 characters)."),
         ContextParams,
         IdempotencyParams,
     ),
@@ -537,16 +537,16 @@ async fn verify(
 /// Remove the OTP SMS registration.
 #[utoipa::path(
     delete,
-    path = "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}",
-    operation_id = "RemoveOTPSMSAuthenticator",
+    path = "/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}",
+    operation_id = "ZITADELUsers_RemoveOTPSMSAuthenticator",
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
-        ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
+        ("otpSmsId" = String, Path, description = "The registration (1..=200 characters)."),
         ContextParams,
         IdempotencyParams,
     ),
     responses(
-        (status = 200, description = "Removed", body = DetailsResponseJson),
+        (status = 200, description = "Removed", body = RemoveResponseJson),
         (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
         (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
         (status = 404, description = "NOT_FOUND", body = StatusJson),
@@ -559,7 +559,7 @@ async fn remove(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     handed_over: HandedOver,
-) -> Result<Json<DetailsResponseJson>, ApiError> {
+) -> Result<Json<RemoveResponseJson>, ApiError> {
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let details = api
@@ -573,7 +573,7 @@ async fn remove(
             },
         )
         .await?;
-    Ok(Json(DetailsResponseJson {
+    Ok(Json(RemoveResponseJson {
         details: DetailsJson::from(&details),
     }))
 }
@@ -584,11 +584,11 @@ async fn remove(
 /// beyond that RESOURCE_EXHAUSTED (429) with `Retry-After`.
 #[utoipa::path(
     post,
-    path = "/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_resend_code",
-    operation_id = "ResendOTPSMSCode",
+    path = "/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_resend_code",
+    operation_id = "OTPSMSExtensions_ResendOTPSMSCode",
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
-        ("otp_sms_id" = String, Path, description = "The registration (1..=200 characters)."),
+        ("otpSmsId" = String, Path, description = "The registration (1..=200 characters)."),
         ContextParams,
         IdempotencyParams,
     ),
@@ -653,7 +653,7 @@ async fn resend_code(
 #[utoipa::path(
     post,
     path = "/resources/v3alpha/users/{id}/otp_sms/_unlock",
-    operation_id = "UnlockOTPSMSVerification",
+    operation_id = "OTPSMSExtensions_UnlockOTPSMSVerification",
     params(
         ("id" = String, Path, description = "The user (1..=200 characters)."),
         ContextParams,

@@ -16,6 +16,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 /// `zitadel.object.v3alpha.Owner`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = v3alphaOwner)]
 pub struct OwnerJson {
     /// `OwnerType` by name, e.g. `OWNER_TYPE_ORG`.
     #[serde(rename = "type")]
@@ -28,6 +29,7 @@ pub struct OwnerJson {
 /// `zitadel.resources.object.v3alpha.Details`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = v3alphaDetails)]
 pub struct DetailsJson {
     /// The registration id.
     pub id: String,
@@ -66,7 +68,7 @@ impl From<&Details> for DetailsJson {
 
 /// An empty message (`SendPhoneVerificationCode`, `ReturnPhoneVerificationCode`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[schema(as = v1UnlockOTPSMSVerificationResponse)]
 pub struct Empty {}
 
 /// `SetPhone`: the body of the add call. `Debug` masks the number. Fields it does not know
@@ -74,6 +76,7 @@ pub struct Empty {}
 /// never reach the command, which is built from the known fields only.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = v3alphaSetPhone)]
 pub struct SetPhone {
     /// The phone number, 1..=20 characters, in international form.
     #[serde(default)]
@@ -93,6 +96,7 @@ pub struct SetPhone {
 /// `AddOTPSMSAuthenticatorResponse`. `Debug` hides the code.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = v3alphaAddOTPSMSAuthenticatorResponse)]
 pub struct AddResponseJson {
     /// Details of the new registration.
     pub details: DetailsJson,
@@ -106,6 +110,7 @@ pub struct AddResponseJson {
 /// `VerifyOTPSMSRegistrationResponse` and `RemoveOTPSMSAuthenticatorResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = v3alphaVerifyOTPSMSRegistrationResponse)]
 pub struct DetailsResponseJson {
     /// Details of the registration after the call.
     pub details: DetailsJson,
@@ -113,6 +118,14 @@ pub struct DetailsResponseJson {
 
 /// The verify body in the `{"code": "…"}` form (the contract's form is the bare JSON string).
 /// No `Debug`: it would show the code.
+/// `RemoveOTPSMSAuthenticatorResponse`: the details of the removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = v3alphaRemoveOTPSMSAuthenticatorResponse)]
+pub struct RemoveResponseJson {
+    /// When and by whom the registration was removed.
+    pub details: DetailsJson,
+}
+
 #[derive(Clone, Deserialize)]
 pub(crate) struct CodeObject {
     pub code: String,
@@ -146,6 +159,7 @@ impl fmt::Debug for AddResponseJson {
 
 /// `google.rpc.Status`, as protojson writes it: an empty `message` or `details` is omitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = rpcStatus)]
 pub struct StatusJson {
     /// The google.rpc code.
     pub code: i32,
@@ -162,6 +176,7 @@ pub struct StatusJson {
 /// The body of the resend extension: how the new code reaches the user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = v1ResendOTPSMSCodeRequest)]
 pub struct ResendCode {
     /// Send the code by SMS (the default).
     #[serde(default, alias = "send_code")]
@@ -174,6 +189,7 @@ pub struct ResendCode {
 /// The answer of the resend extension. `Debug` hides the code.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = v1ResendOTPSMSCodeResponse)]
 pub struct ResendResponseJson {
     /// Details of the registration.
     pub details: DetailsJson,

@@ -435,22 +435,22 @@ async fn the_openapi_document_lists_the_served_calls() {
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(
         doc["paths"]["/resources/v3alpha/users/{id}/otp_sms"]["post"]["operationId"],
-        json!("AddOTPSMSAuthenticator")
+        json!("ZITADELUsers_AddOTPSMSAuthenticator")
     );
     assert_eq!(
-        doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify"]["post"]
+        doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_verify"]["post"]
             ["operationId"],
-        json!("VerifyOTPSMSRegistration")
+        json!("ZITADELUsers_VerifyOTPSMSRegistration")
     );
     assert_eq!(
-        doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}"]["delete"]["operationId"],
-        json!("RemoveOTPSMSAuthenticator")
+        doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}"]["delete"]["operationId"],
+        json!("ZITADELUsers_RemoveOTPSMSAuthenticator")
     );
     // Every documented path is served: a call to each answers from its handler (401 without
     // a token), never the fallback's 404.
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
-            let uri = path.replace("{id}", "alice").replace("{otp_sms_id}", "x");
+            let uri = path.replace("{id}", "alice").replace("{otpSmsId}", "x");
             let (status, _) = call_with(
                 &app,
                 &method.to_uppercase(),
@@ -469,8 +469,8 @@ async fn the_openapi_document_lists_the_served_calls() {
 #[tokio::test]
 async fn the_openapi_document_lists_the_query_parameters() {
     let doc = serde_json::to_value(otp_sms_http::openapi()).unwrap();
-    let params = &doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify"]
-        ["post"]["parameters"];
+    let params = &doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_verify"]["post"]
+        ["parameters"];
     let names: Vec<_> = params
         .as_array()
         .unwrap()
@@ -484,11 +484,11 @@ async fn the_openapi_document_lists_the_query_parameters() {
         .collect();
     for (name, place) in [
         ("id", "path"),
-        ("otp_sms_id", "path"),
+        ("otpSmsId", "path"),
         ("instance.id", "query"),
         ("instance.domain", "query"),
-        ("organization.org_id", "query"),
-        ("organization.org_domain", "query"),
+        ("organization.orgId", "query"),
+        ("organization.orgDomain", "query"),
     ] {
         assert!(
             names.contains(&(name.to_owned(), place.to_owned())),

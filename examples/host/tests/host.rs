@@ -150,8 +150,9 @@ async fn the_hosts_document_lists_the_library_under_its_prefix() {
     assert_eq!(doc["info"]["title"], "Acme identity");
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
     assert!(paths.contains(&&"/me/phones".to_owned()));
-    assert!(paths
-        .contains(&&"/otp/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify".to_owned()));
+    assert!(
+        paths.contains(&&"/otp/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}/_verify".to_owned())
+    );
     let library: Vec<_> = paths.iter().filter(|p| p.starts_with("/otp/")).collect();
     assert_eq!(library.len(), otp_sms_http::openapi().paths.paths.len());
     assert!(
