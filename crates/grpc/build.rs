@@ -2,20 +2,22 @@
 //! generates the tonic server and client. The encoded descriptor set is kept for reflection
 //! and for strict proto3 JSON checks.
 
-use prost::Message;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(
-        [
-            "zitadel/resources/user/v3alpha/user_service.proto",
-            "otpsms/v1/extensions.proto",
-            "zitadel/message.proto",
-        ],
-        ["proto"],
-    )?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).open_files([
+        "zitadel/resources/user/v3alpha/user_service.proto",
+        "otpsms/v1/extensions.proto",
+        "zitadel/message.proto",
+    ])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
+    // Encoded by protox itself, so that the options' extensions (google.api.http,
+    // validate.rules, …) survive for reflection; prost's types would drop them.
+    std::fs::write(
+        out.join("descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let fds = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -321,3 +321,187 @@ async fn row_7_the_openapi_document_follows_protoc_gen_openapiv2() {
         assert!(schemas.contains_key(name), "{name} in {:?}", schemas.keys());
     }
 }
+
+/// Row 6: the definitions the server's reflection serves carry upstream's annotations:
+/// `optional` instance and organization, the phone in `communication.proto`, the
+/// `google.api.http` rule of each method, `validate.rules` bounds with `google.api.field_behavior`
+/// REQUIRED on the fields, and a required oneof in `Instance` and `Organization`, as
+/// `grpcurl describe` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_6_reflection_serves_upstreams_files_and_annotations() {
+    use prost_reflect::{DescriptorPool, Value as Field};
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let s = server();
+    let channel = tonic::transport::Channel::from_shared(s.base_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // As grpcurl does: the file that holds the service, then each import by name.
+    let mut reflection = ServerReflectionClient::new(channel);
+    let mut files: Vec<prost_types::FileDescriptorProto> = Vec::new();
+    // The files as served: prost's types would drop the options' extensions.
+    let mut raw: Vec<Vec<u8>> = Vec::new();
+    let mut wanted = vec![MessageRequest::FileContainingSymbol(
+        "zitadel.resources.user.v3alpha.ZITADELUsers".into(),
+    )];
+    while let Some(message_request) = wanted.pop() {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(message_request),
+        };
+        let answer = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(found)) = answer.message_response else {
+            panic!("{answer:?}")
+        };
+        for bytes in &found.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+            if files.iter().any(|f| f.name == file.name) {
+                continue;
+            }
+            for dependency in &file.dependency {
+                let known = files.iter().any(|f| f.name() == dependency.as_str());
+                // The well-known types every client has built in.
+                if !known && !dependency.starts_with("google/protobuf/") {
+                    wanted.push(MessageRequest::FileByFilename(dependency.clone()));
+                }
+            }
+            files.push(file);
+            raw.push(bytes.clone());
+        }
+    }
+    let names: Vec<&str> = files.iter().map(|f| f.name()).collect();
+    for file in [
+        "zitadel/resources/user/v3alpha/user_service.proto",
+        "zitadel/resources/user/v3alpha/communication.proto",
+        "google/api/annotations.proto",
+        "google/api/field_behavior.proto",
+        "validate/validate.proto",
+    ] {
+        assert!(names.contains(&file), "{file} not in {names:?}");
+    }
+    // A FileDescriptorSet of the served bytes (field 1, repeated), dependencies first.
+    let mut set = Vec::new();
+    for bytes in raw.iter().rev() {
+        prost::encoding::bytes::encode(1, bytes, &mut set);
+    }
+    let mut pool = DescriptorPool::global();
+    pool.decode_file_descriptor_set(set.as_slice()).unwrap();
+    let http = pool.get_extension_by_name("google.api.http").unwrap();
+    let rules = pool.get_extension_by_name("validate.rules").unwrap();
+    let behavior = pool
+        .get_extension_by_name("google.api.field_behavior")
+        .unwrap();
+    let required_oneof = pool.get_extension_by_name("validate.required").unwrap();
+    let service = pool
+        .get_service_by_name("zitadel.resources.user.v3alpha.ZITADELUsers")
+        .unwrap();
+
+    let verify = service
+        .methods()
+        .find(|m| m.name() == "VerifyOTPSMSRegistration")
+        .unwrap();
+    let rule = verify.options().get_extension(&http).into_owned();
+    let rule = rule.as_message().unwrap();
+    assert_eq!(
+        rule.get_field_by_name("post").unwrap().as_str(),
+        Some("/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}/_verify")
+    );
+    assert_eq!(
+        rule.get_field_by_name("body").unwrap().as_str(),
+        Some("code")
+    );
+    let remove = service
+        .methods()
+        .find(|m| m.name() == "RemoveOTPSMSAuthenticator")
+        .unwrap();
+    let rule = remove.options().get_extension(&http).into_owned();
+    assert_eq!(
+        rule.as_message()
+            .unwrap()
+            .get_field_by_name("delete")
+            .unwrap()
+            .as_str(),
+        Some("/resources/v3alpha/users/{id}/otp_sms/{otp_sms_id}")
+    );
+
+    // The code: 1..200 characters, REQUIRED.
+    let input = verify.input();
+    let code = input.get_field_by_name("code").unwrap();
+    let code_rules = code.options().get_extension(&rules).into_owned();
+    let string_rules = code_rules
+        .as_message()
+        .unwrap()
+        .get_field_by_name("string")
+        .unwrap();
+    let string_rules = string_rules.as_message().unwrap();
+    assert_eq!(
+        string_rules.get_field_by_name("min_len").unwrap().as_u64(),
+        Some(1)
+    );
+    assert_eq!(
+        string_rules.get_field_by_name("max_len").unwrap().as_u64(),
+        Some(200)
+    );
+    let behaviors = code.options().get_extension(&behavior).into_owned();
+    assert_eq!(
+        behaviors.as_list().unwrap(),
+        &[Field::EnumNumber(2)],
+        "REQUIRED"
+    );
+    // Instance and organization are optional; their oneof is required when they are set.
+    for field in ["instance", "organization"] {
+        let field = input.get_field_by_name(field).unwrap();
+        assert!(
+            field.supports_presence() && field.containing_oneof().is_some(),
+            "{field:?}"
+        );
+        let message = field.kind();
+        let message = message.as_message().unwrap();
+        let oneof = message.oneofs().find(|o| o.name() == "property").unwrap();
+        assert_eq!(
+            oneof.options().get_extension(&required_oneof).as_bool(),
+            Some(true)
+        );
+    }
+    // The phone's number: 1..20 characters, in communication.proto.
+    let set_phone = pool
+        .get_message_by_name("zitadel.resources.user.v3alpha.SetPhone")
+        .unwrap();
+    assert_eq!(
+        set_phone.parent_file().name(),
+        "zitadel/resources/user/v3alpha/communication.proto"
+    );
+    let number_rules = set_phone
+        .get_field_by_name("number")
+        .unwrap()
+        .options()
+        .get_extension(&rules)
+        .into_owned();
+    let number_rules = number_rules
+        .as_message()
+        .unwrap()
+        .get_field_by_name("string")
+        .unwrap();
+    assert_eq!(
+        number_rules
+            .as_message()
+            .unwrap()
+            .get_field_by_name("max_len")
+            .unwrap()
+            .as_u64(),
+        Some(20)
+    );
+}
