@@ -59,6 +59,7 @@ mod event;
 mod idempotency;
 mod ids;
 mod keys;
+pub mod message;
 pub mod metrics;
 #[cfg(feature = "notifier")]
 mod notifier;

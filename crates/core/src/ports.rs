@@ -172,6 +172,18 @@ pub trait UserDirectory: Send + Sync {
         let _ = (instance, domain);
         Ok(None)
     }
+
+    /// The user's preferred language (a BCP 47 tag such as `de` or `pt-BR`), for the text of
+    /// the SMS ([`Sms::locale`]). Asked once per SMS by the notifier; a failure only means the
+    /// default language. The default knows none.
+    async fn preferred_language(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<String>, PortError> {
+        let _ = (instance, user);
+        Ok(None)
+    }
 }
 
 /// The host's permission model.
@@ -206,6 +218,10 @@ pub struct Sms {
     /// When the sender must have given up: the notifier's lease on the message outlives it,
     /// so no other notifier takes the message while this send may still go out.
     pub deadline: DateTime<Utc>,
+    /// The user's preferred language, if the directory knows it
+    /// ([`UserDirectory::preferred_language`]): the sender picks the text's template by it
+    /// ([`crate::message::MessageTemplates::render`]).
+    pub locale: Option<String>,
 }
 
 impl fmt::Debug for Sms {
@@ -218,6 +234,7 @@ impl fmt::Debug for Sms {
             .field("expires_at", &self.expires_at)
             .field("message_id", &self.message_id)
             .field("deadline", &self.deadline)
+            .field("locale", &self.locale)
             .finish()
     }
 }

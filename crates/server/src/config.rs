@@ -464,6 +464,9 @@ pub struct UserConfig {
     pub id: String,
     /// The user's organization.
     pub organization: String,
+    /// The user's preferred language (a BCP 47 tag such as `de`), for the text of the SMS.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 /// `[[tokens]]`: a personal access token of a user. `Debug` hides the token.
@@ -563,6 +566,8 @@ pub struct SmsConfig {
     pub timeout_ms: u64,
     /// Extra attempts after a failed webhook request, with doubling back-off.
     pub retries: u32,
+    /// The text of the SMS.
+    pub text: TextConfig,
 }
 
 impl Default for SmsConfig {
@@ -574,7 +579,70 @@ impl Default for SmsConfig {
             allow_http: false,
             timeout_ms: 5_000,
             retries: 2,
+            text: TextConfig::default(),
         }
+    }
+}
+
+/// `[sms.text]`: the SMS's text (`otp_sms_core::message`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextConfig {
+    /// The application's name, for `{app}`.
+    pub app_name: String,
+    /// The template for users of no configured language; `{code}` required, `{minutes}` and
+    /// `{app}` optional.
+    pub default_template: Option<String>,
+    /// Templates by language tag (`de = "Ihr {app}-Code: {code}"`).
+    pub templates: std::collections::BTreeMap<String, String>,
+    /// The site's host for the WebOTP line `@host #code` that ends every text, so that
+    /// browsers and phones autofill the code only there.
+    pub webotp_domain: Option<String>,
+    /// Android's SMS Retriever app hash (11 characters), on a line before the WebOTP line.
+    pub android_app_hash: Option<String>,
+    /// SMS one text may take, checked at start-up with a code of the configured length.
+    pub max_segments: usize,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self {
+            app_name: "otp-sms".into(),
+            default_template: None,
+            templates: Default::default(),
+            webotp_domain: None,
+            android_app_hash: None,
+            max_segments: 1,
+        }
+    }
+}
+
+impl TextConfig {
+    /// The templates, checked: each must contain `{code}` and fit in `max_segments` SMS with a
+    /// code of `code_length` digits valid for `lifetime`.
+    pub fn templates(
+        &self,
+        code_length: usize,
+        lifetime: std::time::Duration,
+    ) -> Result<otp_sms_core::message::MessageTemplates, String> {
+        let fail = |e: otp_sms_core::message::TemplateError| format!("[sms.text] {e}");
+        let mut t = otp_sms_core::message::MessageTemplates::new(self.app_name.clone());
+        if let Some(template) = &self.default_template {
+            t = t.with_default_template(template).map_err(fail)?;
+        }
+        for (locale, template) in &self.templates {
+            t = t.with_template(locale, template).map_err(fail)?;
+        }
+        if let Some(domain) = &self.webotp_domain {
+            t = t.with_webotp_domain(domain);
+        }
+        if let Some(hash) = &self.android_app_hash {
+            t = t.with_android_app_hash(hash).map_err(fail)?;
+        }
+        let minutes = lifetime.as_secs().div_ceil(60).max(1);
+        t.check(code_length, minutes, self.max_segments.max(1))
+            .map_err(fail)?;
+        Ok(t)
     }
 }
 
@@ -594,6 +662,7 @@ impl std::fmt::Debug for SmsConfig {
             .field("allow_http", &self.allow_http)
             .field("timeout_ms", &self.timeout_ms)
             .field("retries", &self.retries)
+            .field("text", &self.text)
             .finish()
     }
 }
@@ -685,6 +754,7 @@ impl Config {
 #[derive(Default)]
 pub struct Directory {
     users: HashMap<(InstanceId, UserId), OrganizationId>,
+    languages: HashMap<(InstanceId, UserId), String>,
     org_domains: HashMap<(InstanceId, String), OrganizationId>,
     instance_domains: HashMap<String, InstanceId>,
     /// Tokens by SHA-256 digest, so a lookup's timing says nothing about the token.
@@ -755,6 +825,10 @@ impl Directory {
                 )));
             }
             let user = id(UserId::parse, "users.id", &u.id)?;
+            if let Some(language) = &u.language {
+                d.languages
+                    .insert((instance.clone(), user.clone()), language.clone());
+            }
             d.users.insert((instance, user), org);
         }
         for t in &config.tokens {
@@ -816,6 +890,17 @@ impl UserDirectory for Directory {
         Ok(self
             .org_domains
             .get(&(instance.clone(), domain.to_ascii_lowercase()))
+            .cloned())
+    }
+
+    async fn preferred_language(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<String>, PortError> {
+        Ok(self
+            .languages
+            .get(&(instance.clone(), user.clone()))
             .cloned())
     }
 }

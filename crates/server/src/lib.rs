@@ -454,13 +454,23 @@ pub async fn run(
         }
     };
 
+    // The SMS's text, checked now so that a template too long for one SMS stops the start.
+    let templates = Arc::new(
+        config
+            .sms
+            .text
+            .templates(policy.length(), policy.lifetime())
+            .map_err(StartError::Other)?,
+    );
     let sender: Option<Arc<dyn SmsSender>> = match config.sms.sender {
-        None if args.dev => Some(Arc::new(sms::PrintSender)),
+        None if args.dev => Some(Arc::new(sms::PrintSender::new(templates.clone()))),
         None => {
             tracing::warn!("no SMS sender configured ([sms] sender): codes to send wait in the outbox until one is");
             None
         }
-        Some(SenderKind::Log) if args.dev => Some(Arc::new(sms::PrintSender)),
+        Some(SenderKind::Log) if args.dev => {
+            Some(Arc::new(sms::PrintSender::new(templates.clone())))
+        }
         Some(SenderKind::Log) => {
             return Err(StartError::Other(
                 "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\"".into(),
@@ -482,6 +492,7 @@ pub async fn run(
                     allow_http: config.sms.allow_http,
                     timeout: Duration::from_millis(config.sms.timeout_ms),
                     retries: config.sms.retries,
+                    templates: templates.clone(),
                 })
                 .map_err(StartError::Other)?,
             ))

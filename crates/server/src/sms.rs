@@ -3,32 +3,52 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use otp_sms_core::message::{MessageTemplates, MessageText};
 use otp_sms_core::{PortError, Sms, SmsSender};
 use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-/// Prints each SMS on standard output. Development only: the printed code is the "SMS".
-#[derive(Debug, Default)]
-pub struct PrintSender;
+/// Prints each SMS on standard output. Development only: the printed text is the "SMS".
+#[derive(Debug)]
+pub struct PrintSender {
+    templates: Arc<MessageTemplates>,
+}
+
+impl PrintSender {
+    /// A sender that prints the text `templates` make.
+    pub fn new(templates: Arc<MessageTemplates>) -> Self {
+        Self { templates }
+    }
+}
 
 #[async_trait]
 impl SmsSender for PrintSender {
     async fn send(&self, sms: &Sms) -> Result<(), PortError> {
+        let text = render(&self.templates, sms);
         println!(
-            "[dev sms] to {}: your verification code is {} (otp_sms_id {}, valid until {})",
+            "[dev sms] to {} (otp_sms_id {}, {} SMS, {:?}):\n{}",
             sms.phone.as_e164(),
-            sms.code.expose(),
             sms.registration,
-            sms.expires_at.to_rfc3339()
+            text.segments,
+            text.encoding,
+            text.body
         );
         Ok(())
     }
+}
+
+/// The text of `sms`: in the user's language, with the minutes the code has left.
+pub fn render(templates: &MessageTemplates, sms: &Sms) -> MessageText {
+    let left = (sms.expires_at - chrono::Utc::now()).num_seconds().max(0) as u64;
+    let minutes = left.div_ceil(60).max(1);
+    templates.render(sms.locale.as_deref(), sms.code.expose(), minutes)
 }
 
 /// The JSON body the webhook receives.
@@ -42,6 +62,11 @@ struct WebhookBody<'a> {
     phone: &'a str,
     code: &'a str,
     expires_at: String,
+    /// The text to send as it is (`[sms.text]`), in the user's language.
+    text: &'a str,
+    /// The user's language, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'a str>,
 }
 
 /// The secret a webhook's calls are signed with: Standard Webhooks' `whsec_` followed by the
@@ -174,6 +199,7 @@ pub struct WebhookSender {
     secret: WebhookSecret,
     retries: u32,
     timeout: Duration,
+    templates: Arc<MessageTemplates>,
 }
 
 impl fmt::Debug for WebhookSender {
@@ -200,6 +226,8 @@ pub struct WebhookOptions {
     pub timeout: Duration,
     /// Extra attempts after a failed one.
     pub retries: u32,
+    /// The text of the SMS, sent along with the code.
+    pub templates: Arc<MessageTemplates>,
 }
 
 impl WebhookSender {
@@ -221,6 +249,7 @@ impl WebhookSender {
             secret: options.secret,
             retries: options.retries,
             timeout: options.timeout,
+            templates: options.templates,
         })
     }
 }
@@ -228,6 +257,7 @@ impl WebhookSender {
 #[async_trait]
 impl SmsSender for WebhookSender {
     async fn send(&self, sms: &Sms) -> Result<(), PortError> {
+        let text = render(&self.templates, sms);
         let body = WebhookBody {
             message_id: sms.message_id.to_string(),
             instance: sms.instance.as_str(),
@@ -235,6 +265,8 @@ impl SmsSender for WebhookSender {
             phone: sms.phone.as_e164(),
             code: sms.code.expose(),
             expires_at: sms.expires_at.to_rfc3339(),
+            text: &text.body,
+            locale: sms.locale.as_deref(),
         };
         let body = serde_json::to_vec(&body).map_err(|e| PortError::Internal(e.to_string()))?;
         let id = sms.message_id.to_string();
@@ -329,6 +361,7 @@ mod tests {
             allow_http,
             timeout: Duration::from_secs(1),
             retries: 0,
+            templates: Arc::new(MessageTemplates::new("test")),
         }
     }
 
@@ -391,6 +424,7 @@ mod tests {
             expires_at: now + chrono::Duration::minutes(5),
             message_id: uuid::Uuid::now_v7(),
             deadline: now + chrono::Duration::seconds(5),
+            locale: None,
         };
         let outcome = sender.send(&sms).await;
         assert!(

@@ -313,6 +313,14 @@ impl CommandService {
             .keys
             .open(binding, &d.sealed)
             .map_err(|e| Error::Internal(e.to_string()))?;
+        // The text's language: a directory that cannot answer costs only the default text.
+        let locale = match self.users.preferred_language(&d.instance, &d.user).await {
+            Ok(locale) => locale,
+            Err(e) => {
+                tracing::warn!(error = %e, "the user's language is unknown; the default text goes out");
+                None
+            }
+        };
         let sms = Sms {
             instance: d.instance.clone(),
             registration: d.registration.clone(),
@@ -321,6 +329,7 @@ impl CommandService {
             expires_at: d.expires_at,
             message_id,
             deadline: deadline.min(d.expires_at),
+            locale,
         };
         sender
             .send(&sms)
