@@ -546,6 +546,8 @@ pub enum SenderKind {
     Log,
     /// POST each SMS as JSON to `webhook_url`.
     Webhook,
+    /// Send through Twilio Programmable Messaging (`[sms.twilio]`).
+    Twilio,
 }
 
 /// `[sms]`. `Debug` hides the webhook secret and the URL's credentials and query.
@@ -568,6 +570,83 @@ pub struct SmsConfig {
     pub retries: u32,
     /// The text of the SMS.
     pub text: TextConfig,
+    /// Twilio, for `sender = "twilio"`.
+    pub twilio: Option<TwilioConfig>,
+}
+
+/// `[sms.twilio]`. The secret comes from a file or an environment variable, never from this
+/// file or the command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// The account, `AC…`.
+    pub account_sid: String,
+    /// An API key (`SK…`) to authenticate with instead of the account's auth token.
+    pub api_key_sid: Option<String>,
+    /// A file holding the auth token (or the API key's secret).
+    pub auth_token_file: Option<std::path::PathBuf>,
+    /// An environment variable holding it.
+    pub auth_token_env: Option<String>,
+    /// The sending number (E.164) or alphanumeric sender id.
+    pub from: Option<String>,
+    /// A Messaging Service (`MG…`) instead of `from`.
+    pub messaging_service_sid: Option<String>,
+    /// Where Twilio reports each message's status.
+    pub status_callback: Option<String>,
+    /// The API's address (a stand-in on a loopback or private address in tests).
+    #[serde(default = "default_twilio_api")]
+    pub base_url: String,
+    /// Bound of one request, in milliseconds.
+    #[serde(default = "default_twilio_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_twilio_api() -> String {
+    crate::twilio::TWILIO_API.to_owned()
+}
+
+fn default_twilio_timeout_ms() -> u64 {
+    5_000
+}
+
+impl TwilioConfig {
+    /// The sender's options, with the secret read from its file or variable.
+    pub fn options(
+        &self,
+        templates: std::sync::Arc<otp_sms_core::message::MessageTemplates>,
+    ) -> Result<crate::twilio::TwilioOptions, String> {
+        let secret = match (&self.auth_token_file, &self.auth_token_env) {
+            (Some(path), None) => std::fs::read_to_string(path)
+                .map_err(|e| format!("[sms.twilio] auth_token_file {}: {e}", path.display()))?,
+            (None, Some(name)) => std::env::var(name)
+                .map_err(|_| format!("[sms.twilio] auth_token_env: ${name} is not set"))?,
+            _ => {
+                return Err(
+                    "[sms.twilio] set exactly one of auth_token_file and auth_token_env".into(),
+                )
+            }
+        };
+        let from = match (&self.from, &self.messaging_service_sid) {
+            (Some(number), None) => crate::twilio::TwilioFrom::Number(number.clone()),
+            (None, Some(sid)) => crate::twilio::TwilioFrom::MessagingService(sid.clone()),
+            _ => {
+                return Err("[sms.twilio] set exactly one of from and messaging_service_sid".into())
+            }
+        };
+        Ok(crate::twilio::TwilioOptions {
+            account_sid: self.account_sid.clone(),
+            username: self
+                .api_key_sid
+                .clone()
+                .unwrap_or_else(|| self.account_sid.clone()),
+            secret: zeroize::Zeroizing::new(secret.trim().to_owned()),
+            from,
+            status_callback: self.status_callback.clone(),
+            base_url: self.base_url.clone(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
+            templates,
+        })
+    }
 }
 
 impl Default for SmsConfig {
@@ -580,6 +659,7 @@ impl Default for SmsConfig {
             timeout_ms: 5_000,
             retries: 2,
             text: TextConfig::default(),
+            twilio: None,
         }
     }
 }
@@ -663,6 +743,7 @@ impl std::fmt::Debug for SmsConfig {
             .field("timeout_ms", &self.timeout_ms)
             .field("retries", &self.retries)
             .field("text", &self.text)
+            .field("twilio", &self.twilio)
             .finish()
     }
 }

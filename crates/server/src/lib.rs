@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod sms;
 pub mod telemetry;
 pub mod tls;
+pub mod twilio;
 
 use config::{Config, Directory, SenderKind};
 
@@ -473,7 +474,18 @@ pub async fn run(
         }
         Some(SenderKind::Log) => {
             return Err(StartError::Other(
-                "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\"".into(),
+                "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\" or \"twilio\"".into(),
+            ))
+        }
+        Some(SenderKind::Twilio) => {
+            let twilio = config.sms.twilio.as_ref().ok_or_else(|| {
+                StartError::Other("[sms] sender = \"twilio\" needs [sms.twilio]".into())
+            })?;
+            let options = twilio
+                .options(templates.clone())
+                .map_err(StartError::Other)?;
+            Some(Arc::new(
+                twilio::TwilioSender::new(options).map_err(StartError::Other)?,
             ))
         }
         Some(SenderKind::Webhook) => {

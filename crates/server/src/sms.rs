@@ -123,7 +123,8 @@ impl fmt::Debug for WebhookSecret {
 }
 
 /// Why a webhook URL is refused.
-fn check_webhook_url(url: &reqwest::Url, allow_http: bool) -> Result<(), String> {
+/// https anywhere; plain http, when allowed, only to a loopback or private address.
+pub(crate) fn check_webhook_url(url: &reqwest::Url, allow_http: bool) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if allow_http => {

@@ -1,0 +1,190 @@
+//! Twilio Programmable Messaging as an SMS sender: a form-encoded
+//! `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` with HTTP basic authentication (the
+//! account's auth token, or an API key and its secret), from a number or a Messaging Service,
+//! with the SMS's text, a validity period of the code's remaining life and, if configured, a
+//! status callback.
+//!
+//! Answers, as Twilio documents them: `201 Created` is a hand-over. `429` (error 20429,
+//! throttled), a 5xx, a time-out or a connection error is temporary: the notifier tries again
+//! after its back-off. `401`/`403` (bad credentials) are temporary too, and logged as errors:
+//! the message is not at fault, and an operator who fixes the credentials saves it. Any other
+//! 4xx is final, with Twilio's error code in the `delivery failed` reason (21211 invalid
+//! number, 21408 region not enabled, 21610 unsubscribed, 21614 not a mobile number, …): the
+//! notifier does not retry it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use otp_sms_core::message::MessageTemplates;
+use otp_sms_core::{PortError, Sms, SmsSender};
+use zeroize::Zeroizing;
+
+/// The API's default address.
+pub const TWILIO_API: &str = "https://api.twilio.com";
+
+/// Who the messages come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TwilioFrom {
+    /// A Twilio number (E.164) or alphanumeric sender id: `From`.
+    Number(String),
+    /// A Messaging Service (`MG…`), which picks the number: `MessagingServiceSid`.
+    MessagingService(String),
+}
+
+/// What a Twilio sender needs. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct TwilioOptions {
+    /// The account (`AC…`), in the path of every request.
+    pub account_sid: String,
+    /// The user of basic authentication: the account SID, or an API key SID (`SK…`).
+    pub username: String,
+    /// Its password: the auth token, or the API key's secret.
+    pub secret: Zeroizing<String>,
+    /// The sender.
+    pub from: TwilioFrom,
+    /// Where Twilio reports each message's status, if anywhere.
+    pub status_callback: Option<String>,
+    /// The API's address: [`TWILIO_API`], or a stand-in on a loopback or private address
+    /// (plain http allowed there only) for tests.
+    pub base_url: String,
+    /// Bound of one request.
+    pub timeout: Duration,
+    /// The SMS's text.
+    pub templates: Arc<MessageTemplates>,
+}
+
+impl fmt::Debug for TwilioOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioOptions")
+            .field("account_sid", &self.account_sid)
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .field("from", &self.from)
+            .field("status_callback", &self.status_callback)
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Sends each SMS through Twilio (see the module's documentation).
+#[derive(Debug, Clone)]
+pub struct TwilioSender {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    options: TwilioOptions,
+}
+
+impl TwilioSender {
+    /// A sender for `options`; an unusable account SID or address is refused.
+    pub fn new(options: TwilioOptions) -> Result<Self, String> {
+        let sid_ok = options.account_sid.len() == 34
+            && options.account_sid.starts_with("AC")
+            && options.account_sid[2..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit());
+        if !sid_ok {
+            return Err("[sms.twilio] account_sid must be AC followed by 32 hex digits".into());
+        }
+        if options.secret.is_empty() {
+            return Err("[sms.twilio] the auth token (or API key secret) is empty".into());
+        }
+        let base = reqwest::Url::parse(&options.base_url)
+            .map_err(|e| format!("[sms.twilio] base_url is not a URL: {e}"))?;
+        crate::sms::check_webhook_url(&base, true)
+            .map_err(|e| format!("[sms.twilio] base_url: {e}"))?;
+        let url = base
+            .join(&format!(
+                "/2010-04-01/Accounts/{}/Messages.json",
+                options.account_sid
+            ))
+            .map_err(|e| format!("[sms.twilio] base_url: {e}"))?;
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("Twilio client: {e}"))?;
+        Ok(Self {
+            client,
+            url,
+            options,
+        })
+    }
+}
+
+/// Twilio's error body (its `message` is not read: it may quote the number).
+#[derive(serde::Deserialize)]
+struct TwilioError {
+    code: Option<u32>,
+}
+
+#[async_trait]
+impl SmsSender for TwilioSender {
+    async fn send(&self, sms: &Sms) -> Result<(), PortError> {
+        let text = crate::sms::render(&self.options.templates, sms);
+        let now = chrono::Utc::now();
+        let left = (sms.deadline - now).to_std().unwrap_or(Duration::ZERO);
+        if left.is_zero() {
+            return Err(PortError::Unavailable("the send's deadline passed".into()));
+        }
+        // Twilio drops the message unsent once the code is dead: 1 to 14,400 seconds.
+        let validity = (sms.expires_at - now).num_seconds().clamp(1, 14_400);
+        let mut form: Vec<(&str, String)> = vec![
+            ("To", sms.phone.as_e164().to_owned()),
+            ("Body", text.body),
+            ("ValidityPeriod", validity.to_string()),
+        ];
+        match &self.options.from {
+            TwilioFrom::Number(number) => form.push(("From", number.clone())),
+            TwilioFrom::MessagingService(sid) => form.push(("MessagingServiceSid", sid.clone())),
+        }
+        if let Some(callback) = &self.options.status_callback {
+            form.push(("StatusCallback", callback.clone()));
+        }
+        let response = self
+            .client
+            .post(self.url.clone())
+            .basic_auth(&self.options.username, Some(&*self.options.secret))
+            .form(&form)
+            .timeout(left.min(self.options.timeout))
+            .send()
+            .await
+            // The error text never contains the form, so never the code.
+            .map_err(|e| {
+                PortError::Unavailable(format!("Twilio unreachable: {}", e.without_url()))
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        // Twilio's message often quotes the number: only the status and its error code are
+        // kept (they end up in `delivery failed`, which holds no number).
+        let code = response
+            .json::<TwilioError>()
+            .await
+            .ok()
+            .and_then(|e| e.code);
+        let reason = format!(
+            "Twilio answered {}{}",
+            status.as_u16(),
+            code.map(|c| format!(", error {c}")).unwrap_or_default()
+        );
+        let temporary = status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || code == Some(20429);
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            tracing::error!(%reason, "Twilio refused the credentials; messages wait until they are fixed");
+            return Err(PortError::Unavailable(reason));
+        }
+        if temporary {
+            tracing::warn!(%reason, registration = %sms.registration, "Twilio send failed; it will be retried");
+            Err(PortError::Unavailable(reason))
+        } else {
+            tracing::warn!(%reason, registration = %sms.registration, "Twilio refused the message");
+            Err(PortError::Internal(reason))
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Local stand-ins that speak SMS providers' documented HTTP APIs, on loopback, so that the
+//! senders are tested against the request shapes, authentication and answers of the providers'
+//! public API references without ever calling a provider.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Form, Json};
+use base64::Engine as _;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+/// An answer the Twilio stand-in gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwilioAnswer {
+    /// `201 Created` with a queued message.
+    Queued,
+    /// An error status with Twilio's error code, as its API reference lists them (e.g. 400
+    /// with 21211 for an invalid `To`, 429 with 20429 when throttled).
+    Error(u16, u32),
+}
+
+/// One request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct TwilioRequest {
+    /// The account in the path.
+    pub account: String,
+    /// The form fields.
+    pub form: HashMap<String, String>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct TwilioState {
+    username: String,
+    secret: String,
+    requests: Vec<TwilioRequest>,
+    /// Answers to give, in order; then `Queued`.
+    script: VecDeque<TwilioAnswer>,
+}
+
+/// Twilio Programmable Messaging's `Messages.json` on loopback: basic authentication checked
+/// (401 with error 20003 otherwise), the form recorded, answers scripted.
+pub struct TwilioStandIn {
+    /// `http://127.0.0.1:PORT`: the sender's `base_url`.
+    pub base_url: String,
+    state: Arc<Mutex<TwilioState>>,
+    task: JoinHandle<()>,
+}
+
+impl TwilioStandIn {
+    /// Starts on a free port, accepting `username` and `secret`.
+    pub async fn start(username: &str, secret: &str) -> Self {
+        let state = Arc::new(Mutex::new(TwilioState {
+            username: username.to_owned(),
+            secret: secret.to_owned(),
+            ..TwilioState::default()
+        }));
+        let app = axum::Router::new()
+            .route(
+                "/2010-04-01/Accounts/{account}/Messages.json",
+                post(messages),
+            )
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base_url,
+            state,
+            task,
+        }
+    }
+
+    /// Answers the next requests with `answers`, in order.
+    pub fn script(&self, answers: &[TwilioAnswer]) {
+        self.state.lock().unwrap().script = answers.iter().copied().collect();
+    }
+
+    /// The requests received, authenticated or not.
+    pub fn requests(&self) -> Vec<TwilioRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for TwilioStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn messages(
+    State(state): State<Arc<Mutex<TwilioState>>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let mut state = state.lock().unwrap();
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", state.username, state.secret))
+    );
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected);
+    state.requests.push(TwilioRequest {
+        account,
+        form,
+        at: Instant::now(),
+    });
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code": 20003, "message": "Authenticate", "status": 401})),
+        );
+    }
+    match state.script.pop_front().unwrap_or(TwilioAnswer::Queued) {
+        TwilioAnswer::Queued => (
+            StatusCode::CREATED,
+            Json(json!({"sid": "SM00000000000000000000000000000000", "status": "queued"})),
+        ),
+        TwilioAnswer::Error(status, code) => (
+            StatusCode::from_u16(status).unwrap(),
+            Json(json!({
+                "code": code,
+                "message": format!("The 'To' number {} is not valid.", "+41 79 quoted back"),
+                "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+                "status": status,
+            })),
+        ),
+    }
+}

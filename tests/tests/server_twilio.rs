@@ -1,0 +1,190 @@
+//! Twilio through the real server binary, against a loopback stand-in of its Messages API:
+//! the form POST with the right fields and authentication, a final error not retried, a
+//! throttled answer retried with back-off, and bad credentials kept for retry.
+
+use std::time::Duration;
+
+use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn};
+use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "a-twilio-auth-token";
+
+/// A server sending through `twilio`, its token read from a file; `secret` is what the file
+/// holds.
+fn server(twilio: &TwilioStandIn, secret: &str) -> (Server, std::path::PathBuf) {
+    let token_file = std::env::temp_dir().join(format!("otp-sms-twilio-{}", uuid::Uuid::now_v7()));
+    std::fs::write(&token_file, format!("{secret}\n")).unwrap();
+    let extra = format!(
+        r#"
+[sms]
+sender = "twilio"
+
+[sms.twilio]
+account_sid = "{ACCOUNT}"
+auth_token_file = "{}"
+from = "+15005550006"
+status_callback = "https://id.acme.example/sms/status"
+base_url = "{}"
+
+[sms.text]
+app_name = "Acme"
+webotp_domain = "id.acme.example"
+
+[notifier]
+interval_ms = 50
+backoff_ms = 300
+max_backoff_ms = 300
+max_attempts = 4
+"#,
+        token_file.display(),
+        twilio.base_url
+    );
+    let server = Server::start(
+        BIN,
+        &Options {
+            config: config(&extra),
+            keys: Some(TEST_KEYS.into()),
+            ..Options::default()
+        },
+    );
+    (server, token_file)
+}
+
+async fn add(s: &Server, number: &str) {
+    let response = reqwest::Client::new()
+        .post(s.url("/resources/v3alpha/users/alice/otp_sms"))
+        .bearer_auth("token-alice")
+        .json(&serde_json::json!({ "number": number }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+/// Waits until the stand-in has seen `n` requests, then a little more for any extra one.
+async fn requests_settle(twilio: &TwilioStandIn, n: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while twilio.requests().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} requests",
+            twilio.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    twilio.requests().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_reaches_twilio_as_a_form_post_with_the_right_fields() {
+    let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
+    let (s, token_file) = server(&twilio, TOKEN);
+    add(&s, "+41791234567").await;
+    assert_eq!(
+        requests_settle(&twilio, 1).await,
+        1,
+        "one hand-over, no repeat"
+    );
+    let request = &twilio.requests()[0];
+    assert_eq!(request.account, ACCOUNT);
+    let form = &request.form;
+    assert_eq!(form["To"], "+41791234567");
+    assert_eq!(form["From"], "+15005550006");
+    assert_eq!(form["StatusCallback"], "https://id.acme.example/sms/status");
+    let validity: i64 = form["ValidityPeriod"].parse().unwrap();
+    assert!((250..=300).contains(&validity), "{validity}");
+    let body = &form["Body"];
+    let code = body.rsplit('#').next().unwrap();
+    assert_eq!(code.len(), 8, "{body}");
+    assert_eq!(
+        body,
+        &format!("Your Acme code is {code}. It expires in 5 minutes.\n\n@id.acme.example #{code}")
+    );
+    assert!(!s.output().contains(code), "the code is never logged");
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_error_is_not_retried_and_a_throttled_one_is() {
+    let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
+    let (s, token_file) = server(&twilio, TOKEN);
+    // An invalid number (400, error 21211): one attempt, then `delivery failed`.
+    twilio.script(&[TwilioAnswer::Error(400, 21211)]);
+    add(&s, "+41791234567").await;
+    assert_eq!(
+        requests_settle(&twilio, 1).await,
+        1,
+        "a final error is not retried"
+    );
+    // Twilio's message quoted the number; the server's log does not repeat it.
+    assert!(
+        s.output().contains("Twilio answered 400, error 21211"),
+        "{}",
+        s.output()
+    );
+    assert!(!s.output().contains("quoted back"));
+
+    // Throttled twice (429, error 20429), then queued: three attempts, backing off.
+    twilio.script(&[
+        TwilioAnswer::Error(429, 20429),
+        TwilioAnswer::Error(429, 20429),
+    ]);
+    add(&s, "+41791234568").await;
+    assert_eq!(
+        requests_settle(&twilio, 4).await,
+        4,
+        "two retries, then the hand-over"
+    );
+    let requests = twilio.requests();
+    let tries: Vec<_> = requests[1..].iter().map(|r| r.at).collect();
+    for pair in tries.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(250), "back-off of {gap:?}");
+    }
+    assert!(requests[1..].iter().all(|r| r.form["To"] == "+41791234568"));
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_keep_the_message_for_a_retry() {
+    let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
+    let (s, token_file) = server(&twilio, "a-wrong-token");
+    add(&s, "+41791234567").await;
+    // 401 every time: retried (the message is not at fault) up to the attempts allowed.
+    let n = requests_settle(&twilio, 2).await;
+    assert!(n >= 2, "{n}");
+    assert!(
+        s.output().contains("Twilio refused the credentials"),
+        "{}",
+        s.output()
+    );
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[test]
+fn a_twilio_configuration_without_a_secret_source_stops_the_start() {
+    let extra = format!(
+        "[sms]\nsender = \"twilio\"\n[sms.twilio]\naccount_sid = \"{ACCOUNT}\"\nfrom = \"+15005550006\"\n"
+    );
+    let path = std::env::temp_dir().join(format!("otp-sms-twilio-{}.toml", uuid::Uuid::now_v7()));
+    std::fs::write(&path, config(&extra)).unwrap();
+    let path = path.display().to_string();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        TEST_KEYS,
+        "--config",
+        &path,
+    ];
+    let (started, output) = otp_sms_tests::server::run_to_exit(BIN, &args, &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!started, "{output}");
+    assert!(
+        output.contains("auth_token_file and auth_token_env"),
+        "{output}"
+    );
+}
