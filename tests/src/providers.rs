@@ -140,3 +140,89 @@ async fn messages(
         ),
     }
 }
+
+#[derive(Default)]
+struct VonageState {
+    api_key: String,
+    api_secret: String,
+    requests: Vec<HashMap<String, String>>,
+    /// Statuses to answer, in order; then "0".
+    script: VecDeque<&'static str>,
+}
+
+/// The Vonage SMS API's `/sms/json` on loopback: always HTTP 200, the outcome in each
+/// message's `status` as Vonage's reference lists them (`4` for wrong credentials).
+pub struct VonageStandIn {
+    /// `http://127.0.0.1:PORT`: the sender's `base_url`.
+    pub base_url: String,
+    state: Arc<Mutex<VonageState>>,
+    task: JoinHandle<()>,
+}
+
+impl VonageStandIn {
+    /// Starts on a free port, accepting `api_key` and `api_secret`.
+    pub async fn start(api_key: &str, api_secret: &str) -> Self {
+        let state = Arc::new(Mutex::new(VonageState {
+            api_key: api_key.to_owned(),
+            api_secret: api_secret.to_owned(),
+            ..VonageState::default()
+        }));
+        let app = axum::Router::new()
+            .route("/sms/json", post(vonage_sms))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base_url,
+            state,
+            task,
+        }
+    }
+
+    /// Answers the next requests with these statuses, in order.
+    pub fn script(&self, statuses: &[&'static str]) {
+        self.state.lock().unwrap().script = statuses.iter().copied().collect();
+    }
+
+    /// The form of every request received.
+    pub fn requests(&self) -> Vec<HashMap<String, String>> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for VonageStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn vonage_sms(
+    State(state): State<Arc<Mutex<VonageState>>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Json<serde_json::Value> {
+    let mut state = state.lock().unwrap();
+    let authorized = form.get("api_key") == Some(&state.api_key)
+        && form.get("api_secret") == Some(&state.api_secret);
+    let to = form.get("to").cloned().unwrap_or_default();
+    state.requests.push(form);
+    let status = if authorized {
+        state.script.pop_front().unwrap_or("0")
+    } else {
+        "4"
+    };
+    if status == "0" {
+        Json(json!({
+            "message-count": "1",
+            "messages": [{"to": to, "message-id": "0C000000217B7F02", "status": "0",
+                          "remaining-balance": "15.5", "message-price": "0.03", "network": "22801"}],
+        }))
+    } else {
+        Json(json!({
+            "message-count": "1",
+            "messages": [{"status": status, "error-text": format!("refused for {to}")}],
+        }))
+    }
+}

@@ -548,6 +548,8 @@ pub enum SenderKind {
     Webhook,
     /// Send through Twilio Programmable Messaging (`[sms.twilio]`).
     Twilio,
+    /// Send through the Vonage SMS API (`[sms.vonage]`).
+    Vonage,
 }
 
 /// `[sms]`. `Debug` hides the webhook secret and the URL's credentials and query.
@@ -572,6 +574,80 @@ pub struct SmsConfig {
     pub text: TextConfig,
     /// Twilio, for `sender = "twilio"`.
     pub twilio: Option<TwilioConfig>,
+    /// Vonage, for `sender = "vonage"`.
+    pub vonage: Option<VonageConfig>,
+}
+
+/// A provider's secret, from exactly one of a file and an environment variable.
+fn read_secret(
+    table: &str,
+    what: &str,
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+) -> Result<zeroize::Zeroizing<String>, String> {
+    let text = match (file, env) {
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map_err(|e| format!("[{table}] {what}_file {}: {e}", path.display()))?,
+        (None, Some(name)) => {
+            std::env::var(name).map_err(|_| format!("[{table}] {what}_env: ${name} is not set"))?
+        }
+        _ => {
+            return Err(format!(
+                "[{table}] set exactly one of {what}_file and {what}_env"
+            ))
+        }
+    };
+    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+}
+
+/// `[sms.vonage]`. The secret comes from a file or an environment variable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VonageConfig {
+    /// The API key.
+    pub api_key: String,
+    /// A file holding the API secret.
+    pub api_secret_file: Option<std::path::PathBuf>,
+    /// An environment variable holding it.
+    pub api_secret_env: Option<String>,
+    /// The sender: a number or an alphanumeric id.
+    pub from: String,
+    /// Where Vonage posts delivery receipts.
+    pub callback: Option<String>,
+    /// The API's address (a stand-in on a loopback or private address in tests).
+    #[serde(default = "default_vonage_api")]
+    pub base_url: String,
+    /// Bound of one request, in milliseconds.
+    #[serde(default = "default_twilio_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_vonage_api() -> String {
+    crate::vonage::VONAGE_API.to_owned()
+}
+
+impl VonageConfig {
+    /// The sender's options, with the secret read from its file or variable.
+    pub fn options(
+        &self,
+        templates: std::sync::Arc<otp_sms_core::message::MessageTemplates>,
+    ) -> Result<crate::vonage::VonageOptions, String> {
+        let api_secret = read_secret(
+            "sms.vonage",
+            "api_secret",
+            self.api_secret_file.as_deref(),
+            self.api_secret_env.as_deref(),
+        )?;
+        Ok(crate::vonage::VonageOptions {
+            api_key: self.api_key.clone(),
+            api_secret,
+            from: self.from.clone(),
+            callback: self.callback.clone(),
+            base_url: self.base_url.clone(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
+            templates,
+        })
+    }
 }
 
 /// `[sms.twilio]`. The secret comes from a file or an environment variable, never from this
@@ -615,17 +691,12 @@ impl TwilioConfig {
         &self,
         templates: std::sync::Arc<otp_sms_core::message::MessageTemplates>,
     ) -> Result<crate::twilio::TwilioOptions, String> {
-        let secret = match (&self.auth_token_file, &self.auth_token_env) {
-            (Some(path), None) => std::fs::read_to_string(path)
-                .map_err(|e| format!("[sms.twilio] auth_token_file {}: {e}", path.display()))?,
-            (None, Some(name)) => std::env::var(name)
-                .map_err(|_| format!("[sms.twilio] auth_token_env: ${name} is not set"))?,
-            _ => {
-                return Err(
-                    "[sms.twilio] set exactly one of auth_token_file and auth_token_env".into(),
-                )
-            }
-        };
+        let secret = read_secret(
+            "sms.twilio",
+            "auth_token",
+            self.auth_token_file.as_deref(),
+            self.auth_token_env.as_deref(),
+        )?;
         let from = match (&self.from, &self.messaging_service_sid) {
             (Some(number), None) => crate::twilio::TwilioFrom::Number(number.clone()),
             (None, Some(sid)) => crate::twilio::TwilioFrom::MessagingService(sid.clone()),
@@ -639,7 +710,7 @@ impl TwilioConfig {
                 .api_key_sid
                 .clone()
                 .unwrap_or_else(|| self.account_sid.clone()),
-            secret: zeroize::Zeroizing::new(secret.trim().to_owned()),
+            secret,
             from,
             status_callback: self.status_callback.clone(),
             base_url: self.base_url.clone(),
@@ -660,6 +731,7 @@ impl Default for SmsConfig {
             retries: 2,
             text: TextConfig::default(),
             twilio: None,
+            vonage: None,
         }
     }
 }
@@ -744,6 +816,7 @@ impl std::fmt::Debug for SmsConfig {
             .field("retries", &self.retries)
             .field("text", &self.text)
             .field("twilio", &self.twilio)
+            .field("vonage", &self.vonage)
             .finish()
     }
 }

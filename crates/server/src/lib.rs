@@ -37,6 +37,7 @@ pub mod sms;
 pub mod telemetry;
 pub mod tls;
 pub mod twilio;
+pub mod vonage;
 
 use config::{Config, Directory, SenderKind};
 
@@ -474,7 +475,7 @@ pub async fn run(
         }
         Some(SenderKind::Log) => {
             return Err(StartError::Other(
-                "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\" or \"twilio\"".into(),
+                "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\", \"twilio\" or \"vonage\"".into(),
             ))
         }
         Some(SenderKind::Twilio) => {
@@ -486,6 +487,17 @@ pub async fn run(
                 .map_err(StartError::Other)?;
             Some(Arc::new(
                 twilio::TwilioSender::new(options).map_err(StartError::Other)?,
+            ))
+        }
+        Some(SenderKind::Vonage) => {
+            let vonage = config.sms.vonage.as_ref().ok_or_else(|| {
+                StartError::Other("[sms] sender = \"vonage\" needs [sms.vonage]".into())
+            })?;
+            let options = vonage
+                .options(templates.clone())
+                .map_err(StartError::Other)?;
+            Some(Arc::new(
+                vonage::VonageSender::new(options).map_err(StartError::Other)?,
             ))
         }
         Some(SenderKind::Webhook) => {
