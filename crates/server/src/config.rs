@@ -550,6 +550,8 @@ pub enum SenderKind {
     Twilio,
     /// Send through the Vonage SMS API (`[sms.vonage]`).
     Vonage,
+    /// Route by the number's region over several providers, failing over (`[sms.routes]`).
+    Routes,
 }
 
 /// `[sms]`. `Debug` hides the webhook secret and the URL's credentials and query.
@@ -576,6 +578,33 @@ pub struct SmsConfig {
     pub twilio: Option<TwilioConfig>,
     /// Vonage, for `sender = "vonage"`.
     pub vonage: Option<VonageConfig>,
+    /// Routing and failover, for `sender = "routes"`.
+    pub routes: Option<RoutesConfig>,
+}
+
+/// `[sms.routes]`: providers in order per region, and their circuit breakers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesConfig {
+    /// Providers for regions not listed, in order (`["twilio", "vonage"]`).
+    pub default: Vec<String>,
+    /// Providers by region (ISO 3166 country of the number): `{ CH = ["vonage", "twilio"] }`.
+    #[serde(default)]
+    pub regions: std::collections::BTreeMap<String, Vec<String>>,
+    /// Temporary failures in a row that open a provider's breaker.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open breaker skips its provider before one probe, in seconds.
+    #[serde(default = "default_open_secs")]
+    pub open_secs: u64,
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+fn default_open_secs() -> u64 {
+    30
 }
 
 /// A provider's secret, from exactly one of a file and an environment variable.
@@ -732,6 +761,7 @@ impl Default for SmsConfig {
             text: TextConfig::default(),
             twilio: None,
             vonage: None,
+            routes: None,
         }
     }
 }
@@ -817,6 +847,7 @@ impl std::fmt::Debug for SmsConfig {
             .field("text", &self.text)
             .field("twilio", &self.twilio)
             .field("vonage", &self.vonage)
+            .field("routes", &self.routes)
             .finish()
     }
 }

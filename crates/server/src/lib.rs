@@ -33,6 +33,7 @@ pub mod config;
 pub mod cors;
 pub mod listener;
 pub mod metrics;
+pub mod routing;
 pub mod sms;
 pub mod telemetry;
 pub mod tls;
@@ -475,52 +476,47 @@ pub async fn run(
         }
         Some(SenderKind::Log) => {
             return Err(StartError::Other(
-                "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\", \"twilio\" or \"vonage\"".into(),
+                "the `log` SMS sender prints codes and is for --dev only; configure [sms] sender = \"webhook\", \"twilio\", \"vonage\" or \"routes\"".into(),
             ))
         }
-        Some(SenderKind::Twilio) => {
-            let twilio = config.sms.twilio.as_ref().ok_or_else(|| {
-                StartError::Other("[sms] sender = \"twilio\" needs [sms.twilio]".into())
+        Some(SenderKind::Routes) => {
+            let routes = config.sms.routes.as_ref().ok_or_else(|| {
+                StartError::Other("[sms] sender = \"routes\" needs [sms.routes]".into())
             })?;
-            let options = twilio
-                .options(templates.clone())
-                .map_err(StartError::Other)?;
-            Some(Arc::new(
-                twilio::TwilioSender::new(options).map_err(StartError::Other)?,
-            ))
-        }
-        Some(SenderKind::Vonage) => {
-            let vonage = config.sms.vonage.as_ref().ok_or_else(|| {
-                StartError::Other("[sms] sender = \"vonage\" needs [sms.vonage]".into())
-            })?;
-            let options = vonage
-                .options(templates.clone())
-                .map_err(StartError::Other)?;
-            Some(Arc::new(
-                vonage::VonageSender::new(options).map_err(StartError::Other)?,
-            ))
-        }
-        Some(SenderKind::Webhook) => {
-            let url = config.sms.webhook_url.clone().ok_or_else(|| {
-                StartError::Other("[sms] sender = \"webhook\" needs webhook_url".into())
-            })?;
-            let secret = config.sms.webhook_secret.as_deref().ok_or_else(|| {
-                StartError::Other("[sms] sender = \"webhook\" needs webhook_secret (`whsec_` and the base64 of 32 random bytes: `echo whsec_$(openssl rand -base64 32)`)".into())
-            })?;
-            let secret = sms::WebhookSecret::parse(secret)
-                .map_err(|e| StartError::Other(format!("[sms] webhook_secret: {e}")))?;
-            Some(Arc::new(
-                sms::WebhookSender::new(sms::WebhookOptions {
-                    url,
-                    secret,
-                    allow_http: config.sms.allow_http,
-                    timeout: Duration::from_millis(config.sms.timeout_ms),
-                    retries: config.sms.retries,
-                    templates: templates.clone(),
+            // Each provider the routes name, once.
+            let mut names: Vec<&String> = routes.default.iter().collect();
+            names.extend(routes.regions.values().flatten());
+            names.sort();
+            names.dedup();
+            let providers = names
+                .into_iter()
+                .map(|name| {
+                    let kind = match name.as_str() {
+                        "twilio" => SenderKind::Twilio,
+                        "vonage" => SenderKind::Vonage,
+                        "webhook" => SenderKind::Webhook,
+                        other => {
+                            return Err(StartError::Other(format!(
+                                "[sms.routes] `{other}` is not a provider (twilio, vonage, webhook)"
+                            )))
+                        }
+                    };
+                    Ok(routing::Provider {
+                        name: name.clone(),
+                        sender: provider(&config.sms, kind, &templates)?,
+                        breaker: routing::CircuitBreaker::new(
+                            routes.failure_threshold,
+                            Duration::from_secs(routes.open_secs),
+                        ),
+                    })
                 })
-                .map_err(StartError::Other)?,
+                .collect::<Result<Vec<_>, StartError>>()?;
+            Some(Arc::new(
+                routing::RoutingSender::new(providers, &routes.regions, &routes.default)
+                    .map_err(StartError::Other)?,
             ))
         }
+        Some(kind) => Some(provider(&config.sms, kind, &templates)?),
     };
 
     let (abuse, instance_abuse) = config.abuse_policies()?;
@@ -673,6 +669,63 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The sender of one provider, from its table of `[sms]`.
+fn provider(
+    sms_config: &config::SmsConfig,
+    kind: SenderKind,
+    templates: &Arc<otp_sms_core::message::MessageTemplates>,
+) -> Result<Arc<dyn SmsSender>, StartError> {
+    let needs = |table: &str| {
+        StartError::Other(format!("[sms] the {kind:?} sender needs [{table}]").to_lowercase())
+    };
+    Ok(match kind {
+        SenderKind::Twilio => {
+            let options = sms_config
+                .twilio
+                .as_ref()
+                .ok_or_else(|| needs("sms.twilio"))?
+                .options(templates.clone())
+                .map_err(StartError::Other)?;
+            Arc::new(twilio::TwilioSender::new(options).map_err(StartError::Other)?)
+        }
+        SenderKind::Vonage => {
+            let options = sms_config
+                .vonage
+                .as_ref()
+                .ok_or_else(|| needs("sms.vonage"))?
+                .options(templates.clone())
+                .map_err(StartError::Other)?;
+            Arc::new(vonage::VonageSender::new(options).map_err(StartError::Other)?)
+        }
+        SenderKind::Webhook => {
+            let url = sms_config.webhook_url.clone().ok_or_else(|| {
+                StartError::Other("[sms] the webhook sender needs webhook_url".into())
+            })?;
+            let secret = sms_config.webhook_secret.as_deref().ok_or_else(|| {
+                StartError::Other("[sms] the webhook sender needs webhook_secret (`whsec_` and the base64 of 32 random bytes: `echo whsec_$(openssl rand -base64 32)`)".into())
+            })?;
+            let secret = sms::WebhookSecret::parse(secret)
+                .map_err(|e| StartError::Other(format!("[sms] webhook_secret: {e}")))?;
+            Arc::new(
+                sms::WebhookSender::new(sms::WebhookOptions {
+                    url,
+                    secret,
+                    allow_http: sms_config.allow_http,
+                    timeout: Duration::from_millis(sms_config.timeout_ms),
+                    retries: sms_config.retries,
+                    templates: templates.clone(),
+                })
+                .map_err(StartError::Other)?,
+            )
+        }
+        SenderKind::Log | SenderKind::Routes => {
+            return Err(StartError::Other(format!(
+                "[sms] {kind:?} is not a provider"
+            )))
+        }
+    })
 }
 
 /// Puts the client's address on the request for the adapters: the connection's peer, or the

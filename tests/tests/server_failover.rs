@@ -1,0 +1,134 @@
+//! Routing and failover between SMS providers through the real server binary, against loopback
+//! stand-ins of Twilio and Vonage: a message moves to the second provider when the first is
+//! down, the first's breaker opens and skips it, a probe after the open period brings it back
+//! once it recovered, and a region's own route is followed.
+
+use std::time::Duration;
+
+use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn, VonageStandIn};
+use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+
+/// A send-code add; the user changes every three, within the registrations a user may hold.
+async fn add(s: &Server, number: &str) {
+    static ADDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let user = if ADDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
+        "alice"
+    } else {
+        "admin"
+    };
+    let response = reqwest::Client::new()
+        .post(s.url(&format!("/resources/v3alpha/users/{user}/otp_sms")))
+        .bearer_auth(format!("token-{user}"))
+        .json(&serde_json::json!({ "number": number }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+/// Waits until Twilio and Vonage together have seen `n` requests, then a little more.
+async fn settle(twilio: &TwilioStandIn, vonage: &VonageStandIn, n: usize) -> (usize, usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while twilio.requests().len() + vonage.requests().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {n} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    (twilio.requests().len(), vonage.requests().len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_fails_over_while_the_first_provider_is_down_and_returns_after_it_recovers() {
+    let twilio = TwilioStandIn::start(ACCOUNT, "twilio-token").await;
+    let vonage = VonageStandIn::start("abcd1234", "vonage-secret").await;
+    let dir = std::env::temp_dir().join(format!("otp-sms-routes-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("twilio"), "twilio-token").unwrap();
+    std::fs::write(dir.join("vonage"), "vonage-secret").unwrap();
+    let extra = format!(
+        r#"
+[sms]
+sender = "routes"
+
+[sms.routes]
+default = ["twilio", "vonage"]
+regions = {{ DE = ["vonage"] }}
+failure_threshold = 2
+open_secs = 2
+
+[sms.twilio]
+account_sid = "{ACCOUNT}"
+auth_token_file = "{twilio_secret}"
+from = "+15005550006"
+base_url = "{twilio_url}"
+
+[sms.vonage]
+api_key = "abcd1234"
+api_secret_file = "{vonage_secret}"
+from = "Acme"
+base_url = "{vonage_url}"
+
+[notifier]
+interval_ms = 50
+"#,
+        twilio_secret = dir.join("twilio").display(),
+        vonage_secret = dir.join("vonage").display(),
+        twilio_url = twilio.base_url,
+        vonage_url = vonage.base_url,
+    );
+    let s = Server::start(
+        BIN,
+        &Options {
+            config: config(&extra),
+            keys: Some(TEST_KEYS.into()),
+            ..Options::default()
+        },
+    );
+    // Twilio is down (503).
+    twilio.script(&[TwilioAnswer::Error(503, 20500); 10]);
+    add(&s, "+41791234501").await;
+    assert_eq!(
+        settle(&twilio, &vonage, 2).await,
+        (1, 1),
+        "tried Twilio, then Vonage"
+    );
+    add(&s, "+41791234502").await;
+    assert_eq!(
+        settle(&twilio, &vonage, 4).await,
+        (2, 2),
+        "the second failure opens the breaker"
+    );
+    add(&s, "+41791234503").await;
+    assert_eq!(
+        settle(&twilio, &vonage, 5).await,
+        (2, 3),
+        "an open breaker skips Twilio"
+    );
+    // Each message went to exactly one provider that took it: one per number at Vonage.
+    let at_vonage: Vec<String> = vonage.requests().iter().map(|f| f["to"].clone()).collect();
+    assert_eq!(at_vonage, ["41791234501", "41791234502", "41791234503"]);
+
+    // Twilio recovers; after the open period one probe finds it up, and it takes traffic back.
+    twilio.script(&[]);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    add(&s, "+41791234504").await;
+    assert_eq!(
+        settle(&twilio, &vonage, 6).await,
+        (3, 3),
+        "the probe went to Twilio"
+    );
+    add(&s, "+41791234505").await;
+    assert_eq!(settle(&twilio, &vonage, 7).await, (4, 3), "closed again");
+
+    // A German number follows its region's route: Vonage only.
+    add(&s, "+4915112345678").await;
+    assert_eq!(settle(&twilio, &vonage, 8).await, (4, 4));
+    assert_eq!(vonage.requests()[3]["to"], "4915112345678");
+    let _ = std::fs::remove_dir_all(dir);
+}
