@@ -215,11 +215,19 @@ async fn assert_a_refusal_logs_its_trace_id(s: &Server, trace: &str) {
             .await
             .unwrap();
     }
-    let output = s.output();
-    let refusal = output
-        .lines()
-        .find(|l| l.contains("refused by an abuse rule"))
-        .unwrap_or_else(|| panic!("a refusal is logged:\n{output}"));
+    // The log reaches the test through a reader thread: wait for the line, a little.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let refusal = loop {
+        let output = s.output();
+        if let Some(line) = output.lines().find(|l| l.contains("refused by an abuse rule")) {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a refusal is logged:\n{output}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(refusal.contains(&format!("trace_id={trace}")), "{refusal}");
 }
 
