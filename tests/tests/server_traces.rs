@@ -219,7 +219,10 @@ async fn assert_a_refusal_logs_its_trace_id(s: &Server, trace: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let refusal = loop {
         let output = s.output();
-        if let Some(line) = output.lines().find(|l| l.contains("refused by an abuse rule")) {
+        if let Some(line) = output
+            .lines()
+            .find(|l| l.contains("refused by an abuse rule"))
+        {
             break line.to_owned();
         }
         assert!(
