@@ -15,6 +15,16 @@ use base64::Engine as _;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+/// Serves `app` on a free loopback port: its base URL and task.
+async fn serve(app: axum::Router) -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base_url, task)
+}
+
 /// An answer the Twilio stand-in gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TwilioAnswer {
@@ -68,11 +78,7 @@ impl TwilioStandIn {
                 post(messages),
             )
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base_url, task) = serve(app).await;
         Self {
             base_url,
             state,
@@ -170,11 +176,7 @@ impl VonageStandIn {
         let app = axum::Router::new()
             .route("/sms/json", post(vonage_sms))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base_url, task) = serve(app).await;
         Self {
             base_url,
             state,

@@ -289,3 +289,52 @@ impl Drop for Server {
         let _ = std::fs::remove_file(&self.config_path);
     }
 }
+
+/// Adds a phone for `user` (with `token-{user}`) that gets its code by SMS; the add must
+/// succeed.
+pub async fn add_sending(s: &Server, user: &str, number: &str) {
+    let response = reqwest::Client::new()
+        .post(s.url(&format!("/resources/v3alpha/users/{user}/otp_sms")))
+        .bearer_auth(format!("token-{user}"))
+        .json(&serde_json::json!({ "number": number }))
+        .send()
+        .await
+        .expect("the add");
+    assert_eq!(response.status().as_u16(), 200, "add for {user}");
+}
+
+/// Waits until `count()` reaches `n` (15 s at most), then 1.2 s more for anything that should
+/// not come (a retry of a final error, say); the count then.
+pub async fn settle(count: impl Fn() -> usize, n: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while count() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} arrived",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    count()
+}
+
+/// Starts `binary` with [`config`]`(extra)` and [`TEST_KEYS`], expecting it to refuse to start;
+/// its standard error.
+pub fn refused_at_start(binary: &str, extra: &str) -> String {
+    let path = std::env::temp_dir().join(format!("otp-sms-refused-{}.toml", uuid::Uuid::now_v7()));
+    std::fs::write(&path, config(extra)).expect("write config");
+    let path_text = path.display().to_string();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--keys",
+        TEST_KEYS,
+        "--config",
+        &path_text,
+    ];
+    let (started, output) = run_to_exit(binary, &args, &[]);
+    let _ = std::fs::remove_file(&path);
+    assert!(!started, "the server started with:\n{extra}\n{output}");
+    output
+}

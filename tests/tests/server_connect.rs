@@ -56,6 +56,18 @@ async fn call(
 
 const ALICE: (&str, &str) = ("authorization", "Bearer token-alice");
 
+/// A protocol case: why, method, content type, body, headers, the HTTP status, and the Connect
+/// code when the answer is an error body.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<u8>,
+    Vec<(&'a str, &'a str)>,
+    u16,
+    Option<&'a str>,
+);
+
 /// A JSON call as alice.
 async fn json_call(s: &Server, method: &str, body: Value) -> (u16, Value) {
     let (status, content_type, bytes) = call(
@@ -195,125 +207,109 @@ async fn the_protocols_headers_and_refusals() {
     let add = json!({"id": "alice", "phone": {"number": "+41791234567", "returnCode": {}}})
         .to_string()
         .into_bytes();
-    let error = |bytes: &[u8]| -> Value { serde_json::from_slice(bytes).expect("a JSON error") };
-
-    // No credentials: unauthenticated, 401.
-    let (status, _, bytes) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/json",
-        add.clone(),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        (status, error(&bytes)["code"].as_str()),
-        (401, Some("unauthenticated"))
-    );
-    // A protocol version other than 1: invalid_argument.
-    let (status, _, bytes) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/json",
-        add.clone(),
-        &[ALICE, ("connect-protocol-version", "2")],
-    )
-    .await;
-    assert_eq!(
-        (status, error(&bytes)["code"].as_str()),
-        (400, Some("invalid_argument"))
-    );
-    // A malformed timeout: invalid_argument; a generous one is fine.
-    let (status, _, _) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/json",
-        add.clone(),
-        &[ALICE, ("connect-timeout-ms", "soon")],
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _, _) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/json; charset=utf-8",
-        add.clone(),
-        &[ALICE, ("connect-timeout-ms", "5000")],
-    )
-    .await;
-    assert_eq!(status, 200);
-    // A field this definition does not know is ignored (a newer client keeps working).
-    let newer = json!({"id": "alice", "phone": {"number": "+41791234568", "returnCode": {}}, "futureField": {"x": 1}});
-    let (status, _, _) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/json",
-        newer.to_string().into_bytes(),
-        &[ALICE],
-    )
-    .await;
-    assert_eq!(status, 200);
-    // A body that is not the message: invalid_argument.
-    let (status, _, bytes) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/json",
-        b"{\"id\": 5}".to_vec(),
-        &[ALICE],
-    )
-    .await;
-    assert_eq!(
-        (status, error(&bytes)["code"].as_str()),
-        (400, Some("invalid_argument"))
-    );
-    let (status, _, bytes) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/proto",
-        vec![0xff, 0xff],
-        &[ALICE],
-    )
-    .await;
-    assert_eq!(
-        (status, error(&bytes)["code"].as_str()),
-        (400, Some("invalid_argument"))
-    );
-    // A compressed body: unimplemented (only identity is supported).
-    let (status, _, bytes) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "application/json",
-        add.clone(),
-        &[ALICE, ("content-encoding", "gzip")],
-    )
-    .await;
-    assert_eq!(
-        (status, error(&bytes)["code"].as_str()),
-        (501, Some("unimplemented"))
-    );
-    // Another method of the service: unimplemented, 501.
-    let (status, _, bytes) = call(
-        &s,
-        "CreateUser",
-        "application/json",
-        b"{}".to_vec(),
-        &[ALICE],
-    )
-    .await;
-    assert_eq!(
-        (status, error(&bytes)["code"].as_str()),
-        (501, Some("unimplemented"))
-    );
-    // Neither Connect's nor gRPC's content type: 415.
-    let (status, _, _) = call(
-        &s,
-        "AddOTPSMSAuthenticator",
-        "text/plain",
-        add.clone(),
-        &[ALICE],
-    )
-    .await;
-    assert_eq!(status, 415);
+    let newer = json!({"id": "alice", "phone": {"number": "+41791234568", "returnCode": {}}, "futureField": {"x": 1}})
+        .to_string()
+        .into_bytes();
+    let cases: Vec<Case> = vec![
+        (
+            "no credentials",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            add.clone(),
+            vec![],
+            401,
+            Some("unauthenticated"),
+        ),
+        (
+            "a protocol version other than 1",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            add.clone(),
+            vec![ALICE, ("connect-protocol-version", "2")],
+            400,
+            Some("invalid_argument"),
+        ),
+        (
+            "a malformed timeout",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            add.clone(),
+            vec![ALICE, ("connect-timeout-ms", "soon")],
+            400,
+            Some("invalid_argument"),
+        ),
+        (
+            "a generous timeout and a charset",
+            "AddOTPSMSAuthenticator",
+            "application/json; charset=utf-8",
+            add.clone(),
+            vec![ALICE, ("connect-timeout-ms", "5000")],
+            200,
+            None,
+        ),
+        (
+            "a field of a newer revision, ignored",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            newer,
+            vec![ALICE],
+            200,
+            None,
+        ),
+        (
+            "a body that is not the message",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            b"{\"id\": 5}".to_vec(),
+            vec![ALICE],
+            400,
+            Some("invalid_argument"),
+        ),
+        (
+            "bytes that are not the message",
+            "AddOTPSMSAuthenticator",
+            "application/proto",
+            vec![0xff, 0xff],
+            vec![ALICE],
+            400,
+            Some("invalid_argument"),
+        ),
+        (
+            "a compressed body (identity only)",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            add.clone(),
+            vec![ALICE, ("content-encoding", "gzip")],
+            501,
+            Some("unimplemented"),
+        ),
+        (
+            "another method of the service",
+            "CreateUser",
+            "application/json",
+            b"{}".to_vec(),
+            vec![ALICE],
+            501,
+            Some("unimplemented"),
+        ),
+        (
+            "neither Connect's nor gRPC's content type",
+            "AddOTPSMSAuthenticator",
+            "text/plain",
+            add.clone(),
+            vec![ALICE],
+            415,
+            None,
+        ),
+    ];
+    for (why, method, content_type, body, headers, status, code) in cases {
+        let (got, _, bytes) = call(&s, method, content_type, body, &headers).await;
+        assert_eq!(got, status, "{why}");
+        if let Some(code) = code {
+            let error: Value = serde_json::from_slice(&bytes).expect("a JSON error");
+            assert_eq!(error["code"].as_str(), Some(code), "{why}");
+        }
+    }
     // GET: the methods have side effects, so POST only.
     let response = reqwest::Client::new()
         .get(s.url(&format!("/{SERVICE}/AddOTPSMSAuthenticator")))

@@ -6,40 +6,21 @@
 use std::time::Duration;
 
 use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn, VonageStandIn};
-use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{add_sending, config, settle, Options, Server, TEST_KEYS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 
-/// A send-code add; the user changes every three, within the registrations a user may hold.
+/// A send-code add; the user changes after three, within the registrations a user may hold.
 async fn add(s: &Server, number: &str) {
     static ADDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let user = if ADDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
-        "alice"
-    } else {
-        "admin"
-    };
-    let response = reqwest::Client::new()
-        .post(s.url(&format!("/resources/v3alpha/users/{user}/otp_sms")))
-        .bearer_auth(format!("token-{user}"))
-        .json(&serde_json::json!({ "number": number }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let first = ADDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3;
+    add_sending(s, if first { "alice" } else { "admin" }, number).await;
 }
 
-/// Waits until Twilio and Vonage together have seen `n` requests, then a little more.
-async fn settle(twilio: &TwilioStandIn, vonage: &VonageStandIn, n: usize) -> (usize, usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while twilio.requests().len() + vonage.requests().len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {n} requests"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+/// Waits until Twilio and Vonage together have seen `n` requests; what each saw.
+async fn both(twilio: &TwilioStandIn, vonage: &VonageStandIn, n: usize) -> (usize, usize) {
+    settle(|| twilio.requests().len() + vonage.requests().len(), n).await;
     (twilio.requests().len(), vonage.requests().len())
 }
 
@@ -94,19 +75,19 @@ interval_ms = 50
     twilio.script(&[TwilioAnswer::Error(503, 20500); 10]);
     add(&s, "+41791234501").await;
     assert_eq!(
-        settle(&twilio, &vonage, 2).await,
+        both(&twilio, &vonage, 2).await,
         (1, 1),
         "tried Twilio, then Vonage"
     );
     add(&s, "+41791234502").await;
     assert_eq!(
-        settle(&twilio, &vonage, 4).await,
+        both(&twilio, &vonage, 4).await,
         (2, 2),
         "the second failure opens the breaker"
     );
     add(&s, "+41791234503").await;
     assert_eq!(
-        settle(&twilio, &vonage, 5).await,
+        both(&twilio, &vonage, 5).await,
         (2, 3),
         "an open breaker skips Twilio"
     );
@@ -119,16 +100,16 @@ interval_ms = 50
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     add(&s, "+41791234504").await;
     assert_eq!(
-        settle(&twilio, &vonage, 6).await,
+        both(&twilio, &vonage, 6).await,
         (3, 3),
         "the probe went to Twilio"
     );
     add(&s, "+41791234505").await;
-    assert_eq!(settle(&twilio, &vonage, 7).await, (4, 3), "closed again");
+    assert_eq!(both(&twilio, &vonage, 7).await, (4, 3), "closed again");
 
     // A German number follows its region's route: Vonage only.
     add(&s, "+4915112345678").await;
-    assert_eq!(settle(&twilio, &vonage, 8).await, (4, 4));
+    assert_eq!(both(&twilio, &vonage, 8).await, (4, 4));
     assert_eq!(vonage.requests()[3]["to"], "4915112345678");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use otp_sms_tests::net::WebhookReceiver;
-use otp_sms_tests::server::{config, webhook_sms, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{
+    add_sending, config, refused_at_start, webhook_sms, Options, Server, TEST_KEYS,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 
@@ -29,17 +31,6 @@ webotp_domain = "id.acme.example"
 templates = { de = "Ihr {app}-Code: {code}. Gültig {minutes} Min." }
 "#;
 
-async fn add(s: &Server, user: &str, token: &str, number: &str) {
-    let response = reqwest::Client::new()
-        .post(s.url(&format!("/resources/v3alpha/users/{user}/otp_sms")))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "number": number }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_text_is_in_the_users_language_and_ends_with_the_webotp_line() {
     let receiver = WebhookReceiver::start().await;
@@ -55,8 +46,8 @@ async fn the_text_is_in_the_users_language_and_ends_with_the_webotp_line() {
             ..Options::default()
         },
     );
-    add(&s, "hans", "token-hans", "+41791234567").await;
-    add(&s, "alice", "token-alice", "+41791234568").await;
+    add_sending(&s, "hans", "+41791234567").await;
+    add_sending(&s, "alice", "+41791234568").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while receiver.received().len() < 2 {
         assert!(tokio::time::Instant::now() < deadline, "no SMS arrived");
@@ -95,13 +86,7 @@ fn a_template_longer_than_one_sms_or_without_the_code_stops_the_start() {
         "[sms.text]\ntemplates = { pl = \"Kod {code} jest ważny przez {minutes} minut, zachowaj go dla siebie i nie udostępniaj nikomu.\" }\n".to_owned(),
         "[sms.text]\ndefault_template = \"no code at all\"\n".to_owned(),
     ] {
-        let path = std::env::temp_dir().join(format!("otp-sms-text-{}.toml", uuid::Uuid::now_v7()));
-        std::fs::write(&path, config(&text)).unwrap();
-        let path = path.display().to_string();
-        let args = ["--listen", "127.0.0.1:0", "--keys", TEST_KEYS, "--config", &path];
-        let (started, output) = otp_sms_tests::server::run_to_exit(BIN, &args, &[]);
-        let _ = std::fs::remove_file(&path);
-        assert!(!started, "{text}: {output}");
+        let output = refused_at_start(BIN, &text);
         assert!(output.contains("[sms.text]"), "{output}");
     }
 }

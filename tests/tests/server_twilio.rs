@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn};
-use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{
+    add_sending, config, refused_at_start, settle, Options, Server, TEST_KEYS,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
@@ -52,39 +54,13 @@ max_attempts = 4
     (server, token_file)
 }
 
-async fn add(s: &Server, number: &str) {
-    let response = reqwest::Client::new()
-        .post(s.url("/resources/v3alpha/users/alice/otp_sms"))
-        .bearer_auth("token-alice")
-        .json(&serde_json::json!({ "number": number }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-}
-
-/// Waits until the stand-in has seen `n` requests, then a little more for any extra one.
-async fn requests_settle(twilio: &TwilioStandIn, n: usize) -> usize {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while twilio.requests().len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {n} requests",
-            twilio.requests().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    twilio.requests().len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_reaches_twilio_as_a_form_post_with_the_right_fields() {
     let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
     let (s, token_file) = server(&twilio, TOKEN);
-    add(&s, "+41791234567").await;
+    add_sending(&s, "alice", "+41791234567").await;
     assert_eq!(
-        requests_settle(&twilio, 1).await,
+        settle(|| twilio.requests().len(), 1).await,
         1,
         "one hand-over, no repeat"
     );
@@ -113,9 +89,9 @@ async fn a_final_error_is_not_retried_and_a_throttled_one_is() {
     let (s, token_file) = server(&twilio, TOKEN);
     // An invalid number (400, error 21211): one attempt, then `delivery failed`.
     twilio.script(&[TwilioAnswer::Error(400, 21211)]);
-    add(&s, "+41791234567").await;
+    add_sending(&s, "alice", "+41791234567").await;
     assert_eq!(
-        requests_settle(&twilio, 1).await,
+        settle(|| twilio.requests().len(), 1).await,
         1,
         "a final error is not retried"
     );
@@ -132,9 +108,9 @@ async fn a_final_error_is_not_retried_and_a_throttled_one_is() {
         TwilioAnswer::Error(429, 20429),
         TwilioAnswer::Error(429, 20429),
     ]);
-    add(&s, "+41791234568").await;
+    add_sending(&s, "alice", "+41791234568").await;
     assert_eq!(
-        requests_settle(&twilio, 4).await,
+        settle(|| twilio.requests().len(), 4).await,
         4,
         "two retries, then the hand-over"
     );
@@ -152,9 +128,9 @@ async fn a_final_error_is_not_retried_and_a_throttled_one_is() {
 async fn bad_credentials_keep_the_message_for_a_retry() {
     let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
     let (s, token_file) = server(&twilio, "a-wrong-token");
-    add(&s, "+41791234567").await;
+    add_sending(&s, "alice", "+41791234567").await;
     // 401 every time: retried (the message is not at fault) up to the attempts allowed.
-    let n = requests_settle(&twilio, 2).await;
+    let n = settle(|| twilio.requests().len(), 2).await;
     assert!(n >= 2, "{n}");
     assert!(
         s.output().contains("Twilio refused the credentials"),
@@ -169,20 +145,7 @@ fn a_twilio_configuration_without_a_secret_source_stops_the_start() {
     let extra = format!(
         "[sms]\nsender = \"twilio\"\n[sms.twilio]\naccount_sid = \"{ACCOUNT}\"\nfrom = \"+15005550006\"\n"
     );
-    let path = std::env::temp_dir().join(format!("otp-sms-twilio-{}.toml", uuid::Uuid::now_v7()));
-    std::fs::write(&path, config(&extra)).unwrap();
-    let path = path.display().to_string();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--keys",
-        TEST_KEYS,
-        "--config",
-        &path,
-    ];
-    let (started, output) = otp_sms_tests::server::run_to_exit(BIN, &args, &[]);
-    let _ = std::fs::remove_file(&path);
-    assert!(!started, "{output}");
+    let output = refused_at_start(BIN, &extra);
     assert!(
         output.contains("auth_token_file and auth_token_env"),
         "{output}"

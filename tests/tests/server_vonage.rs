@@ -2,10 +2,8 @@
 //! form's fields, UCS-2 texts sent as `unicode`, a final status not retried, a throttled one
 //! retried.
 
-use std::time::Duration;
-
 use otp_sms_tests::providers::VonageStandIn;
-use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{add_sending, config, settle, Options, Server, TEST_KEYS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 
@@ -46,37 +44,12 @@ max_attempts = 4
     (server, secret_file)
 }
 
-async fn add(s: &Server, number: &str) {
-    let response = reqwest::Client::new()
-        .post(s.url("/resources/v3alpha/users/alice/otp_sms"))
-        .bearer_auth("token-alice")
-        .json(&serde_json::json!({ "number": number }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-}
-
-async fn requests_settle(vonage: &VonageStandIn, n: usize) -> usize {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while vonage.requests().len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {n} requests",
-            vonage.requests().len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    vonage.requests().len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_reaches_vonage_with_the_right_fields() {
     let vonage = VonageStandIn::start("abcd1234", "vonage-secret").await;
     let (s, secret) = server(&vonage, "[sms.text]\napp_name = \"Acme\"\n");
-    add(&s, "+41791234567").await;
-    assert_eq!(requests_settle(&vonage, 1).await, 1);
+    add_sending(&s, "alice", "+41791234567").await;
+    assert_eq!(settle(|| vonage.requests().len(), 1).await, 1);
     let form = &vonage.requests()[0];
     assert_eq!(form["to"], "41791234567");
     assert_eq!(form["from"], "Acme");
@@ -101,9 +74,9 @@ async fn a_ucs2_text_is_sent_as_unicode_a_final_status_once_and_a_throttled_one_
     );
     // Number barred (7): final, one attempt.
     vonage.script(&["7"]);
-    add(&s, "+41791234567").await;
+    add_sending(&s, "alice", "+41791234567").await;
     assert_eq!(
-        requests_settle(&vonage, 1).await,
+        settle(|| vonage.requests().len(), 1).await,
         1,
         "a final status is not retried"
     );
@@ -114,9 +87,9 @@ async fn a_ucs2_text_is_sent_as_unicode_a_final_status_once_and_a_throttled_one_
     );
     // Throttled (1) once, then accepted: two attempts.
     vonage.script(&["1"]);
-    add(&s, "+41791234568").await;
+    add_sending(&s, "alice", "+41791234568").await;
     assert_eq!(
-        requests_settle(&vonage, 3).await,
+        settle(|| vonage.requests().len(), 3).await,
         3,
         "one retry, then the hand-over"
     );

@@ -123,6 +123,28 @@ impl fmt::Debug for WebhookSecret {
 }
 
 /// Why a webhook URL is refused.
+/// The HTTP client and request URL of a provider's API: `path` on `base_url` (https, or plain
+/// http to a loopback or private address, for a stand-in), no redirects, `timeout` per request.
+pub(crate) fn provider_client(
+    table: &str,
+    base_url: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(reqwest::Client, reqwest::Url), String> {
+    let base = reqwest::Url::parse(base_url)
+        .map_err(|e| format!("[{table}] base_url is not a URL: {e}"))?;
+    check_webhook_url(&base, true).map_err(|e| format!("[{table}] base_url: {e}"))?;
+    let url = base
+        .join(path)
+        .map_err(|e| format!("[{table}] base_url: {e}"))?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("[{table}] HTTP client: {e}"))?;
+    Ok((client, url))
+}
+
 /// https anywhere; plain http, when allowed, only to a loopback or private address.
 pub(crate) fn check_webhook_url(url: &reqwest::Url, allow_http: bool) -> Result<(), String> {
     match url.scheme() {

@@ -91,21 +91,12 @@ impl TwilioSender {
         if options.secret.is_empty() {
             return Err("[sms.twilio] the auth token (or API key secret) is empty".into());
         }
-        let base = reqwest::Url::parse(&options.base_url)
-            .map_err(|e| format!("[sms.twilio] base_url is not a URL: {e}"))?;
-        crate::sms::check_webhook_url(&base, true)
-            .map_err(|e| format!("[sms.twilio] base_url: {e}"))?;
-        let url = base
-            .join(&format!(
-                "/2010-04-01/Accounts/{}/Messages.json",
-                options.account_sid
-            ))
-            .map_err(|e| format!("[sms.twilio] base_url: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("Twilio client: {e}"))?;
+        let (client, url) = crate::sms::provider_client(
+            "sms.twilio",
+            &options.base_url,
+            &format!("/2010-04-01/Accounts/{}/Messages.json", options.account_sid),
+            options.timeout,
+        )?;
         Ok(Self {
             client,
             url,

@@ -69,18 +69,12 @@ impl VonageSender {
         if options.api_key.trim().is_empty() || options.api_secret.trim().is_empty() {
             return Err("[sms.vonage] api_key and the API secret must not be empty".into());
         }
-        let base = reqwest::Url::parse(&options.base_url)
-            .map_err(|e| format!("[sms.vonage] base_url is not a URL: {e}"))?;
-        crate::sms::check_webhook_url(&base, true)
-            .map_err(|e| format!("[sms.vonage] base_url: {e}"))?;
-        let url = base
-            .join("/sms/json")
-            .map_err(|e| format!("[sms.vonage] base_url: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("Vonage client: {e}"))?;
+        let (client, url) = crate::sms::provider_client(
+            "sms.vonage",
+            &options.base_url,
+            "/sms/json",
+            options.timeout,
+        )?;
         Ok(Self {
             client,
             url,
