@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use otp_sms_tests::pg;
 use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn};
 use otp_sms_tests::server::{
     add_sending, config, refused_at_start, settle, Options, Server, TEST_KEYS,
@@ -12,10 +13,21 @@ use otp_sms_tests::server::{
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "a-twilio-auth-token";
+/// The status callback's public URL (as a proxy in front of the server would serve it).
+const PUBLIC_CALLBACK: &str = "https://id.acme.example/sms/status/twilio";
 
 /// A server sending through `twilio`, its token read from a file; `secret` is what the file
 /// holds.
 fn server(twilio: &TwilioStandIn, secret: &str) -> (Server, std::path::PathBuf) {
+    server_on(twilio, secret, None)
+}
+
+/// As [`server`], on PostgreSQL in `schema` when given.
+fn server_on(
+    twilio: &TwilioStandIn,
+    secret: &str,
+    schema: Option<&str>,
+) -> (Server, std::path::PathBuf) {
     let token_file = std::env::temp_dir().join(format!("otp-sms-twilio-{}", uuid::Uuid::now_v7()));
     std::fs::write(&token_file, format!("{secret}\n")).unwrap();
     let extra = format!(
@@ -27,7 +39,7 @@ sender = "twilio"
 account_sid = "{ACCOUNT}"
 auth_token_file = "{}"
 from = "+15005550006"
-status_callback = "https://id.acme.example/sms/status"
+status_callback = "{PUBLIC_CALLBACK}"
 base_url = "{}"
 
 [sms.text]
@@ -48,6 +60,7 @@ max_attempts = 4
         &Options {
             config: config(&extra),
             keys: Some(TEST_KEYS.into()),
+            database: schema.map(|schema| (pg::database_url().to_owned(), schema.to_owned())),
             ..Options::default()
         },
     );
@@ -69,7 +82,12 @@ async fn a_code_reaches_twilio_as_a_form_post_with_the_right_fields() {
     let form = &request.form;
     assert_eq!(form["To"], "+41791234567");
     assert_eq!(form["From"], "+15005550006");
-    assert_eq!(form["StatusCallback"], "https://id.acme.example/sms/status");
+    let callback = &form["StatusCallback"];
+    assert!(
+        callback.starts_with(&format!("{PUBLIC_CALLBACK}?instance=inst-1&otp_sms_id=")),
+        "{callback}"
+    );
+    assert!(callback.ends_with("&n=1"), "{callback}");
     let validity: i64 = form["ValidityPeriod"].parse().unwrap();
     assert!((250..=300).contains(&validity), "{validity}");
     let body = &form["Body"];
@@ -150,4 +168,129 @@ fn a_twilio_configuration_without_a_secret_source_stops_the_start() {
         output.contains("auth_token_file and auth_token_env"),
         "{output}"
     );
+}
+
+/// The event types recorded in `schema`, in order.
+async fn event_types(schema: &str) -> Vec<(String, serde_json::Value)> {
+    let pool = pg::pool().await;
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(&format!(
+        "SELECT event_type, payload FROM \"{schema}\".events ORDER BY position"
+    ))
+    .fetch_all(&pool)
+    .await
+    .expect("read events");
+    pool.close().await;
+    rows
+}
+
+/// Posts a status report for `callback` (the URL the SMS was sent with) as Twilio would, signed
+/// with `token`, or with the signature given.
+async fn report(
+    s: &Server,
+    callback: &str,
+    status: &str,
+    error: Option<&str>,
+    signed_with: Option<&str>,
+) -> u16 {
+    let mut params = vec![
+        ("AccountSid".to_owned(), ACCOUNT.to_owned()),
+        (
+            "MessageSid".to_owned(),
+            "SM00000000000000000000000000000001".to_owned(),
+        ),
+        ("MessageStatus".to_owned(), status.to_owned()),
+        ("To".to_owned(), "+41791234567".to_owned()),
+    ];
+    if let Some(code) = error {
+        params.push(("ErrorCode".to_owned(), code.to_owned()));
+    }
+    let query = callback.split_once('?').unwrap().1;
+    let mut request = reqwest::Client::new()
+        .post(s.url(&format!("/sms/status/twilio?{query}")))
+        .form(&params);
+    if let Some(token) = signed_with {
+        request = request.header(
+            "x-twilio-signature",
+            otp_sms_server::twilio::signature(token, callback, &params),
+        );
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() {
+    let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
+    let schema = pg::schema_name();
+    let (s, token_file) = server_on(&twilio, TOKEN, Some(&schema));
+    add_sending(&s, "alice", "+41791234567").await;
+    add_sending(&s, "alice", "+41791234568").await;
+    settle(|| twilio.requests().len(), 2).await;
+    let callbacks: Vec<String> = twilio
+        .requests()
+        .iter()
+        .map(|r| r.form["StatusCallback"].clone())
+        .collect();
+    let sent = |events: &[(String, serde_json::Value)]| {
+        events
+            .iter()
+            .filter(|(t, _)| t == "user.otp_sms.code.sent")
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sent(&event_types(&schema).await) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "code sent not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = event_types(&schema).await;
+
+    // Unsigned, or signed with another token: refused, nothing recorded.
+    assert_eq!(
+        report(&s, &callbacks[0], "delivered", None, None).await,
+        403
+    );
+    assert_eq!(
+        report(&s, &callbacks[0], "delivered", None, Some("not-the-token")).await,
+        403
+    );
+    assert_eq!(event_types(&schema).await, before);
+
+    // Signed: delivered for the first, undelivered (30008) for the second; `sent` ignored.
+    assert_eq!(
+        report(&s, &callbacks[0], "sent", None, Some(TOKEN)).await,
+        204
+    );
+    assert_eq!(
+        report(&s, &callbacks[0], "delivered", None, Some(TOKEN)).await,
+        204
+    );
+    assert_eq!(
+        report(&s, &callbacks[0], "delivered", None, Some(TOKEN)).await,
+        204
+    );
+    assert_eq!(
+        report(&s, &callbacks[1], "undelivered", Some("30008"), Some(TOKEN)).await,
+        204
+    );
+    let after = event_types(&schema).await;
+    let new: Vec<_> = after[before.len()..].to_vec();
+    assert_eq!(
+        new,
+        vec![
+            (
+                "user.otp_sms.code.delivered".to_owned(),
+                serde_json::json!({"number": 1})
+            ),
+            (
+                "user.otp_sms.delivery.failed".to_owned(),
+                serde_json::json!({"number": 1, "attempts": 1, "reason": "twilio: undelivered, error 30008"})
+            ),
+        ],
+        "a repeated report adds nothing"
+    );
+    drop(s);
+    pg::drop_schema(&schema).await;
+    let _ = std::fs::remove_file(token_file);
 }

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use crate::code::{CodePolicy, VerificationCode, MAX_TRACKED_ISSUES};
 use crate::error::{Error, Precondition};
 use crate::event::{
-    Added, CheckFailed, CodeAdded, CodeSent, Delivery, DeliveryFailed, Event, Removed,
-    VerificationLocked, VerificationUnlocked, Verified,
+    Added, CheckFailed, CodeAdded, CodeDelivered, CodeSent, Delivery, DeliveryFailed, Event,
+    Removed, VerificationLocked, VerificationUnlocked, Verified,
 };
 use crate::ids::{OrganizationId, RegistrationId, UserId};
 use crate::keys::{CodeBinding, CodeHash, CodeKeyRing};
@@ -48,8 +48,11 @@ pub struct PendingCode {
     pub delivery: Delivery,
     /// Whether the SMS was handed over.
     pub sent: bool,
-    /// Whether the notifier gave up on it (`delivery failed`).
+    /// Whether the notifier gave up on it, or the provider reported it undelivered
+    /// (`delivery failed`).
     pub undeliverable: bool,
+    /// Whether the provider reported it delivered (`code delivered`).
+    pub delivered: bool,
 }
 
 /// The state of one registration, rebuilt from its events.
@@ -113,6 +116,13 @@ pub enum Command {
         /// Why (no code, no number).
         reason: String,
     },
+    /// The SMS provider reported on code `number` after the hand-over.
+    RecordDeliveryReport {
+        /// Which code.
+        number: u32,
+        /// Delivered (`None`), or not, and why (the provider's error code; no number).
+        failure: Option<String>,
+    },
     /// Remove the registration.
     Remove,
     /// Lock verification until `until`: the user's wrong codes in a row reached the cap.
@@ -133,6 +143,7 @@ impl Command {
             Command::ResendCode { .. } => "resend_code",
             Command::RecordCodeSent { .. } => "record_code_sent",
             Command::RecordDeliveryFailed { .. } => "record_delivery_failed",
+            Command::RecordDeliveryReport { .. } => "record_delivery_report",
             Command::Remove => "remove",
             Command::LockVerification { .. } => "lock_verification",
             Command::UnlockVerification => "unlock_verification",
@@ -250,6 +261,7 @@ impl Registration {
                     delivery: e.delivery,
                     sent: false,
                     undeliverable: false,
+                    delivered: false,
                 });
                 if self.recent_issues.len() == MAX_TRACKED_ISSUES {
                     self.recent_issues.pop_front();
@@ -259,6 +271,11 @@ impl Registration {
             Event::CodeSent(CodeSent { number }) => {
                 if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
                     p.sent = true;
+                }
+            }
+            Event::CodeDelivered(CodeDelivered { number }) => {
+                if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
+                    p.delivered = true;
                 }
             }
             Event::DeliveryFailed(DeliveryFailed { number, .. }) => {
@@ -311,6 +328,9 @@ impl Registration {
                 attempts,
                 reason,
             } => self.decide_delivery_failed(*number, *attempts, reason, ctx),
+            Command::RecordDeliveryReport { number, failure } => {
+                self.decide_delivery_report(*number, failure.as_deref(), ctx)
+            }
             Command::Remove => {
                 if !self.is_live_for(ctx.user) {
                     return Decision::reject(Error::RegistrationNotFound);
@@ -496,6 +516,41 @@ impl Registration {
                 })])
             }
             _ => Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded)),
+        }
+    }
+
+    /// A provider's report after the hand-over: `code delivered`, or `delivery failed` (the
+    /// code will not arrive; the user may ask for a new one). Reports come late and may repeat:
+    /// a repeat, or a report on a verified registration, changes nothing; one on a code that is
+    /// no longer pending is CODE_SUPERSEDED.
+    fn decide_delivery_report(
+        &self,
+        number: u32,
+        failure: Option<&str>,
+        ctx: &Context<'_>,
+    ) -> Decision {
+        if !self.is_live_for(ctx.user) {
+            return Decision::reject(Error::RegistrationNotFound);
+        }
+        if self.status == Status::Verified {
+            return Decision::Accepted(Vec::new());
+        }
+        let Some(p) = self
+            .pending
+            .as_ref()
+            .filter(|p| p.number == number && p.sent)
+        else {
+            return Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded));
+        };
+        match failure {
+            None if p.delivered => Decision::Accepted(Vec::new()),
+            None => Decision::Accepted(vec![Event::CodeDelivered(CodeDelivered { number })]),
+            Some(_) if p.undeliverable => Decision::Accepted(Vec::new()),
+            Some(reason) => Decision::Accepted(vec![Event::DeliveryFailed(DeliveryFailed {
+                number,
+                attempts: 1,
+                reason: reason.to_owned(),
+            })]),
         }
     }
 

@@ -80,6 +80,15 @@ pub struct DeliveryFailed {
     pub reason: String,
 }
 
+/// The SMS provider reported code `number` delivered to the phone (a delivery report, after
+/// `code sent`). Informational: verification never waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeDelivered {
+    /// Which code.
+    pub number: u32,
+}
+
 /// A wrong code was submitted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -158,6 +167,8 @@ pub enum Event {
     VerificationUnlocked(VerificationUnlocked),
     /// See [`DeliveryFailed`].
     DeliveryFailed(DeliveryFailed),
+    /// See [`CodeDelivered`].
+    CodeDelivered(CodeDelivered),
 }
 
 impl Event {
@@ -181,9 +192,11 @@ impl Event {
     pub const VERIFICATION_UNLOCKED: &'static str = "user.otp_sms.verification.unlocked";
     /// The stable type name of [`DeliveryFailed`]: `user.otp_sms.delivery.failed`.
     pub const DELIVERY_FAILED: &'static str = "user.otp_sms.delivery.failed";
+    /// The stable type name of [`CodeDelivered`]: `user.otp_sms.code.delivered`.
+    pub const CODE_DELIVERED: &'static str = "user.otp_sms.code.delivered";
 
     /// Every stable type name, in the order of the enum.
-    pub const TYPES: [&'static str; 10] = [
+    pub const TYPES: [&'static str; 11] = [
         Self::ADDED,
         Self::CODE_ADDED,
         Self::CODE_SENT,
@@ -194,6 +207,7 @@ impl Event {
         Self::VERIFICATION_LOCKED,
         Self::VERIFICATION_UNLOCKED,
         Self::DELIVERY_FAILED,
+        Self::CODE_DELIVERED,
     ];
 
     fn index(&self) -> usize {
@@ -208,6 +222,7 @@ impl Event {
             Event::VerificationLocked(_) => 7,
             Event::VerificationUnlocked(_) => 8,
             Event::DeliveryFailed(_) => 9,
+            Event::CodeDelivered(_) => 10,
         }
     }
 }
@@ -246,6 +261,7 @@ impl EventPayload for Event {
             Event::VerificationLocked(e) => encode(e),
             Event::VerificationUnlocked(e) => encode(e),
             Event::DeliveryFailed(e) => encode(e),
+            Event::CodeDelivered(e) => encode(e),
         }
     }
 
@@ -274,6 +290,7 @@ impl EventPayload for Event {
                 Event::VerificationUnlocked(decode(event_type, payload)?)
             }
             "user.otp_sms.delivery.failed" => Event::DeliveryFailed(decode(event_type, payload)?),
+            "user.otp_sms.code.delivered" => Event::CodeDelivered(decode(event_type, payload)?),
             other => return Err(CodecError(format!("unknown event type `{other}`"))),
         })
     }

@@ -86,8 +86,9 @@ pub use caller::{
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
-    Added, CheckFailed, CodeAdded, CodeSent, Delivery, DeliveryFailed, Event, Removed, SendRefused,
-    VerificationLocked, VerificationUnlocked, Verified, AGGREGATE_TYPE, REFUSAL_AGGREGATE_TYPE,
+    Added, CheckFailed, CodeAdded, CodeDelivered, CodeSent, Delivery, DeliveryFailed, Event,
+    Removed, SendRefused, VerificationLocked, VerificationUnlocked, Verified, AGGREGATE_TYPE,
+    REFUSAL_AGGREGATE_TYPE,
 };
 pub use idempotency::{
     Claim, IdempotencyKey, IdempotencyRecord, IdempotencyScope, IdempotencyStore,

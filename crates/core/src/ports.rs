@@ -206,6 +206,9 @@ pub struct Sms {
     pub instance: InstanceId,
     /// The registration the code is for.
     pub registration: RegistrationId,
+    /// Which code of the registration it is (1, 2, …), for the provider's delivery report
+    /// ([`crate::CommandService::record_delivery_report`]).
+    pub number: u32,
     /// Where to send it.
     pub phone: Phone,
     /// The code, in clear: only the sender sees it.
@@ -229,6 +232,7 @@ impl fmt::Debug for Sms {
         f.debug_struct("Sms")
             .field("instance", &self.instance)
             .field("registration", &self.registration)
+            .field("number", &self.number)
             .field("phone", &self.phone)
             .field("code", &self.code)
             .field("expires_at", &self.expires_at)

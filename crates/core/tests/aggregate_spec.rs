@@ -683,3 +683,86 @@ fn a_test_number_is_issued_its_fixed_code_and_sent_nowhere() {
     ));
     assert!(state.decide(&verify(RIGHT), &ctx).error().is_some());
 }
+
+// ---- delivery reports (after the hand-over) ----
+
+fn report(number: u32, failure: Option<&str>) -> Command {
+    Command::RecordDeliveryReport {
+        number,
+        failure: failure.map(str::to_owned),
+    }
+}
+
+#[test]
+fn a_delivered_report_records_code_delivered_once() {
+    let sent = with(
+        added_events(Delivery::Send, t(0)),
+        [Event::CodeSent(CodeSent { number: 1 })],
+    );
+    assert_eq!(
+        given(sent.clone()).when(report(1, None), t(5)),
+        Decision::Accepted(vec![Event::CodeDelivered(CodeDelivered { number: 1 })])
+    );
+    // Reported again: nothing more.
+    let delivered = with(sent, [Event::CodeDelivered(CodeDelivered { number: 1 })]);
+    assert_eq!(
+        given(delivered).when(report(1, None), t(6)),
+        Decision::Accepted(vec![])
+    );
+}
+
+#[test]
+fn an_undelivered_report_records_delivery_failed_once_and_the_right_code_still_verifies() {
+    let sent = with(
+        added_events(Delivery::Send, t(0)),
+        [Event::CodeSent(CodeSent { number: 1 })],
+    );
+    let failed = Event::DeliveryFailed(DeliveryFailed {
+        number: 1,
+        attempts: 1,
+        reason: "twilio: undelivered, error 30008".into(),
+    });
+    assert_eq!(
+        given(sent.clone()).when(report(1, Some("twilio: undelivered, error 30008")), t(5)),
+        Decision::Accepted(vec![failed.clone()])
+    );
+    let after = with(sent, [failed]);
+    assert_eq!(
+        given(after.clone()).when(report(1, Some("again")), t(6)),
+        Decision::Accepted(vec![])
+    );
+    // A report is information: a code that did arrive after all still verifies.
+    assert!(matches!(
+        given(after).when(verify(RIGHT), t(7)),
+        Decision::Accepted(events) if matches!(events.as_slice(), [Event::Verified(_)])
+    ));
+}
+
+#[test]
+fn a_report_before_the_hand_over_on_another_code_or_after_verification() {
+    // Not handed over yet, or about another code: superseded.
+    let unsent = added_events(Delivery::Send, t(0));
+    assert_eq!(
+        given(unsent.clone()).when(report(1, None), t(5)),
+        precondition(Precondition::CodeSuperseded)
+    );
+    let sent = with(unsent, [Event::CodeSent(CodeSent { number: 1 })]);
+    assert_eq!(
+        given(sent.clone()).when(report(2, None), t(5)),
+        precondition(Precondition::CodeSuperseded)
+    );
+    // Verified meanwhile: a late report changes nothing and is no error.
+    let verified = given(sent.clone())
+        .when(verify(RIGHT), t(6))
+        .events()
+        .to_vec();
+    assert_eq!(
+        given(with(sent, verified)).when(report(1, None), t(7)),
+        Decision::Accepted(vec![])
+    );
+    // No registration: not found.
+    assert_eq!(
+        given(vec![]).when(report(1, None), t(0)),
+        rejected(Error::RegistrationNotFound)
+    );
+}

@@ -715,6 +715,31 @@ fn default_twilio_timeout_ms() -> u64 {
 }
 
 impl TwilioConfig {
+    /// The status callback endpoint, when `status_callback` is set: reports are signed with
+    /// the account's auth token, so an API key cannot check them.
+    pub fn status_endpoint(
+        &self,
+        service: otp_sms_core::CommandService,
+    ) -> Result<Option<crate::twilio::StatusEndpoint>, String> {
+        let Some(public_url) = &self.status_callback else {
+            return Ok(None);
+        };
+        if self.api_key_sid.is_some() {
+            return Err("[sms.twilio] status_callback needs the account's auth token to check Twilio's signatures, not an API key".into());
+        }
+        let auth_token = read_secret(
+            "sms.twilio",
+            "auth_token",
+            self.auth_token_file.as_deref(),
+            self.auth_token_env.as_deref(),
+        )?;
+        Ok(Some(crate::twilio::StatusEndpoint {
+            auth_token: std::sync::Arc::new(auth_token),
+            public_url: public_url.clone(),
+            service,
+        }))
+    }
+
     /// The sender's options, with the secret read from its file or variable.
     pub fn options(
         &self,

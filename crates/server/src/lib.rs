@@ -561,6 +561,22 @@ pub async fn run(
         service: service.clone(),
     };
 
+    // Twilio's delivery reports, when it is configured with a status callback.
+    let twilio_status = match &config.sms.twilio {
+        Some(t) => match t
+            .status_endpoint(service.clone())
+            .map_err(StartError::Other)?
+        {
+            Some(endpoint) => Router::new()
+                .route(
+                    "/sms/status/twilio",
+                    axum::routing::post(twilio::status_callback),
+                )
+                .with_state(endpoint),
+            None => Router::new(),
+        },
+        None => Router::new(),
+    };
     let request_id = HeaderName::from_static("x-request-id");
     // One port: gRPC and gRPC-web routes, health, and everything else to the JSON router,
     // except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
@@ -575,6 +591,7 @@ pub async fn run(
                 .route("/metrics", get(metrics::render))
                 .with_state(exposition),
         )
+        .merge(twilio_status)
         .merge(otp_sms_grpc::router(service, directory))
         .fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
             let json = json.clone();

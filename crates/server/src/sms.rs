@@ -442,6 +442,7 @@ mod tests {
         let sms = Sms {
             instance: otp_sms_core::InstanceId::parse("instance", "i").unwrap(),
             registration: otp_sms_core::RegistrationId::parse("otp_sms_id", "r").unwrap(),
+            number: 1,
             phone: otp_sms_core::Phone::parse("+41791234567").unwrap(),
             code: otp_sms_core::VerificationCode::from_input("24682468").unwrap(),
             expires_at: now + chrono::Duration::minutes(5),

@@ -105,6 +105,123 @@ impl TwilioSender {
     }
 }
 
+/// The status callback URL of one SMS: the configured URL with the instance, registration and
+/// code number in its query.
+pub fn status_callback_url(base: &str, sms: &Sms) -> String {
+    let query = serde_urlencoded::to_string([
+        ("instance", sms.instance.as_str()),
+        ("otp_sms_id", sms.registration.as_str()),
+        ("n", &sms.number.to_string()),
+    ])
+    .unwrap_or_default();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}{query}")
+}
+
+/// The `X-Twilio-Signature` of a request to `url` (as Twilio called it, query included) with
+/// form `params`: base64 of HMAC-SHA1, keyed by the auth token, over the URL followed by each
+/// parameter's name and value, sorted by name.
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// What the status endpoint needs: the token Twilio signs with, the public URL it calls, and
+/// the service to record reports with.
+#[derive(Clone)]
+pub struct StatusEndpoint {
+    /// The account's auth token.
+    pub auth_token: Arc<Zeroizing<String>>,
+    /// The configured `status_callback`, as Twilio calls it (before the per-SMS query).
+    pub public_url: String,
+    /// Where reports are recorded.
+    pub service: otp_sms_core::CommandService,
+}
+
+/// `POST /sms/status/twilio`: Twilio's status callback. A request without a valid
+/// `X-Twilio-Signature` is refused (403) and changes nothing; `delivered` records `code
+/// delivered`, `undelivered` and `failed` record `delivery failed` with Twilio's error code;
+/// other statuses (`queued`, `sent`, …) are acknowledged and ignored.
+pub async fn status_callback(
+    axum::extract::State(endpoint): axum::extract::State<StatusEndpoint>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    let params: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
+        Ok(params) => params,
+        Err(_) => return StatusCode::BAD_REQUEST,
+    };
+    let url = match &query {
+        Some(q) => format!(
+            "{}{}{q}",
+            endpoint.public_url,
+            if endpoint.public_url.contains('?') {
+                "&"
+            } else {
+                "?"
+            }
+        ),
+        None => endpoint.public_url.clone(),
+    };
+    let expected = signature(&endpoint.auth_token, &url, &params);
+    let given = headers
+        .get("x-twilio-signature")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given)) {
+        tracing::warn!("a Twilio status callback without a valid signature was refused");
+        return StatusCode::FORBIDDEN;
+    }
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let get = |list: &[(String, String)], key: &str| {
+        list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    let (Some(instance), Some(registration), Some(number)) = (
+        get(&query, "instance").and_then(|i| i.parse::<otp_sms_core::InstanceId>().ok()),
+        get(&query, "otp_sms_id").and_then(|r| r.parse::<otp_sms_core::RegistrationId>().ok()),
+        get(&query, "n").and_then(|n| n.parse::<u32>().ok()),
+    ) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let failure = match get(&params, "MessageStatus").as_deref() {
+        Some("delivered") => None,
+        Some(status @ ("undelivered" | "failed")) => Some(format!(
+            "twilio: {status}{}",
+            get(&params, "ErrorCode")
+                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+                .map(|c| format!(", error {c}"))
+                .unwrap_or_default()
+        )),
+        _ => return StatusCode::NO_CONTENT,
+    };
+    match endpoint
+        .service
+        .record_delivery_report(&instance, &registration, number, failure)
+        .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(otp_sms_core::Error::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        // Superseded, verified meanwhile, or removed: nothing to record.
+        Err(e) => {
+            tracing::info!(error = %e, "a Twilio status report changed nothing");
+            StatusCode::NO_CONTENT
+        }
+    }
+}
+
 /// Twilio's error body (its `message` is not read: it may quote the number).
 #[derive(serde::Deserialize)]
 struct TwilioError {
@@ -132,7 +249,8 @@ impl SmsSender for TwilioSender {
             TwilioFrom::MessagingService(sid) => form.push(("MessagingServiceSid", sid.clone())),
         }
         if let Some(callback) = &self.options.status_callback {
-            form.push(("StatusCallback", callback.clone()));
+            // Which code the report is about travels in the URL, which Twilio signs.
+            form.push(("StatusCallback", status_callback_url(callback, sms)));
         }
         let response = self
             .client
@@ -177,5 +295,33 @@ impl SmsSender for TwilioSender {
             tracing::warn!(%reason, registration = %sms.registration, "Twilio refused the message");
             Err(PortError::Internal(reason))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_as_twilios_documented_example() {
+        // The example of Twilio's webhook security guide.
+        let params: Vec<(String, String)> = [
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+12349013030"),
+            ("Digits", "1234"),
+            ("From", "+12349013030"),
+            ("To", "+18005551212"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(
+            signature(
+                "12345",
+                "https://mycompany.com/myapp.php?foo=1&bar=2",
+                &params
+            ),
+            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+        );
     }
 }

@@ -324,6 +324,7 @@ impl CommandService {
         let sms = Sms {
             instance: d.instance.clone(),
             registration: d.registration.clone(),
+            number: d.number,
             phone: d.phone.clone(),
             code,
             expires_at: d.expires_at,

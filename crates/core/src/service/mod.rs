@@ -534,6 +534,30 @@ impl CommandService {
             .await
     }
 
+    /// Records an SMS provider's report on code `number` of `registration` in `instance`,
+    /// after the hand-over: delivered (`failure` `None`: `code delivered`), or not (`delivery
+    /// failed` with the reason: the provider's status and error code, never a number). The
+    /// registration's own user and organization are used; a repeated report changes nothing.
+    pub async fn record_delivery_report(
+        &self,
+        instance: &InstanceId,
+        registration: &RegistrationId,
+        number: u32,
+        failure: Option<String>,
+    ) -> Result<Details, Error> {
+        let stream = Self::stream_id(instance, registration);
+        let history = self.store.read_stream(&stream).await?;
+        let state = crate::Registration::from_events(history.iter().map(|r| &r.event));
+        let (Some(id), Some(organization)) = (state.user, state.organization) else {
+            return Err(Error::RegistrationNotFound);
+        };
+        let user = UserRecord { id, organization };
+        let caller = Caller::new(instance.clone(), PrincipalId::system());
+        let command = Command::RecordDeliveryReport { number, failure };
+        self.execute(&caller, &user, registration, &command, None)
+            .await
+    }
+
     fn fresh_code(&self) -> VerificationCode {
         VerificationCode::generate(self.policy.length(), &mut rand::thread_rng())
     }
