@@ -241,6 +241,26 @@ async fn domain_counters_move_as_a_flow_runs() {
     assert_eq!(moved(&after, "otp_sms_sms_handed_over_total", &[]), 1.0);
     assert_eq!(value(&after, "otp_sms_outbox_messages", &[]), 0.0);
     assert_eq!(value(&after, "otp_sms_outbox_oldest_age_seconds", &[]), 0.0);
+
+    // The conversion signal: one code sent to a Swiss number, not verified yet (the code in
+    // the response does not count: it was never sent)…
+    let region = [("region", "CH")];
+    assert_eq!(value(&after, "otp_sms_conversion_sent", &region), 1.0);
+    assert_eq!(value(&after, "otp_sms_conversion_verified", &region), 0.0);
+    // …then verified with the code the SMS carried.
+    let sms = receiver.received()[0].clone();
+    let verify_sent = format!(
+        "{ADD}/{}/_verify",
+        sms["otpSmsId"].as_str().expect("the registration")
+    );
+    let (st, _) = post(&s, &verify_sent, "token-alice", sms["code"].clone()).await;
+    assert_eq!(st, 200);
+    let converted = scrape(&s).await;
+    assert_eq!(value(&converted, "otp_sms_conversion_sent", &region), 1.0);
+    assert_eq!(
+        value(&converted, "otp_sms_conversion_verified", &region),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,6 +54,7 @@ mod aggregate;
 mod api;
 mod caller;
 mod code;
+pub mod conversion;
 mod error;
 mod event;
 mod idempotency;

@@ -520,6 +520,7 @@ pub async fn run(
     };
 
     let (abuse, instance_abuse) = config.abuse_policies()?;
+    let feed = Arc::clone(&store);
     let mut service = CommandService::new(store, directory.clone(), directory.clone(), keys)
         .with_policy(policy)
         .with_max_attempts(config.service.max_attempts)
@@ -559,6 +560,10 @@ pub async fn run(
     let exposition = metrics::Exposition {
         handle: metrics_handle,
         service: service.clone(),
+        store: feed,
+        conversion: Arc::new(tokio::sync::Mutex::new(
+            otp_sms_core::conversion::Conversion::new(metrics::CONVERSION_WINDOW),
+        )),
     };
 
     // Twilio's delivery reports, when it is configured with a status callback.

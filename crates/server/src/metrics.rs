@@ -3,7 +3,7 @@
 //! named after the OpenTelemetry semantic conventions (`http.server.request.duration`,
 //! `rpc.server.call.duration`, in seconds; their `_count` series are the request counts).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -11,7 +11,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use otp_sms_core::CommandService;
+use otp_sms_core::conversion::Conversion;
+use otp_sms_core::{CommandService, Event, EventStore};
 
 /// Histogram: HTTP requests by `http_request_method`, `http_route` (the route's template;
 /// empty when no route matched) and `http_response_status_code`.
@@ -63,6 +64,13 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Gauge: codes sent in the last hour, by `region` (the conversion signal).
+pub const CONVERSION_SENT: &str = "otp_sms_conversion_sent";
+/// Gauge: codes sent in the last hour that were verified, by `region`.
+pub const CONVERSION_VERIFIED: &str = "otp_sms_conversion_verified";
+/// The conversion signal's window.
+pub const CONVERSION_WINDOW: Duration = Duration::from_secs(3600);
+
 /// What `/metrics` needs.
 #[derive(Clone)]
 pub struct Exposition {
@@ -70,6 +78,38 @@ pub struct Exposition {
     pub handle: PrometheusHandle,
     /// For the outbox gauges, read from the store at each scrape.
     pub service: CommandService,
+    /// The event store, whose feed the conversion signal reads.
+    pub store: Arc<dyn EventStore<Event>>,
+    /// The conversion signal, caught up at each scrape.
+    pub conversion: Arc<tokio::sync::Mutex<Conversion>>,
+}
+
+impl Exposition {
+    /// Reads the feed's new events and sets the conversion gauges; a region that left the
+    /// window goes to zero.
+    async fn refresh_conversion(&self) {
+        let mut conversion = self.conversion.lock().await;
+        if let Err(e) = conversion.catch_up(self.store.as_ref()).await {
+            tracing::warn!(error = %e, "conversion signal not refreshed for /metrics");
+            return;
+        }
+        static SHOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let rates = conversion.by_region(chrono::Utc::now());
+        let mut shown = SHOWN.lock().unwrap_or_else(|p| p.into_inner());
+        for region in shown.iter() {
+            if !rates.contains_key(region) {
+                metrics::gauge!(CONVERSION_SENT, "region" => *region).set(0.0);
+                metrics::gauge!(CONVERSION_VERIFIED, "region" => *region).set(0.0);
+            }
+        }
+        for (region, rate) in &rates {
+            metrics::gauge!(CONVERSION_SENT, "region" => *region).set(rate.sent as f64);
+            metrics::gauge!(CONVERSION_VERIFIED, "region" => *region).set(rate.verified as f64);
+            if !shown.contains(region) {
+                shown.push(region);
+            }
+        }
+    }
 }
 
 /// `GET /metrics`: the outbox gauges refreshed from the store, then everything in the text
@@ -78,6 +118,7 @@ pub async fn render(State(exposition): State<Exposition>) -> Response {
     if let Err(e) = exposition.service.outbox_stats().await {
         tracing::warn!(error = %e, "outbox stats unavailable for /metrics");
     }
+    exposition.refresh_conversion().await;
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         exposition.handle.render(),

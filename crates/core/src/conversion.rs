@@ -1,0 +1,299 @@
+//! The conversion signal: codes sent against codes verified, per number range and per region,
+//! over a sliding window, read from the event feed. A range whose conversion collapses (many
+//! codes go out, almost none come back) is the classic SMS-pumping signature: the numbers
+//! belong to the pumper, who collects per-SMS revenue and never verifies.
+//!
+//! [`Conversion`] is a projection: it reads the store's global feed, so every server that runs
+//! one sees the same figures (from the events every server writes), and it keeps only what its
+//! window needs.
+//!
+//! ```no_run
+//! # async fn demo(store: &dyn otp_sms_core::EventStore<otp_sms_core::Event>) {
+//! use std::time::Duration;
+//! use otp_sms_core::conversion::Conversion;
+//! let mut conversion = Conversion::new(Duration::from_secs(3600));
+//! conversion.catch_up(store).await.unwrap();
+//! for (range, rate) in conversion.by_range(chrono::Utc::now()) {
+//!     if rate.sent >= 20 && rate.ratio() < 0.1 {
+//!         println!("{range}: {} of {} codes verified", rate.verified, rate.sent);
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::event::Event;
+use crate::store::{EventStore, RecordedEvent, StoreError};
+
+/// Codes sent and codes verified in the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rate {
+    /// Codes handed to the SMS provider (`code sent`).
+    pub sent: u64,
+    /// Registrations verified with a code that was sent (`verified` after `code sent`).
+    pub verified: u64,
+}
+
+impl Rate {
+    /// Verified per sent, 1 when nothing was sent.
+    pub fn ratio(&self) -> f64 {
+        if self.sent == 0 {
+            1.0
+        } else {
+            self.verified as f64 / self.sent as f64
+        }
+    }
+}
+
+/// Where a registration's number belongs.
+#[derive(Debug, Clone)]
+struct Origin {
+    range: String,
+    region: Option<&'static str>,
+    /// Whether a code of this registration was sent (only those verifications count).
+    sent: bool,
+}
+
+/// The conversion projection (see the module's documentation).
+#[derive(Debug)]
+pub struct Conversion {
+    window: Duration,
+    /// The feed position read up to.
+    position: u64,
+    /// Registrations by `instance/id`, for the events that do not carry the number.
+    origins: HashMap<String, (DateTime<Utc>, Origin)>,
+    /// (when, range, region) of each code sent, oldest first.
+    sent: VecDeque<(DateTime<Utc>, String, Option<&'static str>)>,
+    /// The same for each verification of a sent code.
+    verified: VecDeque<(DateTime<Utc>, String, Option<&'static str>)>,
+}
+
+impl Conversion {
+    /// A projection over a sliding `window`, read from the start of the feed.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            position: 0,
+            origins: HashMap::new(),
+            sent: VecDeque::new(),
+            verified: VecDeque::new(),
+        }
+    }
+
+    /// Reads the feed from where it stopped to its end.
+    pub async fn catch_up(&mut self, store: &dyn EventStore<Event>) -> Result<(), StoreError> {
+        loop {
+            let page = store.read_all(self.position, 1_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            self.position = last.position;
+            for recorded in &page {
+                self.apply(recorded);
+            }
+        }
+    }
+
+    /// Takes one recorded event into account, at the time the store recorded it.
+    pub fn apply(&mut self, recorded: &RecordedEvent<Event>) {
+        let key = format!(
+            "{}/{}",
+            recorded.stream.instance, recorded.stream.aggregate_id
+        );
+        let at = recorded.created_at;
+        match &recorded.event {
+            Event::Added(added) => {
+                let origin = Origin {
+                    range: added.phone.range().to_owned(),
+                    region: added.phone.region(),
+                    sent: false,
+                };
+                self.origins.insert(key, (at, origin));
+            }
+            Event::CodeSent(_) => {
+                if let Some((seen, origin)) = self.origins.get_mut(&key) {
+                    origin.sent = true;
+                    *seen = at;
+                    self.sent
+                        .push_back((at, origin.range.clone(), origin.region));
+                }
+            }
+            Event::Verified(_) => {
+                if let Some((_, origin)) = self.origins.get(&key).filter(|(_, o)| o.sent) {
+                    self.verified
+                        .push_back((at, origin.range.clone(), origin.region));
+                }
+            }
+            Event::Removed(_) => {
+                self.origins.remove(&key);
+            }
+            _ => {}
+        }
+        self.forget_before(at);
+    }
+
+    /// Drops what fell out of the window before `now`.
+    fn forget_before(&mut self, now: DateTime<Utc>) {
+        let Ok(window) = chrono::Duration::from_std(self.window) else {
+            return;
+        };
+        let start = now - window;
+        while self.sent.front().is_some_and(|(t, _, _)| *t <= start) {
+            self.sent.pop_front();
+        }
+        while self.verified.front().is_some_and(|(t, _, _)| *t <= start) {
+            self.verified.pop_front();
+        }
+        // A registration last active before the window can no longer add to it, except by a
+        // late verification, which then does not count: forgetting it bounds the memory.
+        if self.origins.len() > 4 * (self.sent.len() + 1024) {
+            self.origins.retain(|_, (seen, _)| *seen > start);
+        }
+    }
+
+    fn tally<K: Ord>(
+        &self,
+        now: DateTime<Utc>,
+        key: impl Fn(&str, Option<&'static str>) -> Option<K>,
+    ) -> BTreeMap<K, Rate> {
+        let start = chrono::Duration::from_std(self.window)
+            .map(|w| now - w)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut rates: BTreeMap<K, Rate> = BTreeMap::new();
+        for (t, range, region) in &self.sent {
+            if *t > start {
+                if let Some(k) = key(range, *region) {
+                    rates.entry(k).or_default().sent += 1;
+                }
+            }
+        }
+        for (t, range, region) in &self.verified {
+            if *t > start {
+                if let Some(k) = key(range, *region) {
+                    rates.entry(k).or_default().verified += 1;
+                }
+            }
+        }
+        rates
+    }
+
+    /// Codes sent and verified per number range (E.164 without its last three digits) in the
+    /// window before `now`.
+    pub fn by_range(&self, now: DateTime<Utc>) -> BTreeMap<String, Rate> {
+        self.tally(now, |range, _| Some(range.to_owned()))
+    }
+
+    /// The same per region (ISO 3166 country; non-geographic numbers are left out).
+    pub fn by_region(&self, now: DateTime<Utc>) -> BTreeMap<&'static str, Rate> {
+        self.tally(now, |_, region| region)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Added, CodeSent, Verified};
+    use crate::store::StreamId;
+    use crate::{InstanceId, OrganizationId, Phone, PrincipalId, UserId};
+
+    fn recorded(position: u64, id: &str, at: DateTime<Utc>, event: Event) -> RecordedEvent<Event> {
+        RecordedEvent {
+            stream: StreamId::new(
+                "inst".parse::<InstanceId>().unwrap(),
+                crate::AGGREGATE_TYPE,
+                id,
+            ),
+            sequence: 1,
+            position,
+            created_at: at,
+            creator: "p".parse::<PrincipalId>().unwrap(),
+            owner: "o".parse::<OrganizationId>().unwrap(),
+            command: None,
+            event,
+        }
+    }
+
+    /// Given a pumped range (20 codes to sequential numbers, one verified) and an honest one
+    /// (10 codes, 9 verified), the pumped range's conversion collapses; an hour later both have
+    /// left the window.
+    #[test]
+    fn a_pumped_range_shows_a_collapsed_conversion() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut conversion = Conversion::new(Duration::from_secs(3600));
+        let mut position = 0;
+        let mut add = |c: &mut Conversion, id: &str, number: &str, verify: bool, at: i64| {
+            let at = t0 + chrono::Duration::seconds(at);
+            let mut push = |event| {
+                position += 1;
+                c.apply(&recorded(position, id, at, event));
+            };
+            push(Event::Added(Added {
+                user: "u".parse::<UserId>().unwrap(),
+                organization: "o".parse::<OrganizationId>().unwrap(),
+                phone: Phone::parse(number).unwrap(),
+            }));
+            push(Event::CodeSent(CodeSent { number: 1 }));
+            if verify {
+                push(Event::Verified(Verified { code: Some(1) }));
+            }
+        };
+        for i in 0..20 {
+            add(
+                &mut conversion,
+                &format!("p{i}"),
+                &format!("+4179123{:04}", 4000 + i),
+                i == 0,
+                i,
+            );
+        }
+        for i in 0..10 {
+            add(
+                &mut conversion,
+                &format!("h{i}"),
+                &format!("+49151123{:05}", 10_000 + i * 1000),
+                i < 9,
+                30 + i,
+            );
+        }
+        let now = t0 + chrono::Duration::seconds(60);
+        let ranges = conversion.by_range(now);
+        // Twenty sequential numbers of one range, one verification.
+        assert_eq!(
+            ranges["+41791234"],
+            Rate {
+                sent: 20,
+                verified: 1
+            }
+        );
+        assert_eq!(
+            ranges["+4915112310"],
+            Rate {
+                sent: 1,
+                verified: 1
+            }
+        );
+        let regions = conversion.by_region(now);
+        assert_eq!(
+            regions["CH"],
+            Rate {
+                sent: 20,
+                verified: 1
+            }
+        );
+        assert_eq!(
+            regions["DE"],
+            Rate {
+                sent: 10,
+                verified: 9
+            }
+        );
+        assert!(regions["CH"].ratio() < 0.1 && regions["DE"].ratio() > 0.8);
+        // Out of the window an hour later.
+        let later = t0 + chrono::Duration::seconds(3700);
+        assert!(conversion.by_region(later).is_empty());
+    }
+}
