@@ -86,16 +86,29 @@ impl Conversion {
 
     /// Reads the feed from where it stopped to its end.
     pub async fn catch_up(&mut self, store: &dyn EventStore<Event>) -> Result<(), StoreError> {
-        loop {
+        while !self.catch_up_at_most(store, usize::MAX).await? {}
+        Ok(())
+    }
+
+    /// Reads at most `pages` pages of 1,000 events; whether the feed's end was reached. A
+    /// long history is read a bounded step at a time, so a caller holding the projection (a
+    /// metrics scrape) never waits for all of it.
+    pub async fn catch_up_at_most(
+        &mut self,
+        store: &dyn EventStore<Event>,
+        pages: usize,
+    ) -> Result<bool, StoreError> {
+        for _ in 0..pages {
             let page = store.read_all(self.position, 1_000).await?;
             let Some(last) = page.last() else {
-                return Ok(());
+                return Ok(true);
             };
             self.position = last.position;
             for recorded in &page {
                 self.apply(recorded);
             }
         }
+        Ok(false)
     }
 
     /// Takes one recorded event into account, at the time the store recorded it.
@@ -215,6 +228,85 @@ mod tests {
             command: None,
             event,
         }
+    }
+
+    /// A feed of `n` events answering only `read_all`, counting its calls.
+    struct Feed {
+        events: Vec<RecordedEvent<Event>>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl EventStore<Event> for Feed {
+        async fn read_stream(&self, _: &StreamId) -> Result<crate::Recorded<Event>, StoreError> {
+            Err(StoreError::Internal("not in this test".into()))
+        }
+        async fn append(
+            &self,
+            _: crate::Append<Event>,
+        ) -> Result<crate::AppendOutcome, StoreError> {
+            Err(StoreError::Internal("not in this test".into()))
+        }
+        async fn read_all(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> Result<crate::Recorded<Event>, StoreError> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(self
+                .events
+                .iter()
+                .filter(|e| e.position > after)
+                .take(limit)
+                .map(|e| std::sync::Arc::new(e.clone()))
+                .collect())
+        }
+        async fn fetch_outbox(
+            &self,
+            _: usize,
+            _: Duration,
+        ) -> Result<Vec<crate::OutboxMessage>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn delete_outbox(&self, _: uuid::Uuid) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn retry_outbox(&self, _: uuid::Uuid, _: Duration) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn outbox_stats(&self) -> Result<crate::OutboxStats, StoreError> {
+            Ok(Default::default())
+        }
+    }
+
+    /// A long history is read a bounded step at a time: 2,500 events take three pages, and a
+    /// step of one page reads one.
+    #[tokio::test]
+    async fn the_feed_is_read_a_bounded_step_at_a_time() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let events = (1..=2_500)
+            .map(|i| {
+                recorded(
+                    i,
+                    &format!("r{i}"),
+                    t0,
+                    Event::CodeSent(CodeSent { number: 1 }),
+                )
+            })
+            .collect();
+        let feed = Feed {
+            events,
+            reads: Default::default(),
+        };
+        let mut conversion = Conversion::new(Duration::from_secs(3600));
+        assert_eq!(conversion.catch_up_at_most(&feed, 1).await, Ok(false));
+        assert_eq!(conversion.position, 1_000);
+        assert_eq!(conversion.catch_up_at_most(&feed, 5).await, Ok(true));
+        assert_eq!(conversion.position, 2_500);
+        // One page for the first step, three more (the last one empty) for the rest.
+        assert_eq!(feed.reads.load(std::sync::atomic::Ordering::Relaxed), 1 + 3);
+        assert_eq!(conversion.catch_up(&feed).await, Ok(()));
     }
 
     /// Given a pumped range (20 codes to sequential numbers, one verified) and an honest one

@@ -557,13 +557,15 @@ pub async fn run(
 
     let metrics_handle = metrics::install().map_err(StartError::Other)?;
     let upkeep = metrics::spawn_upkeep(metrics_handle.clone());
+    let conversion = Arc::new(tokio::sync::Mutex::new(
+        otp_sms_core::conversion::Conversion::new(metrics::CONVERSION_WINDOW),
+    ));
+    let conversion_task = metrics::spawn_conversion(Arc::clone(&feed), Arc::clone(&conversion));
     let exposition = metrics::Exposition {
         handle: metrics_handle,
         service: service.clone(),
         store: feed,
-        conversion: Arc::new(tokio::sync::Mutex::new(
-            otp_sms_core::conversion::Conversion::new(metrics::CONVERSION_WINDOW),
-        )),
+        conversion,
     };
 
     // Twilio's delivery reports, when it is configured with a status callback.
@@ -686,6 +688,7 @@ pub async fn run(
         watch.abort();
     }
     upkeep.abort();
+    conversion_task.abort();
     if let Some(notifier) = notifier {
         notifier.shutdown().await;
     }

@@ -84,14 +84,41 @@ pub struct Exposition {
     pub conversion: Arc<tokio::sync::Mutex<Conversion>>,
 }
 
+/// Keeps the conversion signal caught up with the event feed, a bounded step at a time (a
+/// long history on a first start is read over several steps, never inside a scrape), until the
+/// process ends.
+pub fn spawn_conversion(
+    store: Arc<dyn EventStore<Event>>,
+    conversion: Arc<tokio::sync::Mutex<Conversion>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let step = conversion
+                .lock()
+                .await
+                .catch_up_at_most(store.as_ref(), 10)
+                .await;
+            match step {
+                // More to read: go on at once, letting scrapes take the lock in between.
+                Ok(false) => tokio::task::yield_now().await,
+                Ok(true) => tokio::time::sleep(Duration::from_secs(5)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "conversion signal: the event feed is unreadable");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    })
+}
+
 impl Exposition {
-    /// Reads the feed's new events and sets the conversion gauges; a region that left the
-    /// window goes to zero.
+    /// Sets the conversion gauges from the signal; a region that left the window goes to
+    /// zero. At most one bounded step of the feed is read here, so the figures are fresh and
+    /// a scrape never waits for a long history.
     async fn refresh_conversion(&self) {
         let mut conversion = self.conversion.lock().await;
-        if let Err(e) = conversion.catch_up(self.store.as_ref()).await {
+        if let Err(e) = conversion.catch_up_at_most(self.store.as_ref(), 1).await {
             tracing::warn!(error = %e, "conversion signal not refreshed for /metrics");
-            return;
         }
         static SHOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
         let rates = conversion.by_region(chrono::Utc::now());
