@@ -46,6 +46,24 @@ impl Caller {
         Self::new(InstanceId::single_tenant(), principal)
     }
 
+    /// The caller an adapter passes on, completed by what the request carried: the address a
+    /// handed-over caller brought wins over the connection's `address` (the host's middleware
+    /// knew better), and the request's idempotency `key` wins over one the caller brought (the
+    /// key belongs to the call).
+    ///
+    /// ```
+    /// use otp_sms_core::{Caller, PrincipalId};
+    /// let host = Caller::single_tenant("alice".parse::<PrincipalId>().unwrap())
+    ///     .with_address("10.0.0.1".parse().ok());
+    /// let passed_on = host.completed_by("192.0.2.1".parse().ok(), None);
+    /// assert_eq!(passed_on.address, "10.0.0.1".parse().ok());
+    /// ```
+    pub fn completed_by(self, address: Option<IpAddr>, key: Option<IdempotencyKey>) -> Self {
+        let address = self.address.or(address);
+        let key = key.or_else(|| self.idempotency_key.clone());
+        self.with_address(address).with_idempotency_key(key)
+    }
+
     /// The same caller, calling from `address`.
     pub fn with_address(mut self, address: Option<IpAddr>) -> Self {
         self.address = address;

@@ -302,9 +302,7 @@ impl UsersService {
             .await
             .map_err(|e| status(&e))?;
         let key = idempotency_key(request.metadata()).map_err(|e| status(&e))?;
-        let address = caller.address.or(address);
-        let key = key.or_else(|| caller.idempotency_key.clone());
-        Ok(caller.with_address(address).with_idempotency_key(key))
+        Ok(caller.completed_by(address, key))
     }
 }
 

@@ -333,13 +333,10 @@ async fn context(
     let query = parse_query(raw_query)?;
     let caller = caller(api, headers, &query, handed_over.caller).await?;
     // The client address, when the server or the host's middleware resolved one, counts in
-    // the per-address send budget; a caller handed over with an address keeps its own.
-    let address = caller
-        .address
-        .or(handed_over.client.map(|ClientAddress(a)| a));
-    let key = idempotency_key(headers)?.or_else(|| caller.idempotency_key.clone());
+    // the per-address send budget.
+    let address = handed_over.client.map(|ClientAddress(a)| a);
     Ok((
-        caller.with_address(address).with_idempotency_key(key),
+        caller.completed_by(address, idempotency_key(headers)?),
         query,
     ))
 }

@@ -702,9 +702,7 @@ fn provider(
     kind: SenderKind,
     templates: &Arc<otp_sms_core::message::MessageTemplates>,
 ) -> Result<Arc<dyn SmsSender>, StartError> {
-    let needs = |table: &str| {
-        StartError::Other(format!("[sms] the {kind:?} sender needs [{table}]").to_lowercase())
-    };
+    let needs = |table: &str| StartError::Other(format!("[sms] this sender needs [{table}]"));
     Ok(match kind {
         SenderKind::Twilio => {
             let options = sms_config
