@@ -28,8 +28,20 @@ fn server_on(
     secret: &str,
     schema: Option<&str>,
 ) -> (Server, std::path::PathBuf) {
-    let token_file = std::env::temp_dir().join(format!("otp-sms-twilio-{}", uuid::Uuid::now_v7()));
-    std::fs::write(&token_file, format!("{secret}\n")).unwrap();
+    let token_file = secret_file(secret);
+    let auth = format!("auth_token_file = \"{}\"", token_file.display());
+    (server_with(twilio, &auth, schema), token_file)
+}
+
+/// A file holding `secret`, as an operator's secret store would place it.
+fn secret_file(secret: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("otp-sms-twilio-{}", uuid::Uuid::now_v7()));
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    path
+}
+
+/// A server sending through `twilio` with these authentication lines in `[sms.twilio]`.
+fn server_with(twilio: &TwilioStandIn, auth: &str, schema: Option<&str>) -> Server {
     let extra = format!(
         r#"
 [sms]
@@ -37,7 +49,7 @@ sender = "twilio"
 
 [sms.twilio]
 account_sid = "{ACCOUNT}"
-auth_token_file = "{}"
+{auth}
 from = "+15005550006"
 status_callback = "{PUBLIC_CALLBACK}"
 base_url = "{}"
@@ -52,10 +64,9 @@ backoff_ms = 300
 max_backoff_ms = 300
 max_attempts = 4
 "#,
-        token_file.display(),
         twilio.base_url
     );
-    let server = Server::start(
+    Server::start(
         BIN,
         &Options {
             config: config(&extra),
@@ -63,8 +74,7 @@ max_attempts = 4
             database: schema.map(|schema| (pg::database_url().to_owned(), schema.to_owned())),
             ..Options::default()
         },
-    );
-    (server, token_file)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,5 +302,48 @@ async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() 
     );
     drop(s);
     pg::drop_schema(&schema).await;
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_api_key_the_status_callbacks_are_checked_with_the_accounts_auth_token() {
+    const KEY: &str = "SK0123456789abcdef0123456789abcdef";
+    const KEY_SECRET: &str = "an-api-key-secret";
+    let twilio = TwilioStandIn::start(KEY, KEY_SECRET).await;
+    let (key_file, token_file) = (secret_file(KEY_SECRET), secret_file(TOKEN));
+    let auth = format!(
+        "api_key_sid = \"{KEY}\"\nauth_token_file = \"{}\"\nstatus_auth_token_file = \"{}\"",
+        key_file.display(),
+        token_file.display()
+    );
+    let s = server_with(&twilio, &auth, None);
+    add_sending(&s, "alice", "+41791234567").await;
+    assert_eq!(settle(|| twilio.requests().len(), 1).await, 1);
+    let request = &twilio.requests()[0];
+    assert_eq!(
+        request.account, ACCOUNT,
+        "the key authenticates for the account"
+    );
+    let callback = request.form["StatusCallback"].clone();
+    // The key's secret does not sign callbacks; the account's auth token does.
+    assert_eq!(
+        report(&s, &callback, "delivered", None, Some(KEY_SECRET)).await,
+        403
+    );
+    assert_eq!(
+        report(&s, &callback, "delivered", None, Some(TOKEN)).await,
+        204
+    );
+
+    // An API key and a status callback without the account's token: no start.
+    let output = refused_at_start(
+        BIN,
+        &format!(
+            "[sms]\nsender = \"twilio\"\n[sms.twilio]\naccount_sid = \"{ACCOUNT}\"\napi_key_sid = \"{KEY}\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\nstatus_callback = \"{PUBLIC_CALLBACK}\"\n",
+            key_file.display()
+        ),
+    );
+    assert!(output.contains("status_auth_token_file"), "{output}");
+    let _ = std::fs::remove_file(key_file);
     let _ = std::fs::remove_file(token_file);
 }

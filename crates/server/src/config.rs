@@ -641,8 +641,17 @@ pub struct VonageConfig {
     pub api_secret_env: Option<String>,
     /// The sender: a number or an alphanumeric id.
     pub from: String,
-    /// Where Vonage posts delivery receipts.
+    /// Where Vonage sends delivery receipts: the public address of `/sms/status/vonage`.
+    /// Receipts must be signed: set the signature secret too.
     pub callback: Option<String>,
+    /// A file holding the account's signature secret (for signed delivery receipts).
+    pub signature_secret_file: Option<std::path::PathBuf>,
+    /// An environment variable holding it.
+    pub signature_secret_env: Option<String>,
+    /// How the account signs webhooks, as set in Vonage's dashboard (`md5hash`, Vonage's
+    /// default, or `md5`, `sha1`, `sha256`, `sha512` for an HMAC).
+    #[serde(default = "default_vonage_signature_method")]
+    pub signature_method: crate::vonage::SignatureMethod,
     /// The API's address (a stand-in on a loopback or private address in tests).
     #[serde(default = "default_vonage_api")]
     pub base_url: String,
@@ -655,7 +664,45 @@ fn default_vonage_api() -> String {
     crate::vonage::VONAGE_API.to_owned()
 }
 
+fn default_vonage_signature_method() -> crate::vonage::SignatureMethod {
+    crate::vonage::SignatureMethod::Md5hash
+}
+
 impl VonageConfig {
+    /// The delivery receipt endpoint, when `callback` is set. Unsigned receipts are never
+    /// taken, so a callback without a signature secret stops the start.
+    pub fn receipt_endpoint(
+        &self,
+        service: otp_sms_core::CommandService,
+    ) -> Result<Option<crate::vonage::ReceiptEndpoint>, String> {
+        let Some(callback) = &self.callback else {
+            return Ok(None);
+        };
+        crate::vonage::receipt_base(callback)?;
+        if self.signature_secret_file.is_none() && self.signature_secret_env.is_none() {
+            return Err("[sms.vonage] callback needs signed delivery receipts: set signature_secret_file or signature_secret_env (and signature_method) as in the account's settings".into());
+        }
+        let secret = read_secret(
+            "sms.vonage",
+            "signature_secret",
+            self.signature_secret_file.as_deref(),
+            self.signature_secret_env.as_deref(),
+        )?;
+        if secret.is_empty() {
+            return Err("[sms.vonage] the signature secret is empty".into());
+        }
+        if self.signature_method == crate::vonage::SignatureMethod::Md5hash {
+            tracing::warn!("[sms.vonage] receipts are checked with md5hash, Vonage's default; an HMAC (signature_method = \"sha256\" or \"sha512\", set in Vonage's dashboard too) is stronger");
+        }
+        Ok(Some(crate::vonage::ReceiptEndpoint {
+            api_key: self.api_key.clone(),
+            secret: std::sync::Arc::new(secret),
+            method: self.signature_method,
+            max_age: crate::vonage::RECEIPT_MAX_AGE,
+            service,
+        }))
+    }
+
     /// The sender's options, with the secret read from its file or variable.
     pub fn options(
         &self,
@@ -698,6 +745,12 @@ pub struct TwilioConfig {
     pub messaging_service_sid: Option<String>,
     /// Where Twilio reports each message's status.
     pub status_callback: Option<String>,
+    /// A file holding the account's auth token, to check the status callbacks' signatures
+    /// when the sender authenticates with an API key (Twilio signs callbacks with the auth
+    /// token, never with an API key's secret). Without an API key, the auth token above.
+    pub status_auth_token_file: Option<std::path::PathBuf>,
+    /// An environment variable holding it.
+    pub status_auth_token_env: Option<String>,
     /// The API's address (a stand-in on a loopback or private address in tests).
     #[serde(default = "default_twilio_api")]
     pub base_url: String,
@@ -715,8 +768,9 @@ fn default_twilio_timeout_ms() -> u64 {
 }
 
 impl TwilioConfig {
-    /// The status callback endpoint, when `status_callback` is set: reports are signed with
-    /// the account's auth token, so an API key cannot check them.
+    /// The status callback endpoint, when `status_callback` is set. Twilio signs reports with
+    /// the account's auth token: `status_auth_token_*` when the sender uses an API key, else
+    /// the auth token the sender uses.
     pub fn status_endpoint(
         &self,
         service: otp_sms_core::CommandService,
@@ -724,15 +778,28 @@ impl TwilioConfig {
         let Some(public_url) = &self.status_callback else {
             return Ok(None);
         };
-        if self.api_key_sid.is_some() {
-            return Err("[sms.twilio] status_callback needs the account's auth token to check Twilio's signatures, not an API key".into());
+        let own_source =
+            self.status_auth_token_file.is_some() || self.status_auth_token_env.is_some();
+        let auth_token = if own_source {
+            read_secret(
+                "sms.twilio",
+                "status_auth_token",
+                self.status_auth_token_file.as_deref(),
+                self.status_auth_token_env.as_deref(),
+            )?
+        } else if self.api_key_sid.is_some() {
+            return Err("[sms.twilio] status_callback with an API key: Twilio signs status callbacks with the account's auth token; set status_auth_token_file or status_auth_token_env".into());
+        } else {
+            read_secret(
+                "sms.twilio",
+                "auth_token",
+                self.auth_token_file.as_deref(),
+                self.auth_token_env.as_deref(),
+            )?
+        };
+        if auth_token.is_empty() {
+            return Err("[sms.twilio] the auth token that checks status callbacks is empty".into());
         }
-        let auth_token = read_secret(
-            "sms.twilio",
-            "auth_token",
-            self.auth_token_file.as_deref(),
-            self.auth_token_env.as_deref(),
-        )?;
         Ok(Some(crate::twilio::StatusEndpoint {
             auth_token: std::sync::Arc::new(auth_token),
             public_url: public_url.clone(),

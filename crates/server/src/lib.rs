@@ -584,6 +584,22 @@ pub async fn run(
         },
         None => Router::new(),
     };
+    // Vonage's signed delivery receipts, when it is configured with a callback.
+    let vonage_receipts = match &config.sms.vonage {
+        Some(v) => match v
+            .receipt_endpoint(service.clone())
+            .map_err(StartError::Other)?
+        {
+            Some(endpoint) => Router::new()
+                .route(
+                    "/sms/status/vonage/{instance}/{otp_sms_id}/{n}",
+                    get(vonage::receipt).post(vonage::receipt),
+                )
+                .with_state(endpoint),
+            None => Router::new(),
+        },
+        None => Router::new(),
+    };
     let request_id = HeaderName::from_static("x-request-id");
     // One port: gRPC and gRPC-web routes, health, and everything else to the JSON router,
     // except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
@@ -599,6 +615,7 @@ pub async fn run(
                 .with_state(exposition),
         )
         .merge(twilio_status)
+        .merge(vonage_receipts)
         .merge(otp_sms_grpc::router(service, directory))
         .fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
             let json = json.clone();

@@ -207,19 +207,7 @@ pub async fn status_callback(
         )),
         _ => return StatusCode::NO_CONTENT,
     };
-    match endpoint
-        .service
-        .record_delivery_report(&instance, &registration, number, failure)
-        .await
-    {
-        Ok(_) => StatusCode::NO_CONTENT,
-        Err(otp_sms_core::Error::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        // Superseded, verified meanwhile, or removed: nothing to record.
-        Err(e) => {
-            tracing::info!(error = %e, "a Twilio status report changed nothing");
-            StatusCode::NO_CONTENT
-        }
-    }
+    crate::sms::record_report(&endpoint.service, &instance, &registration, number, failure).await
 }
 
 /// Twilio's error body (its `message` is not read: it may quote the number).
