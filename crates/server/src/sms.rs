@@ -345,6 +345,31 @@ impl SmsSender for WebhookSender {
     }
 }
 
+/// Records a provider's delivery report (`failure` is `None` for delivered) and answers the
+/// provider: 204 when recorded or when there is nothing to record (the code was superseded,
+/// verified meanwhile, or the registration removed: a provider must not retry those), 503 when
+/// the store is unavailable, so that the provider retries.
+pub(crate) async fn record_report(
+    service: &otp_sms_core::CommandService,
+    instance: &otp_sms_core::InstanceId,
+    registration: &otp_sms_core::RegistrationId,
+    number: u32,
+    failure: Option<String>,
+) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    match service
+        .record_delivery_report(instance, registration, number, failure)
+        .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(otp_sms_core::Error::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        Err(e) => {
+            tracing::info!(error = %e, "a delivery report changed nothing");
+            StatusCode::NO_CONTENT
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,30 +495,5 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("sms.example.com"), "{shown}");
-    }
-}
-
-/// Records a provider's delivery report (`failure` is `None` for delivered) and answers the
-/// provider: 204 when recorded or when there is nothing to record (the code was superseded,
-/// verified meanwhile, or the registration removed: a provider must not retry those), 503 when
-/// the store is unavailable, so that the provider retries.
-pub(crate) async fn record_report(
-    service: &otp_sms_core::CommandService,
-    instance: &otp_sms_core::InstanceId,
-    registration: &otp_sms_core::RegistrationId,
-    number: u32,
-    failure: Option<String>,
-) -> axum::http::StatusCode {
-    use axum::http::StatusCode;
-    match service
-        .record_delivery_report(instance, registration, number, failure)
-        .await
-    {
-        Ok(_) => StatusCode::NO_CONTENT,
-        Err(otp_sms_core::Error::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        Err(e) => {
-            tracing::info!(error = %e, "a delivery report changed nothing");
-            StatusCode::NO_CONTENT
-        }
     }
 }
