@@ -46,6 +46,7 @@ on_both_stores!(
     test_numbers_send_nothing_take_no_budget_and_verify_with_their_fixed_code,
     a_silent_scope_answers_as_if_sent_and_sends_nothing,
     every_window_scope_binds_at_its_boundary_across_two_services_and_slides,
+    a_range_whose_conversion_collapsed_takes_the_tighter_limits,
 );
 
 const NUMBER: &str = "+41791234567";
@@ -420,6 +421,46 @@ async fn the_range_budget_binds_sequential_numbers(backend: Backend) {
             .await
             .expect("the window slid");
     }
+    f.finish().await;
+}
+
+async fn a_range_whose_conversion_collapsed_takes_the_tighter_limits(backend: Backend) {
+    use otp_sms_core::conversion::{Conversion, RangeSignal};
+    let policy = AbusePolicy {
+        range_collapse: Some(otp_sms_core::RangeCollapse {
+            min_sent: 10,
+            below_percent: 20,
+            limits: vec![Limit::new(3, Duration::from_secs(3600))],
+        }),
+        ..AbusePolicy::default()
+    };
+    let mut f = Fixture::with_abuse_policy(backend, policy).await;
+    let signal = RangeSignal::new();
+    f.service = f.service.clone().with_range_signal(signal.clone());
+    // Given ten codes sent to one range and none verified (the pumping signature) ...
+    for i in 0..10 {
+        send(&f, i, &mobile(34, i as u32))
+            .await
+            .expect("within 20 per hour");
+    }
+    let report = f
+        .service
+        .deliver_pending(f.sender.as_ref(), 100, Duration::from_secs(30))
+        .await
+        .expect("deliver");
+    assert_eq!(report.sent, 10);
+    // ... the range's own budget still has room while nothing is published ...
+    send(&f, 10, &mobile(34, 10)).await.expect("11 of 20");
+    // ... and once the conversion signal is published, the range takes 3 per hour: refused.
+    let mut conversion = Conversion::new(Duration::from_secs(3600));
+    conversion.catch_up(f.store.as_ref()).await.expect("feed");
+    let feed = f.store.read_all(0, 10_000).await.expect("feed");
+    let now = feed.iter().map(|e| e.created_at).max().expect("events");
+    signal.publish(&conversion, now);
+    assert_eq!(signal.rate(&mobile(34, 0)[..9]).sent, 10);
+    refused_by(send(&f, 11, &mobile(34, 11)).await, Scope::Range);
+    // Another range, without figures, keeps its own budget.
+    send(&f, 12, &mobile(35, 1)).await.expect("another range");
     f.finish().await;
 }
 

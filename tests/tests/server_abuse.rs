@@ -565,3 +565,73 @@ async fn the_unlock_extension_over_grpc() {
         .expect("verified once unlocked");
     s.finish().await;
 }
+
+/// With `[abuse.range_collapse]`, a range that received codes nobody verified takes the tighter
+/// limits once the server's conversion signal has caught up (a few seconds), well before its
+/// own budget of 20 per hour runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_whose_conversion_collapsed_is_held_to_the_tighter_limits() {
+    let s = Arc::new(
+        start_with(30, |config| {
+            format!(
+                "{config}\n[abuse.range_collapse]\nmin_sent = 10\nbelow_percent = 20\nlimits = [{{ max = 3, window_secs = 3600 }}]\n"
+            )
+        })
+        .await,
+    );
+    // Ten codes to one range, none verified: the pumping signature.
+    let accepted = s
+        .pump(10, |i| {
+            (
+                format!("u{i}"),
+                format!("+41791234{i:03}"),
+                format!("203.0.0.{i}"),
+            )
+        })
+        .await;
+    assert_eq!(accepted, 10, "within the range's own 20 per hour");
+    assert_eq!(s.sms_settle(10).await, 10);
+    // The signal catches up every few seconds; until then the range's own budget applies.
+    let client = reqwest::Client::new();
+    let mut more = 0;
+    loop {
+        let user = format!("u{}", 10 + more);
+        let (status, body) = s
+            .add(
+                &client,
+                &user,
+                &format!("token-{user}"),
+                &format!("+41791234{:03}", 100 + more),
+                r#""sendCode": {}"#,
+                Some(&format!("203.0.1.{more}")),
+            )
+            .await;
+        if status == 429 {
+            assert!(
+                body["message"].as_str().unwrap().contains("number range"),
+                "{body}"
+            );
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        more += 1;
+        assert!(
+            10 + more < 20,
+            "the range's own budget would refuse next; the collapse never bound"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // Another range keeps its own budget.
+    let (status, body) = s
+        .add(
+            &client,
+            "u29",
+            "token-u29",
+            "+41791235000",
+            r#""sendCode": {}"#,
+            Some("203.0.2.1"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    Arc::into_inner(s).expect("done").finish().await;
+}

@@ -22,6 +22,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -203,6 +204,49 @@ impl Conversion {
     /// The same per region (ISO 3166 country; non-geographic numbers are left out).
     pub fn by_region(&self, now: DateTime<Utc>) -> BTreeMap<&'static str, Rate> {
         self.tally(now, |_, region| region)
+    }
+}
+
+/// The figures per number range that the command service's send budgets read
+/// ([`crate::AbusePolicy::range_collapse`]): a snapshot a host publishes from its
+/// [`Conversion`] (the server does so each time its projection catches up), cheap to clone and
+/// to read from every command. Empty until the first publication: no range has collapsed.
+///
+/// ```
+/// use std::time::Duration;
+/// use otp_sms_core::conversion::{Conversion, RangeSignal};
+/// let signal = RangeSignal::new();
+/// let conversion = Conversion::new(Duration::from_secs(3600));
+/// signal.publish(&conversion, chrono::Utc::now());
+/// assert_eq!(signal.rate("+41791234").sent, 0);
+/// // CommandService::new(..).with_range_signal(signal.clone())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RangeSignal {
+    rates: Arc<RwLock<Arc<HashMap<String, Rate>>>>,
+}
+
+impl RangeSignal {
+    /// A signal with no figures yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the figures with `conversion`'s per range in the window before `now`.
+    pub fn publish(&self, conversion: &Conversion, now: DateTime<Utc>) {
+        let rates: HashMap<String, Rate> = conversion.by_range(now).into_iter().collect();
+        *self.rates.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rates);
+    }
+
+    /// The figures of `range` (E.164 without its last three digits): zero when none were
+    /// published.
+    pub fn rate(&self, range: &str) -> Rate {
+        self.rates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(range)
+            .copied()
+            .unwrap_or_default()
     }
 }
 

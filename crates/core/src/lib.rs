@@ -72,7 +72,8 @@ mod stream_cache;
 
 pub use abuse::{
     redact_phone, AbusePolicy, AbusePolicyError, BudgetStore, BudgetTake, Limit, Member,
-    MemoryBudgets, NumberCheck, Rule, Scope, SendPlan, TakeOutcome, TakeRequest, TestNumber,
+    MemoryBudgets, NumberCheck, RangeCollapse, Rule, Scope, SendPlan, TakeOutcome, TakeRequest,
+    TestNumber,
 };
 pub use aggregate::{
     AddVerification, Command, Context, Decision, PendingCode, Registration, Status,

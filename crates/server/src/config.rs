@@ -170,6 +170,19 @@ pub struct LimitConfig {
     pub window_secs: u64,
 }
 
+/// `[abuse.range_collapse]`: once `min_sent` codes went to a range in the conversion signal's
+/// hour and fewer than `below_percent` in a hundred were verified, the range takes `limits`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeCollapseConfig {
+    /// Codes sent to the range in the hour before its conversion is judged.
+    pub min_sent: u64,
+    /// Verified per hundred sent below which the range has collapsed.
+    pub below_percent: u8,
+    /// The range's limits meanwhile.
+    pub limits: Vec<LimitConfig>,
+}
+
 /// `[abuse]`, and `abuse` of `[[instances]]`: each key set here replaces the library's
 /// default (`otp_sms_core::AbusePolicy::default`, see docs/security.md); an instance's table
 /// is laid over `[abuse]`.
@@ -188,6 +201,8 @@ pub struct AbuseConfig {
     pub destination_number: Option<Vec<LimitConfig>>,
     /// Codes sent to one number range (E.164 without its last 3 digits).
     pub number_range: Option<Vec<LimitConfig>>,
+    /// Tighter range limits while a range's conversion has collapsed (off when unset).
+    pub range_collapse: Option<RangeCollapseConfig>,
     /// Regions (ISO 3166-1 alpha-2) whose numbers may receive codes; unset: all.
     pub region_allow: Option<Vec<String>>,
     /// Regions whose numbers may not receive codes.
@@ -259,6 +274,15 @@ impl AbuseConfig {
         limits(&self.user, &mut p.user);
         limits(&self.destination_number, &mut p.number);
         limits(&self.number_range, &mut p.range);
+        if let Some(c) = &self.range_collapse {
+            let mut collapsed = Vec::new();
+            limits(&Some(c.limits.clone()), &mut collapsed);
+            p.range_collapse = Some(otp_sms_core::RangeCollapse {
+                min_sent: c.min_sent,
+                below_percent: c.below_percent,
+                limits: collapsed,
+            });
+        }
         limits(&self.region, &mut p.region);
         limits(&self.client_address, &mut p.address);
         limits(&self.instance, &mut p.instance);
@@ -1289,12 +1313,30 @@ mod tests {
             "[abuse]\nsilent = [\"everything\"]\n",
             "[abuse]\nsilent = [\"user_registrations\"]\n",
             "[abuse]\ntest_numbers = [{ number = \"+41 79 123 45 67\", code = \"123456\" }]\n",
+            "[abuse.range_collapse]\nmin_sent = 20\nbelow_percent = 101\nlimits = [{ max = 3, window_secs = 3600 }]\n",
+            "[abuse.range_collapse]\nmin_sent = 0\nbelow_percent = 10\nlimits = [{ max = 3, window_secs = 3600 }]\n",
+            "[abuse.range_collapse]\nmin_sent = 20\nbelow_percent = 10\nlimits = []\n",
         ] {
             assert!(
                 Config::from_toml(bad).unwrap().abuse_policies().is_err(),
                 "{bad}"
             );
         }
+        let (collapsing, _) = Config::from_toml(
+            "[abuse.range_collapse]\nmin_sent = 20\nbelow_percent = 10\nlimits = [{ max = 3, window_secs = 3600 }]\n",
+        )
+        .unwrap()
+        .abuse_policies()
+        .unwrap();
+        assert_eq!(
+            collapsing.range_collapse,
+            Some(otp_sms_core::RangeCollapse {
+                min_sent: 20,
+                below_percent: 10,
+                limits: vec![otp_sms_core::Limit::new(3, Duration::from_secs(3600))],
+            })
+        );
+        assert_eq!(default.range_collapse, None, "off unless configured");
         let listed = Config::from_toml(
             "[abuse]\nsilent = [\"destination_number\"]\ntest_numbers = [{ number = \"+41791234567\", code = \"24682468\" }]\n",
         )

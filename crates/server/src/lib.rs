@@ -521,7 +521,10 @@ pub async fn run(
 
     let (abuse, instance_abuse) = config.abuse_policies()?;
     let feed = Arc::clone(&store);
+    // The conversion signal's figures per range, for `[abuse.range_collapse]`.
+    let range_signal = otp_sms_core::conversion::RangeSignal::new();
     let mut service = CommandService::new(store, directory.clone(), directory.clone(), keys)
+        .with_range_signal(range_signal.clone())
         .with_policy(policy)
         .with_max_attempts(config.service.max_attempts)
         .with_delivery_policy(config.notifier.delivery_policy())
@@ -560,7 +563,8 @@ pub async fn run(
     let conversion = Arc::new(tokio::sync::Mutex::new(
         otp_sms_core::conversion::Conversion::new(metrics::CONVERSION_WINDOW),
     ));
-    let conversion_task = metrics::spawn_conversion(Arc::clone(&feed), Arc::clone(&conversion));
+    let conversion_task =
+        metrics::spawn_conversion(Arc::clone(&feed), Arc::clone(&conversion), range_signal);
     let exposition = metrics::Exposition {
         handle: metrics_handle,
         service: service.clone(),

@@ -85,19 +85,22 @@ pub struct Exposition {
 }
 
 /// Keeps the conversion signal caught up with the event feed, a bounded step at a time (a
-/// long history on a first start is read over several steps, never inside a scrape), until the
-/// process ends.
+/// long history on a first start is read over several steps, never inside a scrape), and
+/// publishes its figures per range to `signal` (the send budgets' `range_collapse`) after each
+/// step, until the process ends.
 pub fn spawn_conversion(
     store: Arc<dyn EventStore<Event>>,
     conversion: Arc<tokio::sync::Mutex<Conversion>>,
+    signal: otp_sms_core::conversion::RangeSignal,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let step = conversion
-                .lock()
-                .await
-                .catch_up_at_most(store.as_ref(), 10)
-                .await;
+            let step = {
+                let mut conversion = conversion.lock().await;
+                let step = conversion.catch_up_at_most(store.as_ref(), 10).await;
+                signal.publish(&conversion, chrono::Utc::now());
+                step
+            };
             match step {
                 // More to read: go on at once, letting scrapes take the lock in between.
                 Ok(false) => tokio::task::yield_now().await,

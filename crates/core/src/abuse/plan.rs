@@ -266,12 +266,16 @@ impl AbusePolicy {
 
     /// The budgets one code sent by SMS takes: user, destination number, range, region,
     /// client address (when known) and instance. `member` names the code (unique per code).
+    /// `range` is the conversion signal's figure for the number's range: when
+    /// [`AbusePolicy::range_collapse`] says it has collapsed, the range takes the collapse's
+    /// tighter limits.
     pub fn send_budgets(
         &self,
         instance: &InstanceId,
         user: &UserId,
         phone: &Phone,
         address: Option<IpAddr>,
+        range: crate::conversion::Rate,
         member: &str,
     ) -> SendPlan {
         let mut plan = SendPlan::default();
@@ -287,11 +291,15 @@ impl AbusePolicy {
             member,
             windows(&self.number),
         );
+        let range_limits = match &self.range_collapse {
+            Some(collapse) if collapse.collapsed(range) => &collapse.limits,
+            _ => &self.range,
+        };
         plan.push(
             Scope::Range,
             key(instance, Scope::Range, phone.range()),
             member,
-            windows(&self.range),
+            windows(range_limits),
         );
         if !self.region.is_empty() {
             plan.push(
@@ -326,6 +334,7 @@ impl AbusePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conversion::Rate;
 
     fn phone(n: &str) -> Phone {
         Phone::parse(n).unwrap()
@@ -379,6 +388,7 @@ mod tests {
             &user,
             &phone("+41791234567"),
             Some("2001:db8::1".parse().unwrap()),
+            Rate::default(),
             "r#1",
         );
         let scopes = plan.scopes.clone();
@@ -401,7 +411,14 @@ mod tests {
         assert_eq!(shown(Scope::Instance), "a|b");
         assert!(plan.request.takes[3].key.ends_with("|2001:db8::/64"));
         let i2 = InstanceId::parse("i", "a").unwrap();
-        let other = p.send_budgets(&i2, &user, &phone("+41791234567"), None, "r#1");
+        let other = p.send_budgets(
+            &i2,
+            &user,
+            &phone("+41791234567"),
+            None,
+            Rate::default(),
+            "r#1",
+        );
         assert!(plan.request.takes.iter().all(|t| other
             .request
             .takes
@@ -419,5 +436,72 @@ mod tests {
             address_subject("::ffff:192.0.2.7".parse().unwrap(), 64),
             "192.0.2.7"
         );
+    }
+
+    #[test]
+    fn a_collapsed_range_takes_the_tighter_limits_and_a_healthy_one_its_own() {
+        let hour = std::time::Duration::from_secs(3600);
+        let p = AbusePolicy {
+            range_collapse: Some(crate::abuse::RangeCollapse {
+                min_sent: 20,
+                below_percent: 10,
+                limits: vec![Limit::new(2, hour)],
+            }),
+            ..AbusePolicy::default()
+        };
+        let i = InstanceId::parse("i", "a").unwrap();
+        let user = UserId::parse("u", "u1").unwrap();
+        let number = phone("+41791234567");
+        let range_rules = |rate: Rate| {
+            let plan = p.send_budgets(&i, &user, &number, None, rate, "r#1");
+            let at = plan.scopes.iter().position(|s| *s == Scope::Range).unwrap();
+            plan.request.takes[at].rules.clone()
+        };
+        let own = vec![Rule::Window {
+            max: 20,
+            window: hour,
+        }];
+        let tight = vec![Rule::Window {
+            max: 2,
+            window: hour,
+        }];
+        assert_eq!(range_rules(Rate::default()), own, "no figures: its own");
+        assert_eq!(
+            range_rules(Rate {
+                sent: 19,
+                verified: 0
+            }),
+            own,
+            "too few sent"
+        );
+        assert_eq!(
+            range_rules(Rate {
+                sent: 50,
+                verified: 5
+            }),
+            own,
+            "10 %: healthy"
+        );
+        assert_eq!(
+            range_rules(Rate {
+                sent: 50,
+                verified: 4
+            }),
+            tight,
+            "8 %: collapsed"
+        );
+        // Off by default: a collapsed figure changes nothing.
+        let plain = AbusePolicy::default().send_budgets(
+            &i,
+            &user,
+            &number,
+            None,
+            Rate {
+                sent: 50,
+                verified: 0,
+            },
+            "r#1",
+        );
+        assert_eq!(plain.request.takes[2].rules, own);
     }
 }

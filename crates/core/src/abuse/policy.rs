@@ -121,6 +121,54 @@ impl Limit {
     }
 }
 
+/// The option that tightens a number range's budget while its conversion has collapsed: once
+/// at least `min_sent` codes went to the range in the conversion signal's window and fewer
+/// than `below_percent` of every hundred were verified, the range's codes take
+/// [`RangeCollapse::limits`] instead of [`AbusePolicy::range`] (see
+/// [`crate::conversion::RangeSignal`] for where the figures come from).
+///
+/// ```
+/// use std::time::Duration;
+/// use otp_sms_core::{AbusePolicy, Limit, RangeCollapse};
+/// let policy = AbusePolicy {
+///     range_collapse: Some(RangeCollapse {
+///         min_sent: 20,
+///         below_percent: 10,
+///         limits: vec![Limit::new(3, Duration::from_secs(3600))],
+///     }),
+///     ..AbusePolicy::default()
+/// };
+/// policy.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeCollapse {
+    /// Codes sent to the range in the window before its conversion is judged (at least 1):
+    /// a few unanswered codes are ordinary.
+    pub min_sent: u64,
+    /// Verified per hundred sent below which the range has collapsed (1..=100).
+    pub below_percent: u8,
+    /// The range's limits while it has collapsed; they count the same codes as
+    /// [`AbusePolicy::range`], so a range past them is refused at once.
+    pub limits: Vec<Limit>,
+}
+
+impl RangeCollapse {
+    /// Whether a range with these figures has collapsed.
+    ///
+    /// ```
+    /// use otp_sms_core::conversion::Rate;
+    /// let rule = otp_sms_core::RangeCollapse { min_sent: 20, below_percent: 10, limits: vec![] };
+    /// assert!(rule.collapsed(Rate { sent: 40, verified: 3 }));
+    /// assert!(!rule.collapsed(Rate { sent: 40, verified: 4 }));
+    /// assert!(!rule.collapsed(Rate { sent: 19, verified: 0 }));
+    /// ```
+    pub fn collapsed(&self, rate: crate::conversion::Rate) -> bool {
+        rate.sent >= self.min_sent.max(1)
+            && u128::from(rate.verified) * 100
+                < u128::from(rate.sent) * u128::from(self.below_percent)
+    }
+}
+
 /// A number that receives no SMS and whose code is fixed: for app-store review and hosts'
 /// end-to-end tests. Its codes take no send budget and are recorded with the delivery
 /// `test`; the fixed code is stored, like every code, only as a keyed hash.
@@ -168,6 +216,9 @@ pub struct AbusePolicy {
     pub number: Vec<Limit>,
     /// Codes sent to one number range.
     pub range: Vec<Limit>,
+    /// Tighter range limits while the range's conversion has collapsed; `None` (the default):
+    /// off.
+    pub range_collapse: Option<RangeCollapse>,
     /// Regions whose numbers may receive codes (ISO 3166-1 alpha-2); `None`: every region.
     pub region_allow: Option<BTreeSet<String>>,
     /// Regions whose numbers may not receive codes; wins over the allow list.
@@ -209,6 +260,7 @@ impl Default for AbusePolicy {
                 Limit::per_hours(10, 24),
             ],
             range: vec![Limit::per_hours(20, 1)],
+            range_collapse: None,
             region_allow: None,
             region_deny: BTreeSet::new(),
             region: Vec::new(),
@@ -254,6 +306,7 @@ impl AbusePolicy {
             user: Vec::new(),
             number: Vec::new(),
             range: Vec::new(),
+            range_collapse: None,
             address: Vec::new(),
             instance: Vec::new(),
             ..Self::default()
@@ -265,10 +318,16 @@ impl AbusePolicy {
     /// at most 20 test numbers written in E.164 with codes of 6 to 12 digits, and silent
     /// scopes among those that refuse a code to send.
     pub fn validate(&self) -> Result<(), AbusePolicyError> {
+        let no_limits = Vec::new();
+        let collapsed = self
+            .range_collapse
+            .as_ref()
+            .map_or(&no_limits, |c| &c.limits);
         let limits = [
             ("user", &self.user),
             ("destination_number", &self.number),
             ("number_range", &self.range),
+            ("range_collapse.limits", collapsed),
             ("region", &self.region),
             ("client_address", &self.address),
             ("instance", &self.instance),
@@ -286,6 +345,19 @@ impl AbusePolicy {
                         limit.window
                     )));
                 }
+            }
+        }
+        if let Some(collapse) = &self.range_collapse {
+            if collapse.min_sent == 0 || !(1..=100).contains(&collapse.below_percent) {
+                return Err(AbusePolicyError(format!(
+                    "range_collapse: min_sent is at least 1 and below_percent 1..=100, got {} and {}",
+                    collapse.min_sent, collapse.below_percent
+                )));
+            }
+            if collapse.limits.is_empty() {
+                return Err(AbusePolicyError(
+                    "range_collapse: limits must name at least one limit".into(),
+                ));
             }
         }
         if self.max_registrations_per_user == 0 {

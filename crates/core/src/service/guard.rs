@@ -109,11 +109,17 @@ impl CommandService {
                         return Err(Error::Internal("a code to send without a phone".into()));
                     };
                     let member = format!("{registration}#{}", code.number);
+                    let range = if policy.range_collapse.is_some() {
+                        self.range_signal.rate(phone.range())
+                    } else {
+                        crate::conversion::Rate::default()
+                    };
                     let sends = policy.send_budgets(
                         &caller.instance,
                         &user.id,
                         phone,
                         caller.address,
+                        range,
                         &member,
                     );
                     plan.extend(sends);

@@ -68,6 +68,7 @@ pub struct CommandService {
     default_idempotency: bool,
     idempotency_window: Duration,
     delivery: DeliveryPolicy,
+    range_signal: crate::conversion::RangeSignal,
 }
 
 /// What a call needs of its caller besides naming an existing user.
@@ -110,6 +111,7 @@ impl CommandService {
             default_idempotency: true,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
             delivery: DeliveryPolicy::default(),
+            range_signal: crate::conversion::RangeSignal::new(),
         }
     }
 
@@ -160,6 +162,15 @@ impl CommandService {
         policy.validate()?;
         Arc::make_mut(&mut self.instance_abuse).insert(instance, Arc::new(policy));
         Ok(self)
+    }
+
+    /// Where the send budgets read each number range's conversion, for the instances whose
+    /// policy sets [`AbusePolicy::range_collapse`] (default: a signal nobody publishes to, so
+    /// no range ever counts as collapsed). The host keeps it published from a
+    /// [`crate::conversion::Conversion`] of the store's feed.
+    pub fn with_range_signal(mut self, signal: crate::conversion::RangeSignal) -> Self {
+        self.range_signal = signal;
+        self
     }
 
     /// Where send budgets live (default: [`MemoryBudgets`] on the service's clock, right for
