@@ -267,6 +267,47 @@ async fn row_7_the_openapi_document_follows_protoc_gen_openapiv2() {
             operation["operationId"],
             json!(format!("ZITADELUsers_{method_name}"))
         );
+        // Responses as the generator writes them from the definitions' options: the
+        // operation's own 200, and the document's shared 403 and 404.
+        let described = |options: prost_reflect::DynamicMessage, name: &str, status: &str| {
+            let option = pool.get_extension_by_name(name).unwrap();
+            let value = options.get_extension(&option).into_owned();
+            let responses = value
+                .as_message()
+                .unwrap()
+                .get_field_by_name("responses")
+                .unwrap();
+            let response = responses
+                .as_map()
+                .unwrap()
+                .get(&prost_reflect::MapKey::String(status.into()))
+                .unwrap()
+                .as_message()
+                .unwrap()
+                .get_field_by_name("description")
+                .unwrap();
+            response.as_str().unwrap().to_owned()
+        };
+        let options = "grpc.gateway.protoc_gen_openapiv2.options";
+        assert_eq!(
+            operation["responses"]["200"]["description"],
+            json!(described(
+                method.options(),
+                &format!("{options}.openapiv2_operation"),
+                "200"
+            ))
+        );
+        for status in ["403", "404"] {
+            assert_eq!(
+                operation["responses"][status]["description"],
+                json!(described(
+                    service.parent_file().options(),
+                    &format!("{options}.openapiv2_swagger"),
+                    status
+                )),
+                "{method_name} {status}"
+            );
+        }
         // Every other field but the body's is a query parameter, messages flattened.
         let mut expected: Vec<(String, &str)> =
             in_path.iter().map(|f| (json_name(f), "path")).collect();
@@ -389,6 +430,8 @@ async fn row_6_reflection_serves_upstreams_files_and_annotations() {
         "google/api/annotations.proto",
         "google/api/field_behavior.proto",
         "validate/validate.proto",
+        "protoc-gen-openapiv2/options/annotations.proto",
+        "protoc-gen-openapiv2/options/openapiv2.proto",
     ] {
         assert!(names.contains(&file), "{file} not in {names:?}");
     }
@@ -405,9 +448,79 @@ async fn row_6_reflection_serves_upstreams_files_and_annotations() {
         .get_extension_by_name("google.api.field_behavior")
         .unwrap();
     let required_oneof = pool.get_extension_by_name("validate.required").unwrap();
+    let openapi_operation = pool
+        .get_extension_by_name("grpc.gateway.protoc_gen_openapiv2.options.openapiv2_operation")
+        .unwrap();
+    let openapi_field = pool
+        .get_extension_by_name("grpc.gateway.protoc_gen_openapiv2.options.openapiv2_field")
+        .unwrap();
+    let openapi_document = pool
+        .get_extension_by_name("grpc.gateway.protoc_gen_openapiv2.options.openapiv2_swagger")
+        .unwrap();
     let service = pool
         .get_service_by_name("zitadel.resources.user.v3alpha.ZITADELUsers")
         .unwrap();
+
+    // protoc-gen-openapiv2's options: the document's title and shared 403/404 answers, each
+    // operation's 200 description, and each field's bounds and example.
+    let document = service
+        .parent_file()
+        .options()
+        .get_extension(&openapi_document)
+        .into_owned();
+    let document = document.as_message().unwrap();
+    let info = document.get_field_by_name("info").unwrap();
+    assert_eq!(
+        info.as_message()
+            .unwrap()
+            .get_field_by_name("title")
+            .unwrap()
+            .as_str(),
+        Some("User Service")
+    );
+    let shared = document.get_field_by_name("responses").unwrap();
+    let shared = shared.as_map().unwrap();
+    for status in ["403", "404"] {
+        assert!(
+            shared.contains_key(&prost_reflect::MapKey::String(status.into())),
+            "{status}"
+        );
+    }
+    for (method, said) in [
+        (
+            "AddOTPSMSAuthenticator",
+            "OTP SMS authenticator successfully added",
+        ),
+        (
+            "VerifyOTPSMSRegistration",
+            "OTP SMS authenticator successfully verified",
+        ),
+        (
+            "RemoveOTPSMSAuthenticator",
+            "OTP SMS authenticator successfully removed",
+        ),
+    ] {
+        let method = service.methods().find(|m| m.name() == method).unwrap();
+        let operation = method
+            .options()
+            .get_extension(&openapi_operation)
+            .into_owned();
+        let responses = operation
+            .as_message()
+            .unwrap()
+            .get_field_by_name("responses")
+            .unwrap();
+        let ok = responses
+            .as_map()
+            .unwrap()
+            .get(&prost_reflect::MapKey::String("200".into()))
+            .unwrap()
+            .as_message()
+            .unwrap()
+            .get_field_by_name("description")
+            .unwrap();
+        assert_eq!(ok.as_str(), Some(said));
+    }
 
     let verify = service
         .methods()
@@ -454,6 +567,16 @@ async fn row_6_reflection_serves_upstreams_files_and_annotations() {
     assert_eq!(
         string_rules.get_field_by_name("max_len").unwrap().as_u64(),
         Some(200)
+    );
+    let schema = code.options().get_extension(&openapi_field).into_owned();
+    let schema = schema.as_message().unwrap();
+    assert_eq!(
+        schema.get_field_by_name("max_length").unwrap().as_u64(),
+        Some(200)
+    );
+    assert_eq!(
+        schema.get_field_by_name("example").unwrap().as_str(),
+        Some("\"SKJd342k\"")
     );
     let behaviors = code.options().get_extension(&behavior).into_owned();
     assert_eq!(

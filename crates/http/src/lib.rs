@@ -395,9 +395,9 @@ fn path_error(rejection: PathRejection) -> ApiError {
     invalid("id", format!("malformed path: {}", rejection.body_text()))
 }
 
-/// Add a phone as an OTP SMS second factor.
+/// Add a OTP SMS authenticator
 ///
-/// Without an option, the code is sent by SMS; with `returnCode` it comes back in the
+/// Add a phone as an OTP SMS second factor. Without an option, the code is sent by SMS; with `returnCode` it comes back in the
 /// response; with `isVerified: true` the phone is verified at once.
 #[utoipa::path(
     post,
@@ -410,12 +410,13 @@ fn path_error(rejection: PathRejection) -> ApiError {
     ),
     request_body(content = SetPhone, content_type = "application/json"),
     responses(
-        (status = 200, description = "Added", body = AddResponseJson),
+        (status = 200, description = "OTP SMS authenticator successfully added", body = AddResponseJson),
         (status = 400, description = "INVALID_ARGUMENT", body = StatusJson),
         (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
-        (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
-        (status = 404, description = "NOT_FOUND", body = StatusJson),
-        (status = "default", description = "An unexpected error", body = StatusJson),
+        (status = 403, description = "Returned when the user does not have permission to access the resource.", body = StatusJson),
+        (status = 404, description = "Returned when the resource does not exist.", body = StatusJson),
+        (status = 429, description = "RESOURCE_EXHAUSTED (a send budget)", body = StatusJson),
+        (status = "default", description = "An unexpected error response.", body = StatusJson),
     )
 )]
 async fn add(
@@ -461,9 +462,9 @@ async fn add(
     }))
 }
 
-/// Verify the OTP SMS registration with the code.
+/// Verify OTP SMS registration
 ///
-/// The body is the code as a JSON string, e.g. `"12345678"` (`{"code": "12345678"}` is
+/// Verify the OTP SMS registration with the code. The body is the code as a JSON string, e.g. `"12345678"` (`{"code": "12345678"}` is
 /// accepted too).
 #[utoipa::path(
     post,
@@ -531,7 +532,9 @@ async fn verify(
     }))
 }
 
-/// Remove the OTP SMS registration.
+/// Remove a OTP SMS authenticator
+///
+/// Remove the OTP SMS registration, so that it no longer serves as a second factor.
 #[utoipa::path(
     delete,
     path = "/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}",
@@ -543,11 +546,11 @@ async fn verify(
         IdempotencyParams,
     ),
     responses(
-        (status = 200, description = "Removed", body = RemoveResponseJson),
+        (status = 200, description = "OTP SMS authenticator successfully removed", body = RemoveResponseJson),
         (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
-        (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
-        (status = 404, description = "NOT_FOUND", body = StatusJson),
-        (status = "default", description = "An unexpected error", body = StatusJson),
+        (status = 403, description = "Returned when the user does not have permission to access the resource.", body = StatusJson),
+        (status = 404, description = "Returned when the resource does not exist.", body = StatusJson),
+        (status = "default", description = "An unexpected error response.", body = StatusJson),
     )
 )]
 async fn remove(
