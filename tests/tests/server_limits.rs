@@ -282,6 +282,48 @@ async fn a_grpc_call_beyond_the_cap_is_a_grpc_unavailable() {
     drop(slow);
 }
 
+/// A Connect call shed at the in-flight cap gets Connect's error (`{"code": "unavailable"}`,
+/// HTTP 503), which a Connect client reads as UNAVAILABLE; a late one gets `deadline_exceeded`
+/// (HTTP 504).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_call_refused_by_the_server_gets_connects_error() {
+    let connect_add = |s: &Server| {
+        reqwest::Client::new()
+            .post(s.url("/zitadel.resources.user.v3alpha.ZITADELUsers/AddOTPSMSAuthenticator"))
+            .bearer_auth("token-alice")
+            .header("content-type", "application/json")
+            .header("connect-protocol-version", "1")
+            .body(r#"{"id": "alice", "phone": {"number": "+41791234567", "returnCode": {}}}"#)
+            .send()
+    };
+    let s = server("max_in_flight = 1\nrequest_timeout_ms = 30000\nheader_read_timeout_ms = 30000");
+    let slow = slow_add(&addr(&s)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = connect_add(&s).await.expect("request");
+    assert_eq!(res.status().as_u16(), 503);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "unavailable", "{body}");
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = connect_add(&s).await.expect("request");
+    assert_eq!(res.status().as_u16(), 200, "served again under the cap");
+
+    // A Connect add whose body trickles in past the request time-out.
+    let s = server("request_timeout_ms = 1000\nheader_read_timeout_ms = 30000");
+    let mut stream = TcpStream::connect(addr(&s)).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /zitadel.resources.user.v3alpha.ZITADELUsers/AddOTPSMSAuthenticator HTTP/1.1\r\n\
+              Host: x\r\nAuthorization: Bearer token-alice\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("headers");
+    let (status, body) = answer(&mut stream, true).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["code"], "deadline_exceeded", "{body}");
+}
+
 /// Given a header-read timeout of 1 s, when a client's keep-alive connection has been answered
 /// and then sits idle, then the server closes it within 3 s: the header timer runs while it
 /// waits for the next request, so it is also the HTTP/1 idle timeout.

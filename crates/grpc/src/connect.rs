@@ -169,6 +169,28 @@ fn retry_after(status: &Status) -> Option<HeaderValue> {
     HeaderValue::from_str(&after.as_secs().max(1).to_string()).ok()
 }
 
+/// Whether a request is a Connect unary call of this server's services: a `POST` to
+/// `/<package.Service>/<Method>` of `ZITADELUsers` or `OTPSMSExtensions` that is not gRPC.
+pub fn is_connect(method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    let Some(service) = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map(|(service, _)| service)
+    else {
+        return false;
+    };
+    method == Method::POST
+        && !crate::is_grpc(headers)
+        && (service == crate::user::zitadel_users_server::SERVICE_NAME
+            || service == EXTENSIONS_SERVICE_NAME)
+}
+
+/// The Connect answer for `error` (the protocol's error JSON and HTTP status), for a layer in
+/// front of the service that refuses a call itself (a shed or late call).
+pub fn error_response(error: &otp_sms_core::Error) -> Response {
+    ConnectError(crate::status(error)).into_response()
+}
+
 /// Serves one Connect unary call of `ZITADELUsers` or `OTPSMSExtensions`: `service` and
 /// `method` from the path, the request as it came.
 pub(crate) async fn serve(

@@ -94,7 +94,10 @@ use user::zitadel_users_server::{ZitadelUsers, ZitadelUsersServer};
 
 mod connect;
 
-pub use connect::{code_name as connect_code_name, http_status as connect_http_status};
+pub use connect::{
+    code_name as connect_code_name, error_response as connect_error_response,
+    http_status as connect_http_status, is_connect,
+};
 
 /// The compiled `.proto` files (an encoded `google.protobuf.FileDescriptorSet`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -795,8 +795,10 @@ async fn resolve_client(
 }
 
 /// The answer to a call the server refused itself: shed (UNAVAILABLE) or late
-/// (DEADLINE_EXCEEDED), as gRPC or as JSON depending on the call.
+/// (DEADLINE_EXCEEDED), in the call's protocol: gRPC (and gRPC-web), Connect, or JSON.
 async fn refused_call(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
     error: tower::BoxError,
 ) -> axum::response::Response {
@@ -809,6 +811,8 @@ async fn refused_call(
     };
     if otp_sms_grpc::is_grpc(&headers) {
         otp_sms_grpc::error_response(&error)
+    } else if otp_sms_grpc::is_connect(&method, uri.path(), &headers) {
+        otp_sms_grpc::connect_error_response(&error)
     } else {
         axum::response::IntoResponse::into_response(otp_sms_http::ApiError(error))
     }
