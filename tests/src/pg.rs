@@ -26,3 +26,36 @@ pub fn host_port(url: &str) -> String {
         format!("{host}:5432")
     }
 }
+
+/// The event types and payloads a server recorded in `schema`, in order.
+pub async fn events_in(schema: &str) -> Vec<(String, serde_json::Value)> {
+    let pool = pool().await;
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(&format!(
+        "SELECT event_type, payload FROM \"{schema}\".events ORDER BY position"
+    ))
+    .fetch_all(&pool)
+    .await
+    .expect("read events");
+    pool.close().await;
+    rows
+}
+
+/// Waits (at most 10 s) until `schema` holds `n` events of `event_type`.
+pub async fn wait_for_events(schema: &str, event_type: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen = events_in(schema)
+            .await
+            .iter()
+            .filter(|(t, _)| t == event_type)
+            .count();
+        if seen >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen} of {n} `{event_type}` events after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -180,19 +180,6 @@ fn a_twilio_configuration_without_a_secret_source_stops_the_start() {
     );
 }
 
-/// The event types recorded in `schema`, in order.
-async fn event_types(schema: &str) -> Vec<(String, serde_json::Value)> {
-    let pool = pg::pool().await;
-    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(&format!(
-        "SELECT event_type, payload FROM \"{schema}\".events ORDER BY position"
-    ))
-    .fetch_all(&pool)
-    .await
-    .expect("read events");
-    pool.close().await;
-    rows
-}
-
 /// Posts a status report for `callback` (the URL the SMS was sent with) as Twilio would, signed
 /// with `token`, or with the signature given.
 async fn report(
@@ -240,21 +227,8 @@ async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() 
         .iter()
         .map(|r| r.form["StatusCallback"].clone())
         .collect();
-    let sent = |events: &[(String, serde_json::Value)]| {
-        events
-            .iter()
-            .filter(|(t, _)| t == "user.otp_sms.code.sent")
-            .count()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while sent(&event_types(&schema).await) < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "code sent not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let before = event_types(&schema).await;
+    pg::wait_for_events(&schema, "user.otp_sms.code.sent", 2).await;
+    let before = pg::events_in(&schema).await;
 
     // Unsigned, or signed with another token: refused, nothing recorded.
     assert_eq!(
@@ -265,7 +239,7 @@ async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() 
         report(&s, &callbacks[0], "delivered", None, Some("not-the-token")).await,
         403
     );
-    assert_eq!(event_types(&schema).await, before);
+    assert_eq!(pg::events_in(&schema).await, before);
 
     // Signed: delivered for the first, undelivered (30008) for the second; `sent` ignored.
     assert_eq!(
@@ -284,7 +258,7 @@ async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() 
         report(&s, &callbacks[1], "undelivered", Some("30008"), Some(TOKEN)).await,
         204
     );
-    let after = event_types(&schema).await;
+    let after = pg::events_in(&schema).await;
     let new: Vec<_> = after[before.len()..].to_vec();
     assert_eq!(
         new,

@@ -2,9 +2,6 @@
 //! form's fields, UCS-2 texts sent as `unicode`, a final status not retried, a throttled one
 //! retried; signed delivery receipts recorded, unsigned, stale, foreign or misplaced ones
 //! refused.
-
-use std::time::Duration;
-
 use otp_sms_server::vonage::{signature, SignatureMethod};
 use otp_sms_tests::pg;
 use otp_sms_tests::providers::VonageStandIn;
@@ -127,19 +124,6 @@ async fn a_ucs2_text_is_sent_as_unicode_a_final_status_once_and_a_throttled_one_
     let _ = std::fs::remove_file(secret);
 }
 
-/// The event types and payloads recorded in `schema`, in order.
-async fn events(schema: &str) -> Vec<(String, serde_json::Value)> {
-    let pool = pg::pool().await;
-    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(&format!(
-        "SELECT event_type, payload FROM \"{schema}\".events ORDER BY position"
-    ))
-    .fetch_all(&pool)
-    .await
-    .expect("read events");
-    pool.close().await;
-    rows
-}
-
 /// How a receipt reaches the server.
 #[derive(Clone, Copy)]
 enum Via {
@@ -225,21 +209,8 @@ async fn signed_receipts_become_events_and_unsigned_stale_or_misplaced_ones_chan
     add_sending(&s, "alice", "+41791234568").await;
     settle(|| vonage.requests().len(), 2).await;
     let sent = vonage.requests();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while events(&schema)
-        .await
-        .iter()
-        .filter(|(t, _)| t == "user.otp_sms.code.sent")
-        .count()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "code sent not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let before = events(&schema).await;
+    pg::wait_for_events(&schema, "user.otp_sms.code.sent", 2).await;
+    let before = pg::events_in(&schema).await;
     let (first, second) = (&sent[0], &sent[1]);
 
     let hour_ago = (std::time::SystemTime::now()
@@ -292,7 +263,7 @@ async fn signed_receipts_become_events_and_unsigned_stale_or_misplaced_ones_chan
         assert_eq!(status, 403, "{case}");
     }
     assert_eq!(
-        events(&schema).await,
+        pg::events_in(&schema).await,
         before,
         "refused receipts change nothing"
     );
@@ -317,7 +288,7 @@ async fn signed_receipts_become_events_and_unsigned_stale_or_misplaced_ones_chan
         receipt(&s, second, Via::Json, &failed, Some(SIGNATURE_SECRET)).await,
         204
     );
-    let after = events(&schema).await;
+    let after = pg::events_in(&schema).await;
     assert_eq!(
         after[before.len()..].to_vec(),
         vec![
