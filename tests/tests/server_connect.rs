@@ -210,6 +210,23 @@ async fn the_protocols_headers_and_refusals() {
     let newer = json!({"id": "alice", "phone": {"number": "+41791234568", "returnCode": {}}, "futureField": {"x": 1}})
         .to_string()
         .into_bytes();
+    let gzip = |bytes: &[u8]| {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    };
+    let compressed = gzip(
+        &json!({"id": "alice", "phone": {"number": "+41791234569", "returnCode": {}}})
+            .to_string()
+            .into_bytes(),
+    );
+    // A few hundred bytes that unpack to 1 MiB: past the 64 KiB limit once decompressed.
+    let mut padded = b"{\"id\": \"alice\", \"pad\": \"".to_vec();
+    padded.extend(std::iter::repeat_n(b' ', 1 << 20));
+    padded.extend_from_slice(b"\"}");
+    let bomb = gzip(&padded);
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
     let cases: Vec<Case> = vec![
         (
             "no credentials",
@@ -275,11 +292,38 @@ async fn the_protocols_headers_and_refusals() {
             Some("invalid_argument"),
         ),
         (
-            "a compressed body (identity only)",
+            "a gzip body",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            compressed,
+            vec![ALICE, ("content-encoding", "gzip")],
+            200,
+            None,
+        ),
+        (
+            "a gzip body that unpacks past the limit",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            bomb,
+            vec![ALICE, ("content-encoding", "gzip")],
+            429,
+            Some("resource_exhausted"),
+        ),
+        (
+            "a body said to be gzip that is not",
             "AddOTPSMSAuthenticator",
             "application/json",
             add.clone(),
             vec![ALICE, ("content-encoding", "gzip")],
+            400,
+            Some("invalid_argument"),
+        ),
+        (
+            "an encoding the server does not read",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            add.clone(),
+            vec![ALICE, ("content-encoding", "br")],
             501,
             Some("unimplemented"),
         ),

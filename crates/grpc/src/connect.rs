@@ -6,8 +6,9 @@
 //! What it does, as the protocol says:
 //! - `Connect-Protocol-Version`, when sent, must be `1`; `Connect-Timeout-Ms` (1 to 10 digits)
 //!   bounds the call, which past it answers `deadline_exceeded`;
-//! - a request body is identity-encoded (a `Content-Encoding` other than `identity` is
-//!   `unimplemented`) and at most [`crate::MAX_MESSAGE_BYTES`] (`resource_exhausted` beyond);
+//! - a request body is identity- or gzip-encoded (another `Content-Encoding` is
+//!   `unimplemented`) and at most [`crate::MAX_MESSAGE_BYTES`], once decompressed
+//!   (`resource_exhausted` beyond; a body that is not gzip is `invalid_argument`);
 //! - JSON bodies ignore fields this definition does not know (a client built from a newer
 //!   revision keeps working); a body that does not decode is `invalid_argument`;
 //! - an error is a JSON body `{"code", "message", "details"}` with the HTTP status of the
@@ -169,6 +170,18 @@ fn retry_after(status: &Status) -> Option<HeaderValue> {
     HeaderValue::from_str(&after.as_secs().max(1).to_string()).ok()
 }
 
+/// A gzip body's message, read to at most [`MAX_MESSAGE_BYTES`] (`None` past it: a small body
+/// may unpack to gigabytes, so the bound holds while reading).
+fn gunzip(compressed: &[u8]) -> Result<Option<Bytes>, ConnectError> {
+    use std::io::Read as _;
+    let mut message = Vec::new();
+    flate2::read::GzDecoder::new(compressed)
+        .take(MAX_MESSAGE_BYTES as u64 + 1)
+        .read_to_end(&mut message)
+        .map_err(|_| ConnectError::new(Code::InvalidArgument, "the body is not valid gzip"))?;
+    Ok((message.len() <= MAX_MESSAGE_BYTES).then(|| Bytes::from(message)))
+}
+
 /// Whether a request is a Connect unary call of this server's services: a `POST` to
 /// `/<package.Service>/<Method>` of `ZITADELUsers` or `OTPSMSExtensions` that is not gRPC.
 pub fn is_connect(method: &Method, path: &str, headers: &HeaderMap) -> bool {
@@ -238,22 +251,31 @@ async fn call(
         ));
     }
     let timeout = timeout(&parts.headers)?;
-    if let Some(encoding) = parts.headers.get(header::CONTENT_ENCODING) {
-        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+    let gzip = match parts.headers.get(header::CONTENT_ENCODING) {
+        None => false,
+        Some(e) if e.as_bytes().eq_ignore_ascii_case(b"identity") => false,
+        Some(e) if e.as_bytes().eq_ignore_ascii_case(b"gzip") => true,
+        Some(_) => {
             return Err(ConnectError::new(
                 Code::Unimplemented,
-                "only identity content encoding is supported",
-            ));
+                "content encodings supported: identity, gzip",
+            ))
         }
-    }
+    };
+    let too_large = || {
+        ConnectError::new(
+            Code::ResourceExhausted,
+            format!("the request message must be at most {MAX_MESSAGE_BYTES} bytes"),
+        )
+    };
     let bytes = axum::body::to_bytes(body, MAX_MESSAGE_BYTES)
         .await
-        .map_err(|_| {
-            ConnectError::new(
-                Code::ResourceExhausted,
-                format!("the request message must be at most {MAX_MESSAGE_BYTES} bytes"),
-            )
-        })?;
+        .map_err(|_| too_large())?;
+    let bytes = if gzip {
+        gunzip(&bytes)?.ok_or_else(too_large)?
+    } else {
+        bytes
+    };
     let metadata = MetadataMap::from_headers(parts.headers);
     let extensions = parts.extensions;
     let context = Context {

@@ -457,9 +457,13 @@ pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Ro
     let users_service = UsersService::new(service, auth);
     let connect_service = users_service.clone();
     // The same bound as the JSON API's body: the calls' messages are small.
+    // gzip-compressed requests are read (answers go uncompressed: they are a few bytes).
     let extensions = OtpsmsExtensionsServer::new(users_service.clone())
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let users = ZitadelUsersServer::new(users_service).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let users = ZitadelUsersServer::new(users_service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     // Both reflection versions: grpcurl and older tools still ask v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
