@@ -52,6 +52,7 @@ macro_rules! budget_conformance_tests {
             release_of_a_missing_entry_says_so,
             an_absent_rule_admits_only_while_its_key_is_empty,
             members_and_clear_see_what_counts,
+            a_rule_of_zero_admits_nothing,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -463,4 +464,20 @@ pub async fn members_and_clear_see_what_counts<S: BudgetStore>(store: Arc<S>) {
         TakeOutcome::Taken,
         "a cleared member may be taken again"
     );
+}
+
+/// Given a window or a hold of at most 0, when a first take on a key nobody used, then it is
+/// refused, not by time alone, and nothing is recorded: an empty key is no exception.
+pub async fn a_rule_of_zero_admits_nothing<S: BudgetStore>(store: Arc<S>) {
+    for (key, rule) in [("w", window(0, 1000)), ("h", held(0, 1000))] {
+        assert_eq!(
+            take(&*store, &one(key, "m", vec![rule])).await,
+            TakeOutcome::Refused {
+                take: 0,
+                retry_after: None
+            },
+            "{rule:?}"
+        );
+        assert!(names(&*store, key).await.is_empty(), "{rule:?}");
+    }
 }

@@ -291,6 +291,14 @@ impl MemoryBudgets {
                     return Ok(Taken::Refused(retry_after));
                 }
             }
+        } else {
+            // A key nobody used: only a rule that admits nothing refuses (a max of 0).
+            let empty = Entries::default();
+            for rule in p.rules {
+                if let Some(retry_after) = empty.refusal(rule, now) {
+                    return Ok(Taken::Refused(retry_after));
+                }
+            }
         }
         let Some(key) = fresh else {
             return Ok(Taken::Checked);
