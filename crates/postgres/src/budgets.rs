@@ -87,7 +87,9 @@ impl PgBudgets {
                     "SELECT take, refused, retry_secs FROM {s}.take_budget_batch(\
                      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 ),
-                release: format!("DELETE FROM {s}.budget_entries WHERE key = $1 AND member = $2"),
+                // Renumbers the key's newer entries too (migration 0011), so that a window
+                // stops counting the released one.
+                release: format!("SELECT {s}.release_budget($1, $2)"),
                 members: format!(
                     "SELECT member, at FROM {s}.budget_entries \
                      WHERE key = $1 AND (until IS NULL OR until > clock_timestamp()) ORDER BY seq"
@@ -330,16 +332,16 @@ impl BudgetStore for PgBudgets {
     }
 
     async fn release(&self, key: &str, member: &str) -> Result<bool, PortError> {
-        let done = crate::within(
+        let released: bool = crate::within(
             self.shared.timeouts.operation,
-            sqlx::query(&self.shared.release)
+            sqlx::query_scalar(&self.shared.release)
                 .bind(key)
                 .bind(member)
-                .execute(&self.shared.pool),
+                .fetch_one(&self.shared.pool),
         )
         .await
         .map_err(port)?;
-        Ok(done.rows_affected() > 0)
+        Ok(released)
     }
 
     async fn members(&self, key: &str) -> Result<Vec<Member>, PortError> {

@@ -53,6 +53,7 @@ macro_rules! budget_conformance_tests {
             an_absent_rule_admits_only_while_its_key_is_empty,
             members_and_clear_see_what_counts,
             a_rule_of_zero_admits_nothing,
+            a_released_entry_stops_counting_in_its_window,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -480,4 +481,35 @@ pub async fn a_rule_of_zero_admits_nothing<S: BudgetStore>(store: Arc<S>) {
         );
         assert!(names(&*store, key).await.is_empty(), "{rule:?}");
     }
+}
+
+/// Given a window of 3 per hour, full, when the second of its entries is released, then one
+/// more take is admitted and the next refused: a released entry counts no more, wherever it
+/// stood in the window.
+pub async fn a_released_entry_stops_counting_in_its_window<S: BudgetStore>(store: Arc<S>) {
+    let rule = window(3, 3_600_000);
+    for member in ["m1", "m2", "m3"] {
+        assert_eq!(
+            take(&*store, &one("k", member, vec![rule])).await,
+            TakeOutcome::Taken,
+            "{member}"
+        );
+    }
+    assert_ne!(
+        take(&*store, &one("k", "m4", vec![rule])).await,
+        TakeOutcome::Taken,
+        "full"
+    );
+    assert!(store.release("k", "m2").await.expect("release"));
+    assert_eq!(
+        take(&*store, &one("k", "m4", vec![rule])).await,
+        TakeOutcome::Taken,
+        "the released place is free"
+    );
+    assert_ne!(
+        take(&*store, &one("k", "m5", vec![rule])).await,
+        TakeOutcome::Taken,
+        "full again"
+    );
+    assert_eq!(names(&*store, "k").await, ["m1", "m3", "m4"]);
 }
