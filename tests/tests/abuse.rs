@@ -451,16 +451,20 @@ async fn a_range_whose_conversion_collapsed_takes_the_tighter_limits(backend: Ba
     assert_eq!(report.sent, 10);
     // ... the range's own budget still has room while nothing is published ...
     send(&f, 10, &mobile(34, 10)).await.expect("11 of 20");
-    // ... and once the conversion signal is published, the range takes 3 per hour: refused.
     let mut conversion = Conversion::new(Duration::from_secs(3600));
     conversion.catch_up(f.store.as_ref()).await.expect("feed");
     let feed = f.store.read_all(0, 10_000).await.expect("feed");
     let now = feed.iter().map(|e| e.created_at).max().expect("events");
+    // ... and while its codes are younger than their lifetime (they may still be verified) ...
     signal.publish(&conversion, now);
+    assert_eq!(signal.rate(&mobile(34, 0)[..9]).sent, 0, "not settled yet");
+    send(&f, 11, &mobile(34, 11)).await.expect("12 of 20");
+    // ... but once they have outlived it unanswered, the range takes 3 per hour: refused.
+    signal.publish(&conversion, now + chrono::Duration::minutes(6));
     assert_eq!(signal.rate(&mobile(34, 0)[..9]).sent, 10);
-    refused_by(send(&f, 11, &mobile(34, 11)).await, Scope::Range);
+    refused_by(send(&f, 12, &mobile(34, 12)).await, Scope::Range);
     // Another range, without figures, keeps its own budget.
-    send(&f, 12, &mobile(35, 1)).await.expect("another range");
+    send(&f, 13, &mobile(35, 1)).await.expect("another range");
     f.finish().await;
 }
 

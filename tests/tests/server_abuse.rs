@@ -567,14 +567,15 @@ async fn the_unlock_extension_over_grpc() {
 }
 
 /// With `[abuse.range_collapse]`, a range that received codes nobody verified takes the tighter
-/// limits once the server's conversion signal has caught up (a few seconds), well before its
-/// own budget of 20 per hour runs out.
+/// limits once the codes have outlived their lifetime (2 s here) and the server's conversion
+/// signal has caught up (a few seconds), well before the range's own budget of 20 per hour
+/// runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_whose_conversion_collapsed_is_held_to_the_tighter_limits() {
     let s = Arc::new(
         start_with(30, |config| {
             format!(
-                "{config}\n[abuse.range_collapse]\nmin_sent = 10\nbelow_percent = 20\nlimits = [{{ max = 3, window_secs = 3600 }}]\n"
+                "{config}\n[policy]\ncode_lifetime_secs = 2\n\n[abuse.range_collapse]\nmin_sent = 10\nbelow_percent = 20\nlimits = [{{ max = 3, window_secs = 3600 }}]\n"
             )
         })
         .await,

@@ -169,17 +169,23 @@ impl Conversion {
         }
     }
 
+    /// Codes sent in the window before `now` (but no later than `settle` before it) and codes
+    /// verified in the window, by `key`.
     fn tally<K: Ord>(
         &self,
         now: DateTime<Utc>,
+        settle: Duration,
         key: impl Fn(&str, Option<&'static str>) -> Option<K>,
     ) -> BTreeMap<K, Rate> {
         let start = chrono::Duration::from_std(self.window)
             .map(|w| now - w)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let settled = chrono::Duration::from_std(settle)
+            .map(|s| now - s)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut rates: BTreeMap<K, Rate> = BTreeMap::new();
         for (t, range, region) in &self.sent {
-            if *t > start {
+            if *t > start && *t <= settled {
                 if let Some(k) = key(range, *region) {
                     rates.entry(k).or_default().sent += 1;
                 }
@@ -198,12 +204,20 @@ impl Conversion {
     /// Codes sent and verified per number range (E.164 without its last three digits) in the
     /// window before `now`.
     pub fn by_range(&self, now: DateTime<Utc>) -> BTreeMap<String, Rate> {
-        self.tally(now, |range, _| Some(range.to_owned()))
+        self.tally(now, Duration::ZERO, |range, _| Some(range.to_owned()))
+    }
+
+    /// As [`Conversion::by_range`], counting only codes sent at least `settle` before `now`:
+    /// a code younger than its lifetime may still be verified, so counting it would make a
+    /// burst of honest sign-ups look unanswered. Verifications count as they come, so the
+    /// figure errs toward a healthy range.
+    pub fn by_range_settled(&self, now: DateTime<Utc>, settle: Duration) -> BTreeMap<String, Rate> {
+        self.tally(now, settle, |range, _| Some(range.to_owned()))
     }
 
     /// The same per region (ISO 3166 country; non-geographic numbers are left out).
     pub fn by_region(&self, now: DateTime<Utc>) -> BTreeMap<&'static str, Rate> {
-        self.tally(now, |_, region| region)
+        self.tally(now, Duration::ZERO, |_, region| region)
     }
 }
 
@@ -221,20 +235,45 @@ impl Conversion {
 /// assert_eq!(signal.rate("+41791234").sent, 0);
 /// // CommandService::new(..).with_range_signal(signal.clone())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RangeSignal {
     rates: Arc<RwLock<Arc<HashMap<String, Rate>>>>,
+    settle: Duration,
+}
+
+impl Default for RangeSignal {
+    fn default() -> Self {
+        Self {
+            rates: Arc::default(),
+            settle: Self::DEFAULT_SETTLE,
+        }
+    }
 }
 
 impl RangeSignal {
-    /// A signal with no figures yet.
+    /// How old a code must be before it counts as unanswered by default: the default code
+    /// lifetime ([`crate::CodePolicy`]), 5 minutes.
+    pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5 * 60);
+
+    /// A signal with no figures yet, counting codes once they are [`Self::DEFAULT_SETTLE`] old.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Replaces the figures with `conversion`'s per range in the window before `now`.
+    /// Counts codes sent only once they are `settle` old (the codes' lifetime: until then a
+    /// code may still be verified).
+    pub fn settling(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// Replaces the figures with `conversion`'s per range in the window before `now`, codes
+    /// younger than the settling time left out ([`Conversion::by_range_settled`]).
     pub fn publish(&self, conversion: &Conversion, now: DateTime<Utc>) {
-        let rates: HashMap<String, Rate> = conversion.by_range(now).into_iter().collect();
+        let rates: HashMap<String, Rate> = conversion
+            .by_range_settled(now, self.settle)
+            .into_iter()
+            .collect();
         *self.rates.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rates);
     }
 
@@ -428,6 +467,26 @@ mod tests {
             }
         );
         assert!(regions["CH"].ratio() < 0.1 && regions["DE"].ratio() > 0.8);
+        // Settled: at 60 s, codes sent at 0..=10 s are 50 s old or more; the others are not
+        // counted yet, while the one verification counts as it came.
+        let settled = conversion.by_range_settled(now, Duration::from_secs(50));
+        assert_eq!(
+            settled["+41791234"],
+            Rate {
+                sent: 11,
+                verified: 1
+            }
+        );
+        let signal = RangeSignal::new().settling(Duration::from_secs(50));
+        signal.publish(&conversion, now);
+        assert_eq!(signal.rate("+41791234").sent, 11);
+        assert_eq!(signal.rate("+41000000"), Rate::default(), "no figures");
+        // By default a code counts once it is five minutes old.
+        let by_default = RangeSignal::new();
+        by_default.publish(&conversion, now);
+        assert_eq!(by_default.rate("+41791234").sent, 0);
+        by_default.publish(&conversion, t0 + chrono::Duration::seconds(320));
+        assert_eq!(by_default.rate("+41791234").sent, 20);
         // Out of the window an hour later.
         let later = t0 + chrono::Duration::seconds(3700);
         assert!(conversion.by_region(later).is_empty());

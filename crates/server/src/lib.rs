@@ -521,8 +521,9 @@ pub async fn run(
 
     let (abuse, instance_abuse) = config.abuse_policies()?;
     let feed = Arc::clone(&store);
-    // The conversion signal's figures per range, for `[abuse.range_collapse]`.
-    let range_signal = otp_sms_core::conversion::RangeSignal::new();
+    // The conversion signal's figures per range, for `[abuse.range_collapse]`: a code counts
+    // as unanswered once it has outlived its lifetime.
+    let range_signal = otp_sms_core::conversion::RangeSignal::new().settling(policy.lifetime());
     let mut service = CommandService::new(store, directory.clone(), directory.clone(), keys)
         .with_range_signal(range_signal.clone())
         .with_policy(policy)
