@@ -338,3 +338,27 @@ pub fn refused_at_start(binary: &str, extra: &str) -> String {
     assert!(!started, "the server started with:\n{extra}\n{output}");
     output
 }
+
+/// The sum of `metric`'s samples on the server's `/metrics` whose labels include all of
+/// `labels` (0 when none): a quick read of the text format for tests about one counter
+/// (tests/tests/server_metrics.rs parses the whole format).
+pub async fn metric(s: &Server, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = reqwest::get(s.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

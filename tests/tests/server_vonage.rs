@@ -6,7 +6,7 @@ use otp_sms_server::vonage::{signature, SignatureMethod};
 use otp_sms_tests::pg;
 use otp_sms_tests::providers::VonageStandIn;
 use otp_sms_tests::server::{
-    add_sending, config, refused_at_start, settle, Options, Server, TEST_KEYS,
+    add_sending, config, metric, refused_at_start, settle, Options, Server, TEST_KEYS,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
@@ -302,6 +302,22 @@ async fn signed_receipts_become_events_and_unsigned_stale_or_misplaced_ones_chan
             ),
         ]
     );
+    // Every receipt is counted by its outcome on /metrics.
+    let reports = |outcome| {
+        let s = &s;
+        async move {
+            metric(
+                s,
+                "otp_sms_delivery_reports_total",
+                &[("provider", "vonage"), ("outcome", outcome)],
+            )
+            .await
+        }
+    };
+    assert_eq!(reports("refused").await, 5.0);
+    assert_eq!(reports("failed").await, 1.0);
+    assert!(reports("delivered").await >= 1.0);
+    assert!(reports("ignored").await >= 1.0, "accepted");
     drop(s);
     pg::drop_schema(&schema).await;
     let _ = std::fs::remove_file(&secret);

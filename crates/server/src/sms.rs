@@ -350,6 +350,7 @@ impl SmsSender for WebhookSender {
 /// verified meanwhile, or the registration removed: a provider must not retry those), 503 when
 /// the store is unavailable, so that the provider retries.
 pub(crate) async fn record_report(
+    provider: &'static str,
     service: &otp_sms_core::CommandService,
     instance: &otp_sms_core::InstanceId,
     registration: &otp_sms_core::RegistrationId,
@@ -357,13 +358,25 @@ pub(crate) async fn record_report(
     failure: Option<String>,
 ) -> axum::http::StatusCode {
     use axum::http::StatusCode;
+    let outcome = if failure.is_some() {
+        "failed"
+    } else {
+        "delivered"
+    };
     match service
         .record_delivery_report(instance, registration, number, failure)
         .await
     {
-        Ok(_) => StatusCode::NO_CONTENT,
-        Err(otp_sms_core::Error::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        Ok(_) => {
+            crate::metrics::delivery_report(provider, outcome);
+            StatusCode::NO_CONTENT
+        }
+        Err(otp_sms_core::Error::Unavailable(_)) => {
+            crate::metrics::delivery_report(provider, "unavailable");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Err(e) => {
+            crate::metrics::delivery_report(provider, "ignored");
             tracing::info!(error = %e, "a delivery report changed nothing");
             StatusCode::NO_CONTENT
         }

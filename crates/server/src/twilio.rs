@@ -182,6 +182,7 @@ pub async fn status_callback(
         .unwrap_or_default();
     if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given)) {
         tracing::warn!("a Twilio status callback without a valid signature was refused");
+        crate::metrics::delivery_report("twilio", "refused");
         return StatusCode::FORBIDDEN;
     }
     let query: Vec<(String, String)> =
@@ -205,9 +206,20 @@ pub async fn status_callback(
                 .map(|c| format!(", error {c}"))
                 .unwrap_or_default()
         )),
-        _ => return StatusCode::NO_CONTENT,
+        _ => {
+            crate::metrics::delivery_report("twilio", "ignored");
+            return StatusCode::NO_CONTENT;
+        }
     };
-    crate::sms::record_report(&endpoint.service, &instance, &registration, number, failure).await
+    crate::sms::record_report(
+        "twilio",
+        &endpoint.service,
+        &instance,
+        &registration,
+        number,
+        failure,
+    )
+    .await
 }
 
 /// Twilio's error body (its `message` is not read: it may quote the number).

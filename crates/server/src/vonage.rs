@@ -307,6 +307,7 @@ pub struct ReceiptEndpoint {
 /// Why a receipt was refused, in the log (never its parameters: they hold the number).
 fn refuse(why: &str) -> axum::http::StatusCode {
     tracing::warn!(why, "a Vonage delivery receipt was refused");
+    crate::metrics::delivery_report("vonage", "refused");
     axum::http::StatusCode::FORBIDDEN
 }
 
@@ -379,9 +380,20 @@ pub async fn receipt(
                 .map(|c| format!(", error {c}"))
                 .unwrap_or_default()
         )),
-        _ => return StatusCode::NO_CONTENT,
+        _ => {
+            crate::metrics::delivery_report("vonage", "ignored");
+            return StatusCode::NO_CONTENT;
+        }
     };
-    crate::sms::record_report(&endpoint.service, &instance, &registration, n, failure).await
+    crate::sms::record_report(
+        "vonage",
+        &endpoint.service,
+        &instance,
+        &registration,
+        n,
+        failure,
+    )
+    .await
 }
 
 /// A receipt's parameters: the query of a GET, or a POST's form or JSON body (numbers in JSON,
