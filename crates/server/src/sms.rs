@@ -345,23 +345,46 @@ impl SmsSender for WebhookSender {
     }
 }
 
-/// Records a provider's delivery report (`failure` is `None` for delivered) and answers the
-/// provider: 204 when recorded or when there is nothing to record (the code was superseded,
-/// verified meanwhile, or the registration removed: a provider must not retry those), 503 when
-/// the store is unavailable, so that the provider retries.
+/// What a provider's delivery report says of one code.
+pub(crate) enum Report<'a> {
+    /// It reached the phone.
+    Delivered,
+    /// It did not: the provider's status, and its error code, kept only when it is a number
+    /// (a provider's words may quote the phone number).
+    Failed {
+        status: &'a str,
+        code: Option<&'a str>,
+    },
+    /// An interim status (queued, sent, accepted, buffered, …): nothing to record.
+    Interim,
+}
+
+/// Records a provider's delivery report and answers the provider: 204 when recorded or when
+/// there is nothing to record (an interim status; the code was superseded, verified meanwhile,
+/// or the registration removed: a provider must not retry those), 503 when the store is
+/// unavailable, so that the provider retries. Each report is counted on `/metrics`.
 pub(crate) async fn record_report(
     provider: &'static str,
     service: &otp_sms_core::CommandService,
     instance: &otp_sms_core::InstanceId,
     registration: &otp_sms_core::RegistrationId,
     number: u32,
-    failure: Option<String>,
+    report: Report<'_>,
 ) -> axum::http::StatusCode {
     use axum::http::StatusCode;
-    let outcome = if failure.is_some() {
-        "failed"
-    } else {
-        "delivered"
+    let (outcome, failure) = match report {
+        Report::Delivered => ("delivered", None),
+        Report::Failed { status, code } => {
+            let code = code
+                .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+                .map(|c| format!(", error {c}"))
+                .unwrap_or_default();
+            ("failed", Some(format!("{provider}: {status}{code}")))
+        }
+        Report::Interim => {
+            crate::metrics::delivery_report(provider, "ignored");
+            return StatusCode::NO_CONTENT;
+        }
     };
     match service
         .record_delivery_report(instance, registration, number, failure)

@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sms::Report;
 use async_trait::async_trait;
 use otp_sms_core::message::MessageTemplates;
 use otp_sms_core::{PortError, Sms, SmsSender};
@@ -197,19 +198,14 @@ pub async fn status_callback(
     ) else {
         return StatusCode::BAD_REQUEST;
     };
-    let failure = match get(&params, "MessageStatus").as_deref() {
-        Some("delivered") => None,
-        Some(status @ ("undelivered" | "failed")) => Some(format!(
-            "twilio: {status}{}",
-            get(&params, "ErrorCode")
-                .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-                .map(|c| format!(", error {c}"))
-                .unwrap_or_default()
-        )),
-        _ => {
-            crate::metrics::delivery_report("twilio", "ignored");
-            return StatusCode::NO_CONTENT;
-        }
+    let (status, code) = (get(&params, "MessageStatus"), get(&params, "ErrorCode"));
+    let report = match status.as_deref() {
+        Some("delivered") => Report::Delivered,
+        Some(status @ ("undelivered" | "failed")) => Report::Failed {
+            status,
+            code: code.as_deref(),
+        },
+        _ => Report::Interim,
     };
     crate::sms::record_report(
         "twilio",
@@ -217,7 +213,7 @@ pub async fn status_callback(
         &instance,
         &registration,
         number,
-        failure,
+        report,
     )
     .await
 }

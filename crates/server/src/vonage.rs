@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sms::Report;
 use async_trait::async_trait;
 use otp_sms_core::message::{Encoding, MessageTemplates};
 use otp_sms_core::{PortError, Sms, SmsSender};
@@ -371,19 +372,13 @@ pub async fn receipt(
     ) else {
         return StatusCode::BAD_REQUEST;
     };
-    let failure = match get("status") {
-        Some("delivered") => None,
-        Some(status @ ("expired" | "failed" | "rejected")) => Some(format!(
-            "vonage: {status}{}",
-            get("err-code")
-                .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
-                .map(|c| format!(", error {c}"))
-                .unwrap_or_default()
-        )),
-        _ => {
-            crate::metrics::delivery_report("vonage", "ignored");
-            return StatusCode::NO_CONTENT;
-        }
+    let report = match get("status") {
+        Some("delivered") => Report::Delivered,
+        Some(status @ ("expired" | "failed" | "rejected")) => Report::Failed {
+            status,
+            code: get("err-code"),
+        },
+        _ => Report::Interim,
     };
     crate::sms::record_report(
         "vonage",
@@ -391,7 +386,7 @@ pub async fn receipt(
         &instance,
         &registration,
         n,
-        failure,
+        report,
     )
     .await
 }
