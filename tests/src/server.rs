@@ -147,14 +147,47 @@ pub struct Options {
 
 /// A server on the in-memory store with [`config`] and [`TEST_KEYS`].
 pub fn memory_server(binary: &str) -> Server {
+    configured_server(binary, "", None)
+}
+
+/// A server with [`config`]`(extra)` and [`TEST_KEYS`]: on PostgreSQL in `schema` when given,
+/// else on the in-memory store.
+pub fn configured_server(binary: &str, extra: &str, schema: Option<&str>) -> Server {
     Server::start(
         binary,
         &Options {
-            config: config(""),
+            config: config(extra),
             keys: Some(TEST_KEYS.into()),
+            database: schema
+                .map(|schema| (crate::pg::database_url().to_owned(), schema.to_owned())),
             ..Options::default()
         },
     )
+}
+
+/// A file holding a secret, as an operator's secret store would place one for a
+/// configuration's `*_file` key; removed on drop. Derefs to its path.
+#[derive(Debug)]
+pub struct SecretFile(PathBuf);
+
+impl std::ops::Deref for SecretFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A new [`SecretFile`] holding `secret`.
+pub fn secret_file(secret: &str) -> SecretFile {
+    let path = std::env::temp_dir().join(format!("otp-sms-secret-{}", uuid::Uuid::now_v7()));
+    std::fs::write(&path, format!("{secret}\n")).expect("write the secret");
+    SecretFile(path)
 }
 
 /// A running server process; killed on drop.

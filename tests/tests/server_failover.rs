@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn, VonageStandIn};
-use otp_sms_tests::server::{add_sending, config, settle, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{add_sending, configured_server, settle, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
@@ -63,14 +63,7 @@ interval_ms = 50
         twilio_url = twilio.base_url,
         vonage_url = vonage.base_url,
     );
-    let s = Server::start(
-        BIN,
-        &Options {
-            config: config(&extra),
-            keys: Some(TEST_KEYS.into()),
-            ..Options::default()
-        },
-    );
+    let s = configured_server(BIN, &extra, None);
     // Twilio is down (503).
     twilio.script(&[TwilioAnswer::Error(503, 20500); 10]);
     add(&s, "+41791234501").await;

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use otp_sms_tests::net::WebhookReceiver;
-use otp_sms_tests::server::{
-    add_sending, config, refused_at_start, webhook_sms, Options, Server, TEST_KEYS,
-};
+use otp_sms_tests::server::{add_sending, configured_server, refused_at_start, webhook_sms};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 
@@ -38,14 +36,7 @@ async fn the_text_is_in_the_users_language_and_ends_with_the_webotp_line() {
         "{USERS}{}{TEXT}[notifier]\ninterval_ms = 50\n",
         webhook_sms(&receiver.url, "")
     );
-    let s = Server::start(
-        BIN,
-        &Options {
-            config: config(&extra),
-            keys: Some(TEST_KEYS.into()),
-            ..Options::default()
-        },
-    );
+    let s = configured_server(BIN, &extra, None);
     add_sending(&s, "hans", "+41791234567").await;
     add_sending(&s, "alice", "+41791234568").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use otp_sms_tests::pg;
 use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn};
 use otp_sms_tests::server::{
-    add_sending, config, refused_at_start, settle, Options, Server, TEST_KEYS,
+    add_sending, configured_server, refused_at_start, secret_file, settle, SecretFile, Server,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
@@ -18,26 +18,15 @@ const PUBLIC_CALLBACK: &str = "https://id.acme.example/sms/status/twilio";
 
 /// A server sending through `twilio`, its token read from a file; `secret` is what the file
 /// holds.
-fn server(twilio: &TwilioStandIn, secret: &str) -> (Server, std::path::PathBuf) {
+fn server(twilio: &TwilioStandIn, secret: &str) -> (Server, SecretFile) {
     server_on(twilio, secret, None)
 }
 
 /// As [`server`], on PostgreSQL in `schema` when given.
-fn server_on(
-    twilio: &TwilioStandIn,
-    secret: &str,
-    schema: Option<&str>,
-) -> (Server, std::path::PathBuf) {
+fn server_on(twilio: &TwilioStandIn, secret: &str, schema: Option<&str>) -> (Server, SecretFile) {
     let token_file = secret_file(secret);
     let auth = format!("auth_token_file = \"{}\"", token_file.display());
     (server_with(twilio, &auth, schema), token_file)
-}
-
-/// A file holding `secret`, as an operator's secret store would place it.
-fn secret_file(secret: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("otp-sms-twilio-{}", uuid::Uuid::now_v7()));
-    std::fs::write(&path, format!("{secret}\n")).unwrap();
-    path
 }
 
 /// A server sending through `twilio` with these authentication lines in `[sms.twilio]`.
@@ -66,21 +55,13 @@ max_attempts = 4
 "#,
         twilio.base_url
     );
-    Server::start(
-        BIN,
-        &Options {
-            config: config(&extra),
-            keys: Some(TEST_KEYS.into()),
-            database: schema.map(|schema| (pg::database_url().to_owned(), schema.to_owned())),
-            ..Options::default()
-        },
-    )
+    configured_server(BIN, &extra, schema)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_reaches_twilio_as_a_form_post_with_the_right_fields() {
     let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
-    let (s, token_file) = server(&twilio, TOKEN);
+    let (s, _token_file) = server(&twilio, TOKEN);
     add_sending(&s, "alice", "+41791234567").await;
     assert_eq!(
         settle(|| twilio.requests().len(), 1).await,
@@ -108,13 +89,12 @@ async fn a_code_reaches_twilio_as_a_form_post_with_the_right_fields() {
         &format!("Your Acme code is {code}. It expires in 5 minutes.\n\n@id.acme.example #{code}")
     );
     assert!(!s.output().contains(code), "the code is never logged");
-    let _ = std::fs::remove_file(token_file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_error_is_not_retried_and_a_throttled_one_is() {
     let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
-    let (s, token_file) = server(&twilio, TOKEN);
+    let (s, _token_file) = server(&twilio, TOKEN);
     // An invalid number (400, error 21211): one attempt, then `delivery failed`.
     twilio.script(&[TwilioAnswer::Error(400, 21211)]);
     add_sending(&s, "alice", "+41791234567").await;
@@ -149,13 +129,12 @@ async fn a_final_error_is_not_retried_and_a_throttled_one_is() {
         assert!(gap >= Duration::from_millis(250), "back-off of {gap:?}");
     }
     assert!(requests[1..].iter().all(|r| r.form["To"] == "+41791234568"));
-    let _ = std::fs::remove_file(token_file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_keep_the_message_for_a_retry() {
     let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
-    let (s, token_file) = server(&twilio, "a-wrong-token");
+    let (s, _token_file) = server(&twilio, "a-wrong-token");
     add_sending(&s, "alice", "+41791234567").await;
     // 401 every time: retried (the message is not at fault) up to the attempts allowed.
     let n = settle(|| twilio.requests().len(), 2).await;
@@ -165,7 +144,6 @@ async fn bad_credentials_keep_the_message_for_a_retry() {
         "{}",
         s.output()
     );
-    let _ = std::fs::remove_file(token_file);
 }
 
 #[test]
@@ -218,7 +196,7 @@ async fn report(
 async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() {
     let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
     let schema = pg::schema_name();
-    let (s, token_file) = server_on(&twilio, TOKEN, Some(&schema));
+    let (s, _token_file) = server_on(&twilio, TOKEN, Some(&schema));
     add_sending(&s, "alice", "+41791234567").await;
     add_sending(&s, "alice", "+41791234568").await;
     settle(|| twilio.requests().len(), 2).await;
@@ -276,7 +254,6 @@ async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() 
     );
     drop(s);
     pg::drop_schema(&schema).await;
-    let _ = std::fs::remove_file(token_file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,6 +295,4 @@ async fn with_an_api_key_the_status_callbacks_are_checked_with_the_accounts_auth
         ),
     );
     assert!(output.contains("status_auth_token_file"), "{output}");
-    let _ = std::fs::remove_file(key_file);
-    let _ = std::fs::remove_file(token_file);
 }

@@ -6,14 +6,15 @@ use otp_sms_server::vonage::{signature, SignatureMethod};
 use otp_sms_tests::pg;
 use otp_sms_tests::providers::VonageStandIn;
 use otp_sms_tests::server::{
-    add_sending, config, metric, refused_at_start, settle, Options, Server, TEST_KEYS,
+    add_sending, configured_server, metric, refused_at_start, secret_file, settle, SecretFile,
+    Server,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 /// The account's signature secret (receipts signed with HMAC-SHA256).
 const SIGNATURE_SECRET: &str = "a-vonage-signature-secret";
 
-fn server(vonage: &VonageStandIn, text: &str) -> (Server, std::path::PathBuf) {
+fn server(vonage: &VonageStandIn, text: &str) -> (Server, [SecretFile; 2]) {
     server_on(vonage, text, None)
 }
 
@@ -22,11 +23,9 @@ fn server_on(
     vonage: &VonageStandIn,
     text: &str,
     schema: Option<&str>,
-) -> (Server, std::path::PathBuf) {
-    let secret_file = std::env::temp_dir().join(format!("otp-sms-vonage-{}", uuid::Uuid::now_v7()));
-    std::fs::write(&secret_file, "vonage-secret\n").unwrap();
-    let signature_file = secret_file.with_extension("sig");
-    std::fs::write(&signature_file, SIGNATURE_SECRET).unwrap();
+) -> (Server, [SecretFile; 2]) {
+    let api_secret = secret_file("vonage-secret");
+    let signature = secret_file(SIGNATURE_SECRET);
     let extra = format!(
         r#"
 [sms]
@@ -49,26 +48,18 @@ backoff_ms = 300
 max_backoff_ms = 300
 max_attempts = 4
 "#,
-        secret_file.display(),
-        signature_file.display(),
+        api_secret.display(),
+        signature.display(),
         vonage.base_url
     );
-    let server = Server::start(
-        BIN,
-        &Options {
-            config: config(&extra),
-            keys: Some(TEST_KEYS.into()),
-            database: schema.map(|schema| (pg::database_url().to_owned(), schema.to_owned())),
-            ..Options::default()
-        },
-    );
-    (server, secret_file)
+    let server = configured_server(BIN, &extra, schema);
+    (server, [api_secret, signature])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_reaches_vonage_with_the_right_fields() {
     let vonage = VonageStandIn::start("abcd1234", "vonage-secret").await;
-    let (s, secret) = server(&vonage, "[sms.text]\napp_name = \"Acme\"\n");
+    let (s, _secrets) = server(&vonage, "[sms.text]\napp_name = \"Acme\"\n");
     add_sending(&s, "alice", "+41791234567").await;
     assert_eq!(settle(|| vonage.requests().len(), 1).await, 1);
     let form = &vonage.requests()[0];
@@ -90,13 +81,12 @@ async fn a_code_reaches_vonage_with_the_right_fields() {
         "{}",
         form["text"]
     );
-    let _ = std::fs::remove_file(secret);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ucs2_text_is_sent_as_unicode_a_final_status_once_and_a_throttled_one_again() {
     let vonage = VonageStandIn::start("abcd1234", "vonage-secret").await;
-    let (s, secret) = server(
+    let (s, _secrets) = server(
         &vonage,
         "[sms.text]\napp_name = \"Acme\"\ndefault_template = \"Twój kod: {code}\"\n",
     );
@@ -121,7 +111,6 @@ async fn a_ucs2_text_is_sent_as_unicode_a_final_status_once_and_a_throttled_one_
         3,
         "one retry, then the hand-over"
     );
-    let _ = std::fs::remove_file(secret);
 }
 
 /// How a receipt reaches the server.
@@ -204,7 +193,7 @@ async fn receipt(
 async fn signed_receipts_become_events_and_unsigned_stale_or_misplaced_ones_change_nothing() {
     let vonage = VonageStandIn::start("abcd1234", "vonage-secret").await;
     let schema = pg::schema_name();
-    let (s, secret) = server_on(&vonage, "", Some(&schema));
+    let (s, _secrets) = server_on(&vonage, "", Some(&schema));
     add_sending(&s, "alice", "+41791234567").await;
     add_sending(&s, "alice", "+41791234568").await;
     settle(|| vonage.requests().len(), 2).await;
@@ -320,19 +309,15 @@ async fn signed_receipts_become_events_and_unsigned_stale_or_misplaced_ones_chan
     assert!(reports("ignored").await >= 1.0, "accepted");
     drop(s);
     pg::drop_schema(&schema).await;
-    let _ = std::fs::remove_file(&secret);
-    let _ = std::fs::remove_file(secret.with_extension("sig"));
 }
 
 #[test]
 fn a_callback_without_a_signature_secret_stops_the_start() {
-    let secret_file = std::env::temp_dir().join(format!("otp-sms-vonage-{}", uuid::Uuid::now_v7()));
-    std::fs::write(&secret_file, "vonage-secret").unwrap();
+    let secret_file = secret_file("vonage-secret");
     let extra = format!(
         "[sms]\nsender = \"vonage\"\n[sms.vonage]\napi_key = \"abcd1234\"\napi_secret_file = \"{}\"\nfrom = \"Acme\"\ncallback = \"https://id.acme.example/sms/status/vonage\"\n",
         secret_file.display()
     );
     let output = refused_at_start(BIN, &extra);
     assert!(output.contains("signature_secret_file"), "{output}");
-    let _ = std::fs::remove_file(secret_file);
 }
