@@ -106,3 +106,12 @@ interval_ms = 50
     assert_eq!(vonage.requests()[3]["to"], "4915112345678");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn routes_over_a_sender_that_is_not_a_provider_stop_the_start() {
+    let output = otp_sms_tests::server::refused_at_start(
+        BIN,
+        "[sms]\nsender = \"routes\"\n[sms.routes]\ndefault = [\"log\"]\n",
+    );
+    assert!(output.contains("`log` is not a provider"), "{output}");
+}

@@ -250,12 +250,17 @@ impl std::fmt::Debug for TestNumberConfig {
     }
 }
 
+/// The library's limits for these.
+fn to_limits(list: &[LimitConfig]) -> Vec<otp_sms_core::Limit> {
+    list.iter()
+        .map(|l| otp_sms_core::Limit::new(l.max, Duration::from_secs(l.window_secs)))
+        .collect()
+}
+
+/// `base` replaced by `config`'s limits when it sets any.
 fn limits(config: &Option<Vec<LimitConfig>>, base: &mut Vec<otp_sms_core::Limit>) {
     if let Some(list) = config {
-        *base = list
-            .iter()
-            .map(|l| otp_sms_core::Limit::new(l.max, Duration::from_secs(l.window_secs)))
-            .collect();
+        *base = to_limits(list);
     }
 }
 
@@ -275,12 +280,10 @@ impl AbuseConfig {
         limits(&self.destination_number, &mut p.number);
         limits(&self.number_range, &mut p.range);
         if let Some(c) = &self.range_collapse {
-            let mut collapsed = Vec::new();
-            limits(&Some(c.limits.clone()), &mut collapsed);
             p.range_collapse = Some(otp_sms_core::RangeCollapse {
                 min_sent: c.min_sent,
                 below_percent: c.below_percent,
-                limits: collapsed,
+                limits: to_limits(&c.limits),
             });
         }
         limits(&self.region, &mut p.region);
@@ -563,7 +566,7 @@ impl PolicyConfig {
 }
 
 /// Which SMS sender to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SenderKind {
     /// Print the SMS on standard output: development mode only.
@@ -576,6 +579,25 @@ pub enum SenderKind {
     Vonage,
     /// Route by the number's region over several providers, failing over (`[sms.routes]`).
     Routes,
+}
+
+impl SenderKind {
+    /// The name the configuration gives it (`twilio`, `vonage`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            SenderKind::Log => "log",
+            SenderKind::Webhook => "webhook",
+            SenderKind::Twilio => "twilio",
+            SenderKind::Vonage => "vonage",
+            SenderKind::Routes => "routes",
+        }
+    }
+}
+
+impl AsRef<str> for SenderKind {
+    fn as_ref(&self) -> &str {
+        self.name()
+    }
 }
 
 /// `[sms]`. `Debug` hides the webhook secret and the URL's credentials and query.
@@ -611,10 +633,10 @@ pub struct SmsConfig {
 #[serde(deny_unknown_fields)]
 pub struct RoutesConfig {
     /// Providers for regions not listed, in order (`["twilio", "vonage"]`).
-    pub default: Vec<String>,
+    pub default: Vec<SenderKind>,
     /// Providers by region (ISO 3166 country of the number): `{ CH = ["vonage", "twilio"] }`.
     #[serde(default)]
-    pub regions: std::collections::BTreeMap<String, Vec<String>>,
+    pub regions: std::collections::BTreeMap<String, Vec<SenderKind>>,
     /// Temporary failures in a row that open a provider's breaker.
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
@@ -1368,5 +1390,20 @@ mod tests {
         let off = Config::from_toml("[service]\nstream_cache = 0\n").unwrap();
         assert_eq!(off.service.stream_cache, 0);
         assert!(Config::from_toml("[service]\nstream_cache = -1\n").is_err());
+    }
+
+    #[test]
+    fn routes_name_providers_by_their_sender_names() {
+        let config = Config::from_toml(
+            "[sms.routes]\ndefault = [\"twilio\", \"vonage\"]\nregions = { CH = [\"vonage\"] }\n",
+        )
+        .unwrap();
+        let routes = config.sms.routes.unwrap();
+        assert_eq!(routes.default, [SenderKind::Twilio, SenderKind::Vonage]);
+        assert_eq!(routes.regions["CH"], [SenderKind::Vonage]);
+        assert_eq!(routes.default[1].name(), "vonage");
+        // A provider this server does not know stops the start at reading the file.
+        let unknown = Config::from_toml("[sms.routes]\ndefault = [\"plivo\"]\n").unwrap_err();
+        assert!(unknown.to_string().contains("plivo"), "{unknown}");
     }
 }

@@ -484,25 +484,15 @@ pub async fn run(
                 StartError::Other("[sms] sender = \"routes\" needs [sms.routes]".into())
             })?;
             // Each provider the routes name, once.
-            let mut names: Vec<&String> = routes.default.iter().collect();
-            names.extend(routes.regions.values().flatten());
-            names.sort();
-            names.dedup();
-            let providers = names
+            let mut kinds: Vec<SenderKind> = routes.default.clone();
+            kinds.extend(routes.regions.values().flatten());
+            kinds.sort();
+            kinds.dedup();
+            let providers = kinds
                 .into_iter()
-                .map(|name| {
-                    let kind = match name.as_str() {
-                        "twilio" => SenderKind::Twilio,
-                        "vonage" => SenderKind::Vonage,
-                        "webhook" => SenderKind::Webhook,
-                        other => {
-                            return Err(StartError::Other(format!(
-                                "[sms.routes] `{other}` is not a provider (twilio, vonage, webhook)"
-                            )))
-                        }
-                    };
+                .map(|kind| {
                     Ok(routing::Provider {
-                        name: name.clone(),
+                        name: kind.name().to_owned(),
                         sender: provider(&config.sms, kind, &templates)?,
                         breaker: routing::CircuitBreaker::new(
                             routes.failure_threshold,
@@ -573,38 +563,25 @@ pub async fn run(
         conversion,
     };
 
-    // Twilio's delivery reports, when it is configured with a status callback.
-    let twilio_status = match &config.sms.twilio {
-        Some(t) => match t
-            .status_endpoint(service.clone())
-            .map_err(StartError::Other)?
-        {
-            Some(endpoint) => Router::new()
-                .route(
-                    "/sms/status/twilio",
-                    axum::routing::post(twilio::status_callback),
-                )
-                .with_state(endpoint),
-            None => Router::new(),
-        },
-        None => Router::new(),
-    };
-    // Vonage's signed delivery receipts, when it is configured with a callback.
-    let vonage_receipts = match &config.sms.vonage {
-        Some(v) => match v
-            .receipt_endpoint(service.clone())
-            .map_err(StartError::Other)?
-        {
-            Some(endpoint) => Router::new()
-                .route(
-                    "/sms/status/vonage/{instance}/{otp_sms_id}/{n}",
-                    get(vonage::receipt).post(vonage::receipt),
-                )
-                .with_state(endpoint),
-            None => Router::new(),
-        },
-        None => Router::new(),
-    };
+    // The providers' delivery reports, for those configured to send them.
+    let twilio_status = config
+        .sms
+        .twilio
+        .as_ref()
+        .map(|t| t.status_endpoint(service.clone()))
+        .transpose()
+        .map_err(StartError::Other)?
+        .flatten()
+        .map(twilio::status_routes);
+    let vonage_receipts = config
+        .sms
+        .vonage
+        .as_ref()
+        .map(|v| v.receipt_endpoint(service.clone()))
+        .transpose()
+        .map_err(StartError::Other)?
+        .flatten()
+        .map(vonage::receipt_routes);
     let request_id = HeaderName::from_static("x-request-id");
     // One port: gRPC and gRPC-web routes, health, and everything else to the JSON router,
     // except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
@@ -619,8 +596,8 @@ pub async fn run(
                 .route("/metrics", get(metrics::render))
                 .with_state(exposition),
         )
-        .merge(twilio_status)
-        .merge(vonage_receipts)
+        .merge(twilio_status.unwrap_or_default())
+        .merge(vonage_receipts.unwrap_or_default())
         .merge(otp_sms_grpc::router(service, directory))
         .fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
             let json = json.clone();
@@ -767,7 +744,8 @@ fn provider(
         }
         SenderKind::Log | SenderKind::Routes => {
             return Err(StartError::Other(format!(
-                "[sms] {kind:?} is not a provider"
+                "[sms.routes] `{}` is not a provider (twilio, vonage, webhook)",
+                kind.name()
             )))
         }
     })

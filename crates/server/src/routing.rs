@@ -127,15 +127,16 @@ pub struct RoutingSender {
 impl RoutingSender {
     /// Routes over `providers`: `routes` maps a region to provider names in order, `default`
     /// serves every other region. Every name must be a provider's.
-    pub fn new(
+    pub fn new<N: AsRef<str>>(
         providers: Vec<Provider>,
-        routes: &BTreeMap<String, Vec<String>>,
-        default: &[String],
+        routes: &BTreeMap<String, Vec<N>>,
+        default: &[N],
     ) -> Result<Self, String> {
-        let index = |name: &String| {
+        let index = |name: &N| {
+            let name = name.as_ref();
             providers
                 .iter()
-                .position(|p| &p.name == name)
+                .position(|p| p.name == name)
                 .ok_or_else(|| format!("[sms.routes] no provider `{name}` is configured"))
         };
         let default: Vec<usize> = default.iter().map(index).collect::<Result<_, _>>()?;

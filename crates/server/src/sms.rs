@@ -122,7 +122,6 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-/// Why a webhook URL is refused.
 /// The HTTP client and request URL of a provider's API: `path` on `base_url` (https, or plain
 /// http to a loopback or private address, for a stand-in), no redirects, `timeout` per request.
 pub(crate) fn provider_client(
@@ -145,7 +144,8 @@ pub(crate) fn provider_client(
     Ok((client, url))
 }
 
-/// https anywhere; plain http, when allowed, only to a loopback or private address.
+/// https anywhere; plain http, when allowed, only to a loopback or private address. The error
+/// says why a URL is refused.
 pub(crate) fn check_webhook_url(url: &reqwest::Url, allow_http: bool) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),

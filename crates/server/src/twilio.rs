@@ -115,6 +115,11 @@ pub fn status_callback_url(base: &str, sms: &Sms) -> String {
         ("n", &sms.number.to_string()),
     ])
     .unwrap_or_default();
+    with_query(base, &query)
+}
+
+/// `base` with `query` added to whatever query it has.
+fn with_query(base: &str, query: &str) -> String {
     let separator = if base.contains('?') { '&' } else { '?' };
     format!("{base}{separator}{query}")
 }
@@ -149,6 +154,13 @@ pub struct StatusEndpoint {
     pub service: otp_sms_core::CommandService,
 }
 
+/// The route of [`status_callback`], `POST /sms/status/twilio`, for the server's router.
+pub fn status_routes(endpoint: StatusEndpoint) -> axum::Router {
+    axum::Router::new()
+        .route("/sms/status/twilio", axum::routing::post(status_callback))
+        .with_state(endpoint)
+}
+
 /// `POST /sms/status/twilio`: Twilio's status callback. A request without a valid
 /// `X-Twilio-Signature` is refused (403) and changes nothing; `delivered` records `code
 /// delivered`, `undelivered` and `failed` record `delivery failed` with Twilio's error code;
@@ -165,15 +177,7 @@ pub async fn status_callback(
         Err(_) => return StatusCode::BAD_REQUEST,
     };
     let url = match &query {
-        Some(q) => format!(
-            "{}{}{q}",
-            endpoint.public_url,
-            if endpoint.public_url.contains('?') {
-                "&"
-            } else {
-                "?"
-            }
-        ),
+        Some(q) => with_query(&endpoint.public_url, q),
         None => endpoint.public_url.clone(),
     };
     let expected = signature(&endpoint.auth_token, &url, &params);

@@ -312,6 +312,17 @@ fn refuse(why: &str) -> axum::http::StatusCode {
     axum::http::StatusCode::FORBIDDEN
 }
 
+/// The routes of [`receipt`], `GET` and `POST /sms/status/vonage/{instance}/{otp_sms_id}/{n}`
+/// (the path [`receipt_url`] builds), for the server's router.
+pub fn receipt_routes(endpoint: ReceiptEndpoint) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/sms/status/vonage/{instance}/{otp_sms_id}/{n}",
+            axum::routing::get(receipt).post(receipt),
+        )
+        .with_state(endpoint)
+}
+
 /// `GET` or `POST /sms/status/vonage/{instance}/{otp_sms_id}/{n}`: Vonage's delivery receipt,
 /// as a query, a form or JSON (the account's webhook setting). It must carry a valid `sig`, a
 /// `timestamp` within [`ReceiptEndpoint::max_age`] of now, the configured `api-key` and the
