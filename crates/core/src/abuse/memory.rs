@@ -23,25 +23,36 @@ struct Entry {
     until: Option<DateTime<Utc>>,
 }
 
+impl Entry {
+    fn counts_at(&self, now: DateTime<Utc>) -> bool {
+        self.until.map_or(true, |u| u > now)
+    }
+}
+
 /// Keys with more entries than this index their members.
 const INDEXED_FROM: usize = 8;
 
-/// A key's entries, oldest first, and, once there are more than [`INDEXED_FROM`], their
-/// members by hash (so that a take checks for a repeated member without scanning a busy key,
-/// such as the instance's, whole; most keys hold one entry and need no index).
+/// A key's entries, oldest first. Most keys of a sign-up (its user, number, address) only
+/// ever hold one, kept in the key's slot: a new key costs no allocation of its own beyond its
+/// name, which keeps a table of hundreds of thousands of keys small enough to stay in cache.
 #[derive(Debug, Default)]
-struct Entries {
-    log: VecDeque<Entry>,
-    members: HashTable<(u64, Arc<str>)>,
+enum Entries {
+    /// None (a key whose entries were released or lapsed).
+    #[default]
+    Empty,
+    /// One entry, inline.
+    One(Entry),
+    /// Several.
+    Many(Box<Log>),
 }
 
-/// A key and its entries; the table keeps each key's hash, so a look-up under the lock
-/// compares keys only on a full hash match and growing it never hashes a key again.
-#[derive(Debug)]
-struct Slot {
-    hash: u64,
-    key: Box<str>,
-    entries: Entries,
+/// Several entries of a key, oldest first, and, once there are more than [`INDEXED_FROM`],
+/// their members by hash (so that a take checks for a repeated member without scanning a busy
+/// key, such as the instance's, whole).
+#[derive(Debug, Default)]
+struct Log {
+    log: VecDeque<Entry>,
+    members: HashTable<(u64, Arc<str>)>,
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
@@ -49,19 +60,163 @@ fn chrono(d: Duration) -> chrono::Duration {
 }
 
 impl Entries {
+    /// The entries as (at most) two runs, oldest first.
+    fn runs(&self) -> (&[Entry], &[Entry]) {
+        match self {
+            Entries::Empty => (&[], &[]),
+            Entries::One(e) => (std::slice::from_ref(e), &[]),
+            Entries::Many(many) => many.log.as_slices(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        let (a, b) = self.runs();
+        a.len() + b.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        let (a, b) = self.runs();
+        a.iter().chain(b)
+    }
+
+    /// The `i`-th entry, oldest first.
+    fn get(&self, i: usize) -> Option<&Entry> {
+        let (a, b) = self.runs();
+        a.get(i).or_else(|| b.get(i.checked_sub(a.len())?))
+    }
+
+    /// How many of the oldest entries satisfy `pred` (which holds for a prefix).
+    fn partition_point(&self, pred: impl Fn(&Entry) -> bool) -> usize {
+        let (a, b) = self.runs();
+        match a.partition_point(&pred) {
+            n if n == a.len() => n + b.partition_point(pred),
+            n => n,
+        }
+    }
+
     fn live(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Entry> {
-        self.log
-            .iter()
-            .filter(move |e| e.until.map_or(true, |u| u > now))
+        self.iter().filter(move |e| e.counts_at(now))
     }
 
     fn has(&self, hash: u64, member: &str) -> bool {
-        if self.log.len() <= INDEXED_FROM {
-            return self.log.iter().any(|e| &*e.member == member);
+        match self {
+            Entries::Many(many) if many.log.len() > INDEXED_FROM => many
+                .members
+                .find(hash, |(h, m)| *h == hash && &**m == member)
+                .is_some(),
+            _ => self.iter().any(|e| &*e.member == member),
         }
-        self.members
-            .find(hash, |(h, m)| *h == hash && &**m == member)
-            .is_some()
+    }
+
+    /// Drops the oldest entries while they no longer count. Entries are in time order and a
+    /// window's entries lapse in that order, so a busy key sheds its old takes in amortised
+    /// constant time; an entry held longer stops the sweep, which only costs memory (counting
+    /// always skips lapsed entries).
+    fn prune(&mut self, now: DateTime<Utc>) {
+        match self {
+            Entries::Empty => {}
+            Entries::One(e) => {
+                if !e.counts_at(now) {
+                    *self = Entries::Empty;
+                }
+            }
+            Entries::Many(many) => {
+                while many.log.front().is_some_and(|e| !e.counts_at(now)) {
+                    if let Some(gone) = many.log.pop_front() {
+                        many.forget(gone.member_hash, &gone.member);
+                    }
+                }
+                many.shrink_index();
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, member: &str) -> bool {
+        if !self.has(hash, member) {
+            return false;
+        }
+        match self {
+            Entries::Empty => {}
+            Entries::One(_) => *self = Entries::Empty,
+            Entries::Many(many) => {
+                many.forget(hash, member);
+                many.log.retain(|e| &*e.member != member);
+                many.shrink_index();
+            }
+        }
+        true
+    }
+
+    /// Records `entry` (a second entry moves the key's entries into a [`Log`]).
+    fn record(&mut self, entry: Entry) {
+        match self {
+            Entries::Empty => *self = Entries::One(entry),
+            Entries::One(_) => {
+                if let Entries::One(first) = std::mem::take(self) {
+                    let mut log = Box::new(Log {
+                        log: VecDeque::with_capacity(4),
+                        members: HashTable::new(),
+                    });
+                    log.log.push_back(first);
+                    log.record(entry);
+                    *self = Entries::Many(log);
+                }
+            }
+            Entries::Many(many) => many.record(entry),
+        }
+    }
+
+    /// `None` if `rule` admits one more entry now, else when it will (inner `None`: not by
+    /// time alone).
+    fn refusal(&self, rule: &Rule, now: DateTime<Utc>) -> Option<Option<Duration>> {
+        let len = self.len();
+        match *rule {
+            Rule::Window { max: 0, .. } => Some(None),
+            // Fewer entries than the max cannot fill any window: no search.
+            Rule::Window { max, .. } if len < max as usize => None,
+            Rule::Window { max, window } => {
+                let since = now - chrono(window);
+                // Entries are in time order: those inside the window are a suffix.
+                let start = self.partition_point(|e| e.at <= since);
+                let inside = len - start;
+                (inside >= max as usize).then(|| {
+                    // One more is admitted once the oldest entry that must leave has left.
+                    self.get(start + inside - max as usize)
+                        .and_then(|leaving| (leaving.at + chrono(window) - now).to_std().ok())
+                })
+            }
+            // Fewer entries than the cap cannot hold it full: no scan (a key with many
+            // slots, under a large cap, would otherwise cost a pass over them per take).
+            Rule::Held { max, .. } if len < max as usize => None,
+            Rule::Held { max, .. } => self.refusal_when_held(max as usize, now),
+            Rule::Absent => self.refusal_when_held(1, now),
+        }
+    }
+
+    /// Refused while `max` entries count: until the first of them lapses, if any does.
+    fn refusal_when_held(&self, max: usize, now: DateTime<Utc>) -> Option<Option<Duration>> {
+        let held: Vec<&Entry> = self.live(now).collect();
+        (held.len() >= max).then(|| {
+            held.iter()
+                .filter_map(|e| e.until)
+                .min()
+                .and_then(|until| (until - now).to_std().ok())
+        })
+    }
+}
+
+impl Log {
+    /// Records `entry` where its time puts it: last, as time moves forward (a clock set back
+    /// keeps the order).
+    fn record(&mut self, entry: Entry) {
+        let (hash, member) = (entry.member_hash, Arc::clone(&entry.member));
+        if self.log.back().map_or(true, |last| last.at <= entry.at) {
+            self.log.push_back(entry);
+        } else {
+            let at = self.log.partition_point(|e| e.at <= entry.at);
+            self.log.insert(at, entry);
+        }
+        self.index(hash, &member);
     }
 
     fn forget(&mut self, hash: u64, member: &str) {
@@ -95,69 +250,15 @@ impl Entries {
                 .insert_unique(hash, (hash, Arc::clone(member)), |(h, _)| *h);
         }
     }
+}
 
-    /// Drops the oldest entries while they no longer count. Entries are in time order and a
-    /// window's entries lapse in that order, so a busy key sheds its old takes in amortised
-    /// constant time; an entry held longer stops the sweep, which only costs memory (counting
-    /// always skips lapsed entries).
-    fn prune(&mut self, now: DateTime<Utc>) {
-        while let Some(front) = self.log.front() {
-            if front.until.map_or(true, |u| u > now) {
-                break;
-            }
-            if let Some(gone) = self.log.pop_front() {
-                self.forget(gone.member_hash, &gone.member);
-            }
-        }
-        self.shrink_index();
-    }
-
-    fn remove(&mut self, hash: u64, member: &str) -> bool {
-        if !self.has(hash, member) {
-            return false;
-        }
-        self.forget(hash, member);
-        self.log.retain(|e| &*e.member != member);
-        self.shrink_index();
-        true
-    }
-
-    /// `None` if `rule` admits one more entry now, else when it will (inner `None`: not by
-    /// time alone).
-    fn refusal(&self, rule: &Rule, now: DateTime<Utc>) -> Option<Option<Duration>> {
-        match *rule {
-            Rule::Window { max: 0, .. } => Some(None),
-            // Fewer entries than the max cannot fill any window: no search.
-            Rule::Window { max, .. } if self.log.len() < max as usize => None,
-            Rule::Window { max, window } => {
-                let since = now - chrono(window);
-                // Entries are in time order: those inside the window are a suffix.
-                let start = self.log.partition_point(|e| e.at <= since);
-                let inside = self.log.len() - start;
-                (inside >= max as usize).then(|| {
-                    // One more is admitted once the oldest entry that must leave has left.
-                    let leaving = &self.log[start + inside - max as usize];
-                    (leaving.at + chrono(window) - now).to_std().ok()
-                })
-            }
-            // Fewer entries than the cap cannot hold it full: no scan (a key with many
-            // slots, under a large cap, would otherwise cost a pass over them per take).
-            Rule::Held { max, .. } if self.log.len() < max as usize => None,
-            Rule::Held { max, .. } => self.refusal_when_held(max as usize, now),
-            Rule::Absent => self.refusal_when_held(1, now),
-        }
-    }
-
-    /// Refused while `max` entries count: until the first of them lapses, if any does.
-    fn refusal_when_held(&self, max: usize, now: DateTime<Utc>) -> Option<Option<Duration>> {
-        let held: Vec<&Entry> = self.live(now).collect();
-        (held.len() >= max).then(|| {
-            held.iter()
-                .filter_map(|e| e.until)
-                .min()
-                .and_then(|until| (until - now).to_std().ok())
-        })
-    }
+/// A key and its entries; the table keeps each key's hash, so a look-up under the lock
+/// compares keys only on a full hash match and growing it never hashes a key again.
+#[derive(Debug)]
+struct Slot {
+    hash: u64,
+    key: Box<str>,
+    entries: Entries,
 }
 
 /// What one budget of a take did.
@@ -277,9 +378,8 @@ impl MemoryBudgets {
             if p.adds && entries.has(p.member_hash, &p.member) {
                 // A lapsed entry behind one held longer may still be listed: it is gone.
                 let lapsed = entries
-                    .log
                     .iter()
-                    .any(|e| e.member == p.member && e.until.is_some_and(|u| u <= now));
+                    .any(|e| e.member == p.member && !e.counts_at(now));
                 if !lapsed {
                     // Counted already: a repeated take is admitted and adds nothing.
                     return Ok(Taken::Already);
@@ -317,22 +417,12 @@ impl MemoryBudgets {
                 })
                 .into_mut(),
         };
-        let entries = &mut slot.entries;
-        let entry = Entry {
+        slot.entries.record(Entry {
             member: Arc::clone(&p.member),
             member_hash: p.member_hash,
             at: now,
             until: Some(now + chrono(p.keep)),
-        };
-        // Time moves forward: the new entry is the newest. A clock set back keeps the order:
-        // the entry goes where its time puts it.
-        if entries.log.back().map_or(true, |last| last.at <= now) {
-            entries.log.push_back(entry);
-        } else {
-            let at = entries.log.partition_point(|e| e.at <= now);
-            entries.log.insert(at, entry);
-        }
-        entries.index(p.member_hash, &p.member);
+        });
         Ok(Taken::Recorded)
     }
 
@@ -488,5 +578,44 @@ mod tests {
                 assert_eq!(store.count("k"), n - 1, "m1 is counted once");
             }
         }
+    }
+
+    /// A key's first entry is kept inline and its second moves both into a log: the move
+    /// keeps time order (with the clock set back, the second entry is the older), the
+    /// window counts both, and an inline entry lapses and is released like any other.
+    #[tokio::test]
+    async fn a_key_keeps_time_order_and_counts_across_its_first_and_second_entry() {
+        use crate::ports::ManualClock;
+        let clock = Arc::new(ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap()));
+        let store = MemoryBudgets::with_clock(clock.clone());
+        assert_eq!(store.take(&one("k", "a", 2)).await, Ok(TakeOutcome::Taken));
+        clock.advance(chrono::Duration::seconds(-30));
+        assert_eq!(store.take(&one("k", "b", 2)).await, Ok(TakeOutcome::Taken));
+        let members = store.members("k").await.unwrap();
+        let names: Vec<&str> = members.iter().map(|m| m.member.as_str()).collect();
+        assert_eq!(names, ["b", "a"], "oldest first");
+        // Full; the older entry ("b", taken 30 s before "a") leaves the window first.
+        assert_eq!(
+            store.take(&one("k", "c", 2)).await,
+            Ok(TakeOutcome::Refused {
+                take: 0,
+                retry_after: Some(Duration::from_secs(60)),
+            })
+        );
+        clock.advance(chrono::Duration::seconds(61));
+        assert_eq!(store.take(&one("k", "c", 2)).await, Ok(TakeOutcome::Taken));
+
+        // An inline entry: lapses with its window, and is released.
+        assert_eq!(store.take(&one("j", "a", 1)).await, Ok(TakeOutcome::Taken));
+        assert!(matches!(
+            store.take(&one("j", "b", 1)).await,
+            Ok(TakeOutcome::Refused { .. })
+        ));
+        clock.advance(chrono::Duration::seconds(61));
+        assert_eq!(store.count("j"), 0);
+        assert_eq!(store.take(&one("j", "b", 1)).await, Ok(TakeOutcome::Taken));
+        assert!(store.release("j", "b").await.unwrap());
+        assert!(!store.release("j", "b").await.unwrap());
+        assert_eq!(store.take(&one("j", "c", 1)).await, Ok(TakeOutcome::Taken));
     }
 }
