@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The floor under PostgreSQL's send budgets: what PostgreSQL itself does per second for an
 # add's own writes (an event and an outbox row) against the same writes plus the least any
-# per-key budget state must write for one send (a row for each new key of a sign-up: its
+# exact per-key budget state must write for one send (a row for each new key of a sign-up: its
 # registration slot, user, number and address; a counter bumped in place for the range,
 # region and instance). No reads, no checks, no windows, no lock waits (each client bumps
 # its own instance and region rows): a bound no representation of the budgets can beat.
