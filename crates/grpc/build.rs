@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // prost's codec, but a request that does not decode is INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::Codec")
         // These carry codes or numbers; their Debug is written by hand, redacted.
         .skip_debug([
             "zitadel.resources.user.v3alpha.SetPhone",

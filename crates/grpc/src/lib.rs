@@ -92,6 +92,7 @@ use proto::zitadel::resources::object::v3alpha as resources_object;
 use proto::zitadel::resources::user::v3alpha as user;
 use user::zitadel_users_server::{ZitadelUsers, ZitadelUsersServer};
 
+pub mod codec;
 mod connect;
 
 pub use connect::{

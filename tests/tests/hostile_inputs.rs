@@ -1,0 +1,606 @@
+//! Hostile inputs, as property tests: arbitrary requests on every protocol the server speaks
+//! (the JSON API, Connect, gRPC-web and gRPC) never panic and never answer a server error;
+//! a refusal answers in the protocol's own error format, with the status the contract gives
+//! its code; and a refused call writes nothing but what a refusal records by design (a wrong
+//! code's failed check, the lock it may close, a budget refusal's audit event).
+//!
+//! The requests are built from pieces a caller controls: method, path segments (real user and
+//! registration ids among random and percent-encoded ones), query, headers, and a body of
+//! random bytes, random JSON over the contract's field names, or a well-formed message of the
+//! call's type with random content. The service's state carries over from case to case, so
+//! later cases meet registrations that earlier ones added, verified or removed.
+//!
+//! 256 cases per protocol by default (`PROPTEST_CASES` sets more).
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::{Body, HttpBody};
+use axum::http::{HeaderMap, Request, StatusCode, Version};
+use axum::Router;
+use otp_sms_core::{
+    AbusePolicy, AddRequest, Caller, CodeKey, CodeKeyRing, CommandService, Event, EventPayload,
+    EventStore, InstanceId, KeyId, PhoneVerification, PrincipalId,
+};
+use otp_sms_memory::MemoryStore;
+use otp_sms_testkit::doubles::{StaticAuthorizer, StaticTokens, StaticUsers};
+use proptest::prelude::*;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use tower::ServiceExt;
+
+/// The event types a refused call may write: a wrong code's failed check and the lock it may
+/// close, and a budget refusal's audit record.
+const WRITTEN_BY_REFUSALS: [&str; 3] = [
+    Event::CHECK_FAILED,
+    Event::VERIFICATION_LOCKED,
+    Event::SEND_REFUSED,
+];
+
+struct Fixture {
+    runtime: Runtime,
+    app: Router,
+    store: Arc<MemoryStore<Event>>,
+    /// A registration of alice's, added before the first case.
+    registration: String,
+    pool: DescriptorPool,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Arc::new(MemoryStore::<Event>::new());
+        let users = Arc::new(
+            StaticUsers::new()
+                .with_user("inst-1", "alice", "org-1")
+                .with_user("inst-1", "admin", "org-1"),
+        );
+        let authz =
+            Arc::new(StaticAuthorizer::new().grant("inst-1", "admin", "org-1", "user.write"));
+        let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("k"), &[7; 32]));
+        let service = CommandService::new(store.clone(), users, authz, keys)
+            .with_abuse_policy(AbusePolicy {
+                allow_self_return_code: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let tokens = Arc::new(
+            StaticTokens::new()
+                .with_token("alice-token", "inst-1", "alice")
+                .with_token("admin-token", "inst-1", "admin"),
+        );
+        let registration = runtime.block_on(async {
+            let caller = Caller::new(
+                InstanceId::parse("instance", "inst-1").unwrap(),
+                PrincipalId::parse("principal", "alice").unwrap(),
+            );
+            service
+                .add(
+                    &caller,
+                    AddRequest {
+                        user_id: "alice".into(),
+                        organization: None,
+                        phone: "+41791234567".into(),
+                        verification: PhoneVerification::ReturnCode,
+                    },
+                )
+                .await
+                .unwrap()
+                .registration_id
+                .to_string()
+        });
+        let app = otp_sms_http::standalone_router(service.clone(), tokens.clone())
+            .merge(otp_sms_grpc::router(service, tokens));
+        let pool = DescriptorPool::decode(otp_sms_grpc::FILE_DESCRIPTOR_SET).unwrap();
+        Fixture {
+            runtime,
+            app,
+            store,
+            registration,
+            pool,
+        }
+    })
+}
+
+/// Every byte outside RFC 3986's unreserved set percent-encoded, so that any text can stand in
+/// a path segment or a query value.
+fn escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A path segment: a real id, a plain or odd one, or any text, escaped.
+fn segment() -> impl Strategy<Value = String> {
+    let real = fixture().registration.clone();
+    prop_oneof![
+        3 => Just("alice".to_owned()),
+        1 => Just("admin".to_owned()),
+        3 => Just(real),
+        1 => "[a-z0-9-]{0,12}",
+        1 => Just("%zz".to_owned()),
+        1 => Just("%00".to_owned()),
+        1 => Just("x".repeat(201)),
+        1 => any::<String>().prop_map(|s| escape(&s)),
+    ]
+}
+
+/// A JSON value over the contract's field names (and others), nested a few levels.
+fn json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        prop_oneof![
+            Just("+41791234567".to_owned()),
+            Just("+19005550123".to_owned()),
+            "[0-9]{6,8}",
+            any::<String>(),
+        ]
+        .prop_map(Value::from),
+    ];
+    let key = prop_oneof![
+        Just("phone"),
+        Just("number"),
+        Just("isVerified"),
+        Just("is_verified"),
+        Just("sendCode"),
+        Just("returnCode"),
+        Just("code"),
+        Just("instance"),
+        Just("organization"),
+        Just("orgId"),
+        Just("domain"),
+        Just("id"),
+        Just("otpSmsId"),
+        Just("urlTemplate"),
+        Just("@type"),
+    ]
+    .prop_map(str::to_owned)
+    .boxed()
+    .prop_union(any::<String>().boxed());
+    leaf.prop_recursive(4, 24, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(key.clone(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A body: nothing, random bytes, random JSON, or more than any call reads.
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(Vec::new()),
+        prop::collection::vec(any::<u8>(), 0..200),
+        json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+        Just(vec![b'{'; 70 * 1024]),
+    ]
+}
+
+/// A body of the call's own shape with values a caller chooses: a number (real, premium,
+/// malformed), a delivery or two, a code; so that cases reach the calls themselves.
+fn well_formed() -> impl Strategy<Value = Vec<u8>> {
+    let number = prop_oneof![
+        Just("+41791234567".to_owned()),
+        "\\+4179[0-9]{7}",
+        Just("+19005550123".to_owned()),
+        Just("+41441234567".to_owned()),
+        "[+0-9 ()-]{0,20}",
+    ];
+    let delivery = prop_oneof![
+        Just(serde_json::json!({})),
+        Just(serde_json::json!({"sendCode": {}})),
+        Just(serde_json::json!({"returnCode": {}})),
+        Just(serde_json::json!({"isVerified": true})),
+        Just(serde_json::json!({"isVerified": false})),
+        Just(serde_json::json!({"sendCode": {}, "returnCode": {}})),
+    ];
+    let code = prop_oneof!["[0-9]{6,8}", any::<String>()];
+    prop_oneof![
+        (number, delivery.clone()).prop_map(|(number, delivery)| {
+            let mut body = delivery;
+            body["number"] = Value::from(number);
+            serde_json::to_vec(&body).unwrap()
+        }),
+        code.prop_map(|code| serde_json::to_vec(&serde_json::json!({ "code": code })).unwrap()),
+        delivery.prop_map(|d| serde_json::to_vec(&d).unwrap()),
+    ]
+}
+
+fn token() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        3 => Just(Some("alice-token".to_owned())),
+        2 => Just(Some("admin-token".to_owned())),
+        1 => Just(None),
+        1 => "[ -~]{0,40}".prop_map(Some),
+    ]
+}
+
+/// What one call answered, and the events it wrote.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    trailers: Option<HeaderMap>,
+    written: Vec<String>,
+}
+
+fn send(request: Request<Body>) -> Answer {
+    let f = fixture();
+    f.runtime.block_on(async {
+        let before = f.store.len() as u64;
+        let response = f.app.clone().oneshot(request).await.unwrap();
+        let (parts, mut body) = response.into_parts();
+        let (mut bytes, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let frame = frame.expect("a response body reads");
+            match frame.into_data() {
+                Ok(data) => bytes.extend_from_slice(&data),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let written = f
+            .store
+            .read_all(before, usize::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event.event_type().to_owned())
+            .collect();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: bytes,
+            trailers,
+            written,
+        }
+    })
+}
+
+/// A refusal wrote nothing but what refusals write by design.
+fn refusal_wrote_only_its_record(answer: &Answer, what: &str) -> Result<(), TestCaseError> {
+    for event in &answer.written {
+        prop_assert!(
+            WRITTEN_BY_REFUSALS.contains(&event.as_str()),
+            "{what} was refused and wrote {event}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    /// The JSON API: any method, path, query, content type, token and body.
+    #[test]
+    fn the_json_api_answers_any_request_with_a_status_of_its_code(
+        method in prop_oneof![
+            4 => Just(None),
+            1 => prop_oneof![Just("GET"), Just("POST"), Just("DELETE"), Just("PUT"), Just("PATCH")]
+                .prop_map(Some),
+        ],
+        shape in 0usize..5,
+        user in segment(),
+        registration in segment(),
+        query in prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(
+            (prop_oneof![
+                Just("instance.id".to_owned()),
+                Just("instance.domain".to_owned()),
+                Just("organization.id".to_owned()),
+                Just("organization.domain".to_owned()),
+                "[a-z.]{1,12}",
+            ], any::<String>()),
+            1..3,
+        )],
+        content_type in prop_oneof![
+            Just("application/json"),
+            Just("text/plain"),
+            Just("application/x-www-form-urlencoded"),
+            Just(""),
+        ],
+        token in token(),
+        body in prop_oneof![1 => body(), 2 => well_formed()],
+    ) {
+        let base = format!("/resources/v3alpha/users/{user}/otp_sms");
+        let path = match shape {
+            0 => base,
+            1 => format!("{base}/{registration}"),
+            2 => format!("{base}/{registration}/_verify"),
+            3 => format!("{base}/{registration}/_resend_code"),
+            _ => format!("{base}/_unlock"),
+        };
+        let query: Vec<String> =
+            query.iter().map(|(k, v)| format!("{k}={}", escape(v))).collect();
+        let uri = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };
+        // The route's own method, mostly.
+        let method = method.unwrap_or(if shape == 1 { "DELETE" } else { "POST" });
+        let mut request = Request::builder().method(method).uri(&uri);
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        if let Some(token) = &token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let Ok(request) = request.body(Body::from(body)) else {
+            // Not a request a client could send (a header value the HTTP crate refuses).
+            return Ok(());
+        };
+        let answer = send(request);
+        let what = format!("{method} {uri}");
+        prop_assert!(!answer.status.is_server_error(), "{what}: {}", answer.status);
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        let status: Value = serde_json::from_slice(&answer.body)
+            .map_err(|e| TestCaseError::fail(format!("{what}: not a google.rpc.Status: {e}")))?;
+        let code = status["code"].as_i64().unwrap_or_default();
+        prop_assert!(status["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {status}");
+        let expected = match code {
+            3 | 9 | 11 => 400,
+            16 => 401,
+            7 => 403,
+            5 => 404,
+            10 => 409,
+            8 => 429,
+            // An unknown method on a known path, as grpc-gateway answers it.
+            12 => 405,
+            other => return Err(TestCaseError::fail(format!("{what}: code {other}: {status}"))),
+        };
+        prop_assert_eq!(answer.status.as_u16(), expected, "{}: {}", what, status);
+        refusal_wrote_only_its_record(&answer, &what)?;
+    }
+
+    /// Connect: any of the services' methods (or another), content type, protocol headers and
+    /// body, JSON or binary.
+    #[test]
+    fn connect_answers_any_request_with_its_error_json(
+        method in method(),
+        content_type in prop_oneof![
+            Just("application/json"),
+            Just("application/proto"),
+            Just("application/connect+json"),
+            Just("text/plain"),
+        ],
+        version in prop_oneof![Just(Some("1".to_owned())), Just(None), "[ -~]{0,4}".prop_map(Some)],
+        timeout in prop_oneof![Just(None), "[0-9]{1,12}".prop_map(Some), "[ -~]{0,6}".prop_map(Some)],
+        encoding in prop_oneof![Just(None), Just(Some("gzip")), Just(Some("identity")), Just(Some("br"))],
+        token in token(),
+        body in message_or_bytes(),
+    ) {
+        let (service, name, input) = method;
+        let path = format!("/{service}/{name}");
+        let body = match (&input, content_type) {
+            (Some(message), "application/json") => body.json(message),
+            (Some(message), "application/proto") => body.proto(message),
+            _ => body.raw(),
+        };
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(&path)
+            .header("content-type", content_type);
+        for (name, value) in [
+            ("connect-protocol-version", version.as_deref()),
+            ("connect-timeout-ms", timeout.as_deref()),
+            ("content-encoding", encoding),
+        ] {
+            if let Some(value) = value {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(token) = &token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let Ok(request) = request.body(Body::from(body)) else { return Ok(()) };
+        let answer = send(request);
+        let what = format!("Connect {path} ({content_type})");
+        // 501 is Connect's status for `unimplemented` (an unknown method); no other 5xx.
+        prop_assert!(
+            !answer.status.is_server_error() || answer.status == StatusCode::NOT_IMPLEMENTED,
+            "{what}: {}", answer.status
+        );
+        if answer.status.is_success() {
+            return Ok(());
+        }
+        // 415 for a content type Connect does not speak is the protocol's own, bodiless answer.
+        if answer.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            prop_assert!(answer.written.is_empty(), "{what}: wrote {:?}", answer.written);
+            return Ok(());
+        }
+        let error: Value = serde_json::from_slice(&answer.body)
+            .map_err(|e| TestCaseError::fail(format!("{what}: not Connect's error JSON: {e}")))?;
+        let expected = match error["code"].as_str().unwrap_or_default() {
+            "invalid_argument" | "failed_precondition" | "out_of_range" => 400,
+            "unauthenticated" => 401,
+            "permission_denied" => 403,
+            "not_found" => 404,
+            "aborted" | "already_exists" => 409,
+            "resource_exhausted" => 429,
+            "unimplemented" => 501,
+            other => return Err(TestCaseError::fail(format!("{what}: code {other:?}: {error}"))),
+        };
+        prop_assert_eq!(answer.status.as_u16(), expected, "{}: {}", what, error);
+        refusal_wrote_only_its_record(&answer, &what)?;
+    }
+
+    /// gRPC and gRPC-web: any method, framing, compression flag, deadline and message.
+    #[test]
+    fn grpc_answers_any_request_with_a_grpc_status(
+        method in method(),
+        web in any::<bool>(),
+        framing in 0usize..4,
+        timeout in prop_oneof![Just(None), "[0-9]{1,8}[HMSmun]".prop_map(Some), "[ -~]{0,6}".prop_map(Some)],
+        token in token(),
+        body in message_or_bytes(),
+    ) {
+        let (service, name, input) = method;
+        let path = format!("/{service}/{name}");
+        let message = match &input {
+            Some(message) => body.proto(message),
+            None => body.raw(),
+        };
+        let framed = match framing {
+            // One well-framed, uncompressed message.
+            0 | 1 => frame(0, &message, message.len()),
+            // Said to be compressed (no encoding was agreed on, or the bytes are not gzip).
+            2 => frame(1, &message, message.len()),
+            // A length that does not match the bytes that follow.
+            _ => frame(0, &message, message.len().wrapping_mul(7) + 3),
+        };
+        let content_type = if web { "application/grpc-web+proto" } else { "application/grpc" };
+        // gRPC is HTTP/2 only (tonic-web answers gRPC over HTTP/1.1 with 400); gRPC-web is
+        // what HTTP/1.1 clients speak.
+        let version = if web { Version::HTTP_11 } else { Version::HTTP_2 };
+        let mut request = Request::builder()
+            .method("POST")
+            .version(version)
+            .uri(&path)
+            .header("content-type", content_type)
+            .header("te", "trailers");
+        if let Some(timeout) = &timeout {
+            request = request.header("grpc-timeout", timeout);
+        }
+        if framing == 2 && !web {
+            request = request.header("grpc-encoding", "gzip");
+        }
+        if let Some(token) = &token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let Ok(request) = request.body(Body::from(framed)) else { return Ok(()) };
+        let answer = send(request);
+        let what = format!("{content_type} {path}");
+        prop_assert_eq!(answer.status, StatusCode::OK, "{}", what);
+        let code = grpc_status(&answer)
+            .ok_or_else(|| TestCaseError::fail(format!("{what}: no grpc-status")))?;
+        // A well-framed message, whatever its bytes, is the caller's error when it is wrong,
+        // never a server fault. A broken frame (a compressed flag with no encoding agreed on,
+        // bytes that are not what the encoding says, a length the body does not hold) is
+        // INTERNAL because the gRPC specification says so, and only then.
+        let faults: &[i32] = if framing <= 1 { &[2, 13, 15] } else { &[2, 15] };
+        prop_assert!(
+            !faults.contains(&code),
+            "{what} (framing {framing}): grpc-status {code} ({:?})",
+            grpc_message(&answer)
+        );
+        if code != 0 {
+            refusal_wrote_only_its_record(&answer, &what)?;
+        }
+    }
+}
+
+/// A method of the two services (with its input type), or a name neither has.
+fn method() -> impl Strategy<Value = (String, String, Option<MessageDescriptor>)> {
+    let pool = &fixture().pool;
+    let mut known: Vec<(String, String, Option<MessageDescriptor>)> = Vec::new();
+    for service in [
+        otp_sms_grpc::SERVICE_NAME,
+        otp_sms_grpc::EXTENSIONS_SERVICE_NAME,
+    ] {
+        let descriptor = pool.get_service_by_name(service).unwrap();
+        for m in descriptor.methods() {
+            known.push((service.to_owned(), m.name().to_owned(), Some(m.input())));
+        }
+    }
+    prop_oneof![
+        4 => prop::sample::select(known),
+        1 => "[A-Za-z]{1,20}".prop_map(|name| (otp_sms_grpc::SERVICE_NAME.to_owned(), name, None)),
+    ]
+}
+
+/// A body: random bytes, or random JSON that, where it fits the call's message, is sent as
+/// that message (in the encoding the call uses).
+#[derive(Debug, Clone)]
+struct Candidate {
+    bytes: Vec<u8>,
+    json: Value,
+}
+
+impl Candidate {
+    fn raw(&self) -> Vec<u8> {
+        self.bytes.clone()
+    }
+
+    fn message(&self, input: &MessageDescriptor) -> Option<DynamicMessage> {
+        DynamicMessage::deserialize(input.clone(), self.json.clone()).ok()
+    }
+
+    fn json(&self, input: &MessageDescriptor) -> Vec<u8> {
+        match self.message(input) {
+            Some(message) => serde_json::to_vec(&message).unwrap(),
+            None => serde_json::to_vec(&self.json).unwrap(),
+        }
+    }
+
+    fn proto(&self, input: &MessageDescriptor) -> Vec<u8> {
+        match self.message(input) {
+            Some(message) => prost::Message::encode_to_vec(&message),
+            None => self.bytes.clone(),
+        }
+    }
+}
+
+fn message_or_bytes() -> impl Strategy<Value = Candidate> {
+    (body(), json()).prop_map(|(bytes, json)| Candidate { bytes, json })
+}
+
+/// A gRPC length-prefixed message: the compressed flag, a big-endian length, the bytes.
+fn frame(flag: u8, message: &[u8], said: usize) -> Vec<u8> {
+    let mut framed = vec![flag];
+    framed.extend_from_slice(&u32::try_from(said).unwrap_or(u32::MAX).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// The call's grpc-status: from the headers (trailers-only), the trailers (gRPC) or the
+/// trailer frame at the end of the body (gRPC-web).
+fn grpc_status(answer: &Answer) -> Option<i32> {
+    grpc_field(answer, "grpc-status")?.parse().ok()
+}
+
+fn grpc_message(answer: &Answer) -> Option<String> {
+    grpc_field(answer, "grpc-message")
+}
+
+fn grpc_field(answer: &Answer, name: &str) -> Option<String> {
+    let from = |headers: &HeaderMap| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    from(&answer.headers)
+        .or_else(|| answer.trailers.as_ref().and_then(from))
+        .or_else(|| web_trailer(&answer.body, name))
+}
+
+/// A field of the trailer frame (flag 0x80) of a gRPC-web body.
+fn web_trailer(body: &[u8], name: &str) -> Option<String> {
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().ok()?) as usize;
+        let payload = rest.get(5..5 + len)?;
+        if rest[0] & 0x80 != 0 {
+            return std::str::from_utf8(payload).ok()?.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            });
+        }
+        rest = &rest[5 + len..];
+    }
+    None
+}
