@@ -1,5 +1,6 @@
 //! Hostile inputs, as property tests: arbitrary requests on every protocol the server speaks
-//! (the JSON API, Connect, gRPC-web and gRPC) never panic and never answer a server error;
+//! (the JSON API, Connect, gRPC-web and gRPC, and the SMS providers' delivery reports) never
+//! panic and never answer a server error;
 //! a refusal answers in the protocol's own error format, with the status the contract gives
 //! its code; and a refused call writes nothing but what a refusal records by design (a wrong
 //! code's failed check, the lock it may close, a budget refusal's audit event).
@@ -24,12 +25,19 @@ use otp_sms_core::{
     EventStore, InstanceId, KeyId, PhoneVerification, PrincipalId,
 };
 use otp_sms_memory::MemoryStore;
+use otp_sms_server::{twilio, vonage};
 use otp_sms_testkit::doubles::{StaticAuthorizer, StaticTokens, StaticUsers};
 use proptest::prelude::*;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
+use zeroize::Zeroizing;
+
+const TWILIO_TOKEN: &str = "twilio-auth-token";
+const TWILIO_URL: &str = "https://otp.example.com/sms/status/twilio";
+const VONAGE_KEY: &str = "abcd1234";
+const VONAGE_SECRET: &str = "vonage-signature-secret";
 
 /// The event types a refused call may write: a wrong code's failed check and the lock it may
 /// close, and a budget refusal's audit record.
@@ -45,6 +53,8 @@ struct Fixture {
     store: Arc<MemoryStore<Event>>,
     /// A registration of alice's, added before the first case.
     registration: String,
+    /// A registration of admin's whose first code was sent.
+    sent: String,
     pool: DescriptorPool,
 }
 
@@ -96,14 +106,54 @@ fn fixture() -> &'static Fixture {
                 .registration_id
                 .to_string()
         });
+        // An admin's registration whose code was handed to a sender, so that a delivery
+        // report can name a code that was sent.
+        let sent = runtime.block_on(async {
+            let caller = Caller::new(
+                InstanceId::parse("instance", "inst-1").unwrap(),
+                PrincipalId::parse("principal", "admin").unwrap(),
+            );
+            let added = service
+                .add(
+                    &caller,
+                    AddRequest {
+                        user_id: "admin".into(),
+                        organization: None,
+                        phone: "+41791234568".into(),
+                        verification: PhoneVerification::SendCode,
+                    },
+                )
+                .await
+                .unwrap();
+            let sender = otp_sms_testkit::doubles::RecordingSender::new();
+            let passed = service
+                .deliver_pending(&sender, 10, std::time::Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert_eq!(sender.sent().len(), 1, "{passed:?}");
+            added.registration_id.to_string()
+        });
         let app = otp_sms_http::standalone_router(service.clone(), tokens.clone())
-            .merge(otp_sms_grpc::router(service, tokens));
+            .merge(otp_sms_grpc::router(service.clone(), tokens))
+            .merge(twilio::status_routes(twilio::StatusEndpoint {
+                auth_token: Arc::new(Zeroizing::new(TWILIO_TOKEN.to_owned())),
+                public_url: TWILIO_URL.to_owned(),
+                service: service.clone(),
+            }))
+            .merge(vonage::receipt_routes(vonage::ReceiptEndpoint {
+                api_key: VONAGE_KEY.to_owned(),
+                secret: Arc::new(Zeroizing::new(VONAGE_SECRET.to_owned())),
+                method: vonage::SignatureMethod::Sha256,
+                max_age: vonage::RECEIPT_MAX_AGE,
+                service,
+            }));
         let pool = DescriptorPool::decode(otp_sms_grpc::FILE_DESCRIPTOR_SET).unwrap();
         Fixture {
             runtime,
             app,
             store,
             registration,
+            sent,
             pool,
         }
     })
@@ -125,10 +175,12 @@ fn escape(text: &str) -> String {
 /// A path segment: a real id, a plain or odd one, or any text, escaped.
 fn segment() -> impl Strategy<Value = String> {
     let real = fixture().registration.clone();
+    let sent = fixture().sent.clone();
     prop_oneof![
         3 => Just("alice".to_owned()),
         1 => Just("admin".to_owned()),
         3 => Just(real),
+        2 => Just(sent),
         1 => "[a-z0-9-]{0,12}",
         1 => Just("%zz".to_owned()),
         1 => Just("%00".to_owned()),
@@ -242,6 +294,10 @@ struct Answer {
 }
 
 fn send(request: Request<Body>) -> Answer {
+    // The properties run on threads of their own but share the fixture: one call at a time,
+    // so that the events read after a call are its own.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let f = fixture();
     f.runtime.block_on(async {
         let before = f.store.len() as u64;
@@ -497,6 +553,117 @@ proptest! {
         );
         if code != 0 {
             refusal_wrote_only_its_record(&answer, &what)?;
+        }
+    }
+}
+
+proptest! {
+    /// The providers' delivery reports: any parameters, signed or not (signed with the right
+    /// secret, and then mostly with the right account, time and reference), as a query, a form
+    /// or JSON, on any path. Unsigned reports are refused and write nothing; a signed one
+    /// writes at most the report's own event.
+    #[test]
+    fn delivery_reports_answer_any_request_and_write_only_signed_reports(
+        vonage in any::<bool>(),
+        signed in any::<bool>(),
+        genuine in any::<bool>(),
+        encoding in 0usize..4,
+        path in (segment(), segment(), prop_oneof![Just("1".to_owned()), Just("2".to_owned()), "[0-9a-z]{0,11}"]),
+        params in prop::collection::vec(
+            (
+                prop_oneof![
+                    Just("MessageStatus"), Just("ErrorCode"), Just("status"), Just("err-code"),
+                    Just("msisdn"), Just("nonce"), Just("api-key"), Just("timestamp"),
+                    Just("client-ref"), Just("sig"),
+                ].prop_map(str::to_owned).boxed().prop_union("[ -~]{0,8}".boxed()),
+                prop_oneof![
+                    Just("delivered"), Just("failed"), Just("undelivered"), Just("expired"),
+                    Just("rejected"), Just("accepted"), Just(""), Just("30003"),
+                ].prop_map(str::to_owned).boxed().prop_union(any::<String>().boxed()),
+            ),
+            0..8,
+        ),
+        garbage in prop::collection::vec(any::<u8>(), 0..64),
+        status in prop::sample::select(vec!["delivered", "failed", "undelivered", "expired", "rejected", "accepted"]),
+    ) {
+        let (instance, registration, n) = path;
+        let mut params = params;
+        if genuine {
+            // A report of the provider's own shape (any status).
+            let (key, code) = if vonage { ("status", "err-code") } else { ("MessageStatus", "ErrorCode") };
+            params.retain(|(k, _)| k != key && k != code);
+            params.push((key.into(), status.into()));
+            params.push((code.into(), "30003".into()));
+        }
+        let (uri, body, content_type, method) = if vonage {
+            if signed && genuine {
+                let number = n.parse::<u32>().unwrap_or(1);
+                params.retain(|(k, _)| !matches!(k.as_str(), "api-key" | "timestamp" | "client-ref" | "sig"));
+                params.push(("api-key".into(), VONAGE_KEY.into()));
+                params.push(("timestamp".into(), chrono::Utc::now().timestamp().to_string()));
+                params.push(("client-ref".into(), vonage::client_ref(&instance, &registration, number)));
+            }
+            if signed {
+                params.retain(|(k, _)| k != "sig");
+                let sig = vonage::signature(vonage::SignatureMethod::Sha256, VONAGE_SECRET, &params);
+                params.push(("sig".into(), sig));
+            }
+            let form = serde_urlencoded::to_string(&params).unwrap();
+            let path = format!("/sms/status/vonage/{instance}/{registration}/{n}");
+            match encoding {
+                0 => (format!("{path}?{form}"), Vec::new(), None, "GET"),
+                1 => (path, form.into_bytes(), Some("application/x-www-form-urlencoded"), "POST"),
+                2 => {
+                    let object: serde_json::Map<String, Value> =
+                        params.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+                    (path, serde_json::to_vec(&object).unwrap(), Some("application/json"), "POST")
+                }
+                _ => (path, garbage, Some("application/json"), "POST"),
+            }
+        } else {
+            let query = serde_urlencoded::to_string([
+                ("instance", if genuine { "inst-1" } else { &instance }),
+                ("otp_sms_id", &registration),
+                ("n", &n),
+            ])
+            .unwrap();
+            let body = if encoding == 3 {
+                garbage
+            } else {
+                serde_urlencoded::to_string(&params).unwrap().into_bytes()
+            };
+            (
+                format!("/sms/status/twilio?{query}"),
+                body,
+                Some("application/x-www-form-urlencoded"),
+                "POST",
+            )
+        };
+        let mut request = Request::builder().method(method).uri(&uri);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        if !vonage && signed {
+            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+            let query = uri.split_once('?').map_or("", |(_, q)| q);
+            let url = format!("{TWILIO_URL}?{query}");
+            request = request.header("x-twilio-signature", twilio::signature(TWILIO_TOKEN, &url, &form));
+        }
+        let Ok(request) = request.body(Body::from(body)) else { return Ok(()) };
+        let answer = send(request);
+        let what = format!("{method} {uri}");
+        prop_assert!(!answer.status.is_server_error(), "{what}: {}", answer.status);
+        if !signed {
+            prop_assert!(answer.status.is_client_error(), "{what}: unsigned, {}", answer.status);
+        }
+        if !answer.status.is_success() {
+            prop_assert!(answer.written.is_empty(), "{what}: refused, wrote {:?}", answer.written);
+        }
+        for event in &answer.written {
+            prop_assert!(
+                [Event::CODE_DELIVERED, Event::DELIVERY_FAILED].contains(&event.as_str()),
+                "{what}: a report wrote {event}"
+            );
         }
     }
 }
