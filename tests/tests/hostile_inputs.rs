@@ -1,9 +1,9 @@
 //! Hostile inputs, as property tests: arbitrary requests on every protocol the server speaks
 //! (the JSON API, Connect, gRPC-web and gRPC, and the SMS providers' delivery reports) never
-//! panic and never answer a server error;
-//! a refusal answers in the protocol's own error format, with the status the contract gives
-//! its code; and a refused call writes nothing but what a refusal records by design (a wrong
-//! code's failed check, the lock it may close, a budget refusal's audit event).
+//! panic and never answer a server error; a refusal answers in the protocol's own error
+//! format, with the status the contract gives its code; and a refused call writes nothing but
+//! what a refusal records by design (a wrong code's failed check, the lock it may close, a
+//! budget refusal's audit event, and nothing at all for an unsigned delivery report).
 //!
 //! The requests are built from pieces a caller controls: method, path segments (real user and
 //! registration ids among random and percent-encoded ones), query, headers, and a body of
