@@ -1,4 +1,5 @@
-//! The services' protobuf codec: prost's, except for what a message that does not decode means.
+//! The services' protobuf codec: prost's (tonic_prost's encoder), except for what a message
+//! that does not decode means.
 //!
 //! tonic's prost codec answers every message that does not decode with INTERNAL, a server
 //! fault. A request the server cannot decode is the caller's error: this codec answers it
@@ -10,7 +11,7 @@
 use std::marker::PhantomData;
 
 use prost::Message;
-use tonic::codec::{DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{DecodeBuf, Decoder};
 use tonic::{Code, Status};
 
 use crate::proto::otpsms::v1 as ext;
@@ -62,31 +63,15 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = MessageEncoder<T>;
+    type Encoder = tonic_prost::ProstEncoder<T>;
     type Decoder = MessageDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        MessageEncoder(PhantomData)
+        tonic_prost::ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         MessageDecoder(PhantomData)
-    }
-}
-
-/// Encodes with prost.
-#[derive(Debug, Clone)]
-pub struct MessageEncoder<T>(PhantomData<T>);
-
-impl<T: Message> Encoder for MessageEncoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // The buffer grows as needed, so prost's only error (too little room) cannot occur;
-        // still an answer, never a panic.
-        item.encode(buf)
-            .map_err(|e| Status::internal(format!("encoding a message: {e}")))
     }
 }
 
