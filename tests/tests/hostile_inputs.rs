@@ -6,7 +6,8 @@
 //! budget refusal's audit event, and nothing at all for an unsigned delivery report).
 //!
 //! The requests are built from pieces a caller controls: method, path segments (real user and
-//! registration ids among random and percent-encoded ones), query, headers, and a body of
+//! registration ids among random and percent-encoded ones), query, headers (idempotency keys
+//! among them, a few reused across calls), and a body of
 //! random bytes, random JSON over the contract's field names, or a well-formed message of the
 //! call's type with random content. The service's state carries over from case to case, so
 //! later cases meet registrations that earlier ones added, verified or removed.
@@ -275,6 +276,18 @@ fn well_formed() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// `Idempotency-Key` values: none, a few reused across calls (so that a key meets another
+/// request, or its own again), any visible text, or text that is not.
+fn idempotency_keys() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        3 => Just(Vec::new()),
+        2 => prop::sample::select(vec!["k1", "k2", "\"k3\""]).prop_map(|k| vec![k.to_owned()]),
+        1 => "[ -~]{0,300}".prop_map(|k| vec![k]),
+        1 => any::<String>().prop_map(|k| vec![k]),
+        1 => ("[a-z]{1,4}", "[a-z]{1,4}").prop_map(|(a, b)| vec![a, b]),
+    ]
+}
+
 fn token() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
         3 => Just(Some("alice-token".to_owned())),
@@ -369,6 +382,7 @@ proptest! {
             Just(""),
         ],
         token in token(),
+        keys in idempotency_keys(),
         body in prop_oneof![1 => body(), 2 => well_formed()],
     ) {
         let base = format!("/resources/v3alpha/users/{user}/otp_sms");
@@ -390,6 +404,9 @@ proptest! {
         }
         if let Some(token) = &token {
             request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for key in &keys {
+            request = request.header("idempotency-key", key);
         }
         let Ok(request) = request.body(Body::from(body)) else {
             // Not a request a client could send (a header value the HTTP crate refuses).
@@ -435,6 +452,7 @@ proptest! {
         timeout in prop_oneof![Just(None), "[0-9]{1,12}".prop_map(Some), "[ -~]{0,6}".prop_map(Some)],
         encoding in prop_oneof![Just(None), Just(Some("gzip")), Just(Some("identity")), Just(Some("br"))],
         token in token(),
+        keys in idempotency_keys(),
         body in message_or_bytes(),
     ) {
         let (service, name, input) = method;
@@ -459,6 +477,9 @@ proptest! {
         }
         if let Some(token) = &token {
             request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for key in &keys {
+            request = request.header("idempotency-key", key);
         }
         let Ok(request) = request.body(Body::from(body)) else { return Ok(()) };
         let answer = send(request);
@@ -500,6 +521,7 @@ proptest! {
         framing in 0usize..4,
         timeout in prop_oneof![Just(None), "[0-9]{1,8}[HMSmun]".prop_map(Some), "[ -~]{0,6}".prop_map(Some)],
         token in token(),
+        keys in idempotency_keys(),
         body in message_or_bytes(),
     ) {
         let (service, name, input) = method;
@@ -534,6 +556,9 @@ proptest! {
         }
         if let Some(token) = &token {
             request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for key in &keys {
+            request = request.header("idempotency-key", key);
         }
         let Ok(request) = request.body(Body::from(framed)) else { return Ok(()) };
         let answer = send(request);
