@@ -7,9 +7,8 @@
 //!
 //! The requests are built from pieces a caller controls: method, path segments (real user and
 //! registration ids among random and percent-encoded ones), query, headers (idempotency keys
-//! among them, a few reused across calls), and a body of
-//! random bytes, random JSON over the contract's field names, or a well-formed message of the
-//! call's type with random content. The service's state carries over from case to case, so
+//! among them, a few reused across calls), and a body of random bytes, random JSON over the
+//! contract's field names, or a well-formed message of the call's type with random content. The service's state carries over from case to case, so
 //! later cases meet registrations that earlier ones added, verified or removed.
 //!
 //! 256 cases per protocol by default (`PROPTEST_CASES` sets more).
