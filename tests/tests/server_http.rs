@@ -114,19 +114,6 @@ fn assert_rpc(status: u16, body: &Value, http: u16, code: i64) {
     );
 }
 
-/// Every event in a schema, as (position, type, payload) rows.
-async fn events_in(schema: &str) -> Vec<(i64, String, Value)> {
-    let pool = pg::pool().await;
-    let rows: Vec<(i64, String, Value)> = sqlx::query_as(&format!(
-        "SELECT position, event_type, payload FROM \"{schema}\".events ORDER BY position"
-    ))
-    .fetch_all(&pool)
-    .await
-    .expect("read events");
-    pool.close().await;
-    rows
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_add_with_return_code_then_verify() {
     let s = memory_server();
@@ -260,10 +247,10 @@ async fn aborted_when_conflicts_outlast_the_attempts() {
         }
     }
     assert!(aborted > 0, "no call collided");
-    let failed = events_in(&schema)
+    let failed = pg::events_in(&schema)
         .await
         .iter()
-        .filter(|(_, t, _)| t == "user.otp_sms.check.failed")
+        .filter(|(t, _)| t == "user.otp_sms.check.failed")
         .count();
     assert_eq!(failed, 40 - aborted, "every refused call wrote nothing");
     drop(s);
@@ -333,7 +320,7 @@ async fn internal_when_the_code_key_was_dropped_from_the_ring() {
 async fn bad_input_changes_nothing() {
     let (s, schema) = pg_server("", None);
     let (id, code) = add_returning(&s).await;
-    let before = events_in(&schema).await;
+    let before = pg::events_in(&schema).await;
     let verify = verify_url(&s, "alice", &id);
     let long = "u".repeat(201);
     let crab201 = "🦀".repeat(201);
@@ -386,7 +373,7 @@ async fn bad_input_changes_nothing() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 400);
     assert_eq!(
-        events_in(&schema).await,
+        pg::events_in(&schema).await,
         before,
         "the store holds exactly what it held"
     );
@@ -398,7 +385,7 @@ async fn bad_input_changes_nothing() {
     )
     .await;
     assert_rpc(st, &b, 400, 3);
-    assert_eq!(events_in(&schema).await.len(), before.len() + 1);
+    assert_eq!(pg::events_in(&schema).await.len(), before.len() + 1);
     let (st, _) = post(&verify, Some("token-alice"), &format!("\"{code}\"")).await;
     assert_eq!(st, 200);
     drop(s);
@@ -444,13 +431,13 @@ async fn the_notifier_delivers_each_code_once_across_a_crash() {
     assert_eq!(received[0]["otpSmsId"], json!(id));
     assert_eq!(received[0]["phone"], json!("+41791234567"));
     let code = received[0]["code"].as_str().unwrap().to_owned();
-    let events = events_in(&schema).await;
+    let events = pg::events_in(&schema).await;
     let sent = events
         .iter()
-        .filter(|(_, t, _)| t == "user.otp_sms.code.sent")
+        .filter(|(t, _)| t == "user.otp_sms.code.sent")
         .count();
     assert_eq!(sent, 1, "code sent recorded once");
-    for (_, _, payload) in &events {
+    for (_, payload) in &events {
         assert!(
             !payload.to_string().contains(&code),
             "no code at rest: {payload}"
@@ -535,10 +522,10 @@ async fn an_idempotency_key_holds_across_two_servers_on_one_database() {
     assert!(first["otpSmsId"].is_string(), "{first}");
     assert_eq!(again["otpSmsId"], first["otpSmsId"], "{again}");
     assert_eq!(again["verificationCode"], first["verificationCode"]);
-    let added = events_in(&schema)
+    let added = pg::events_in(&schema)
         .await
         .into_iter()
-        .filter(|(_, t, _)| t == "user.otp_sms.added")
+        .filter(|(t, _)| t == "user.otp_sms.added")
         .count();
     assert_eq!(added, 1);
     drop((a, b));
@@ -628,10 +615,10 @@ async fn two_servers_with_notifiers_deliver_every_code_once() {
         registrations,
         added.iter().map(String::as_str).collect::<Vec<_>>()
     );
-    let sent = events_in(&schema)
+    let sent = pg::events_in(&schema)
         .await
         .iter()
-        .filter(|(_, t, _)| t == "user.otp_sms.code.sent")
+        .filter(|(t, _)| t == "user.otp_sms.code.sent")
         .count();
     assert_eq!(sent, 40);
     drop((a, b));
@@ -756,7 +743,7 @@ async fn a_killed_server_loses_and_doubles_nothing_under_load() {
         .map(|t| t.duration_since(back))
         .expect("calls succeed on the new server");
     assert!(recovered < Duration::from_secs(5), "{recovered:?}");
-    let events = events_in(&schema).await;
+    let events = pg::events_in(&schema).await;
     let pool = pg::pool().await;
     let ids: Vec<(String, String)> = sqlx::query_as(&format!(
         "SELECT aggregate_id, event_type FROM \"{schema}\".events \
@@ -775,7 +762,7 @@ async fn a_killed_server_loses_and_doubles_nothing_under_load() {
     }
     let registrations = events
         .iter()
-        .filter(|(_, t, _)| t == "user.otp_sms.added")
+        .filter(|(t, _)| t == "user.otp_sms.added")
         .count();
     assert_eq!(
         registrations,
