@@ -143,6 +143,9 @@ pub struct Options {
     pub dev: bool,
     /// `--tls-cert` and `--tls-key`.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--metrics-listen`; `None` serves `/metrics` on the API's port (`api`), as most tests
+    /// read it there (the default, a fixed loopback port, would clash between test servers).
+    pub metrics_listen: Option<String>,
 }
 
 /// A server on the in-memory store with [`config`] and [`TEST_KEYS`].
@@ -231,6 +234,8 @@ impl Server {
         if options.dev {
             cmd.arg("--dev");
         }
+        cmd.arg("--metrics-listen")
+            .arg(options.metrics_listen.as_deref().unwrap_or("api"));
         if let Some((cert, key)) = &options.tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }

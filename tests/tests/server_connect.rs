@@ -354,9 +354,11 @@ async fn the_protocols_headers_and_refusals() {
             assert_eq!(error["code"].as_str(), Some(code), "{why}");
         }
     }
-    // GET: the methods have side effects, so POST only.
+    // GET: the methods have side effects, so POST only (told to an authenticated caller: a
+    // stranger learns nothing but UNAUTHENTICATED).
     let response = reqwest::Client::new()
         .get(s.url(&format!("/{SERVICE}/AddOTPSMSAuthenticator")))
+        .header("authorization", "Bearer token-alice")
         .send()
         .await
         .unwrap();

@@ -203,9 +203,10 @@ async fn every_client_error_row_of_the_table_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_when_conflicts_outlast_the_attempts() {
-    // One attempt per command and a high burn limit: concurrent wrong codes must collide.
+    // One attempt per command and a high burn limit: concurrent wrong codes must collide (40
+    // calls of one caller at once: over the default share per caller).
     let (s, schema) = pg_server(
-        "[service]\nmax_attempts = 1\n[policy]\nmax_failed_checks = 100\n",
+        "[service]\nmax_attempts = 1\n[policy]\nmax_failed_checks = 100\n[server]\nmax_in_flight_per_caller = 64\n",
         None,
     );
     let (id, code) = add_returning(&s).await;

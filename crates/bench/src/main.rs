@@ -472,7 +472,11 @@ max_registrations_per_user = 4000000000
 
 [server]
 max_connections = 15000
+# Every client of the benchmark is one host and one token.
+max_connections_per_address = 15000
 max_in_flight = 4096
+max_in_flight_per_caller = 4096
+metrics_listen = "api"
 # The HTTP/1 header timer is also the idle keep-alive timeout: long enough to hold 10,000
 # idle connections while the memory is read.
 header_read_timeout_ms = 60000

@@ -158,6 +158,10 @@ pub enum Error {
         /// as many registrations as allowed).
         retry_after: Option<Duration>,
     },
+    /// The caller holds more of a server resource than it may (calls in progress at once,
+    /// say); the text names the limit, never another caller. Nothing was done.
+    #[error("resource exhausted: {0}")]
+    QuotaExceeded(String),
     /// Concurrent writers kept changing the registration; retries could not resolve it.
     #[error("aborted: the registration was changed concurrently; retry the call")]
     Aborted,
@@ -224,6 +228,7 @@ impl Error {
             },
             Error::RateLimited { .. } => "OTPSMS-RATE_LIMITED",
             Error::SendRefused { .. } => "OTPSMS-SEND_REFUSED",
+            Error::QuotaExceeded(_) => "OTPSMS-QUOTA_EXCEEDED",
             Error::Aborted => "OTPSMS-ABORTED",
             Error::Unauthenticated => "OTPSMS-UNAUTHENTICATED",
             Error::Unavailable(_) => "OTPSMS-UNAVAILABLE",
@@ -250,7 +255,9 @@ impl Error {
             | Error::UnknownCall(_) => RpcCode::NotFound,
             Error::PermissionDenied => RpcCode::PermissionDenied,
             Error::FailedPrecondition(_) => RpcCode::FailedPrecondition,
-            Error::RateLimited { .. } | Error::SendRefused { .. } => RpcCode::ResourceExhausted,
+            Error::RateLimited { .. } | Error::SendRefused { .. } | Error::QuotaExceeded(_) => {
+                RpcCode::ResourceExhausted
+            }
             Error::Aborted => RpcCode::Aborted,
             Error::Unauthenticated => RpcCode::Unauthenticated,
             Error::Unavailable(_) => RpcCode::Unavailable,
@@ -309,6 +316,7 @@ mod tests {
                 8,
                 429,
             ),
+            (Error::QuotaExceeded("calls in progress".into()), 8, 429),
             (Error::Aborted, 10, 409),
             (Error::Unauthenticated, 16, 401),
             (Error::Unavailable("store".into()), 14, 503),

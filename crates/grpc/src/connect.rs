@@ -235,6 +235,14 @@ async fn call(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return Ok(response);
     }
+    // A method this server does not serve is answered before its body is read: nothing a
+    // caller sends to an unknown name costs more than its headers.
+    if !crate::METHODS.contains(&(service, method)) {
+        return Err(ConnectError::new(
+            Code::Unimplemented,
+            format!("{service}/{method} is not implemented"),
+        ));
+    }
     let (parts, body) = request.into_parts();
     let Some(codec) = Codec::of(&parts.headers) else {
         return Ok((

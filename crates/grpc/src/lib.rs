@@ -559,6 +559,32 @@ fn name_of<S: NamedService>(_: &S) -> &'static str {
     S::NAME
 }
 
+/// The methods this server serves, by service: `(service, method)`.
+pub const METHODS: &[(&str, &str)] = &[
+    (SERVICE_NAME, "AddOTPSMSAuthenticator"),
+    (SERVICE_NAME, "VerifyOTPSMSRegistration"),
+    (SERVICE_NAME, "RemoveOTPSMSAuthenticator"),
+    (EXTENSIONS_SERVICE_NAME, "UnlockOTPSMSVerification"),
+];
+
+/// The service and method a call's path names, if this server serves that method: for labels
+/// and logs that must not take a caller's text (`/Service/<anything>`) as a value.
+///
+/// ```
+/// assert_eq!(
+///     otp_sms_grpc::known_method("/otpsms.v1.OTPSMSExtensions/UnlockOTPSMSVerification"),
+///     Some(("otpsms.v1.OTPSMSExtensions", "UnlockOTPSMSVerification"))
+/// );
+/// assert_eq!(otp_sms_grpc::known_method("/otpsms.v1.OTPSMSExtensions/Made_Up"), None);
+/// ```
+pub fn known_method(path: &str) -> Option<(&'static str, &'static str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    METHODS
+        .iter()
+        .find(|(s, m)| *s == service && *m == method)
+        .copied()
+}
+
 /// Whether a request is gRPC or gRPC-web, by its content type: for fallbacks that must answer
 /// in the caller's protocol.
 pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {

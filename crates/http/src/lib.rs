@@ -323,15 +323,27 @@ impl<S: Send + Sync> FromRequestParts<S> for HandedOver {
 }
 
 /// The request's context: its query parameters and its caller, resolved by the one rule every
-/// adapter shares ([`otp_sms_core::resolve_caller`]).
+/// adapter shares ([`otp_sms_core::resolve_caller`]). The caller is authenticated before the
+/// query is read, so a request without a valid token learns nothing about the query's rules.
 async fn context(
     api: &Api,
     headers: &HeaderMap,
     raw_query: Option<&str>,
     handed_over: HandedOver,
 ) -> Result<(Caller, Query), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    let authenticated = resolve_caller(api.auth.as_ref(), handed_over.caller, token, None).await?;
     let query = parse_query(raw_query)?;
-    let caller = caller(api, headers, &query, handed_over.caller).await?;
+    let instance = match (&query.instance_id, &query.instance_domain) {
+        (Some(id), _) => Some(InstanceRef::Id(id.clone())),
+        (_, Some(domain)) => Some(InstanceRef::Domain(domain.clone())),
+        _ => None,
+    };
+    // The instance the request names must be the caller's.
+    let caller = resolve_caller(api.auth.as_ref(), Some(authenticated), None, instance).await?;
     // The client address, when the server or the host's middleware resolved one, counts in
     // the per-address send budget.
     let address = handed_over.client.map(|ClientAddress(a)| a);
@@ -358,24 +370,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 
 /// The idempotency key's header (case-insensitive on the wire).
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-async fn caller(
-    api: &Api,
-    headers: &HeaderMap,
-    query: &Query,
-    handed_over: Option<Caller>,
-) -> Result<Caller, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    let instance = match (&query.instance_id, &query.instance_domain) {
-        (Some(id), _) => Some(InstanceRef::Id(id.clone())),
-        (_, Some(domain)) => Some(InstanceRef::Domain(domain.clone())),
-        _ => None,
-    };
-    Ok(resolve_caller(api.auth.as_ref(), handed_over, token, instance).await?)
-}
 
 /// The body, read as JSON whatever its content type says (ZITADEL's gateway registers its JSON
 /// reader for `application/json`, `*/*` and `*`, so any or no `Content-Type` is JSON there
@@ -427,8 +421,8 @@ async fn add(
     handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<AddResponseJson>, ApiError> {
-    let Path(user_id) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
+    let Path(user_id) = path.map_err(path_error)?;
     let bytes = json_body(body).await?;
     let phone: SetPhone = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("phone", format!("malformed SetPhone JSON: {e}")))?;
@@ -499,8 +493,8 @@ async fn verify(
     handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
-    let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
+    let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let bytes = json_body(body).await?;
     // The serde message is not echoed: it could quote the code.
     let code = match serde_json::from_slice::<serde_json::Value>(&bytes) {
@@ -560,8 +554,8 @@ async fn remove(
     headers: HeaderMap,
     handed_over: HandedOver,
 ) -> Result<Json<RemoveResponseJson>, ApiError> {
-    let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
+    let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let details = api
         .service
         .remove(
@@ -611,8 +605,8 @@ async fn resend_code(
     handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<ResendResponseJson>, ApiError> {
-    let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
+    let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let bytes = json_body(body).await?;
     let options: ResendCode = serde_json::from_slice(&bytes)
         .map_err(|e| invalid("body", format!("malformed ResendCode JSON: {e}")))?;
@@ -675,8 +669,8 @@ async fn unlock_verification(
     headers: HeaderMap,
     handed_over: HandedOver,
 ) -> Result<Json<wire::Empty>, ApiError> {
-    let Path(user_id) = path.map_err(path_error)?;
     let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
+    let Path(user_id) = path.map_err(path_error)?;
     api.service
         .unlock_verification(
             &caller,

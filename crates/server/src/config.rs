@@ -113,6 +113,9 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Connections open at once from one peer address (a trusted proxy's are not capped);
+    /// more are closed as soon as they are accepted.
+    pub max_connections_per_address: usize,
     /// HTTP/2 keep-alive ping interval, in seconds.
     pub http2_keep_alive_secs: u64,
     /// How long a shutdown (SIGTERM) waits for open connections, in seconds.
@@ -120,8 +123,22 @@ pub struct ServerConfig {
     /// How long one call may take, in milliseconds: past it the call is answered
     /// DEADLINE_EXCEEDED (HTTP 504).
     pub request_timeout_ms: u64,
-    /// Calls in progress at once; one more is answered UNAVAILABLE (HTTP 503) at once.
+    /// API calls in progress at once; one more is answered UNAVAILABLE (HTTP 503) at once.
+    /// Health, readiness and metrics are not counted.
     pub max_in_flight: usize,
+    /// API calls of one caller (one principal of one instance) in progress at once; one more
+    /// is answered RESOURCE_EXHAUSTED (HTTP 429), so one token cannot fill `max_in_flight`.
+    pub max_in_flight_per_caller: usize,
+    /// How long an API call's body may take to arrive, in milliseconds, from the end of its
+    /// headers; a body still arriving then is answered DEADLINE_EXCEEDED (HTTP 504) and its
+    /// connection closed. Keep it well under `request_timeout_ms`.
+    pub body_timeout_ms: u64,
+    /// Which header a trusted proxy names the client in: `x-forwarded-for` or `forwarded`
+    /// (RFC 7239). The other is ignored, so a client cannot add its own.
+    pub client_address_header: ClientAddressHeader,
+    /// Where `/metrics` is served: an address of its own (`127.0.0.1:9464`, loopback by
+    /// default), `"api"` for the API's port, or `"off"`.
+    pub metrics_listen: MetricsListen,
     /// With TLS: how often the certificate files are checked for a change, in seconds
     /// (SIGHUP reloads at once).
     pub tls_check_secs: u64,
@@ -136,10 +153,15 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             header_read_timeout_ms: 10_000,
             max_connections: 10_000,
+            max_connections_per_address: 64,
             http2_keep_alive_secs: 20,
             shutdown_timeout_secs: 30,
             request_timeout_ms: 30_000,
             max_in_flight: 1_024,
+            max_in_flight_per_caller: 32,
+            body_timeout_ms: 10_000,
+            client_address_header: ClientAddressHeader::XForwardedFor,
+            metrics_listen: MetricsListen::default(),
             tls_check_secs: 10,
             cors_allowed_origins: Vec::new(),
         }
@@ -154,8 +176,52 @@ impl ServerConfig {
                 self.header_read_timeout_ms.max(1),
             ),
             max_connections: self.max_connections.max(1),
+            max_connections_per_address: self.max_connections_per_address.max(1),
             http2_keep_alive: std::time::Duration::from_secs(self.http2_keep_alive_secs.max(1)),
             shutdown_timeout: std::time::Duration::from_secs(self.shutdown_timeout_secs),
+        }
+    }
+}
+
+/// `[server] client_address_header`: the header a trusted proxy sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy's `option forwardfor`, most load balancers).
+    XForwardedFor,
+    /// `Forwarded: for=…` (RFC 7239).
+    Forwarded,
+}
+
+/// `[server] metrics_listen`: where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// On a listener of its own.
+    At(std::net::SocketAddr),
+    /// On the API's port, beside the calls.
+    Api,
+    /// Not served.
+    Off,
+}
+
+impl Default for MetricsListen {
+    /// Loopback, port 9464 (the port OpenTelemetry's Prometheus exporter uses).
+    fn default() -> Self {
+        Self::At(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "api" => Ok(Self::Api),
+            "off" => Ok(Self::Off),
+            address => address.parse().map(Self::At).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{address}` is not an address and port (`127.0.0.1:9464`), \"api\" or \"off\""
+                ))
+            }),
         }
     }
 }

@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 
 pub mod config;
 pub mod cors;
+pub mod edge;
 pub mod listener;
 pub mod metrics;
 pub mod routing;
@@ -52,7 +53,8 @@ pub enum LogFormat {
 }
 
 /// The command line; every flag can also come from the environment. `Debug` shows neither the
-/// database URL's password nor the keys.
+/// database URL's password nor the keys, and `--help` shows no value taken from the
+/// environment (a database URL there carries its password).
 #[derive(Clone, Parser)]
 #[command(
     name = "otp-sms-server",
@@ -61,37 +63,67 @@ pub enum LogFormat {
 )]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "OTP_SMS_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "OTP_SMS_LISTEN",
+        hide_env_values = true,
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     /// PostgreSQL URL; migrations run at start. Without it, data lives only in memory.
-    #[arg(long, env = "OTP_SMS_DATABASE_URL")]
+    #[arg(long, env = "OTP_SMS_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Schema for the PostgreSQL tables.
-    #[arg(long, env = "OTP_SMS_DATABASE_SCHEMA", default_value = "otp_sms")]
+    #[arg(
+        long,
+        env = "OTP_SMS_DATABASE_SCHEMA",
+        hide_env_values = true,
+        default_value = "otp_sms"
+    )]
     pub schema: String,
     /// TOML configuration: instances, organizations, users, tokens, policy, SMS, notifier.
-    #[arg(long, env = "OTP_SMS_CONFIG")]
+    #[arg(long, env = "OTP_SMS_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// File with the code keys, one `KEY_ID HEX64` per line; the first is current.
-    #[arg(long, env = "OTP_SMS_KEY_FILE")]
+    #[arg(long, env = "OTP_SMS_KEY_FILE", hide_env_values = true)]
     pub key_file: Option<PathBuf>,
     /// The code keys inline, `KEY_ID:HEX64[,KEY_ID:HEX64…]`; the first is current.
     #[arg(long, env = "OTP_SMS_KEYS", hide_env_values = true)]
     pub keys: Option<String>,
     /// Development mode: a generated key if none is given, the built-in development
     /// configuration if no --config is given, and the printing SMS sender allowed.
-    #[arg(long, env = "OTP_SMS_DEV")]
+    #[arg(long, env = "OTP_SMS_DEV", hide_env_values = true)]
     pub dev: bool,
     /// Log format.
-    #[arg(long, env = "OTP_SMS_LOG_FORMAT", value_enum, default_value = "human")]
+    #[arg(
+        long,
+        env = "OTP_SMS_LOG_FORMAT",
+        hide_env_values = true,
+        value_enum,
+        default_value = "human"
+    )]
     pub log_format: LogFormat,
     /// TLS certificate chain (PEM, leaf first); with --tls-key the server speaks only TLS.
     /// Read again on SIGHUP and when the file changes.
-    #[arg(long, env = "OTP_SMS_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "OTP_SMS_TLS_CERT",
+        hide_env_values = true,
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The TLS certificate's private key (PEM).
-    #[arg(long, env = "OTP_SMS_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "OTP_SMS_TLS_KEY",
+        hide_env_values = true,
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
+    /// Where `/metrics` is served, over `[server] metrics_listen`: an address and port of its
+    /// own, `api` (the API's port) or `off`.
+    #[arg(long, env = "OTP_SMS_METRICS_LISTEN", hide_env_values = true)]
+    pub metrics_listen: Option<String>,
 }
 
 impl std::fmt::Debug for Args {
@@ -110,6 +142,7 @@ impl std::fmt::Debug for Args {
             .field("log_format", &self.log_format)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -583,22 +616,33 @@ pub async fn run(
         .flatten()
         .map(vonage::receipt_routes);
     let request_id = HeaderName::from_static("x-request-id");
-    // One port: gRPC and gRPC-web routes, health, and everything else to the JSON router,
-    // except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
-    let json = otp_sms_http::standalone_router(service.clone(), directory.clone())
-        .layer(axum::middleware::from_fn(metrics::mark_route));
-    let app = Router::new()
+    let metrics_at = match &args.metrics_listen {
+        Some(text) => serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
+            serde::de::value::Error,
+        >::new(text))
+        .map_err(|e| StartError::Other(format!("--metrics-listen: {e}")))?,
+        None => config.server.metrics_listen,
+    };
+    let metrics_routes = Router::new()
+        .route("/metrics", get(metrics::render))
+        .with_state(exposition);
+    // Health and readiness (and metrics, where they share the API's port) answer outside the
+    // API's caps: an attacked API never makes the process look dead to its load balancer.
+    let mut ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(readiness)
-        .merge(
-            Router::new()
-                .route("/metrics", get(metrics::render))
-                .with_state(exposition),
-        )
+        .with_state(readiness);
+    if metrics_at == config::MetricsListen::Api {
+        ops = ops.merge(metrics_routes.clone());
+    }
+    // The API: gRPC and gRPC-web routes, the delivery reports, and everything else to the
+    // JSON router, except gRPC requests for unknown services, which get a gRPC UNIMPLEMENTED.
+    let json = otp_sms_http::standalone_router(service.clone(), directory.clone())
+        .layer(axum::middleware::from_fn(metrics::mark_route));
+    let api_routes = Router::new()
         .merge(twilio_status.unwrap_or_default())
         .merge(vonage_receipts.unwrap_or_default())
-        .merge(otp_sms_grpc::router(service, directory))
+        .merge(otp_sms_grpc::router(service, directory.clone()))
         .fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
             let json = json.clone();
             async move {
@@ -609,6 +653,25 @@ pub async fn run(
                 }
             }
         }))
+        .layer(axum::middleware::from_fn(metrics::mark_route));
+    // Authentication and the caller's share before the server's in-flight cap, which sheds
+    // calls beyond it at once; a call past its time is cut.
+    let edge = edge::Edge::new(
+        directory,
+        config.server.max_in_flight_per_caller,
+        Duration::from_millis(config.server.body_timeout_ms.max(1)),
+    );
+    let api = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(edge, edge::gate))
+        .layer(axum::error_handling::HandleErrorLayer::new(refused_call))
+        .load_shed()
+        .concurrency_limit(config.server.max_in_flight.max(1))
+        .timeout(Duration::from_millis(
+            config.server.request_timeout_ms.max(1),
+        ))
+        .service(api_routes);
+    let app = ops
+        .fallback_service(api)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -633,10 +696,14 @@ pub async fn run(
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(axum::middleware::from_fn_with_state(
-            trusted,
+            ClientResolver {
+                proxies: trusted.clone(),
+                header: config.server.client_address_header,
+            },
             resolve_client,
         ))
-        .layer(axum::middleware::from_fn(metrics::mark_route));
+        .layer(axum::middleware::from_fn(metrics::mark_route))
+        .layer(axum::middleware::from_fn(metrics::observe));
     // Outside the rest: a preflight is answered here, and every answer to an allowed page
     // carries the CORS headers, errors included.
     let app = match cors {
@@ -669,20 +736,47 @@ pub async fn run(
         .local_addr()
         .map_err(|e| StartError::Listen(args.listen, e))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // `/metrics` on a listener of its own: plain HTTP, the same connection limits, no TLS
+    // (keep it on loopback or a private network).
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match metrics_at {
+        config::MetricsListen::At(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| StartError::Listen(at, e))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| StartError::Listen(at, e))?;
+            tracing::info!("metrics on http://{bound}/metrics");
+            let app = metrics_routes.layer(axum::middleware::from_fn(metrics::observe));
+            Some(tokio::spawn(listener::serve(
+                listener,
+                app,
+                config.server.limits(),
+                trusted.clone(),
+                None,
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        config::MetricsListen::Api | config::MetricsListen::Off => None,
+    };
     tracing::info!("listening on {scheme}://{local}");
-    // Around everything the server answers (one cap for all routes): calls beyond the
-    // in-flight cap are shed at once; a call past its time is cut.
-    let app = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(metrics::observe))
-        .layer(axum::error_handling::HandleErrorLayer::new(refused_call))
-        .load_shed()
-        .concurrency_limit(config.server.max_in_flight.max(1))
-        .timeout(Duration::from_millis(
-            config.server.request_timeout_ms.max(1),
-        ))
-        .service(app);
     let (tls, tls_watch) = tls.unzip();
-    listener::serve(listener, app, config.server.limits(), tls, shutdown).await;
+    listener::serve(
+        listener,
+        app,
+        config.server.limits(),
+        trusted,
+        tls,
+        shutdown,
+    )
+    .await;
+    let _ = metrics_stop.send(());
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     if let Some(watch) = tls_watch {
         watch.abort();
     }
@@ -751,10 +845,19 @@ fn provider(
     })
 }
 
+/// How the server finds a request's client: its trusted proxies and the header they set.
+#[derive(Clone)]
+struct ClientResolver {
+    proxies: otp_sms_core::TrustedProxies,
+    header: config::ClientAddressHeader,
+}
+
 /// Puts the client's address on the request for the adapters: the connection's peer, or the
-/// client a trusted proxy names.
+/// client a trusted proxy names. Every line of the configured header is read as one list (a
+/// proxy that appends its own line, as HAProxy does, comes last); the other header is ignored,
+/// so a client cannot put an address of its choosing where the proxy's would be read.
 async fn resolve_client(
-    State(trusted): State<otp_sms_core::TrustedProxies>,
+    State(resolver): State<ClientResolver>,
     mut req: Request<axum::body::Body>,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -763,8 +866,25 @@ async fn resolve_client(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
     let client = {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        trusted.client_address(peer, header("x-forwarded-for"), header("forwarded"))
+        let name = match resolver.header {
+            config::ClientAddressHeader::XForwardedFor => "x-forwarded-for",
+            config::ClientAddressHeader::Forwarded => "forwarded",
+        };
+        let lines: Vec<&str> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("unparsable"))
+            .collect();
+        let list = (!lines.is_empty()).then(|| lines.join(","));
+        match resolver.header {
+            config::ClientAddressHeader::XForwardedFor => {
+                resolver.proxies.client_address(peer, list.as_deref(), None)
+            }
+            config::ClientAddressHeader::Forwarded => {
+                resolver.proxies.client_address(peer, None, list.as_deref())
+            }
+        }
     };
     if let Some(client) = client {
         req.extensions_mut()
@@ -788,11 +908,5 @@ async fn refused_call(
     } else {
         otp_sms_core::Error::Internal(error.to_string())
     };
-    if otp_sms_grpc::is_grpc(&headers) {
-        otp_sms_grpc::error_response(&error)
-    } else if otp_sms_grpc::is_connect(&method, uri.path(), &headers) {
-        otp_sms_grpc::connect_error_response(&error)
-    } else {
-        axum::response::IntoResponse::into_response(otp_sms_http::ApiError(error))
-    }
+    edge::render(&method, &uri, &headers, &error)
 }

@@ -17,8 +17,8 @@ use otp_sms_core::{CommandService, Event, EventStore};
 /// Histogram: HTTP requests by `http_request_method`, `http_route` (the route's template;
 /// empty when no route matched) and `http_response_status_code`.
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
-/// Histogram: gRPC and gRPC-web calls by `rpc_system`, `rpc_service`, `rpc_method` (`_OTHER`
-/// for a method the service does not have) and `rpc_grpc_status_code`.
+/// Histogram: gRPC and gRPC-web calls by `rpc_system`, `rpc_service`, `rpc_method` (both
+/// `_OTHER` for a method this server does not serve) and `rpc_grpc_status_code`.
 pub const RPC_SERVER_CALL_DURATION: &str = "rpc_server_call_duration_seconds";
 
 /// Durations in seconds: OpenTelemetry's default boundaries for HTTP, with finer ones below
@@ -214,14 +214,21 @@ pub async fn observe(request: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u8>().ok())
             .unwrap_or(if status.is_success() { 0 } else { 2 });
-        let (service, rpc_method) = match path.trim_start_matches('/').split_once('/') {
-            // A route matched, so the service is one this server has; a method it does not
-            // have (UNIMPLEMENTED) is not named, so no caller can grow the label set.
-            Some((service, name)) if !route.is_empty() && code != 12 => {
-                (service.to_owned(), name.to_owned())
+        // Only the services and methods this server serves are named (any other name in a
+        // path, answered or not, is `_OTHER`), so no caller can grow the label set.
+        let (service, rpc_method) = match otp_sms_grpc::known_method(&path) {
+            Some((service, name)) if code != 12 => (service, name),
+            _ => {
+                let service = otp_sms_grpc::METHODS
+                    .iter()
+                    .map(|(service, _)| *service)
+                    .find(|service| {
+                        path.strip_prefix('/')
+                            .and_then(|p| p.strip_prefix(service))
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    });
+                (service.unwrap_or("_OTHER"), "_OTHER")
             }
-            Some((service, _)) if !route.is_empty() => (service.to_owned(), "_OTHER".to_owned()),
-            _ => ("_OTHER".to_owned(), "_OTHER".to_owned()),
         };
         metrics::histogram!(
             RPC_SERVER_CALL_DURATION,
