@@ -111,7 +111,9 @@ pub fn webhook_sms(url: &str, extra: &str) -> String {
 
 /// Runs `binary` to its end with `args`, with no `OTP_SMS_` variable of the test's own
 /// environment and with `env` added; whether it succeeded, and its standard error. For
-/// start-up refusals.
+/// start-up refusals: a binary that has not exited 30 s later (it started when it should have
+/// refused) is killed and counted as a failure, so no test waits for ever and no process
+/// outlives it.
 pub fn run_to_exit(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(binary);
     for (key, _) in std::env::vars() {
@@ -119,15 +121,37 @@ pub fn run_to_exit(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, 
             cmd.env_remove(key);
         }
     }
-    let out = cmd
+    let mut child = cmd
         .args(args)
         .envs(env.iter().copied())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the server binary");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match child.try_wait().expect("wait for the server binary") {
+            Some(status) => break Some(status),
+            None if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut text = reader.join().unwrap_or_default();
+    if status.is_none() {
+        text.push_str("\n(still running after 30 s: killed)");
+    }
+    (status.is_some_and(|s| s.success()), text)
 }
 
 /// How to start a server.
@@ -190,6 +214,11 @@ impl Drop for SecretFile {
 pub fn secret_file(secret: &str) -> SecretFile {
     let path = std::env::temp_dir().join(format!("otp-sms-secret-{}", uuid::Uuid::now_v7()));
     std::fs::write(&path, format!("{secret}\n")).expect("write the secret");
+    // As an operator's secret store leaves it: readable by its owner only (the server refuses
+    // a secret file open to others).
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
     SecretFile(path)
 }
 

@@ -202,3 +202,92 @@ async fn webhook_calls_are_signed_for_the_configured_secret() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1);
 }
+
+/// A file holding a secret that other users may read is refused at start, as ssh refuses such
+/// a key: the message names the file and the fix. Both kinds: the code keys (`--key-file`) and
+/// a provider's secret (`auth_token_file`); the harness's own secret files (0600) are read, as
+/// every provider test shows.
+#[test]
+fn secret_files_open_to_other_users_are_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let open_to_all = |text: &str| {
+        let path =
+            std::env::temp_dir().join(format!("otp-sms-open-secret-{}", uuid::Uuid::now_v7()));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path
+    };
+    let config_path =
+        std::env::temp_dir().join(format!("otp-sms-open-config-{}.toml", uuid::Uuid::now_v7()));
+
+    let keys = open_to_all(&TEST_KEYS.replacen(':', " ", 1));
+    std::fs::write(&config_path, config("")).unwrap();
+    let (ok, stderr) = run_binary(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--key-file",
+            keys.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!ok, "started with a key file open to all: {stderr}");
+    assert!(
+        stderr.contains(keys.to_str().unwrap()) && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&TEST_KEYS[3..]), "{stderr}");
+
+    let token = open_to_all("twilio-auth-token");
+    std::fs::write(
+        &config_path,
+        config(&format!(
+            "[sms]\nsender = \"twilio\"\n\n[sms.twilio]\naccount_sid = \"AC00000000000000000000000000000000\"\n\
+             auth_token_file = \"{}\"\nfrom = \"+15005550006\"\n",
+            token.display()
+        )),
+    )
+    .unwrap();
+    let (ok, stderr) = run_binary(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--keys",
+            TEST_KEYS,
+        ],
+        &[],
+    );
+    assert!(!ok, "started with a provider secret open to all: {stderr}");
+    assert!(
+        stderr.contains(token.to_str().unwrap()) && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("twilio-auth-token"), "{stderr}");
+    for path in [keys, token, config_path] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// `--help` shows no value taken from the environment: a database URL there carries its
+/// password.
+#[test]
+fn help_shows_no_environment_value() {
+    let (ok, _) = run_binary(&["--help"], &[]);
+    assert!(ok);
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .env("OTP_SMS_DATABASE_URL", "postgres://app:help-pa55@db/otp")
+        .env("OTP_SMS_KEYS", TEST_KEYS)
+        .env("OTP_SMS_LISTEN", "127.0.0.9:1234")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("OTP_SMS_DATABASE_URL"), "{help}");
+    for value in ["help-pa55", &TEST_KEYS[3..], "127.0.0.9:1234"] {
+        assert!(!help.contains(value), "`{value}` shows in --help:\n{help}");
+    }
+}

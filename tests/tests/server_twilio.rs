@@ -296,3 +296,45 @@ async fn with_an_api_key_the_status_callbacks_are_checked_with_the_accounts_auth
     );
     assert!(output.contains("status_auth_token_file"), "{output}");
 }
+
+/// An unsigned report is refused before its body is read (a body announced at 1 MB of which a
+/// few bytes come is answered 403 at once, not waited for), and a signed-looking one over
+/// 64 KiB is refused unparsed (413).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_bodies_are_bounded_and_unsigned_ones_are_not_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
+    let (s, _token_file) = server(&twilio, TOKEN);
+    let target = s.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&target).await.unwrap();
+    stream
+        .write_all(
+            b"POST /sms/status/twilio?instance=inst-1 HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\nMessageStatus=",
+        )
+        .await
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut answer))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    assert!(
+        answer[..read].starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&answer[..read])
+    );
+
+    let huge = reqwest::Client::new()
+        .post(s.url("/sms/status/twilio?instance=inst-1"))
+        .header("x-twilio-signature", "c2lnbmVk")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "MessageStatus=delivered&Pad={}",
+            "a".repeat(100 * 1024)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status().as_u16(), 413);
+}

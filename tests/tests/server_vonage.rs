@@ -321,3 +321,22 @@ fn a_callback_without_a_signature_secret_stops_the_start() {
     let output = refused_at_start(BIN, &extra);
     assert!(output.contains("signature_secret_file"), "{output}");
 }
+
+/// A receipt body over 64 KiB is refused (413) unparsed; before, up to 2 MB of an unsigned
+/// body was parsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_body_over_64_kib_is_refused_unparsed() {
+    let vonage = VonageStandIn::start("abcd1234", "vonage-secret").await;
+    let (s, _secrets) = server(&vonage, "");
+    let huge = reqwest::Client::new()
+        .post(s.url("/sms/status/vonage/inst-1/x/1"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"status": "delivered", "pad": "{}"}}"#,
+            "a".repeat(100 * 1024)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status().as_u16(), 413);
+}

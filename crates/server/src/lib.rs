@@ -336,10 +336,8 @@ pub fn parse_keys(text: &str) -> Result<CodeKeyRing, StartError> {
 
 fn load_keys(args: &Args) -> Result<CodeKeyRing, StartError> {
     if let Some(path) = &args.key_file {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| StartError::Keys(format!("cannot read {}: {e}", path.display())))?,
-        );
+        let text = config::read_private_file(path)
+            .map_err(|e| StartError::Keys(format!("--key-file {e}")))?;
         return parse_keys(&text);
     }
     if let Some(keys) = &args.keys {

@@ -236,8 +236,13 @@ impl fmt::Debug for WebhookSender {
     }
 }
 
-/// What a webhook sender needs.
-#[derive(Debug, Clone)]
+/// The largest delivery report body a provider endpoint reads (a real one is well under 1 KiB);
+/// a larger one is refused (413) before it is parsed.
+pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// What a webhook sender needs. `Debug` shows the URL without its credentials or query, and
+/// never the secret.
+#[derive(Clone)]
 pub struct WebhookOptions {
     /// Where to post.
     pub url: String,
@@ -251,6 +256,18 @@ pub struct WebhookOptions {
     pub retries: u32,
     /// The text of the SMS, sent along with the code.
     pub templates: Arc<MessageTemplates>,
+}
+
+impl std::fmt::Debug for WebhookOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookOptions")
+            .field("url", &redacted_webhook_url(&self.url))
+            .field("secret", &"<redacted>")
+            .field("allow_http", &self.allow_http)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebhookSender {
@@ -447,6 +464,21 @@ mod tests {
             retries: 0,
             templates: Arc::new(MessageTemplates::new("test")),
         }
+    }
+
+    #[test]
+    fn debug_shows_neither_the_urls_credentials_nor_its_query_nor_the_secret() {
+        let shown = format!(
+            "{:?}",
+            options(
+                "https://gw:gw-pa55@sms.example.com/send?api_key=query-k3y",
+                false
+            )
+        );
+        for secret in ["gw-pa55", "query-k3y", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("sms.example.com"), "{shown}");
     }
 
     #[test]

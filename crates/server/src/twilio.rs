@@ -159,19 +159,32 @@ pub fn status_routes(endpoint: StatusEndpoint) -> axum::Router {
     axum::Router::new()
         .route("/sms/status/twilio", axum::routing::post(status_callback))
         .with_state(endpoint)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::sms::MAX_REPORT_BYTES,
+        ))
 }
 
 /// `POST /sms/status/twilio`: Twilio's status callback. A request without a valid
 /// `X-Twilio-Signature` is refused (403) and changes nothing; `delivered` records `code
 /// delivered`, `undelivered` and `failed` record `delivery failed` with Twilio's error code;
-/// other statuses (`queued`, `sent`, …) are acknowledged and ignored.
+/// other statuses (`queued`, `sent`, …) are acknowledged and ignored. A request without the
+/// signature header is refused before its body is read; a body over
+/// [`MAX_REPORT_BYTES`](crate::sms::MAX_REPORT_BYTES) is refused (413) unparsed.
 pub async fn status_callback(
     axum::extract::State(endpoint): axum::extract::State<StatusEndpoint>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> axum::http::StatusCode {
     use axum::http::StatusCode;
+    if !headers.contains_key("x-twilio-signature") {
+        tracing::warn!("a Twilio status callback without a signature was refused");
+        crate::metrics::delivery_report("twilio", "refused");
+        return StatusCode::FORBIDDEN;
+    }
+    let Ok(body) = axum::body::to_bytes(body, crate::sms::MAX_REPORT_BYTES).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE;
+    };
     let params: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
         Ok(params) => params,
         Err(_) => return StatusCode::BAD_REQUEST,

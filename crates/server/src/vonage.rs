@@ -321,6 +321,11 @@ pub fn receipt_routes(endpoint: ReceiptEndpoint) -> axum::Router {
             axum::routing::get(receipt).post(receipt),
         )
         .with_state(endpoint)
+        // The signature travels inside the parameters, so the body is read, but no more than
+        // a receipt can need.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::sms::MAX_REPORT_BYTES,
+        ))
 }
 
 /// `GET` or `POST /sms/status/vonage/{instance}/{otp_sms_id}/{n}`: Vonage's delivery receipt,

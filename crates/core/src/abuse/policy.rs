@@ -183,7 +183,7 @@ pub struct TestNumber {
 impl fmt::Debug for TestNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestNumber")
-            .field("number", &self.number)
+            .field("number", &crate::phone::mask_number(&self.number))
             .field("code", &"<redacted>")
             .finish()
     }
@@ -448,6 +448,18 @@ impl AbusePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_a_test_number_masks_the_number_and_hides_the_code() {
+        let number = TestNumber {
+            number: "+41791234567".into(),
+            code: "24682468".into(),
+        };
+        let shown = format!("{number:?}");
+        assert!(!shown.contains("+41791234567"), "{shown}");
+        assert!(!shown.contains("24682468"), "{shown}");
+        assert!(shown.contains("+41") && shown.contains("67"), "{shown}");
+    }
 
     #[test]
     fn the_default_policy_is_valid_and_as_documented() {
