@@ -317,6 +317,14 @@ impl Server {
         format!("{}{path}", self.base_url)
     }
 
+    /// The status of `GET /healthz` (0 when no answer came).
+    pub async fn healthz(&self) -> u16 {
+        reqwest::get(self.url("/healthz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
     /// Everything the server printed so far (stderr and stdout).
     pub fn output(&self) -> String {
         self.output.lock().unwrap().join("\n")
@@ -428,4 +436,27 @@ pub async fn metric(s: &Server, metric: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Waits until the server closes `stream` (a read ends, after any answer it sent); returns how
+/// long that took, or `None` if it stayed open for `limit`.
+pub async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{closed_within, config, Options, Server, TEST_KEYS};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -33,32 +33,6 @@ async fn connect_from(from: [u8; 4], target: SocketAddr) -> std::io::Result<TcpS
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((from, 0)))?;
     socket.connect(target).await
-}
-
-/// Waits until the server closes `stream`; how long that took, or `None` if it stayed open
-/// for `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(
-            limit.saturating_sub(started.elapsed()),
-            stream.read(&mut buf),
-        )
-        .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => continue,
-            Err(_) => return None,
-        }
-    }
-}
-
-async fn healthz(s: &Server) -> u16 {
-    reqwest::get(s.url("/healthz"))
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 async fn add(s: &Server, token: &str, number: &str) -> (u16, Value) {
@@ -109,7 +83,7 @@ async fn silent_sockets_are_closed_within_the_header_timeout() {
         "closed after {:?}",
         started.elapsed()
     );
-    assert_eq!(healthz(&s).await, 200, "a normal client is served");
+    assert_eq!(s.healthz().await, 200, "a normal client is served");
 }
 
 /// Given at most 4 connections per address, when one host holds 4 silent connections, then
@@ -202,7 +176,7 @@ async fn slow_bodies_without_a_token_are_refused_before_the_body() {
     for stream in &mut strangers {
         assert_eq!(status_within(stream, Duration::from_secs(2)).await, 401);
     }
-    assert_eq!(healthz(&s).await, 200);
+    assert_eq!(s.healthz().await, 200);
     let (status, body) = add(&s, "token-alice", "+41791234567").await;
     assert_eq!(status, 200, "{body}");
 }
@@ -244,7 +218,7 @@ async fn one_tokens_slow_bodies_hold_only_its_own_share_and_only_for_the_body_ti
     }
     assert_eq!((refused, held.len()), (20, 4));
     assert_eq!(
-        healthz(&s).await,
+        s.healthz().await,
         200,
         "health is not behind the API's caps"
     );
@@ -355,9 +329,9 @@ async fn metrics_are_served_on_their_own_listener_and_not_on_the_api_port() {
     assert!(res.text().await.unwrap().contains("# TYPE"));
 }
 
-/// Users `u0` … `u11` of org-1 with tokens `token-u{i}`; the proxy at 127.0.0.2 is trusted
-/// and names the client in `header`.
-fn proxied_config(header: &str) -> String {
+/// A server whose users `u0` … `u11` have tokens `token-u{i}`; the proxy at 127.0.0.2 is
+/// trusted and names the client in `header`.
+fn proxied_server(header: &str) -> Server {
     let mut c = String::from(
         "[[instances]]\nid = \"i\"\n\n[[organizations]]\ninstance = \"i\"\nid = \"org\"\n\n",
     );
@@ -371,7 +345,14 @@ fn proxied_config(header: &str) -> String {
         "[abuse]\nallow_self_return_code = true\n\n\
          [server]\ntrusted_proxies = [\"127.0.0.2/32\"]\nclient_address_header = \"{header}\"\n"
     ));
-    c
+    Server::start(
+        BIN,
+        &Options {
+            config: c,
+            keys: Some(TEST_KEYS.into()),
+            ..Options::default()
+        },
+    )
 }
 
 /// Adds (sending a code, which the address budget counts) through the proxy at 127.0.0.2 for
@@ -423,14 +404,7 @@ fn assert_address_budget_binds(answers: &[(u16, Value)]) {
 /// address: the eleventh add from one real address is refused by its budget (10).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoofed_first_forwarded_for_line_does_not_move_the_address() {
-    let s = Server::start(
-        BIN,
-        &Options {
-            config: proxied_config("x-forwarded-for"),
-            keys: Some(TEST_KEYS.into()),
-            ..Options::default()
-        },
-    );
+    let s = proxied_server("x-forwarded-for");
     let answers = adds_through_the_proxy(&s, |i| {
         vec![
             ("x-forwarded-for", format!("203.0.113.{i}")),
@@ -445,14 +419,7 @@ async fn a_spoofed_first_forwarded_for_line_does_not_move_the_address() {
 /// client's own `X-Forwarded-For` is ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_forwarded_a_clients_x_forwarded_for_is_ignored() {
-    let s = Server::start(
-        BIN,
-        &Options {
-            config: proxied_config("forwarded"),
-            keys: Some(TEST_KEYS.into()),
-            ..Options::default()
-        },
-    );
+    let s = proxied_server("forwarded");
     let answers = adds_through_the_proxy(&s, |i| {
         vec![
             ("x-forwarded-for", format!("203.0.113.{i}")),

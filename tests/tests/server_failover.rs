@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn, VonageStandIn};
-use otp_sms_tests::server::{add_sending, configured_server, settle, Server};
+use otp_sms_tests::server::{add_sending, configured_server, secret_file, settle, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
@@ -28,10 +28,8 @@ async fn both(twilio: &TwilioStandIn, vonage: &VonageStandIn, n: usize) -> (usiz
 async fn a_message_fails_over_while_the_first_provider_is_down_and_returns_after_it_recovers() {
     let twilio = TwilioStandIn::start(ACCOUNT, "twilio-token").await;
     let vonage = VonageStandIn::start("abcd1234", "vonage-secret").await;
-    let dir = std::env::temp_dir().join(format!("otp-sms-routes-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("twilio"), "twilio-token").unwrap();
-    std::fs::write(dir.join("vonage"), "vonage-secret").unwrap();
+    let (twilio_secret, vonage_secret) =
+        (secret_file("twilio-token"), secret_file("vonage-secret"));
     let extra = format!(
         r#"
 [sms]
@@ -58,8 +56,8 @@ base_url = "{vonage_url}"
 [notifier]
 interval_ms = 50
 "#,
-        twilio_secret = dir.join("twilio").display(),
-        vonage_secret = dir.join("vonage").display(),
+        twilio_secret = twilio_secret.display(),
+        vonage_secret = vonage_secret.display(),
         twilio_url = twilio.base_url,
         vonage_url = vonage.base_url,
     );
@@ -104,7 +102,6 @@ interval_ms = 50
     add(&s, "+4915112345678").await;
     assert_eq!(both(&twilio, &vonage, 8).await, (4, 4));
     assert_eq!(vonage.requests()[3]["to"], "4915112345678");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use otp_sms_tests::server::{config, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{closed_within, config, Options, Server, TEST_KEYS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,32 +23,6 @@ fn server(limits: &str) -> Server {
 
 fn addr(s: &Server) -> String {
     s.base_url.trim_start_matches("http://").to_owned()
-}
-
-/// Waits until the server closes `stream` (a read ends, after any answer it sent); returns
-/// how long that took, or `None` if it stayed open for `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(
-            limit.saturating_sub(started.elapsed()),
-            stream.read(&mut buf),
-        )
-        .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => continue,
-            Err(_) => return None,
-        }
-    }
-}
-
-async fn healthz(s: &Server) -> u16 {
-    reqwest::get(s.url("/healthz"))
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
 }
 
 /// Given a header-read timeout of 1 s, when 20 clients each send a request line and then a
@@ -97,7 +71,7 @@ async fn headers_that_trickle_in_are_cut_at_the_timeout() {
         let took = closed.expect("a trickling connection stayed open for 6 s");
         assert!(took < Duration::from_secs(3), "closed after {took:?}");
     }
-    assert_eq!(healthz(&s).await, 200);
+    assert_eq!(s.healthz().await, 200);
 }
 
 /// Given a cap of 4 connections, when 4 are open, then a fifth is closed at once without an
@@ -136,7 +110,7 @@ async fn connections_beyond_the_cap_are_closed_on_accept() {
     );
     drop(open.pop());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(healthz(&s).await, 200, "served again below the cap");
+    assert_eq!(s.healthz().await, 200, "served again below the cap");
     drop(open);
 }
 
@@ -257,7 +231,7 @@ async fn calls_beyond_the_in_flight_cap_are_shed_at_once() {
     assert!(started.elapsed() < Duration::from_secs(1), "shed late");
     drop(slow);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(healthz(&s).await, 200, "served again under the cap");
+    assert_eq!(s.healthz().await, 200, "served again under the cap");
 }
 
 /// A gRPC call shed at the in-flight cap is a gRPC status, UNAVAILABLE, not an HTTP error.
