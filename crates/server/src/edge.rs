@@ -87,12 +87,9 @@ pub async fn gate(State(edge): State<Edge>, mut request: Request, next: Next) ->
     };
     request.extensions_mut().insert(caller);
 
-    let (method, uri, headers, version) = (
-        request.method().clone(),
-        request.uri().clone(),
-        request.headers().clone(),
-        request.version(),
-    );
+    // What a late body's answer needs, taken before the request moves on (no header copy).
+    let protocol = Protocol::of(request.method(), request.uri(), request.headers());
+    let version = request.version();
     let (ended, arrived) = oneshot::channel();
     let request = request.map(|body| Body::new(WatchedBody::new(body, ended)));
     let body_deadline = async {
@@ -107,8 +104,8 @@ pub async fn gate(State(edge): State<Edge>, mut request: Request, next: Next) ->
     tokio::select! {
         response = next.run(request) => response,
         () = body_deadline => {
-            tracing::info!(path = %uri.path(), timeout = ?edge.body_timeout, "request body too slow: call dropped");
-            let mut response = render(&method, &uri, &headers, &Error::DeadlineExceeded);
+            tracing::info!(timeout = ?edge.body_timeout, "request body too slow: call dropped");
+            let mut response = protocol.render(&Error::DeadlineExceeded);
             if version <= Version::HTTP_11 {
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -137,12 +134,39 @@ fn refusal(request: &Request, error: &Error) -> Response {
 /// `error` in the call's protocol: a gRPC status (gRPC and gRPC-web), Connect's error JSON,
 /// or the JSON API's `google.rpc.Status`.
 pub fn render(method: &Method, uri: &Uri, headers: &HeaderMap, error: &Error) -> Response {
-    if otp_sms_grpc::is_grpc(headers) {
-        otp_sms_grpc::error_response(error)
-    } else if otp_sms_grpc::is_connect(method, uri.path(), headers) {
-        otp_sms_grpc::connect_error_response(error)
-    } else {
-        axum::response::IntoResponse::into_response(otp_sms_http::ApiError(error.clone()))
+    Protocol::of(method, uri, headers).render(error)
+}
+
+/// The protocol a call speaks, for answering it in kind.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// gRPC or gRPC-web.
+    Grpc,
+    /// Connect's unary calls.
+    Connect,
+    /// The JSON API.
+    Json,
+}
+
+impl Protocol {
+    fn of(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
+        if otp_sms_grpc::is_grpc(headers) {
+            Self::Grpc
+        } else if otp_sms_grpc::is_connect(method, uri.path(), headers) {
+            Self::Connect
+        } else {
+            Self::Json
+        }
+    }
+
+    fn render(self, error: &Error) -> Response {
+        match self {
+            Self::Grpc => otp_sms_grpc::error_response(error),
+            Self::Connect => otp_sms_grpc::connect_error_response(error),
+            Self::Json => {
+                axum::response::IntoResponse::into_response(otp_sms_http::ApiError(error.clone()))
+            }
+        }
     }
 }
 
