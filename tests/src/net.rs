@@ -87,7 +87,6 @@ impl WebhookReceiver {
                         let unsigned = Arc::clone(&unsigned);
                         let delay = delay_ms.load(Ordering::SeqCst);
                         async move {
-                            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                             if failing.load(Ordering::SeqCst) {
                                 return StatusCode::SERVICE_UNAVAILABLE;
                             }
@@ -107,7 +106,10 @@ impl WebhookReceiver {
                             if let (Some(key), Some(map)) = (key, body.as_object_mut()) {
                                 map.insert("_idempotencyKey".into(), key.into());
                             }
+                            // A provider takes a message when it arrives; a slow one answers
+                            // late, and a sender that gives up waiting has still sent it.
                             received.lock().unwrap().push(body);
+                            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                             StatusCode::OK
                         }
                     },
@@ -134,7 +136,8 @@ impl WebhookReceiver {
         self.unsigned.load(Ordering::SeqCst)
     }
 
-    /// Answer each request only after `delay` (a slow provider).
+    /// Answer each request only after `delay` (a slow provider): the message counts as
+    /// received when it arrives, whether or not the sender waits for the answer.
     pub fn set_delay(&self, delay: std::time::Duration) {
         self.delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);

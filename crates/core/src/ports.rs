@@ -251,6 +251,16 @@ pub trait SmsSender: Send + Sync {
     /// [`PortError::Internal`] means the provider refused the message for good (an invalid
     /// number, a 4xx): the notifier records `delivery failed` and drops it.
     async fn send(&self, sms: &Sms) -> Result<(), PortError>;
+
+    /// The longest one [`send`](Self::send) may take when the provider is slow but answers:
+    /// every attempt's time-out, retries and waits included. The notifier leases its messages
+    /// for at least this long and starts a send only with this much of its lease left, so no
+    /// send it starts is cut short by the notifier (which would leave the provider holding a
+    /// message the notifier then sends again). `None` (the default): the sender states no
+    /// bound, and its sends get what is left of the pass.
+    fn max_send_time(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Turns credentials into a caller: the host's token store.

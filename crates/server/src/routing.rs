@@ -209,6 +209,15 @@ impl SmsSender for RoutingSender {
         }
         Err(PortError::Unavailable(reasons.join("; ")))
     }
+
+    /// A send may try every provider of its route in turn: the sum of theirs (unknown if
+    /// one's is).
+    fn max_send_time(&self) -> Option<Duration> {
+        self.providers
+            .iter()
+            .map(|p| p.sender.max_send_time())
+            .sum()
+    }
 }
 
 #[cfg(test)]

@@ -360,6 +360,12 @@ impl SmsSender for WebhookSender {
         }
         Err(PortError::Unavailable(last_error))
     }
+
+    /// Every attempt's time-out and the waits between them (100 ms, doubling).
+    fn max_send_time(&self) -> Option<Duration> {
+        let waits = Duration::from_millis(100) * ((1u32 << self.retries.min(16)) - 1);
+        Some(self.timeout * (self.retries + 1) + waits)
+    }
 }
 
 /// What a provider's delivery report says of one code.

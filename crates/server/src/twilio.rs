@@ -309,6 +309,11 @@ impl SmsSender for TwilioSender {
             Err(PortError::Internal(reason))
         }
     }
+
+    /// One attempt (the notifier retries), bounded by the configured time-out.
+    fn max_send_time(&self) -> Option<Duration> {
+        Some(self.options.timeout)
+    }
 }
 
 #[cfg(test)]

@@ -189,6 +189,11 @@ impl SmsSender for VonageSender {
             }
         }
     }
+
+    /// One attempt (the notifier retries), bounded by the configured time-out.
+    fn max_send_time(&self) -> Option<Duration> {
+        Some(self.options.timeout)
+    }
 }
 
 /// How the account signs its webhooks, as chosen in Vonage's dashboard: `md5hash` (Vonage's

@@ -127,6 +127,12 @@ pub struct CodeDelivery {
     pub expires_at: DateTime<Utc>,
 }
 
+/// How long before its lease ends a pass stops sending: a quarter of the lease, at least half
+/// a second, at most half the lease.
+fn send_margin(lease: Duration) -> Duration {
+    (lease / 4).max(Duration::from_millis(500)).min(lease / 2)
+}
+
 impl CommandService {
     /// One pass of the SMS notifier over the delivery outbox, up to `limit` messages leased
     /// for `lease`, sent [`DeliveryPolicy::concurrency`] at a time. Each pending code that is
@@ -135,7 +141,9 @@ impl CommandService {
     /// code that can no longer be used is deleted unsent. A send that failed retryably is
     /// tried again after a back-off that doubles; at [`DeliveryPolicy::max_attempts`], or at
     /// once when the provider refused it for good, `delivery failed` is recorded and the
-    /// message deleted. One message's failure touches no other.
+    /// message deleted. One message's failure touches no other. When the sender states
+    /// [`SmsSender::max_send_time`], the lease is at least that long plus a margin, and a
+    /// send starts only with that much of the pass left: no send is cut short by the pass.
     ///
     /// Guarantees: while leases hold, one hand-over per message; across crashes of a notifier
     /// (between the hand-over and the delete) at least once, with the same
@@ -147,19 +155,40 @@ impl CommandService {
         lease: Duration,
     ) -> Result<DeliveryReport, Error> {
         let fetched_at = self.clock.now();
-        // The sends end a quarter of the lease (at least half a second) before it does.
-        let margin = (lease / 4).max(Duration::from_millis(500)).min(lease / 2);
+        let concurrency = self.delivery.concurrency.max(1);
+        // A sender that states how long a send may take gets it whole: the lease is long
+        // enough for one, the pass fetches no more than it can start with that much left, and
+        // a message whose turn comes later waits for the next pass. No send the notifier
+        // starts is cut short by it, so a slow provider is never handed a message twice.
+        let budget = sender.max_send_time().filter(|b| !b.is_zero());
+        let (lease, limit) = match budget {
+            Some(budget) => {
+                // Long enough that the pass can start a whole send for at least a second
+                // after fetching (the sending window is the lease less its margin).
+                let lease =
+                    lease.max((budget + Duration::from_secs(1)) * 4 / 3 + Duration::from_secs(1));
+                let starts = (lease - send_margin(lease)).as_nanos() / budget.as_nanos();
+                let most = concurrency
+                    .saturating_mul(usize::try_from(starts).unwrap_or(usize::MAX).max(1));
+                (lease, limit.min(most))
+            }
+            None => (lease, limit),
+        };
         let deadline = fetched_at
-            + chrono::Duration::from_std(lease - margin).unwrap_or(chrono::Duration::zero());
+            + chrono::Duration::from_std(lease - send_margin(lease))
+                .unwrap_or(chrono::Duration::zero());
+        let start_by = deadline
+            - budget
+                .and_then(|b| chrono::Duration::from_std(b).ok())
+                .unwrap_or(chrono::Duration::zero());
         let messages = self.store.fetch_outbox(limit, lease).await?;
         if messages.is_empty() {
             return Ok(DeliveryReport::default());
         }
-        let concurrency = self.delivery.concurrency.max(1);
         // A pass with work is a trace of its own: each send is a child of it.
         let pass = tracing::info_span!("otp_sms.notifier.pass", messages = messages.len());
         let outcomes: Vec<Outcome> = stream::iter(messages)
-            .map(|message| self.deliver_message(sender, message, deadline))
+            .map(|message| self.deliver_message(sender, message, start_by, deadline))
             .buffer_unordered(concurrency)
             .collect()
             .instrument(pass)
@@ -203,6 +232,7 @@ impl CommandService {
         &self,
         sender: &dyn SmsSender,
         message: OutboxMessage,
+        start_by: DateTime<Utc>,
         deadline: DateTime<Utc>,
     ) -> Outcome {
         let id = message.id;
@@ -213,8 +243,8 @@ impl CommandService {
                 return self.delete(id, Outcome::Dropped).await;
             }
         };
-        if self.clock.now() >= deadline {
-            // Its turn came too late in the pass: its lease brings it back.
+        if self.clock.now() > start_by || self.clock.now() >= deadline {
+            // Its turn came too late in the pass for a whole send: its lease brings it back.
             return Outcome::Failed;
         }
         match self.deliver_one(sender, &delivery, id, deadline).await {
