@@ -40,6 +40,7 @@ on_both_stores!(
     fifty_concurrent_adds_against_a_budget_of_five_send_exactly_five,
     two_services_on_one_store_share_every_budget,
     refusals_are_audited_without_the_whole_number,
+    repeated_refusals_are_recorded_once_per_audit_window,
     a_hundred_wrong_codes_in_a_row_lock_every_registration_of_the_user,
     a_right_code_ends_the_run_of_wrong_ones,
     an_administrator_unlocks_and_the_user_cannot,
@@ -286,9 +287,10 @@ async fn premium_rate_fixed_line_and_denied_regions_are_refused_at_add(backend: 
     }
     let (registrations, refusals) = written(&f).await;
     assert!(registrations.is_empty(), "{registrations:?}");
-    assert_eq!(refusals.len(), 6);
+    // Each number refused twice in one audit window: recorded once.
+    assert_eq!(refusals.len(), 3);
     assert_eq!(refusals[0].scope, "number_type");
-    assert_eq!(refusals[4].scope, "region");
+    assert_eq!(refusals[2].scope, "region");
     assert_eq!(outbox_len(&f).await, 0);
     f.finish().await;
 }
@@ -559,6 +561,7 @@ async fn fifty_concurrent_adds_against_a_budget_of_five_send_exactly_five(backen
         .filter(|e| matches!(e, Event::Added(_)))
         .count();
     assert_eq!(added, 5, "refused adds write no registration");
+    // 45 refusals of one number, each by another user: one record per user in the window.
     assert_eq!(refusals.len(), 45);
     Arc::into_inner(f).expect("tasks done").finish().await;
 }
@@ -633,6 +636,46 @@ async fn refusals_are_audited_without_the_whole_number(backend: Backend) {
     );
     let json = refusal.event.to_json().unwrap().to_string();
     assert!(!json.contains(NUMBER), "{json}");
+    f.finish().await;
+}
+
+/// Given a premium-rate number, when one user asks for it 20 times within ten minutes, then
+/// the log holds one refusal record, not 20; and when it asks for a new premium-rate range each
+/// time, at most 10 records of that user stand in the window. A caller that repeats refused
+/// calls grows the log by a bounded amount. (On the in-process store, whose windows follow the
+/// service's clock, ten minutes on the next refusal is recorded again.)
+async fn repeated_refusals_are_recorded_once_per_audit_window(backend: Backend) {
+    let in_process = matches!(backend, Backend::Memory);
+    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    let premium = "+19005550123";
+    for _ in 0..20 {
+        let refused = send(&f, 0, premium).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument { .. })),
+            "{refused:?}"
+        );
+    }
+    let (_, refusals) = written(&f).await;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    for range in 0..30 {
+        let refused = send(&f, 0, &format!("+1900{}0123", 230 + range)).await;
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument { .. })),
+            "{refused:?}"
+        );
+    }
+    let (_, refusals) = written(&f).await;
+    assert_eq!(
+        refusals.len(),
+        10,
+        "at most 10 records of one user in a window"
+    );
+    if in_process {
+        f.clock.advance(chrono::Duration::minutes(10));
+        let _ = send(&f, 0, premium).await;
+        let (_, refusals) = written(&f).await;
+        assert_eq!(refusals.len(), 11, "the next window records again");
+    }
     f.finish().await;
 }
 

@@ -60,6 +60,7 @@ otp_sms_tests::on_stores_with_faults!(
         a_replayed_remove_answers_its_details,
         a_replayed_resend_answers_the_same_code,
         calls_without_a_key_are_independent,
+        a_caller_past_its_key_allowance_is_refused_and_nothing_is_stored,
     ],
 );
 
@@ -243,6 +244,61 @@ async fn keys_are_the_callers_own(f: &Fixture, _faulty: &FaultyStore) {
         .expect("add by another principal");
     assert_ne!(admins.registration_id, mine.registration_id);
     assert_eq!(count(&f.feed().await, |e| matches!(e, Event::Added(_))), 2);
+}
+
+/// Given an allowance of 3 keys per caller, when user-1 adds under a 4th new key, then the
+/// call is RESOURCE_EXHAUSTED and writes nothing; a retry under a key it holds still gets its
+/// first answer, and another caller's keys are not counted against it.
+async fn a_caller_past_its_key_allowance_is_refused_and_nothing_is_stored(
+    f: &Fixture,
+    _faulty: &FaultyStore,
+) {
+    let service = f.service.clone().with_idempotency_keys_per_caller(3);
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let added = service
+            .add(
+                &keyed("user-1", &format!("k{i}")),
+                add_req(&format!("+4179123456{i}"), PhoneVerification::ReturnCode),
+            )
+            .await
+            .expect("within the allowance");
+        held.push(added);
+    }
+    let written = f.feed().await.len();
+    let refused = service
+        .add(
+            &keyed("user-1", "k3"),
+            add_req("+41791234563", PhoneVerification::ReturnCode),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::QuotaExceeded(_))),
+        "{refused:?}"
+    );
+    assert_eq!(refused.unwrap_err().rpc_code().as_i32(), 8);
+    assert_eq!(f.feed().await.len(), written, "nothing written");
+
+    let replayed = service
+        .add(
+            &keyed("user-1", "k0"),
+            add_req("+41791234560", PhoneVerification::ReturnCode),
+        )
+        .await
+        .expect("a key held replays");
+    assert_eq!(replayed.registration_id, held[0].registration_id);
+    assert_eq!(replayed.verification_code, held[0].verification_code);
+
+    let req = AddRequest {
+        user_id: "user-1".into(),
+        organization: None,
+        phone: "+41791234563".into(),
+        verification: PhoneVerification::ReturnCode,
+    };
+    service
+        .add(&keyed("admin", "k3"), req)
+        .await
+        .expect("another caller's allowance is its own");
 }
 
 /// Given 10 calls under one key at once, then one registration is written and every call

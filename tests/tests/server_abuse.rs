@@ -300,7 +300,8 @@ async fn possession_matrix_and_retry_info_over_grpc() {
 }
 
 /// 1,000 adds by one user to one number: the user's budgets (registration cap, codes) bound
-/// the SMS; every refusal writes only its audit record.
+/// the SMS; the 990-odd refusals write only audit records, one per refusing scope and
+/// 10-minute window (before, one each: the log grew with every refused call).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_adds_from_one_self_token_send_at_most_the_user_budget() {
     let s = Arc::new(start(1).await);
@@ -318,7 +319,12 @@ async fn a_thousand_adds_from_one_self_token_send_at_most_the_user_budget() {
     assert_eq!(sms, accepted);
     let (added, refused, others) = s.written().await;
     assert_eq!(added as usize, accepted);
-    assert_eq!(refused as usize, 1000 - accepted);
+    // One scope refuses them all here; a run that straddles a window's edge records twice.
+    assert!(
+        (1..=2).contains(&refused),
+        "{refused} refusal records for {} refusals",
+        1000 - accepted
+    );
     assert_eq!(others, 0);
     Arc::into_inner(s).expect("done").finish().await;
 }

@@ -456,3 +456,39 @@ async fn without_a_token_nothing_is_validated() {
         assert_eq!(body["code"], 16, "{method} {path}: {body}");
     }
 }
+
+/// Given an allowance of 3 idempotency keys per caller, when one token adds under 5 new keys,
+/// then the last 2 are RESOURCE_EXHAUSTED (429, code 8) and store nothing, and a retry under
+/// its first key still gets the first registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_cannot_store_idempotency_records_past_its_allowance() {
+    let s = server("[service]\nidempotency_keys_per_caller = 3\n");
+    let keyed_add = |key: &str, number: &str| {
+        reqwest::Client::new()
+            .post(s.url("/resources/v3alpha/users/alice/otp_sms"))
+            .bearer_auth("token-alice")
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"number": "{number}", "returnCode": {{}}}}"#))
+            .send()
+    };
+    let mut first = None;
+    for i in 0..5 {
+        let res = keyed_add(&format!("key-{i}"), "+41791234567")
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        if i < 3 {
+            assert_eq!(status, 200, "{body}");
+            first.get_or_insert(body["otpSmsId"].clone());
+        } else {
+            assert_eq!(status, 429, "{body}");
+            assert_eq!(body["code"], 8, "{body}");
+        }
+    }
+    let res = keyed_add("key-0", "+41791234567").await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(Some(body["otpSmsId"].clone()), first, "replayed");
+}

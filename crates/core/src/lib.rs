@@ -103,7 +103,10 @@ pub use ports::{
     Authenticator, Authorizer, Clock, IdGenerator, ManualClock, PortError, Sms, SmsSender,
     SystemClock, UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,
 };
-pub use service::{CodeDelivery, CommandService, DeliveryPolicy, DeliveryReport};
+pub use service::{
+    CodeDelivery, CommandService, DeliveryPolicy, DeliveryReport,
+    DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER,
+};
 pub use store::{
     Append, AppendOutcome, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion,
     NewEvent, NewOutboxMessage, OutboxMessage, OutboxStats, Recorded, RecordedEvent, RecordedMeta,

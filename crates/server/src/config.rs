@@ -456,6 +456,9 @@ pub struct ServiceConfig {
     /// How long an idempotency key stands for its first call, in seconds (default 86,400:
     /// 24 hours); a retry under the key within it gets the first answer.
     pub idempotency_window_secs: u64,
+    /// Idempotency keys one caller may hold within that window; one more new key is
+    /// RESOURCE_EXHAUSTED (HTTP 429) and nothing is stored. 0: no cap.
+    pub idempotency_keys_per_caller: u32,
 }
 
 impl Default for ServiceConfig {
@@ -464,6 +467,7 @@ impl Default for ServiceConfig {
             max_attempts: otp_sms_core::CommandService::DEFAULT_MAX_ATTEMPTS,
             stream_cache: otp_sms_core::StreamCache::DEFAULT_CAPACITY,
             idempotency_window_secs: otp_sms_core::DEFAULT_IDEMPOTENCY_WINDOW.as_secs(),
+            idempotency_keys_per_caller: otp_sms_core::DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER,
         }
     }
 }

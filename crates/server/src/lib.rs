@@ -564,7 +564,8 @@ pub async fn run(
         ));
     }
     service = service
-        .with_idempotency_window(Duration::from_secs(config.service.idempotency_window_secs));
+        .with_idempotency_window(Duration::from_secs(config.service.idempotency_window_secs))
+        .with_idempotency_keys_per_caller(config.service.idempotency_keys_per_caller);
     for (instance, policy) in instance_abuse {
         service = service
             .with_instance_abuse_policy(instance, policy)

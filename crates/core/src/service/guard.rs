@@ -187,8 +187,11 @@ impl CommandService {
         }
     }
 
-    /// Records a refusal in a stream of its own. The refusal stands even if the record fails
-    /// (the store is down): it is logged instead.
+    /// Records a refusal in the event log, at most once per scope, subject, user and
+    /// [`AUDIT_WINDOW`]: the stream is named by those, so a later refusal of the same window
+    /// finds it written and adds nothing. Refusals repeated by one caller thus grow the log by
+    /// a bounded amount (every refusal is still counted in the metrics and logged). The refusal
+    /// stands even if the record fails (the store is down): it is logged instead.
     async fn audit(&self, caller: &Caller, user: &UserRecord, refusal: Refusal) {
         let Refusal {
             registration,
@@ -199,7 +202,32 @@ impl CommandService {
         } = refusal;
         tracing::info!(scope = scope.key(), subject = %subject, silent, "code refused by an abuse rule");
         crate::metrics::refused(scope, silent);
-        let id = self.ids.message_id().to_string();
+        let window = self
+            .clock
+            .now()
+            .timestamp()
+            .div_euclid(AUDIT_WINDOW.as_secs() as i64);
+        let id = audit_stream_id(scope, &subject, &user.id, window);
+        // However the subjects vary (a new number range each call), one user's refusals are
+        // recorded at most AUDIT_RECORDS_PER_WINDOW times a window.
+        let allowance = crate::abuse::TakeRequest {
+            takes: vec![crate::abuse::BudgetTake {
+                key: format!("audit|{}|{}", caller.instance.as_str(), user.id.as_str()),
+                member: id.clone(),
+                rules: vec![crate::abuse::Rule::Window {
+                    max: AUDIT_RECORDS_PER_WINDOW,
+                    window: AUDIT_WINDOW,
+                }],
+            }],
+        };
+        match self.budgets.take(&allowance).await {
+            Ok(crate::abuse::TakeOutcome::Taken) => {}
+            Ok(crate::abuse::TakeOutcome::Refused { .. }) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, scope = scope.key(), "could not record a refusal");
+                return;
+            }
+        }
         let event = Event::SendRefused(SendRefused {
             scope: scope.key().to_owned(),
             subject,
@@ -219,10 +247,39 @@ impl CommandService {
             outbox: Vec::new(),
             command: None,
         };
-        if let Err(e) = self.store.append(append).await {
-            tracing::warn!(error = %e, scope = scope.key(), "could not record a refusal");
+        match self.store.append(append).await {
+            Ok(_) => {}
+            // Recorded already in this window.
+            Err(crate::store::StoreError::Conflict { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, scope = scope.key(), "could not record a refusal"),
         }
     }
+}
+
+/// How long one audit record of a refusal stands for its repeats: a refusal of the same scope,
+/// subject and user within the same 10-minute window (aligned to the epoch) is not recorded
+/// again. At most 144 records a day for one scope, subject and user.
+pub const AUDIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The most refusal records of one user in one [`AUDIT_WINDOW`], whatever their scopes and
+/// subjects: at most 1,440 a day for one user.
+pub const AUDIT_RECORDS_PER_WINDOW: u32 = 10;
+
+/// The refusal stream of a scope, subject, user and window: a digest, so that the id says
+/// nothing of the subject and has a fixed length.
+fn audit_stream_id(scope: Scope, subject: &str, user: &crate::ids::UserId, window: i64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for part in [scope.key(), subject, user.as_str(), &window.to_string()] {
+        digest.update((part.len() as u64).to_be_bytes());
+        digest.update(part.as_bytes());
+    }
+    digest
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Permit {

@@ -74,7 +74,43 @@ fn binding(registration: &RegistrationId) -> CodeBinding<'_> {
     }
 }
 
+/// How many idempotency keys one caller may hold by default within the window a key stands
+/// (24 hours): far above what a client that retries honestly sends, and a bound on what one
+/// token can make the store keep (about 300 bytes a record).
+pub const DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER: u32 = 100_000;
+
 impl CommandService {
+    /// Counts a new key against its caller's allowance (a key seen before is not counted
+    /// again); past the allowance the call is RESOURCE_EXHAUSTED and nothing is stored. The
+    /// count lives in the budget store, so it holds across every process on one store.
+    async fn admit_key(&self, scope: &IdempotencyScope) -> Result<(), Error> {
+        let max = self.idempotency_keys_per_caller;
+        if max == 0 {
+            return Ok(());
+        }
+        let take = crate::abuse::BudgetTake {
+            key: format!(
+                "idempotency|{}|{}",
+                scope.instance.as_str(),
+                scope.principal.as_str()
+            ),
+            member: scope.key.as_str().to_owned(),
+            rules: vec![crate::abuse::Rule::Window {
+                max,
+                window: self.idempotency_window,
+            }],
+        };
+        let request = crate::abuse::TakeRequest { takes: vec![take] };
+        match self.budgets.take(&request).await? {
+            crate::abuse::TakeOutcome::Taken => Ok(()),
+            crate::abuse::TakeOutcome::Refused { .. } => Err(Error::QuotaExceeded(format!(
+                "this caller holds {max} idempotency keys, the most allowed within {} s; \
+                 retry with a key sent before, or without a key",
+                self.idempotency_window.as_secs()
+            ))),
+        }
+    }
+
     /// The command id, registration and code `caller`'s call runs under: `registration` and
     /// `code` (the answer's, or `None`) under a fresh command id without a key; with a key,
     /// the key's record. A key that stands for another request is INVALID_ARGUMENT.
@@ -98,6 +134,7 @@ impl CommandService {
             principal: caller.principal.clone(),
             key: key.clone(),
         };
+        self.admit_key(&scope).await?;
         let sealed_code = code.as_ref().map(|c| {
             self.keys
                 .seal(binding(&registration), c, &mut rand::thread_rng())

@@ -34,6 +34,7 @@ use crate::stream_cache::StreamCache;
 use idempotency::Fingerprint;
 
 pub use delivery::{CodeDelivery, DeliveryPolicy, DeliveryReport};
+pub use idempotency::DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER;
 
 /// Runs the three API calls (and resend, delivery) against the ports.
 ///
@@ -67,6 +68,7 @@ pub struct CommandService {
     /// clock.
     default_idempotency: bool,
     idempotency_window: Duration,
+    idempotency_keys_per_caller: u32,
     delivery: DeliveryPolicy,
     range_signal: crate::conversion::RangeSignal,
 }
@@ -110,6 +112,7 @@ impl CommandService {
             idempotency: Arc::new(MemoryIdempotency::new()),
             default_idempotency: true,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            idempotency_keys_per_caller: idempotency::DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER,
             delivery: DeliveryPolicy::default(),
             range_signal: crate::conversion::RangeSignal::new(),
         }
@@ -196,6 +199,15 @@ impl CommandService {
     /// [`DEFAULT_IDEMPOTENCY_WINDOW`], 24 hours). After it, the key is new again.
     pub fn with_idempotency_window(mut self, window: Duration) -> Self {
         self.idempotency_window = window;
+        self
+    }
+
+    /// How many idempotency keys one caller (instance and principal) may hold within the
+    /// idempotency window (default [`DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER`]); a call with one
+    /// more new key is RESOURCE_EXHAUSTED ([`Error::QuotaExceeded`]) and stores nothing. 0: no
+    /// cap. The count lives in the budget store, shared by every process on it.
+    pub fn with_idempotency_keys_per_caller(mut self, max: u32) -> Self {
+        self.idempotency_keys_per_caller = max;
         self
     }
 
