@@ -78,7 +78,13 @@ async fn a_code_reaches_twilio_as_a_form_post_with_the_right_fields() {
         callback.starts_with(&format!("{PUBLIC_CALLBACK}?instance=inst-1&otp_sms_id=")),
         "{callback}"
     );
-    assert!(callback.ends_with("&n=1"), "{callback}");
+    let (head, issued) = callback.split_once("&iat=").expect("an issue time");
+    assert!(head.ends_with("&n=1"), "{callback}");
+    let issued: i64 = issued.parse().expect("Unix seconds");
+    assert!(
+        (chrono::Utc::now().timestamp() - issued).abs() < 60,
+        "{callback}"
+    );
     let validity: i64 = form["ValidityPeriod"].parse().unwrap();
     assert!((250..=300).contains(&validity), "{validity}");
     let body = &form["Body"];
@@ -217,6 +223,21 @@ async fn signed_status_reports_become_events_and_unsigned_ones_change_nothing() 
         report(&s, &callbacks[0], "delivered", None, Some("not-the-token")).await,
         403
     );
+    assert_eq!(pg::events_in(&schema).await, before);
+
+    // The callback URL carries its issue time, under Twilio's signature: a well-signed report
+    // for a URL issued two days ago, or for one without an issue time, is a replay: refused.
+    assert!(callbacks[0].contains("&iat="), "{}", callbacks[0]);
+    let (without_iat, _) = callbacks[0].split_once("&iat=").unwrap();
+    let two_days_ago = chrono::Utc::now().timestamp() - 2 * 24 * 3600;
+    let stale = format!("{without_iat}&iat={two_days_ago}");
+    for url in [&stale, &without_iat.to_owned()] {
+        assert_eq!(
+            report(&s, url, "delivered", None, Some(TOKEN)).await,
+            403,
+            "{url}"
+        );
+    }
     assert_eq!(pg::events_in(&schema).await, before);
 
     // Signed: delivered for the first, undelivered (30008) for the second; `sent` ignored.

@@ -106,13 +106,21 @@ impl TwilioSender {
     }
 }
 
-/// The status callback URL of one SMS: the configured URL with the instance, registration and
-/// code number in its query.
+/// How long after an SMS was handed to Twilio its status reports are taken: Twilio reports
+/// within the message's validity period (4 hours by default, 10 hours at most); an older
+/// report, however well signed, is a replay and is refused.
+pub const REPORT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The status callback URL of one SMS: the configured URL with the instance, registration,
+/// code number and issue time (`iat`, Unix seconds) in its query. Twilio's signature covers
+/// the URL, so the issue time cannot be changed, and a report replayed after
+/// [`REPORT_MAX_AGE`] is refused.
 pub fn status_callback_url(base: &str, sms: &Sms) -> String {
     let query = serde_urlencoded::to_string([
         ("instance", sms.instance.as_str()),
         ("otp_sms_id", sms.registration.as_str()),
         ("n", &sms.number.to_string()),
+        ("iat", &chrono::Utc::now().timestamp().to_string()),
     ])
     .unwrap_or_default();
     with_query(base, &query)
@@ -208,6 +216,17 @@ pub async fn status_callback(
     let get = |list: &[(String, String)], key: &str| {
         list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     };
+    // The issue time the URL was signed with: a report older than REPORT_MAX_AGE (or from
+    // the future, beyond a clock's drift) is a replay.
+    let now = chrono::Utc::now().timestamp();
+    let fresh = get(&query, "iat")
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|at| at <= now + 300 && now - at <= REPORT_MAX_AGE.as_secs() as i64);
+    if !fresh {
+        tracing::warn!("a Twilio status callback without a recent issue time was refused");
+        crate::metrics::delivery_report("twilio", "refused");
+        return StatusCode::FORBIDDEN;
+    }
     let (Some(instance), Some(registration), Some(number)) = (
         get(&query, "instance").and_then(|i| i.parse::<otp_sms_core::InstanceId>().ok()),
         get(&query, "otp_sms_id").and_then(|r| r.parse::<otp_sms_core::RegistrationId>().ok()),
