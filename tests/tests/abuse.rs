@@ -52,6 +52,19 @@ on_both_stores!(
 
 const NUMBER: &str = "+41791234567";
 
+/// The defaults with a number budget of 5 per 10 minutes (and 10 a day) shared by all users,
+/// for the specifications of how a budget counts (concurrency, processes, silence, audit) that
+/// need one number to bind after a few users.
+fn shared_number_budget() -> AbusePolicy {
+    AbusePolicy {
+        number: vec![
+            Limit::new(5, Duration::from_secs(600)),
+            Limit::new(10, Duration::from_secs(24 * 3600)),
+        ],
+        ..AbusePolicy::default()
+    }
+}
+
 fn add_req(user: &str, phone: &str, verification: PhoneVerification) -> AddRequest {
     AddRequest {
         user_id: user.to_owned(),
@@ -295,28 +308,41 @@ async fn premium_rate_fixed_line_and_denied_regions_are_refused_at_add(backend: 
     f.finish().await;
 }
 
+/// Given the defaults, a destination number's budget is split: one user's own requests bind
+/// at 5 per 10 minutes (its own scope, which no other user's requests spend), and all users'
+/// together at 20 per hour, so other users can deny a number to its owner for an hour at most.
 async fn the_destination_number_budget_binds_across_users(backend: Backend) {
-    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
-    for i in 0..5 {
-        send(&f, i, NUMBER).await.expect("within 5 per 10 minutes");
+    let policy = AbusePolicy {
+        max_registrations_per_user: 100,
+        ..AbusePolicy::default()
+    };
+    let f = Fixture::with_abuse_policy(backend, policy).await;
+    for _ in 0..5 {
+        send(&f, 0, NUMBER)
+            .await
+            .expect("within its own 5 per 10 minutes");
     }
-    let retry = refused_by(send(&f, 5, NUMBER).await, Scope::Number).expect("a retry time");
+    let retry = refused_by(send(&f, 0, NUMBER).await, Scope::NumberPerUser).expect("a retry time");
     assert!(retry <= Duration::from_secs(600), "{retry:?}");
-    assert_eq!(outbox_len(&f).await, 5, "the refused add sent nothing");
+    // Others are not held back by u0's requests: 15 more users reach the global cap of 20.
+    for i in 1..16 {
+        send(&f, i, NUMBER)
+            .await
+            .expect("another user's own budget");
+    }
+    let retry = refused_by(send(&f, 16, NUMBER).await, Scope::Number).expect("a retry time");
+    assert!(
+        retry > Duration::from_secs(600) && retry <= Duration::from_secs(3600),
+        "the global cap's hour: {retry:?}"
+    );
+    assert_eq!(outbox_len(&f).await, 20, "the refused adds sent nothing");
     if backend == Backend::Memory {
-        // Once the window has slid, 5 more; then the 24-hour limit of 10 binds.
-        f.clock.advance(chrono::Duration::seconds(601));
-        for i in 5..10 {
-            send(&f, i, NUMBER).await.expect("the window slid");
-        }
-        f.clock.advance(chrono::Duration::seconds(601));
-        let retry = refused_by(send(&f, 10, NUMBER).await, Scope::Number).unwrap();
-        assert!(
-            retry > Duration::from_secs(600),
-            "the 24-hour window: {retry:?}"
-        );
-        f.clock.advance(chrono::Duration::hours(24));
-        send(&f, 11, NUMBER).await.expect("a day later");
+        // An hour on, the number is free again, for its owner as for others.
+        f.clock.advance(chrono::Duration::seconds(3601));
+        send(&f, 16, NUMBER).await.expect("the hour has passed");
+        send(&f, 0, NUMBER)
+            .await
+            .expect("and its owner's own window too");
     }
     f.finish().await;
 }
@@ -531,7 +557,7 @@ async fn the_instance_and_region_budgets_bind(backend: Backend) {
 }
 
 async fn fifty_concurrent_adds_against_a_budget_of_five_send_exactly_five(backend: Backend) {
-    let f = Arc::new(Fixture::with_abuse_policy(backend, AbusePolicy::default()).await);
+    let f = Arc::new(Fixture::with_abuse_policy(backend, shared_number_budget()).await);
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let f = Arc::clone(&f);
@@ -567,7 +593,7 @@ async fn fifty_concurrent_adds_against_a_budget_of_five_send_exactly_five(backen
 }
 
 async fn two_services_on_one_store_share_every_budget(backend: Backend) {
-    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    let f = Fixture::with_abuse_policy(backend, shared_number_budget()).await;
     // Another process: its own service on the same store and budget store (a fresh
     // PgBudgets on the same database for PostgreSQL).
     let other = match backend {
@@ -607,7 +633,7 @@ async fn two_services_on_one_store_share_every_budget(backend: Backend) {
 }
 
 async fn refusals_are_audited_without_the_whole_number(backend: Backend) {
-    let f = Fixture::with_abuse_policy(backend, AbusePolicy::default()).await;
+    let f = Fixture::with_abuse_policy(backend, shared_number_budget()).await;
     for i in 0..5 {
         send(&f, i, NUMBER).await.expect("add");
     }
@@ -1095,7 +1121,7 @@ async fn test_numbers_send_nothing_take_no_budget_and_verify_with_their_fixed_co
 async fn a_silent_scope_answers_as_if_sent_and_sends_nothing(backend: Backend) {
     let policy = AbusePolicy {
         silent: [Scope::Number].into(),
-        ..AbusePolicy::default()
+        ..shared_number_budget()
     };
     let f = Fixture::with_abuse_policy(backend, policy).await;
     for i in 0..5 {
@@ -1122,7 +1148,7 @@ async fn a_silent_scope_answers_as_if_sent_and_sends_nothing(backend: Backend) {
     // A scope that is not silent still answers 429.
     let loud = AbusePolicy {
         silent: [Scope::Range].into(),
-        ..AbusePolicy::default()
+        ..shared_number_budget()
     };
     let g = Fixture::with_abuse_policy(backend, loud).await;
     for i in 0..5 {
@@ -1174,9 +1200,11 @@ async fn every_window_scope_binds_at_its_boundary_across_two_services_and_slides
         match scope {
             Scope::User => policy.user = two.clone(),
             Scope::Number => policy.number = two.clone(),
+            Scope::NumberPerUser => policy.number_per_user = two.clone(),
             Scope::Range => policy.range = two.clone(),
             Scope::Region => policy.region = two.clone(),
             Scope::Address => policy.address = two.clone(),
+            Scope::Organization => policy.organization = two.clone(),
             Scope::Instance => policy.instance = two.clone(),
             other => panic!("{other:?} is not a send budget"),
         }
@@ -1189,13 +1217,13 @@ async fn every_window_scope_binds_at_its_boundary_across_two_services_and_slides
         };
         // The i-th add: the same key as the others for `scope`, a different one for the rest.
         let attempt = |i: usize| {
-            let user = if scope == Scope::User {
+            let user = if matches!(scope, Scope::User | Scope::NumberPerUser) {
                 "u0".to_owned()
             } else {
                 format!("u{i}")
             };
             let number = match scope {
-                Scope::Number => NUMBER.to_owned(),
+                Scope::Number | Scope::NumberPerUser => NUMBER.to_owned(),
                 Scope::Range => mobile(7, i as u32),
                 // Another range each time, one region.
                 _ => mobile(10 + i as u32, 1),

@@ -263,8 +263,10 @@ pub struct AbuseConfig {
     pub unverified_counts_for_secs: Option<u64>,
     /// Codes sent to one user.
     pub user: Option<Vec<LimitConfig>>,
-    /// Codes sent to one destination number, across users.
+    /// Codes sent to one destination number, across users (a short global cap).
     pub destination_number: Option<Vec<LimitConfig>>,
+    /// Codes one user sends to one destination number.
+    pub destination_number_per_user: Option<Vec<LimitConfig>>,
     /// Codes sent to one number range (E.164 without its last 3 digits).
     pub number_range: Option<Vec<LimitConfig>>,
     /// Tighter range limits while a range's conversion has collapsed (off when unset).
@@ -284,6 +286,8 @@ pub struct AbuseConfig {
     pub client_address: Option<Vec<LimitConfig>>,
     /// IPv6 prefix length that makes one client address.
     pub ipv6_prefix: Option<u8>,
+    /// Codes sent for the users of one organization (its share of the instance).
+    pub organization: Option<Vec<LimitConfig>>,
     /// Codes sent by the whole instance.
     pub instance: Option<Vec<LimitConfig>>,
     /// Wrong codes in a row, across a user's codes and registrations, that lock the user's
@@ -344,6 +348,7 @@ impl AbuseConfig {
         }
         limits(&self.user, &mut p.user);
         limits(&self.destination_number, &mut p.number);
+        limits(&self.destination_number_per_user, &mut p.number_per_user);
         limits(&self.number_range, &mut p.range);
         if let Some(c) = &self.range_collapse {
             p.range_collapse = Some(otp_sms_core::RangeCollapse {
@@ -354,6 +359,7 @@ impl AbuseConfig {
         }
         limits(&self.region, &mut p.region);
         limits(&self.client_address, &mut p.address);
+        limits(&self.organization, &mut p.organization);
         limits(&self.instance, &mut p.instance);
         if let Some(v) = &self.region_allow {
             p.region_allow = Some(v.iter().cloned().collect());

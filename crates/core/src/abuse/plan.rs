@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::budget::{BudgetTake, Rule, TakeRequest};
 use super::policy::{AbusePolicy, Limit, Scope};
-use crate::ids::{InstanceId, RegistrationId, UserId};
+use crate::ids::{InstanceId, OrganizationId, RegistrationId, UserId};
 use crate::phone::{NumberType, Phone};
 
 /// Why a number may not be registered.
@@ -157,13 +157,15 @@ impl AbusePolicy {
         scope: Scope,
         instance: &InstanceId,
         user: &UserId,
+        organization: &OrganizationId,
         phone: Option<&Phone>,
         address: Option<IpAddr>,
     ) -> String {
         match scope {
-            Scope::Number | Scope::Range | Scope::NumberType => {
+            Scope::Number | Scope::NumberPerUser | Scope::Range | Scope::NumberType => {
                 phone.map(redact_phone).unwrap_or_default()
             }
+            Scope::Organization => organization.as_str().to_owned(),
             Scope::Region => phone.and_then(Phone::region).unwrap_or("001").to_owned(),
             Scope::Address => address.map(redact_address).unwrap_or_default(),
             Scope::Instance => instance.as_str().to_owned(),
@@ -264,15 +266,18 @@ impl AbusePolicy {
         key(instance, Scope::UserRegistrations, user.as_str())
     }
 
-    /// The budgets one code sent by SMS takes: user, destination number, range, region,
-    /// client address (when known) and instance. `member` names the code (unique per code).
+    /// The budgets one code sent by SMS takes: user, destination number for this user,
+    /// destination number, range, region, client address (when known), the user's
+    /// organization and instance. `member` names the code (unique per code).
     /// `range` is the conversion signal's figure for the number's range: when
     /// [`AbusePolicy::range_collapse`] says it has collapsed, the range takes the collapse's
     /// tighter limits.
+    #[allow(clippy::too_many_arguments)]
     pub fn send_budgets(
         &self,
         instance: &InstanceId,
         user: &UserId,
+        organization: &OrganizationId,
         phone: &Phone,
         address: Option<IpAddr>,
         range: crate::conversion::Rate,
@@ -284,6 +289,18 @@ impl AbusePolicy {
             key(instance, Scope::User, user.as_str()),
             member,
             windows(&self.user),
+        );
+        // The user's own budget for the number first: a user past it is told so, and a
+        // refusal by the global cap then means that others spent it.
+        plan.push(
+            Scope::NumberPerUser,
+            key(
+                instance,
+                Scope::NumberPerUser,
+                &format!("{}|{}", phone.as_e164(), user.as_str()),
+            ),
+            member,
+            windows(&self.number_per_user),
         );
         plan.push(
             Scope::Number,
@@ -321,6 +338,12 @@ impl AbusePolicy {
                 windows(&self.address),
             );
         }
+        plan.push(
+            Scope::Organization,
+            key(instance, Scope::Organization, organization.as_str()),
+            member,
+            windows(&self.organization),
+        );
         plan.push(
             Scope::Instance,
             key(instance, Scope::Instance, ""),
@@ -383,9 +406,11 @@ mod tests {
         let p = AbusePolicy::default();
         let i1 = InstanceId::parse("i", "a|b").unwrap();
         let user = UserId::parse("u", "u1").unwrap();
+        let org = OrganizationId::parse("o", "org-1").unwrap();
         let plan = p.send_budgets(
             &i1,
             &user,
+            &org,
             &phone("+41791234567"),
             Some("2001:db8::1".parse().unwrap()),
             Rate::default(),
@@ -397,23 +422,29 @@ mod tests {
             scopes,
             [
                 Scope::User,
+                Scope::NumberPerUser,
                 Scope::Number,
                 Scope::Range,
                 Scope::Address,
+                Scope::Organization,
                 Scope::Instance
             ]
         );
         let number = phone("+41791234567");
         let address = "2001:db8::1".parse().ok();
-        let shown = |scope| p.subject(scope, &i1, &user, Some(&number), address);
+        let shown = |scope| p.subject(scope, &i1, &user, &org, Some(&number), address);
         assert_eq!(shown(Scope::Number), "CH +41791234xxx");
+        assert_eq!(shown(Scope::NumberPerUser), "CH +41791234xxx");
+        assert_eq!(shown(Scope::Organization), "org-1");
         assert_eq!(shown(Scope::Address), "2001:db8::/48");
         assert_eq!(shown(Scope::Instance), "a|b");
-        assert!(plan.request.takes[3].key.ends_with("|2001:db8::/64"));
+        assert!(plan.request.takes[4].key.ends_with("|2001:db8::/64"));
+        assert!(plan.request.takes[1].key.ends_with("|+41791234567|u1"));
         let i2 = InstanceId::parse("i", "a").unwrap();
         let other = p.send_budgets(
             &i2,
             &user,
+            &org,
             &phone("+41791234567"),
             None,
             Rate::default(),
@@ -451,9 +482,10 @@ mod tests {
         };
         let i = InstanceId::parse("i", "a").unwrap();
         let user = UserId::parse("u", "u1").unwrap();
+        let org = OrganizationId::parse("o", "org-1").unwrap();
         let number = phone("+41791234567");
         let range_rules = |rate: Rate| {
-            let plan = p.send_budgets(&i, &user, &number, None, rate, "r#1");
+            let plan = p.send_budgets(&i, &user, &org, &number, None, rate, "r#1");
             let at = plan.scopes.iter().position(|s| *s == Scope::Range).unwrap();
             plan.request.takes[at].rules.clone()
         };
@@ -494,6 +526,7 @@ mod tests {
         let plain = AbusePolicy::default().send_budgets(
             &i,
             &user,
+            &org,
             &number,
             None,
             Rate {

@@ -15,8 +15,12 @@ pub enum Scope {
     User,
     /// Registrations one user holds.
     UserRegistrations,
-    /// Codes sent to one destination number, across all users of the instance.
+    /// Codes sent to one destination number, across all users of the instance: the larger
+    /// cap over [`Scope::NumberPerUser`].
     Number,
+    /// Codes one user has sent to one destination number: others' requests do not spend it,
+    /// so no other user can deny a number to its owner beyond the global cap's short window.
+    NumberPerUser,
     /// Codes sent to one number range (E.164 without its last three digits).
     Range,
     /// The number's region: not allowed, or its hourly cap reached.
@@ -25,6 +29,9 @@ pub enum Scope {
     NumberType,
     /// Codes requested from one client address (IPv6 by /64).
     Address,
+    /// Codes sent for the users of one organization: its share of the instance, so one
+    /// organization cannot exhaust another's.
+    Organization,
     /// Codes sent by the whole instance: the spend guard.
     Instance,
     /// The user's verification lock (wrong codes in a row reached the cap).
@@ -33,27 +40,31 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, for configuration and documentation.
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 12] = [
         Scope::Registration,
         Scope::User,
         Scope::UserRegistrations,
         Scope::Number,
+        Scope::NumberPerUser,
         Scope::Range,
         Scope::Region,
         Scope::NumberType,
         Scope::Address,
+        Scope::Organization,
         Scope::Instance,
         Scope::VerificationLock,
     ];
 
     /// The scopes that may refuse silently: the send budgets. A refused number (type, region),
     /// the registration cap and the verification lock always answer.
-    pub const SILENCEABLE: [Scope; 6] = [
+    pub const SILENCEABLE: [Scope; 8] = [
         Scope::User,
         Scope::Number,
+        Scope::NumberPerUser,
         Scope::Range,
         Scope::Region,
         Scope::Address,
+        Scope::Organization,
         Scope::Instance,
     ];
 
@@ -64,10 +75,12 @@ impl Scope {
             Scope::User => "user",
             Scope::UserRegistrations => "user registrations",
             Scope::Number => "destination number",
+            Scope::NumberPerUser => "destination number for this user",
             Scope::Range => "number range",
             Scope::Region => "region",
             Scope::NumberType => "number type",
             Scope::Address => "client address",
+            Scope::Organization => "organization",
             Scope::Instance => "instance",
             Scope::VerificationLock => "verification lock",
         }
@@ -80,10 +93,12 @@ impl Scope {
             Scope::User => "user",
             Scope::UserRegistrations => "user_registrations",
             Scope::Number => "destination_number",
+            Scope::NumberPerUser => "destination_number_per_user",
             Scope::Range => "number_range",
             Scope::Region => "region",
             Scope::NumberType => "number_type",
             Scope::Address => "client_address",
+            Scope::Organization => "organization",
             Scope::Instance => "instance",
             Scope::VerificationLock => "verification_lock",
         }
@@ -212,8 +227,12 @@ pub struct AbusePolicy {
     pub unverified_counts_for: Duration,
     /// Codes sent to one user.
     pub user: Vec<Limit>,
-    /// Codes sent to one destination number, across all users.
+    /// Codes sent to one destination number, across all users: a cap over
+    /// [`AbusePolicy::number_per_user`], short enough that other users cannot deny a number
+    /// to its owner for long.
     pub number: Vec<Limit>,
+    /// Codes one user sends to one destination number.
+    pub number_per_user: Vec<Limit>,
     /// Codes sent to one number range.
     pub range: Vec<Limit>,
     /// Tighter range limits while the range's conversion has collapsed; `None` (the default):
@@ -233,6 +252,8 @@ pub struct AbusePolicy {
     pub address: Vec<Limit>,
     /// The IPv6 prefix length that makes one client address (64: a subscriber's network).
     pub ipv6_prefix: u8,
+    /// Codes sent for the users of one organization: its share of the instance.
+    pub organization: Vec<Limit>,
     /// Codes sent by the whole instance.
     pub instance: Vec<Limit>,
     /// Wrong codes in a row, across all of a user's codes and registrations, that lock the
@@ -255,7 +276,8 @@ impl Default for AbusePolicy {
             max_registrations_per_user: 5,
             unverified_counts_for: Duration::from_secs(24 * 3600),
             user: vec![Limit::per_hours(10, 24)],
-            number: vec![
+            number: vec![Limit::per_hours(20, 1)],
+            number_per_user: vec![
                 Limit::new(5, Duration::from_secs(600)),
                 Limit::per_hours(10, 24),
             ],
@@ -277,6 +299,7 @@ impl Default for AbusePolicy {
             allow_fixed_line: false,
             address: vec![Limit::per_hours(10, 1)],
             ipv6_prefix: 64,
+            organization: vec![Limit::per_hours(250, 1), Limit::per_hours(2_500, 24)],
             instance: vec![Limit::per_hours(1_000, 1), Limit::per_hours(10_000, 24)],
             max_consecutive_failures: 100,
             failure_lockout: Duration::from_secs(24 * 3600),
@@ -305,9 +328,11 @@ impl AbusePolicy {
             max_registrations_per_user: u32::MAX,
             user: Vec::new(),
             number: Vec::new(),
+            number_per_user: Vec::new(),
             range: Vec::new(),
             range_collapse: None,
             address: Vec::new(),
+            organization: Vec::new(),
             instance: Vec::new(),
             ..Self::default()
         }
@@ -326,10 +351,12 @@ impl AbusePolicy {
         let limits = [
             ("user", &self.user),
             ("destination_number", &self.number),
+            ("destination_number_per_user", &self.number_per_user),
             ("number_range", &self.range),
             ("range_collapse.limits", collapsed),
             ("region", &self.region),
             ("client_address", &self.address),
+            ("organization", &self.organization),
             ("instance", &self.instance),
         ];
         for (name, limits) in limits {
@@ -467,7 +494,12 @@ mod tests {
         p.validate().unwrap();
         assert!(!p.allow_self_return_code);
         assert_eq!(p.max_registrations_per_user, 5);
-        assert_eq!(p.number.len(), 2);
+        assert_eq!(p.number, vec![Limit::new(20, Duration::from_secs(3600))]);
+        assert_eq!(p.number_per_user.len(), 2);
+        assert_eq!(
+            p.organization[0],
+            Limit::new(250, Duration::from_secs(3600))
+        );
         assert_eq!(p.instance[0], Limit::new(1000, Duration::from_secs(3600)));
         assert!(p.refused_types.contains(&NumberType::PremiumRate));
         assert!(!p.refused_types.contains(&NumberType::FixedLineOrMobile));

@@ -117,6 +117,7 @@ impl CommandService {
                     let sends = policy.send_budgets(
                         &caller.instance,
                         &user.id,
+                        &user.organization,
                         phone,
                         caller.address,
                         range,
@@ -158,8 +159,14 @@ impl CommandService {
                     Scope::UserRegistrations => slot_retry,
                     _ => retry_after,
                 };
-                let subject =
-                    policy.subject(scope, &caller.instance, &user.id, phone, caller.address);
+                let subject = policy.subject(
+                    scope,
+                    &caller.instance,
+                    &user.id,
+                    &user.organization,
+                    phone,
+                    caller.address,
+                );
                 // A refused resend names its registration; a refused add has none yet.
                 let existing = (!events.iter().any(|e| matches!(e, Event::Added(_))))
                     .then(|| registration.clone());
