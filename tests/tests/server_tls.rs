@@ -257,3 +257,50 @@ fn a_certificate_that_does_not_match_its_key_stops_the_start() {
     assert!(!stderr.contains("PRIVATE KEY"), "no key material: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Given a 1 s header time-out, when a client completes the TLS handshake and then sends
+/// nothing (or only the first byte of a request), then the server closes the connection
+/// within about 1 s: the protocol detection after the handshake is under the deadline too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_after_the_handshake_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cert, key, der) = certificate();
+    let dir = temp_dir();
+    let (c, k) = write(&dir, &cert, &key);
+    let s = tls_server(&c, &k, "[server]\nheader_read_timeout_ms = 1000\n");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let target = s.base_url.trim_start_matches("https://").to_owned();
+    for first_byte in [false, true] {
+        let tcp = tokio::net::TcpStream::connect(&target).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("the handshake");
+        if first_byte {
+            tls.write_all(b"P").await.unwrap();
+        }
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+        let closed = matches!(read, Ok(Ok(0)) | Ok(Err(_)));
+        assert!(
+            closed,
+            "still open after 5 s (first byte sent: {first_byte})"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "closed after {:?}",
+            started.elapsed()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
