@@ -211,18 +211,27 @@ impl Default for MetricsListen {
     }
 }
 
-impl<'de> Deserialize<'de> for MetricsListen {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.as_str() {
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
             "api" => Ok(Self::Api),
             "off" => Ok(Self::Off),
             address => address.parse().map(Self::At).map_err(|_| {
-                serde::de::Error::custom(format!(
+                format!(
                     "`{address}` is not an address and port (`127.0.0.1:9464`), \"api\" or \"off\""
-                ))
+                )
             }),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -123,7 +123,7 @@ pub struct Args {
     /// Where `/metrics` is served, over `[server] metrics_listen`: an address and port of its
     /// own, `api` (the API's port) or `off`.
     #[arg(long, env = "OTP_SMS_METRICS_LISTEN", hide_env_values = true)]
-    pub metrics_listen: Option<String>,
+    pub metrics_listen: Option<config::MetricsListen>,
 }
 
 impl std::fmt::Debug for Args {
@@ -615,13 +615,7 @@ pub async fn run(
         .flatten()
         .map(vonage::receipt_routes);
     let request_id = HeaderName::from_static("x-request-id");
-    let metrics_at = match &args.metrics_listen {
-        Some(text) => serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
-            serde::de::value::Error,
-        >::new(text))
-        .map_err(|e| StartError::Other(format!("--metrics-listen: {e}")))?,
-        None => config.server.metrics_listen,
-    };
+    let metrics_at = args.metrics_listen.unwrap_or(config.server.metrics_listen);
     let metrics_routes = Router::new()
         .route("/metrics", get(metrics::render))
         .with_state(exposition);
