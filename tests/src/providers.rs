@@ -30,6 +30,9 @@ async fn serve(app: axum::Router) -> (String, JoinHandle<()>) {
 pub enum TwilioAnswer {
     /// `201 Created` with a queued message.
     Queued,
+    /// The message is taken on arrival (and listed from then on), but `201 Created` comes only
+    /// after this long: a slow API whose answer a sender may give up waiting for.
+    QueuedAfter(std::time::Duration),
     /// An error status with Twilio's error code, as its API reference lists them (e.g. 400
     /// with 21211 for an invalid `To`, 429 with 20429 when throttled).
     Error(u16, u32),
@@ -53,6 +56,24 @@ struct TwilioState {
     requests: Vec<TwilioRequest>,
     /// Answers to give, in order; then `Queued`.
     script: VecDeque<TwilioAnswer>,
+    /// The messages taken (`To` and `Body`), oldest first, for the message list.
+    held: Vec<(String, String)>,
+    /// Look-ups of the message list.
+    listed: usize,
+}
+
+impl TwilioState {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", self.username, self.secret))
+        );
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == expected)
+    }
 }
 
 /// Twilio Programmable Messaging's `Messages.json` on loopback: basic authentication checked
@@ -75,7 +96,7 @@ impl TwilioStandIn {
         let app = axum::Router::new()
             .route(
                 "/2010-04-01/Accounts/{account}/Messages.json",
-                post(messages),
+                post(messages).get(message_list),
             )
             .with_state(Arc::clone(&state));
         let (base_url, task) = serve(app).await;
@@ -95,6 +116,40 @@ impl TwilioStandIn {
     pub fn requests(&self) -> Vec<TwilioRequest> {
         self.state.lock().unwrap().requests.clone()
     }
+
+    /// How many times the message list was asked for, authenticated or not.
+    pub fn list_reads(&self) -> usize {
+        self.state.lock().unwrap().listed
+    }
+}
+
+/// `GET Messages.json?To=…&PageSize=…`: the messages taken for `To`, newest first.
+async fn message_list(
+    State(state): State<Arc<Mutex<TwilioState>>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let mut state = state.lock().unwrap();
+    state.listed += 1;
+    if !state.authorized(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code": 20003, "message": "Authenticate", "status": 401})),
+        );
+    }
+    let size = query
+        .get("PageSize")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(50);
+    let messages: Vec<_> = state
+        .held
+        .iter()
+        .rev()
+        .filter(|(to, _)| query.get("To").is_none_or(|wanted| wanted == to))
+        .take(size)
+        .map(|(to, body)| json!({"to": to, "body": body, "status": "sent"}))
+        .collect();
+    (StatusCode::OK, Json(json!({"messages": messages})))
 }
 
 impl Drop for TwilioStandIn {
@@ -109,32 +164,37 @@ async fn messages(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> impl IntoResponse {
-    let mut state = state.lock().unwrap();
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", state.username, state.secret))
-    );
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
-    state.requests.push(TwilioRequest {
-        account,
-        form,
-        at: Instant::now(),
-    });
-    if !authorized {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"code": 20003, "message": "Authenticate", "status": 401})),
-        );
-    }
-    match state.script.pop_front().unwrap_or(TwilioAnswer::Queued) {
-        TwilioAnswer::Queued => (
-            StatusCode::CREATED,
-            Json(json!({"sid": "SM00000000000000000000000000000000", "status": "queued"})),
-        ),
+    let answer = {
+        let mut state = state.lock().unwrap();
+        let authorized = state.authorized(&headers);
+        state.requests.push(TwilioRequest {
+            account,
+            form: form.clone(),
+            at: Instant::now(),
+        });
+        if !authorized {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"code": 20003, "message": "Authenticate", "status": 401})),
+            );
+        }
+        let answer = state.script.pop_front().unwrap_or(TwilioAnswer::Queued);
+        if !matches!(answer, TwilioAnswer::Error(..)) {
+            let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+            state.held.push((field("To"), field("Body")));
+        }
+        answer
+    };
+    match answer {
+        TwilioAnswer::Queued | TwilioAnswer::QueuedAfter(_) => {
+            if let TwilioAnswer::QueuedAfter(delay) = answer {
+                tokio::time::sleep(delay).await;
+            }
+            (
+                StatusCode::CREATED,
+                Json(json!({"sid": "SM00000000000000000000000000000000", "status": "queued"})),
+            )
+        }
         TwilioAnswer::Error(status, code) => (
             StatusCode::from_u16(status).unwrap(),
             Json(json!({

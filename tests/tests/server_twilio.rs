@@ -142,8 +142,9 @@ async fn bad_credentials_keep_the_message_for_a_retry() {
     let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
     let (s, _token_file) = server(&twilio, "a-wrong-token");
     add_sending(&s, "alice", "+41791234567").await;
-    // 401 every time: retried (the message is not at fault) up to the attempts allowed.
-    let n = settle(|| twilio.requests().len(), 2).await;
+    // 401 every time: tried again (the message is not at fault) up to the attempts allowed;
+    // a retry first asks Twilio's message list, with the same credentials.
+    let n = settle(|| twilio.requests().len() + twilio.list_reads(), 2).await;
     assert!(n >= 2, "{n}");
     assert!(
         s.output().contains("Twilio refused the credentials"),
@@ -358,4 +359,39 @@ async fn report_bodies_are_bounded_and_unsigned_ones_are_not_read() {
         .await
         .unwrap();
     assert_eq!(huge.status().as_u16(), 413);
+}
+
+/// Given a Twilio API that takes the message at once but answers after 3 s, and a sender that
+/// waits 1 s: the first attempt's outcome is unknown. The next attempt asks Twilio's message
+/// list first, finds the message there and records the code as sent: one SMS, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_was_lost_is_looked_up_not_sent_again() {
+    let twilio = TwilioStandIn::start(ACCOUNT, TOKEN).await;
+    twilio.script(&[TwilioAnswer::QueuedAfter(Duration::from_secs(3))]);
+    let schema = pg::schema_name();
+    let token_file = secret_file(TOKEN);
+    let auth = format!(
+        "auth_token_file = \"{}\"\ntimeout_ms = 1000",
+        token_file.display()
+    );
+    let s = server_with(&twilio, &auth, Some(&schema));
+    add_sending(&s, "alice", "+41791234567").await;
+    pg::wait_for_events(&schema, "user.otp_sms.code.sent", 1).await;
+    // Past another back-off and a pass or two: still one message handed over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let posts = twilio
+        .requests()
+        .iter()
+        .filter(|r| r.form.contains_key("Body"))
+        .count();
+    assert_eq!(posts, 1, "one SMS\n{}", s.output());
+    assert!(twilio.list_reads() >= 1, "the retry asked first");
+    let sent = pg::events_in(&schema)
+        .await
+        .into_iter()
+        .filter(|(kind, _)| kind == "user.otp_sms.code.sent")
+        .count();
+    assert_eq!(sent, 1);
+    drop(s);
+    pg::drop_schema(&schema).await;
 }

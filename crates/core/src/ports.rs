@@ -261,6 +261,18 @@ pub trait SmsSender: Send + Sync {
     fn max_send_time(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// Whether the provider already holds `sms`, asked before the notifier hands over a
+    /// message that an earlier attempt may have delivered without the answer coming back (a
+    /// time-out, a crash). `Some(true)`: it does, and the notifier records the code as sent
+    /// instead of paying for a second SMS; `Some(false)`: it does not. `None` (the default):
+    /// the provider cannot be asked, and the message is sent again with the same
+    /// [`Sms::message_id`], so a receiver that keeps ids drops the repeat. An error leaves the
+    /// message for a later attempt: sending blindly is what this call exists to avoid.
+    async fn was_sent(&self, sms: &Sms) -> Result<Option<bool>, PortError> {
+        let _ = sms;
+        Ok(None)
+    }
 }
 
 /// Turns credentials into a caller: the host's token store.

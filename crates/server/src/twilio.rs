@@ -254,6 +254,18 @@ pub async fn status_callback(
     .await
 }
 
+/// A page of Twilio's message list: only the bodies are read.
+#[derive(serde::Deserialize)]
+struct TwilioMessageList {
+    #[serde(default)]
+    messages: Vec<TwilioListedMessage>,
+}
+
+#[derive(serde::Deserialize)]
+struct TwilioListedMessage {
+    body: Option<String>,
+}
+
 /// Twilio's error body (its `message` is not read: it may quote the number).
 #[derive(serde::Deserialize)]
 struct TwilioError {
@@ -329,9 +341,47 @@ impl SmsSender for TwilioSender {
         }
     }
 
-    /// One attempt (the notifier retries), bounded by the configured time-out.
+    /// One attempt (the notifier retries), and on a retry the look-up before it, each bounded
+    /// by the configured time-out.
     fn max_send_time(&self) -> Option<Duration> {
-        Some(self.options.timeout)
+        Some(self.options.timeout * 2)
+    }
+
+    /// Twilio lists the messages sent to a number, newest first: a message whose body is this
+    /// SMS's text (it holds the code, so no other message has it) was taken by an earlier
+    /// attempt. The newest 20 cover a code's lifetime under the number budgets. An account
+    /// that redacts message bodies shows none: the answer is then "not held", and the message
+    /// is sent again, as without the look-up.
+    async fn was_sent(&self, sms: &Sms) -> Result<Option<bool>, PortError> {
+        let text = crate::sms::render(&self.options.templates, sms);
+        let response = self
+            .client
+            .get(self.url.clone())
+            .basic_auth(&self.options.username, Some(&*self.options.secret))
+            .query(&[("To", sms.phone.as_e164()), ("PageSize", "20")])
+            .timeout(self.options.timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                PortError::Unavailable(format!("Twilio unreachable: {}", e.without_url()))
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(PortError::Unavailable(format!(
+                "Twilio's message list answered {status}"
+            )));
+        }
+        let list: TwilioMessageList = response.json().await.map_err(|e| {
+            PortError::Unavailable(format!(
+                "Twilio's message list unreadable: {}",
+                e.without_url()
+            ))
+        })?;
+        Ok(Some(
+            list.messages
+                .iter()
+                .any(|m| m.body.as_deref() == Some(text.body.as_str())),
+        ))
     }
 }
 

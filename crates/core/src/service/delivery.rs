@@ -247,7 +247,10 @@ impl CommandService {
             // Its turn came too late in the pass for a whole send: its lease brings it back.
             return Outcome::Failed;
         }
-        match self.deliver_one(sender, &delivery, id, deadline).await {
+        match self
+            .deliver_one(sender, &delivery, id, message.attempts, deadline)
+            .await
+        {
             Ok(true) => self.delete(id, Outcome::Sent).await,
             Ok(false) => self.delete(id, Outcome::Dropped).await,
             Err(Failure::Send(PortError::Unavailable(reason)))
@@ -314,12 +317,15 @@ impl CommandService {
         }
     }
 
-    /// Sends one delivery if it is still due. `Ok(false)`: not due, drop it.
+    /// Sends one delivery if it is still due. `Ok(false)`: not due, drop it. A message handed
+    /// out before (`attempts` over 1) may have reached the provider without its answer coming
+    /// back: the provider is asked first, where it can be ([`SmsSender::was_sent`]).
     async fn deliver_one(
         &self,
         sender: &dyn SmsSender,
         d: &CodeDelivery,
         message_id: Uuid,
+        attempts: u32,
         deadline: DateTime<Utc>,
     ) -> Result<bool, Failure> {
         let stream = Self::stream_id(&d.instance, &d.registration);
@@ -362,15 +368,24 @@ impl CommandService {
             deadline: deadline.min(d.expires_at),
             locale,
         };
-        sender
-            .send(&sms)
-            .instrument(tracing::info_span!(
-                "otp_sms.sms.send",
-                message_id = %sms.message_id,
-                otp_sms_id = %sms.registration,
-            ))
-            .await
-            .map_err(Failure::Send)?;
+        let held = if attempts > 1 {
+            sender.was_sent(&sms).await.map_err(Failure::Send)?
+        } else {
+            None
+        };
+        if held == Some(true) {
+            tracing::info!(message_id = %sms.message_id, registration = %sms.registration, "an earlier attempt reached the provider: not sent again");
+        } else {
+            sender
+                .send(&sms)
+                .instrument(tracing::info_span!(
+                    "otp_sms.sms.send",
+                    message_id = %sms.message_id,
+                    otp_sms_id = %sms.registration,
+                ))
+                .await
+                .map_err(Failure::Send)?;
+        }
         let user = UserRecord {
             id: d.user.clone(),
             organization: d.organization.clone(),
