@@ -549,6 +549,30 @@ fn load_instance(abuse: &str, users: usize) -> String {
     extra
 }
 
+/// What `receiver` got once `n` messages arrived (within `within`) and `then` more passed for
+/// any repeat: the bodies, and how many distinct message ids among them.
+async fn handed_over(
+    receiver: &WebhookReceiver,
+    n: usize,
+    within: Duration,
+    then: Duration,
+) -> (Vec<Value>, usize) {
+    let deadline = tokio::time::Instant::now() + within;
+    while receiver.received().len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(then).await;
+    let received = receiver.received();
+    let mut ids: Vec<&str> = received
+        .iter()
+        .map(|r| r["messageId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let distinct = ids.len();
+    (received, distinct)
+}
+
 /// A provider that takes 4 s to answer each SMS, behind a notifier whose lease is 2 s (the
 /// repro of issue 25: the notifier cut each send short at what was left of its pass, and sent
 /// the message again): each of 100 codes is handed over exactly once, because the notifier
@@ -575,21 +599,16 @@ async fn a_slow_provider_is_handed_each_message_exactly_once() {
         .await;
         assert_eq!(st, 200, "{body}");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while receiver.received().len() < 100 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // Two leases and a slow answer more: nothing is sent again.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let received = receiver.received();
-    let mut ids: Vec<&str> = received
-        .iter()
-        .map(|r| r["messageId"].as_str().unwrap())
-        .collect();
-    ids.sort();
-    ids.dedup();
+    let (received, distinct) = handed_over(
+        &receiver,
+        100,
+        Duration::from_secs(60),
+        Duration::from_secs(6),
+    )
+    .await;
     assert_eq!(
-        (received.len(), ids.len()),
+        (received.len(), distinct),
         (100, 100),
         "each message once\n{}",
         s.output()
@@ -627,21 +646,16 @@ async fn two_servers_with_notifiers_deliver_every_code_once() {
         assert_eq!(st, 200, "{body}");
         added.push(body["otpSmsId"].as_str().unwrap().to_owned());
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while receiver.received().len() < 40 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // A lease and more: nothing is sent twice.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let received = receiver.received();
-    let mut ids: Vec<&str> = received
-        .iter()
-        .map(|r| r["messageId"].as_str().unwrap())
-        .collect();
-    ids.sort();
-    ids.dedup();
+    let (received, distinct) = handed_over(
+        &receiver,
+        40,
+        Duration::from_secs(40),
+        Duration::from_millis(3500),
+    )
+    .await;
     assert_eq!(
-        (received.len(), ids.len()),
+        (received.len(), distinct),
         (40, 40),
         "each code once\n{}\n{}",
         a.output(),

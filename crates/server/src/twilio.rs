@@ -104,6 +104,21 @@ impl TwilioSender {
             options,
         })
     }
+
+    /// Sends `request` with the account's credentials within `timeout`. The error text never
+    /// contains the request, so never the code.
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, PortError> {
+        request
+            .basic_auth(&self.options.username, Some(&*self.options.secret))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| PortError::Unavailable(format!("Twilio unreachable: {}", e.without_url())))
+    }
 }
 
 /// How long after an SMS was handed to Twilio its status reports are taken: Twilio reports
@@ -297,17 +312,11 @@ impl SmsSender for TwilioSender {
             form.push(("StatusCallback", status_callback_url(callback, sms)));
         }
         let response = self
-            .client
-            .post(self.url.clone())
-            .basic_auth(&self.options.username, Some(&*self.options.secret))
-            .form(&form)
-            .timeout(left.min(self.options.timeout))
-            .send()
-            .await
-            // The error text never contains the form, so never the code.
-            .map_err(|e| {
-                PortError::Unavailable(format!("Twilio unreachable: {}", e.without_url()))
-            })?;
+            .call(
+                self.client.post(self.url.clone()).form(&form),
+                left.min(self.options.timeout),
+            )
+            .await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -355,16 +364,13 @@ impl SmsSender for TwilioSender {
     async fn was_sent(&self, sms: &Sms) -> Result<Option<bool>, PortError> {
         let text = crate::sms::render(&self.options.templates, sms);
         let response = self
-            .client
-            .get(self.url.clone())
-            .basic_auth(&self.options.username, Some(&*self.options.secret))
-            .query(&[("To", sms.phone.as_e164()), ("PageSize", "20")])
-            .timeout(self.options.timeout)
-            .send()
-            .await
-            .map_err(|e| {
-                PortError::Unavailable(format!("Twilio unreachable: {}", e.without_url()))
-            })?;
+            .call(
+                self.client
+                    .get(self.url.clone())
+                    .query(&[("To", sms.phone.as_e164()), ("PageSize", "20")]),
+                self.options.timeout,
+            )
+            .await?;
         let status = response.status();
         if !status.is_success() {
             return Err(PortError::Unavailable(format!(
