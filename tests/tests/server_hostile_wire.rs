@@ -6,35 +6,33 @@
 //! answers with a well-formed status line that is not a server fault, or closes the
 //! connection; it keeps serving a normal client after every case; and it never panics.
 //!
-//! 128 cases by default (`PROPTEST_CASES` sets more); each is a connection of its own.
+//! 128 cases by default (`PROPTEST_CASES` sets more); each is a connection of its own. Each
+//! test owns its server, which is killed when the test ends (a server kept in a static was
+//! never dropped, and outlived the test run).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use otp_sms_tests::server::{configured_server, Server};
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, TestRunner};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
 
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        configured_server(
-            BIN,
-            "[server]\n\
-             trusted_proxies = [\"127.0.0.1/32\"]\n\
-             cors_allowed_origins = [\"https://app.example.com\"]\n\
-             header_read_timeout_ms = 2000\n",
-            None,
-        )
-    })
+fn server() -> Server {
+    configured_server(
+        BIN,
+        "[server]\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n\
+         cors_allowed_origins = [\"https://app.example.com\"]\n\
+         header_read_timeout_ms = 2000\n",
+        None,
+    )
 }
 
-fn address() -> String {
-    server()
+fn address(server: &Server) -> String {
+    server
         .base_url
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -43,8 +41,8 @@ fn address() -> String {
 
 /// Sends `bytes` on a new connection and reads what comes back until the server closes or
 /// stops sending (at most a few seconds).
-fn exchange(bytes: &[u8], half_close: bool) -> Result<Vec<u8>, String> {
-    let mut stream = TcpStream::connect(address()).map_err(|e| format!("connect: {e}"))?;
+fn exchange(server: &Server, bytes: &[u8], half_close: bool) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect(address(server)).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(4))).ok();
     // The server may answer and close before reading everything: a failed write is fine.
     let _ = stream.write_all(bytes);
@@ -94,9 +92,9 @@ fn status(answer: &[u8]) -> Result<Option<String>, String> {
 }
 
 /// A normal client still gets its answer.
-fn still_serves() -> Result<(), String> {
+fn still_serves(server: &Server) -> Result<(), String> {
     let request = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    match status(&exchange(request.as_bytes(), false)?)? {
+    match status(&exchange(server, request.as_bytes(), false)?)? {
         Some(code) if code == "200" => Ok(()),
         other => Err(format!("/healthz answered {other:?}")),
     }
@@ -185,19 +183,28 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-proptest! {
-    #![proptest_config(Config {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128),
+/// Whatever a client sends below the API: a well-formed status that is not a server fault, or
+/// a close; a normal client served after every case; and no panic in the server's log.
+#[test]
+fn the_server_answers_hostile_bytes_without_fault_and_keeps_serving() {
+    let server = server();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(128);
+    // The source file, as `proptest!` gives it: the cases saved beside it run first.
+    let mut runner = TestRunner::new(Config {
+        cases,
+        source_file: Some(file!()),
         ..Config::default()
-    })]
-
-    #[test]
-    fn the_server_answers_hostile_bytes_without_fault_and_keeps_serving(
-        line in request_line(),
-        headers in prop::collection::vec(header(), 0..8),
-        many in prop_oneof![4 => Just(0usize), 1 => 90usize..200],
-        body in body(),
-    ) {
+    });
+    let strategy = (
+        request_line(),
+        prop::collection::vec(header(), 0..8),
+        prop_oneof![4 => Just(0usize), 1 => 90usize..200],
+        body(),
+    );
+    let outcome = runner.run(&strategy, |(line, headers, many, body)| {
         let mut request = format!("{line}\r\n");
         for h in &headers {
             request.push_str(h);
@@ -209,39 +216,54 @@ proptest! {
         request.push_str("\r\n");
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(&body);
-        let answer = exchange(&bytes, true)
+        let answer = exchange(&server, &bytes, true)
             .and_then(|a| status(&a))
             .map_err(TestCaseError::fail)?;
         if let Some(code) = &answer {
             prop_assert!(
                 !code.starts_with('5'),
-                "{line:?} with {:?}: {code}", headers.iter().map(|h| h.chars().take(60).collect::<String>()).collect::<Vec<_>>()
+                "{line:?} with {:?}: {code}",
+                headers
+                    .iter()
+                    .map(|h| h.chars().take(60).collect::<String>())
+                    .collect::<Vec<_>>()
             );
         }
-        still_serves().map_err(TestCaseError::fail)?;
+        still_serves(&server).map_err(TestCaseError::fail)?;
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
     }
+    let output = server.output();
+    assert!(!output.contains("panicked"), "{output}");
 }
 
 /// Bytes that are not HTTP/1 at all: a TLS hello on the plain port is refused (the server
 /// answers 400 or closes), HTTP/2 with prior knowledge is answered in HTTP/2 (its SETTINGS
-/// frame first); and after everything, including the hostile cases when they ran first,
-/// nothing panicked.
+/// frame first); and after them, nothing panicked.
 #[test]
 fn other_protocols_are_answered_in_kind_and_nothing_panicked() {
-    let tls = exchange(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", true).unwrap();
+    let server = server();
+    let tls = exchange(
+        &server,
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+        true,
+    )
+    .unwrap();
     let code = status(&tls).unwrap();
     assert!(matches!(code.as_deref(), None | Some("400")), "{code:?}");
-    let h2 = exchange(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true).unwrap();
+    let h2 = exchange(&server, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true).unwrap();
     // A frame header: 3 bytes of length, then the type (4: SETTINGS).
     assert_eq!(h2.get(3), Some(&4), "{h2:?}");
     let smuggled =
         b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-    let code = status(&exchange(smuggled, true).unwrap()).unwrap();
+    let code = status(&exchange(&server, smuggled, true).unwrap()).unwrap();
     assert!(
         !code.as_deref().is_some_and(|c| c.starts_with('5')),
         "{code:?}"
     );
-    still_serves().unwrap();
-    let output = server().output();
+    still_serves(&server).unwrap();
+    let output = server.output();
     assert!(!output.contains("panicked"), "{output}");
 }
