@@ -52,6 +52,7 @@
 mod abuse;
 mod aggregate;
 mod api;
+mod authentication;
 mod caller;
 mod code;
 pub mod conversion;
@@ -82,9 +83,8 @@ pub use api::{
     AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
     RegistrationRequest, ResendResponse, UserRequest, VerifyRequest,
 };
-pub use caller::{
-    authenticate, bearer_token, resolve_caller, Caller, ClientAddress, InstanceRef, TrustedProxies,
-};
+pub use authentication::{authenticate, resolve_caller};
+pub use caller::{bearer_token, Caller, ClientAddress, InstanceRef, TrustedProxies};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{

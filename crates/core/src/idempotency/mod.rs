@@ -12,7 +12,7 @@
 //! request, and, when the answer carries a code, that code sealed with the key ring. The
 //! outcome itself is in the event log: the command's events, or none.
 
-mod key;
+pub(crate) mod key;
 mod memory;
 
 use std::time::Duration;

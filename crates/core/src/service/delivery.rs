@@ -203,7 +203,12 @@ impl CommandService {
                 Outcome::Failed => report.failed += 1,
             }
         }
-        crate::metrics::delivery_pass(&report);
+        crate::metrics::delivery_pass(
+            report.sent,
+            report.undeliverable,
+            report.deferred,
+            report.dropped,
+        );
         let lease_end =
             fetched_at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         if self.clock.now() > lease_end {
