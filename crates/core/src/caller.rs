@@ -147,7 +147,7 @@ impl TrustedProxies {
 
     /// Whether `address` is a trusted proxy.
     pub fn contains(&self, address: IpAddr) -> bool {
-        let address = canonical(address);
+        let address = address.to_canonical();
         self.0.iter().any(|&(net, len)| match (net, address) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 prefix_eq(u32::from(n).into(), u32::from(a).into(), len, 32)
@@ -166,7 +166,7 @@ impl TrustedProxies {
         x_forwarded_for: Option<&str>,
         forwarded: Option<&str>,
     ) -> Option<IpAddr> {
-        let peer = peer.map(canonical)?;
+        let peer = peer.map(|a: IpAddr| a.to_canonical())?;
         if !self.contains(peer) {
             return Some(peer);
         }
@@ -208,24 +208,22 @@ fn prefix_eq(a: u128, b: u128, len: u8, bits: u32) -> bool {
     (a >> shift) == (b >> shift)
 }
 
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// One hop of `X-Forwarded-For` or `Forwarded` (`"[2001:db8::1]:443"`, `1.2.3.4:80`, …).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim().trim_matches('"');
     if let Ok(address) = hop.parse::<IpAddr>() {
-        return Some(canonical(address));
+        return Some(address.to_canonical());
     }
     if let Some(rest) = hop.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok().map(canonical);
+        return rest
+            .split(']')
+            .next()?
+            .parse()
+            .ok()
+            .map(|a: IpAddr| a.to_canonical());
     }
     let (host, _port) = hop.rsplit_once(':')?;
-    host.parse().ok().map(canonical)
+    host.parse().ok().map(|a: IpAddr| a.to_canonical())
 }
 
 #[cfg(test)]

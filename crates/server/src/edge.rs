@@ -28,7 +28,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri, Version};
 use axum::middleware::Next;
 use axum::response::Response;
-use otp_sms_core::{bearer_token, Authenticator, Caller, Error, InstanceId, PrincipalId};
+use otp_sms_core::{
+    bearer_token, resolve_caller, Authenticator, Caller, Error, InstanceId, PrincipalId,
+};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -68,12 +70,17 @@ pub async fn gate(State(edge): State<Edge>, mut request: Request, next: Next) ->
     if !is_api_call(request.uri().path()) {
         return next.run(request).await;
     }
-    let caller = match request.extensions().get::<Caller>().cloned() {
-        Some(caller) => caller,
-        None => match authenticate(edge.auth.as_ref(), request.headers()).await {
-            Ok(caller) => caller,
-            Err(error) => return refusal(&request, &error),
-        },
+    // A caller a host's middleware handed over stands; else the token's, resolved as every
+    // adapter resolves it.
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    let handed_over = request.extensions().get::<Caller>().cloned();
+    let caller = match resolve_caller(edge.auth.as_ref(), handed_over, token, None).await {
+        Ok(caller) => caller,
+        Err(error) => return refusal(&request, &error),
     };
     let Some(_share) = edge
         .per_caller
@@ -112,19 +119,6 @@ pub async fn gate(State(edge): State<Edge>, mut request: Request, next: Next) ->
             response
         }
     }
-}
-
-/// The caller the request's bearer token stands for.
-async fn authenticate(auth: &dyn Authenticator, headers: &HeaderMap) -> Result<Caller, Error> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .filter(|t| !t.is_empty())
-        .ok_or(Error::Unauthenticated)?;
-    auth.authenticate(token)
-        .await?
-        .ok_or(Error::Unauthenticated)
 }
 
 fn refusal(request: &Request, error: &Error) -> Response {
@@ -196,9 +190,6 @@ impl PerCaller {
         let mut open = self.open.lock();
         let count = open.entry(key.clone()).or_insert(0);
         if *count >= self.max {
-            if *count == 0 {
-                open.remove(&key);
-            }
             return None;
         }
         *count += 1;

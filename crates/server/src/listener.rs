@@ -204,7 +204,8 @@ impl PerAddress {
         if self.proxies.contains(address) {
             return Some(AddressHeld { counts: None });
         }
-        let address = canonical(address);
+        // An IPv4 peer seen through an IPv6 socket counts as its IPv4 address.
+        let address = address.to_canonical();
         let mut open = self.open.lock();
         let count = open.entry(address).or_insert(0);
         if *count >= self.max {
@@ -228,14 +229,6 @@ impl Drop for AddressHeld {
                 }
             }
         }
-    }
-}
-
-/// An IPv4 peer seen through an IPv6 socket counts as its IPv4 address.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
     }
 }
 
