@@ -13,7 +13,7 @@ pub mod fixture;
 pub mod grpc;
 pub mod net;
 pub mod pg;
-pub mod providers;
+
 pub mod replication;
 pub mod server;
 pub mod web;

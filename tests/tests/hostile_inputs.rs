@@ -25,14 +25,13 @@ use otp_sms_core::{
     EventStore, InstanceId, KeyId, PhoneVerification, PrincipalId,
 };
 use otp_sms_memory::MemoryStore;
-use otp_sms_server::{twilio, vonage};
+use otp_sms_providers::{twilio, vonage};
 use otp_sms_testkit::doubles::{StaticAuthorizer, StaticTokens, StaticUsers};
 use proptest::prelude::*;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
-use zeroize::Zeroizing;
 
 const TWILIO_TOKEN: &str = "twilio-auth-token";
 const TWILIO_URL: &str = "https://otp.example.com/sms/status/twilio";
@@ -135,18 +134,17 @@ fn fixture() -> &'static Fixture {
         });
         let app = otp_sms_http::standalone_router(service.clone(), tokens.clone())
             .merge(otp_sms_grpc::router(service.clone(), tokens))
-            .merge(twilio::status_routes(twilio::StatusEndpoint {
-                auth_token: Arc::new(Zeroizing::new(TWILIO_TOKEN.to_owned())),
-                public_url: TWILIO_URL.to_owned(),
-                service: service.clone(),
-            }))
-            .merge(vonage::receipt_routes(vonage::ReceiptEndpoint {
-                api_key: VONAGE_KEY.to_owned(),
-                secret: Arc::new(Zeroizing::new(VONAGE_SECRET.to_owned())),
-                method: vonage::SignatureMethod::Sha256,
-                max_age: vonage::RECEIPT_MAX_AGE,
+            .merge(twilio::status_routes(twilio::StatusEndpoint::new(
+                TWILIO_TOKEN,
+                TWILIO_URL,
+                service.clone(),
+            )))
+            .merge(vonage::receipt_routes(vonage::ReceiptEndpoint::new(
+                VONAGE_KEY,
+                VONAGE_SECRET,
+                vonage::SignatureMethod::Sha256,
                 service,
-            }));
+            )));
         let pool = DescriptorPool::decode(otp_sms_grpc::FILE_DESCRIPTOR_SET).unwrap();
         Fixture {
             runtime,

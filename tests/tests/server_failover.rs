@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn, VonageStandIn};
+use otp_sms_testkit::stand_ins::{TwilioAnswer, TwilioStandIn, VonageStandIn};
 use otp_sms_tests::server::{add_sending, configured_server, secret_file, settle, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");

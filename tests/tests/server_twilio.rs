@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use otp_sms_testkit::stand_ins::{TwilioAnswer, TwilioStandIn};
 use otp_sms_tests::pg;
-use otp_sms_tests::providers::{TwilioAnswer, TwilioStandIn};
 use otp_sms_tests::server::{
     add_sending, configured_server, refused_at_start, secret_file, settle, SecretFile, Server,
 };
@@ -193,7 +193,7 @@ async fn report(
     if let Some(token) = signed_with {
         request = request.header(
             "x-twilio-signature",
-            otp_sms_server::twilio::signature(token, callback, &params),
+            otp_sms_providers::twilio::signature(token, callback, &params),
         );
     }
     request.send().await.unwrap().status().as_u16()

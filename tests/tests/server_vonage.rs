@@ -2,9 +2,9 @@
 //! form's fields, UCS-2 texts sent as `unicode`, a final status not retried, a throttled one
 //! retried; signed delivery receipts recorded, unsigned, stale, foreign or misplaced ones
 //! refused.
-use otp_sms_server::vonage::{signature, SignatureMethod};
+use otp_sms_providers::vonage::{signature, SignatureMethod};
+use otp_sms_testkit::stand_ins::VonageStandIn;
 use otp_sms_tests::pg;
-use otp_sms_tests::providers::VonageStandIn;
 use otp_sms_tests::server::{
     add_sending, configured_server, metric, refused_at_start, secret_file, settle, SecretFile,
     Server,

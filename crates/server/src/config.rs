@@ -812,7 +812,7 @@ pub struct VonageConfig {
     /// How the account signs webhooks, as set in Vonage's dashboard (`md5hash`, Vonage's
     /// default, or `md5`, `sha1`, `sha256`, `sha512` for an HMAC).
     #[serde(default = "default_vonage_signature_method")]
-    pub signature_method: crate::vonage::SignatureMethod,
+    pub signature_method: otp_sms_providers::vonage::SignatureMethod,
     /// The API's address (a stand-in on a loopback or private address in tests).
     #[serde(default = "default_vonage_api")]
     pub base_url: String,
@@ -822,11 +822,11 @@ pub struct VonageConfig {
 }
 
 fn default_vonage_api() -> String {
-    crate::vonage::VONAGE_API.to_owned()
+    otp_sms_providers::vonage::VONAGE_API.to_owned()
 }
 
-fn default_vonage_signature_method() -> crate::vonage::SignatureMethod {
-    crate::vonage::SignatureMethod::Md5hash
+fn default_vonage_signature_method() -> otp_sms_providers::vonage::SignatureMethod {
+    otp_sms_providers::vonage::SignatureMethod::Md5hash
 }
 
 impl VonageConfig {
@@ -835,11 +835,11 @@ impl VonageConfig {
     pub fn receipt_endpoint(
         &self,
         service: otp_sms_core::CommandService,
-    ) -> Result<Option<crate::vonage::ReceiptEndpoint>, String> {
+    ) -> Result<Option<otp_sms_providers::vonage::ReceiptEndpoint>, String> {
         let Some(callback) = &self.callback else {
             return Ok(None);
         };
-        crate::vonage::receipt_base(callback)?;
+        otp_sms_providers::vonage::receipt_base(callback)?;
         if self.signature_secret_file.is_none() && self.signature_secret_env.is_none() {
             return Err("[sms.vonage] callback needs signed delivery receipts: set signature_secret_file or signature_secret_env (and signature_method) as in the account's settings".into());
         }
@@ -852,38 +852,40 @@ impl VonageConfig {
         if secret.is_empty() {
             return Err("[sms.vonage] the signature secret is empty".into());
         }
-        if self.signature_method == crate::vonage::SignatureMethod::Md5hash {
+        if self.signature_method == otp_sms_providers::vonage::SignatureMethod::Md5hash {
             tracing::warn!("[sms.vonage] receipts are checked with md5hash, Vonage's default; an HMAC (signature_method = \"sha256\" or \"sha512\", set in Vonage's dashboard too) is stronger");
         }
-        Ok(Some(crate::vonage::ReceiptEndpoint {
-            api_key: self.api_key.clone(),
-            secret: std::sync::Arc::new(secret),
-            method: self.signature_method,
-            max_age: crate::vonage::RECEIPT_MAX_AGE,
+        Ok(Some(otp_sms_providers::vonage::ReceiptEndpoint::new(
+            self.api_key.clone(),
+            secret.as_str(),
+            self.signature_method,
             service,
-        }))
+        )))
     }
 
     /// The sender's options, with the secret read from its file or variable.
     pub fn options(
         &self,
         templates: std::sync::Arc<otp_sms_core::message::MessageTemplates>,
-    ) -> Result<crate::vonage::VonageOptions, String> {
+    ) -> Result<otp_sms_providers::vonage::VonageOptions, String> {
         let api_secret = read_secret(
             "sms.vonage",
             "api_secret",
             self.api_secret_file.as_deref(),
             self.api_secret_env.as_deref(),
         )?;
-        Ok(crate::vonage::VonageOptions {
-            api_key: self.api_key.clone(),
-            api_secret,
-            from: self.from.clone(),
-            callback: self.callback.clone(),
-            base_url: self.base_url.clone(),
-            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
+        let mut options = otp_sms_providers::vonage::VonageOptions::new(
+            self.api_key.clone(),
+            api_secret.as_str(),
+            self.from.clone(),
             templates,
-        })
+        )
+        .with_base_url(self.base_url.clone())
+        .with_timeout(std::time::Duration::from_millis(self.timeout_ms.max(1)));
+        if let Some(callback) = &self.callback {
+            options = options.with_callback(callback.clone());
+        }
+        Ok(options)
     }
 }
 
@@ -921,7 +923,7 @@ pub struct TwilioConfig {
 }
 
 fn default_twilio_api() -> String {
-    crate::twilio::TWILIO_API.to_owned()
+    otp_sms_providers::twilio::TWILIO_API.to_owned()
 }
 
 fn default_twilio_timeout_ms() -> u64 {
@@ -935,7 +937,7 @@ impl TwilioConfig {
     pub fn status_endpoint(
         &self,
         service: otp_sms_core::CommandService,
-    ) -> Result<Option<crate::twilio::StatusEndpoint>, String> {
+    ) -> Result<Option<otp_sms_providers::twilio::StatusEndpoint>, String> {
         let Some(public_url) = &self.status_callback else {
             return Ok(None);
         };
@@ -961,18 +963,18 @@ impl TwilioConfig {
         if auth_token.is_empty() {
             return Err("[sms.twilio] the auth token that checks status callbacks is empty".into());
         }
-        Ok(Some(crate::twilio::StatusEndpoint {
-            auth_token: std::sync::Arc::new(auth_token),
-            public_url: public_url.clone(),
+        Ok(Some(otp_sms_providers::twilio::StatusEndpoint::new(
+            auth_token.as_str(),
+            public_url.clone(),
             service,
-        }))
+        )))
     }
 
     /// The sender's options, with the secret read from its file or variable.
     pub fn options(
         &self,
         templates: std::sync::Arc<otp_sms_core::message::MessageTemplates>,
-    ) -> Result<crate::twilio::TwilioOptions, String> {
+    ) -> Result<otp_sms_providers::twilio::TwilioOptions, String> {
         let secret = read_secret(
             "sms.twilio",
             "auth_token",
@@ -980,25 +982,29 @@ impl TwilioConfig {
             self.auth_token_env.as_deref(),
         )?;
         let from = match (&self.from, &self.messaging_service_sid) {
-            (Some(number), None) => crate::twilio::TwilioFrom::Number(number.clone()),
-            (None, Some(sid)) => crate::twilio::TwilioFrom::MessagingService(sid.clone()),
+            (Some(number), None) => otp_sms_providers::twilio::TwilioFrom::Number(number.clone()),
+            (None, Some(sid)) => {
+                otp_sms_providers::twilio::TwilioFrom::MessagingService(sid.clone())
+            }
             _ => {
                 return Err("[sms.twilio] set exactly one of from and messaging_service_sid".into())
             }
         };
-        Ok(crate::twilio::TwilioOptions {
-            account_sid: self.account_sid.clone(),
-            username: self
-                .api_key_sid
-                .clone()
-                .unwrap_or_else(|| self.account_sid.clone()),
-            secret,
+        let mut options = otp_sms_providers::twilio::TwilioOptions::new(
+            self.account_sid.clone(),
+            secret.as_str(),
             from,
-            status_callback: self.status_callback.clone(),
-            base_url: self.base_url.clone(),
-            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
             templates,
-        })
+        )
+        .with_base_url(self.base_url.clone())
+        .with_timeout(std::time::Duration::from_millis(self.timeout_ms.max(1)));
+        if let Some(key_sid) = &self.api_key_sid {
+            options = options.with_api_key(key_sid.clone(), secret.as_str());
+        }
+        if let Some(url) = &self.status_callback {
+            options = options.with_status_callback(url.clone());
+        }
+        Ok(options)
     }
 }
 
@@ -1086,7 +1092,7 @@ impl std::fmt::Debug for SmsConfig {
         let url = self
             .webhook_url
             .as_deref()
-            .map(crate::sms::redacted_webhook_url);
+            .map(otp_sms_providers::redacted_webhook_url);
         f.debug_struct("SmsConfig")
             .field("sender", &self.sender)
             .field("webhook_url", &url)

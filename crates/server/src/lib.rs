@@ -24,6 +24,7 @@ use otp_sms_core::{
 };
 use otp_sms_memory::MemoryStore;
 use otp_sms_postgres::{DatabaseHosts, PgBudgets, PgIdempotency, PgStore};
+use otp_sms_providers::{routing, twilio, vonage, webhook};
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -34,12 +35,8 @@ pub mod cors;
 pub mod edge;
 pub mod listener;
 pub mod metrics;
-pub mod routing;
-pub mod sms;
 pub mod telemetry;
 pub mod tls;
-pub mod twilio;
-pub mod vonage;
 
 use config::{Config, Directory, SenderKind};
 
@@ -497,13 +494,13 @@ pub async fn run(
             .map_err(StartError::Other)?,
     );
     let sender: Option<Arc<dyn SmsSender>> = match config.sms.sender {
-        None if args.dev => Some(Arc::new(sms::PrintSender::new(templates.clone()))),
+        None if args.dev => Some(Arc::new(otp_sms_providers::print::PrintSender::new(templates.clone()))),
         None => {
             tracing::warn!("no SMS sender configured ([sms] sender): codes to send wait in the outbox until one is");
             None
         }
         Some(SenderKind::Log) if args.dev => {
-            Some(Arc::new(sms::PrintSender::new(templates.clone())))
+            Some(Arc::new(otp_sms_providers::print::PrintSender::new(templates.clone())))
         }
         Some(SenderKind::Log) => {
             return Err(StartError::Other(
@@ -522,14 +519,14 @@ pub async fn run(
             let providers = kinds
                 .into_iter()
                 .map(|kind| {
-                    Ok(routing::Provider {
-                        name: kind.name().to_owned(),
-                        sender: provider(&config.sms, kind, &templates)?,
-                        breaker: routing::CircuitBreaker::new(
+                    Ok(routing::Provider::new(
+                        kind.name(),
+                        provider(&config.sms, kind, &templates)?,
+                        routing::CircuitBreaker::new(
                             routes.failure_threshold,
                             Duration::from_secs(routes.open_secs),
                         ),
-                    })
+                    ))
                 })
                 .collect::<Result<Vec<_>, StartError>>()?;
             Some(Arc::new(
@@ -815,17 +812,15 @@ fn provider(
             let secret = sms_config.webhook_secret.as_deref().ok_or_else(|| {
                 StartError::Other("[sms] the webhook sender needs webhook_secret (`whsec_` and the base64 of 32 random bytes: `echo whsec_$(openssl rand -base64 32)`)".into())
             })?;
-            let secret = sms::WebhookSecret::parse(secret)
+            let secret = webhook::WebhookSecret::parse(secret)
                 .map_err(|e| StartError::Other(format!("[sms] webhook_secret: {e}")))?;
             Arc::new(
-                sms::WebhookSender::new(sms::WebhookOptions {
-                    url,
-                    secret,
-                    allow_http: sms_config.allow_http,
-                    timeout: Duration::from_millis(sms_config.timeout_ms),
-                    retries: sms_config.retries,
-                    templates: templates.clone(),
-                })
+                webhook::WebhookSender::new(
+                    webhook::WebhookOptions::new(url, secret, templates.clone())
+                        .with_plain_http_to_private_addresses(sms_config.allow_http)
+                        .with_timeout(Duration::from_millis(sms_config.timeout_ms))
+                        .with_retries(sms_config.retries),
+                )
                 .map_err(StartError::Other)?,
             )
         }

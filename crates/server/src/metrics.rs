@@ -64,16 +64,8 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Counter: providers' delivery reports, by `provider` (`twilio`, `vonage`) and `outcome`:
-/// `delivered` and `failed` (recorded as events), `ignored` (an interim status, or nothing
-/// left to record), `refused` (a missing or bad signature, a stale or misplaced report: 403),
-/// `unavailable` (the store could not write: 503, the provider retries).
-pub const DELIVERY_REPORTS: &str = "otp_sms_delivery_reports_total";
-
-/// Counts one delivery report of `provider` with `outcome` (see [`DELIVERY_REPORTS`]).
-pub fn delivery_report(provider: &'static str, outcome: &'static str) {
-    metrics::counter!(DELIVERY_REPORTS, "provider" => provider, "outcome" => outcome).increment(1);
-}
+/// Counter: providers' delivery reports (counted by `otp-sms-providers`).
+pub use otp_sms_providers::report::DELIVERY_REPORTS;
 
 /// Gauge: codes sent in the last hour, by `region` (the conversion signal).
 pub const CONVERSION_SENT: &str = "otp_sms_conversion_sent";

@@ -16,6 +16,8 @@
 //! - [`driver`]: runs the same steps through the real command service on any event store,
 //!   the notifier included.
 //! - [`runner`]: how the conformance macros run a case, with its time-out.
+//! - `stand_ins` (feature `stand-ins`): local stand-ins of Twilio's and Vonage's HTTP APIs, on
+//!   loopback, to test senders against without calling a provider.
 //! - `strategies` (feature `proptest`): strategies that generate steps and scenarios, of one
 //!   registration or of several users with several registrations each.
 
@@ -26,6 +28,8 @@ pub mod driver;
 pub mod idempotency;
 pub mod runner;
 pub mod scenario;
+#[cfg(feature = "stand-ins")]
+pub mod stand_ins;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 

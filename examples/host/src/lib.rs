@@ -15,12 +15,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use otp_sms_core::message::MessageTemplates;
 use otp_sms_core::{
     async_trait, Append, AppendOutcome, Authenticator, Authorizer, Caller, CodeKey, CodeKeyRing,
     CommandService, Event, EventPayload, EventStore, InstanceId, KeyId, OrganizationId,
-    OutboxMessage, OutboxStats, PortError, PrincipalId, Recorded, Sms, SmsSender, StoreError,
-    StreamId, UserDirectory, UserId, UserRecord, Uuid, USER_WRITE,
+    OutboxMessage, OutboxStats, PortError, PrincipalId, Recorded, SmsSender, StoreError, StreamId,
+    UserDirectory, UserId, UserRecord, Uuid, USER_WRITE,
 };
+use otp_sms_providers::print::PrintSender;
+use otp_sms_providers::twilio::{TwilioFrom, TwilioOptions, TwilioSender};
 use serde_json::json;
 
 /// Where the library is mounted.
@@ -262,18 +265,60 @@ impl PhoneBook {
     }
 }
 
-/// Prints each SMS (a real host plugs in its provider here).
-pub struct PrintingSender;
+/// The SMS text the host's users receive.
+pub fn templates() -> Arc<MessageTemplates> {
+    Arc::new(MessageTemplates::new("Acme"))
+}
 
-#[async_trait]
-impl SmsSender for PrintingSender {
-    async fn send(&self, sms: &Sms) -> Result<(), PortError> {
-        println!(
-            "SMS to {}: your code is {}",
-            sms.phone.as_e164(),
-            sms.code.expose()
-        );
-        Ok(())
+/// Where the host's codes go: through Twilio when `twilio` is given (the account, its auth
+/// token, the sending number and, for a stand-in, the API's address), else printed. Both come
+/// from `otp-sms-providers`: the host needs no server crate to send.
+pub fn sender(twilio: Option<TwilioSettings>) -> Result<Arc<dyn SmsSender>, String> {
+    let templates = templates();
+    Ok(match twilio {
+        None => Arc::new(PrintSender::new(templates)),
+        Some(t) => {
+            let mut options = TwilioOptions::new(
+                t.account_sid,
+                t.auth_token,
+                TwilioFrom::Number(t.from),
+                templates,
+            );
+            if let Some(base_url) = t.base_url {
+                options = options.with_base_url(base_url);
+            }
+            Arc::new(TwilioSender::new(options)?)
+        }
+    })
+}
+
+/// The host's Twilio account, as its operator configures it.
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    /// `AC…`.
+    pub account_sid: String,
+    /// The account's auth token.
+    pub auth_token: String,
+    /// The sending number.
+    pub from: String,
+    /// The API's address when not Twilio's own (a stand-in in tests).
+    pub base_url: Option<String>,
+}
+
+impl TwilioSettings {
+    /// `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` and `TWILIO_FROM` (and `TWILIO_BASE_URL`, if
+    /// set), when the first is set.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        let Ok(account_sid) = std::env::var("TWILIO_ACCOUNT_SID") else {
+            return Ok(None);
+        };
+        let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+        Ok(Some(Self {
+            account_sid,
+            auth_token: var("TWILIO_AUTH_TOKEN")?,
+            from: var("TWILIO_FROM")?,
+            base_url: std::env::var("TWILIO_BASE_URL").ok(),
+        }))
     }
 }
 

@@ -1,11 +1,12 @@
 //! `cargo run -p otp-sms-example-host [-- --postgres [URL]] [--listen ADDR]`: the host on the
 //! memory store, or on PostgreSQL (the URL, else `DATABASE_URL`) with budgets and idempotency
-//! records shared through it.
+//! records shared through it. Codes go through Twilio when `TWILIO_ACCOUNT_SID`,
+//! `TWILIO_AUTH_TOKEN` and `TWILIO_FROM` are set, else they are printed.
 
 use std::sync::Arc;
 
 use otp_sms_core::{spawn_notifier, Event, EventStore, NotifierSettings};
-use otp_sms_example_host::{app, service, CountingStore, Directory, PrintingSender};
+use otp_sms_example_host::{app, sender, service, CountingStore, Directory, TwilioSettings};
 use otp_sms_postgres::{PgBudgets, PgIdempotency, PgStore};
 
 #[tokio::main]
@@ -47,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let notifier = spawn_notifier(
         service.clone(),
-        Arc::new(PrintingSender),
+        sender(TwilioSettings::from_env()?)?,
         NotifierSettings::default(),
     );
     let listener = tokio::net::TcpListener::bind(&listen).await?;

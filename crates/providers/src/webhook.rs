@@ -1,55 +1,21 @@
-//! SMS senders: a development sender that prints, and an HTTP webhook sender whose calls are
-//! signed as Standard Webhooks (<https://www.standardwebhooks.com/>) specifies.
+//! The webhook sender: each SMS posted as JSON to a URL of the host's, signed as Standard
+//! Webhooks (<https://www.standardwebhooks.com/>) specifies.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use otp_sms_core::message::{MessageTemplates, MessageText};
+use otp_sms_core::message::MessageTemplates;
 use otp_sms_core::{PortError, Sms, SmsSender};
 use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-/// Prints each SMS on standard output. Development only: the printed text is the "SMS".
-#[derive(Debug)]
-pub struct PrintSender {
-    templates: Arc<MessageTemplates>,
-}
-
-impl PrintSender {
-    /// A sender that prints the text `templates` make.
-    pub fn new(templates: Arc<MessageTemplates>) -> Self {
-        Self { templates }
-    }
-}
-
-#[async_trait]
-impl SmsSender for PrintSender {
-    async fn send(&self, sms: &Sms) -> Result<(), PortError> {
-        let text = render(&self.templates, sms);
-        println!(
-            "[dev sms] to {} (otp_sms_id {}, {} SMS, {:?}):\n{}",
-            sms.phone.as_e164(),
-            sms.registration,
-            text.segments,
-            text.encoding,
-            text.body
-        );
-        Ok(())
-    }
-}
-
-/// The text of `sms`: in the user's language, with the minutes the code has left.
-pub fn render(templates: &MessageTemplates, sms: &Sms) -> MessageText {
-    let left = (sms.expires_at - chrono::Utc::now()).num_seconds().max(0) as u64;
-    let minutes = left.div_ceil(60).max(1);
-    templates.render(sms.locale.as_deref(), sms.code.expose(), minutes)
-}
+use crate::client::{check_webhook_url, redacted, redacted_webhook_url};
+use crate::text::render;
 
 /// The JSON body the webhook receives.
 #[derive(Debug, Serialize)]
@@ -73,7 +39,7 @@ struct WebhookBody<'a> {
 /// base64 of 24 to 64 random bytes. `Debug` never shows it, and it is wiped on drop.
 ///
 /// ```
-/// use otp_sms_server::sms::WebhookSecret;
+/// use otp_sms_providers::webhook::WebhookSecret;
 /// let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
 /// assert_eq!(format!("{secret:?}"), "WebhookSecret(<redacted>)");
 /// assert!(WebhookSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
@@ -122,90 +88,6 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-/// The HTTP client and request URL of a provider's API: `path` on `base_url` (https, or plain
-/// http to a loopback or private address, for a stand-in), no redirects, `timeout` per request.
-pub(crate) fn provider_client(
-    table: &str,
-    base_url: &str,
-    path: &str,
-    timeout: Duration,
-) -> Result<(reqwest::Client, reqwest::Url), String> {
-    let base = reqwest::Url::parse(base_url)
-        .map_err(|e| format!("[{table}] base_url is not a URL: {e}"))?;
-    check_webhook_url(&base, true).map_err(|e| format!("[{table}] base_url: {e}"))?;
-    let url = base
-        .join(path)
-        .map_err(|e| format!("[{table}] base_url: {e}"))?;
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("[{table}] HTTP client: {e}"))?;
-    Ok((client, url))
-}
-
-/// https anywhere; plain http, when allowed, only to a loopback or private address. The error
-/// says why a URL is refused.
-pub(crate) fn check_webhook_url(url: &reqwest::Url, allow_http: bool) -> Result<(), String> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_http => {
-            // Plain HTTP only where no one on the way can read the codes: this machine or a
-            // private network, named by address (a name could resolve anywhere).
-            let private = match url.host() {
-                Some(url::Host::Ipv4(ip)) => {
-                    ip.is_loopback() || ip.is_private() || ip.is_link_local()
-                }
-                Some(url::Host::Ipv6(ip)) => {
-                    ip.is_loopback() || is_unique_local(IpAddr::V6(ip))
-                }
-                Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-                None => false,
-            };
-            if private {
-                Ok(())
-            } else {
-                Err("plain http is allowed only to a loopback or private address".into())
-            }
-        }
-        "http" => Err(
-            "the webhook must be https (set [sms] allow_http = true for a loopback or private address)"
-                .into(),
-        ),
-        other => Err(format!("scheme `{other}` is not http or https")),
-    }
-}
-
-fn is_unique_local(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00)
-}
-
-/// A webhook URL as logs and `Debug` show it: scheme, host and port only (user info, path and
-/// query may each carry a credential); text that is no URL shows as `<redacted>`.
-///
-/// ```
-/// use otp_sms_server::sms::redacted_webhook_url;
-/// assert_eq!(
-///     redacted_webhook_url("https://u:p@sms.example.com:8443/hooks/T0K3N?key=k"),
-///     "https://sms.example.com:8443/…"
-/// );
-/// assert_eq!(redacted_webhook_url("not a url"), "<redacted>");
-/// ```
-pub fn redacted_webhook_url(text: &str) -> String {
-    match reqwest::Url::parse(text) {
-        Ok(url) => redacted(&url),
-        Err(_) => "<redacted>".to_owned(),
-    }
-}
-
-fn redacted(url: &reqwest::Url) -> String {
-    let host = url.host_str().unwrap_or("");
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}/…", url.scheme()),
-        None => format!("{}://{host}/…", url.scheme()),
-    }
-}
-
 /// POSTs each SMS as JSON to a URL, signed as Standard Webhooks specifies (`webhook-id`: the
 /// outbox message id, the same on every attempt; `webhook-timestamp`; `webhook-signature`),
 /// with the message id also as `Idempotency-Key`, so the receiver can drop a repeat. The URL
@@ -236,13 +118,10 @@ impl fmt::Debug for WebhookSender {
     }
 }
 
-/// The largest delivery report body a provider endpoint reads (a real one is well under 1 KiB);
-/// a larger one is refused (413) before it is parsed.
-pub const MAX_REPORT_BYTES: usize = 64 * 1024;
-
 /// What a webhook sender needs. `Debug` shows the URL without its credentials or query, and
-/// never the secret.
+/// never the secret. Built with [`WebhookOptions::new`] and its `with_` methods.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct WebhookOptions {
     /// Where to post.
     pub url: String,
@@ -256,6 +135,43 @@ pub struct WebhookOptions {
     pub retries: u32,
     /// The text of the SMS, sent along with the code.
     pub templates: Arc<MessageTemplates>,
+}
+
+impl WebhookOptions {
+    /// Posts to `url` (https), signed with `secret`, each attempt bounded by 5 seconds, with 2
+    /// more attempts after a failed one.
+    pub fn new(
+        url: impl Into<String>,
+        secret: WebhookSecret,
+        templates: Arc<MessageTemplates>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            secret,
+            allow_http: false,
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            templates,
+        }
+    }
+
+    /// Allows plain http to a loopback or private address.
+    pub fn with_plain_http_to_private_addresses(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Bounds each attempt by `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Makes `retries` more attempts after a failed one.
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
 }
 
 impl std::fmt::Debug for WebhookOptions {
@@ -365,67 +281,6 @@ impl SmsSender for WebhookSender {
     fn max_send_time(&self) -> Option<Duration> {
         let waits = Duration::from_millis(100) * ((1u32 << self.retries.min(16)) - 1);
         Some(self.timeout * (self.retries + 1) + waits)
-    }
-}
-
-/// What a provider's delivery report says of one code.
-pub(crate) enum Report<'a> {
-    /// It reached the phone.
-    Delivered,
-    /// It did not: the provider's status, and its error code, kept only when it is a number
-    /// (a provider's words may quote the phone number).
-    Failed {
-        status: &'a str,
-        code: Option<&'a str>,
-    },
-    /// An interim status (queued, sent, accepted, buffered, …): nothing to record.
-    Interim,
-}
-
-/// Records a provider's delivery report and answers the provider: 204 when recorded or when
-/// there is nothing to record (an interim status; the code was superseded, verified meanwhile,
-/// or the registration removed: a provider must not retry those), 503 when the store is
-/// unavailable, so that the provider retries. Each report is counted on `/metrics`.
-pub(crate) async fn record_report(
-    provider: &'static str,
-    service: &otp_sms_core::CommandService,
-    instance: &otp_sms_core::InstanceId,
-    registration: &otp_sms_core::RegistrationId,
-    number: u32,
-    report: Report<'_>,
-) -> axum::http::StatusCode {
-    use axum::http::StatusCode;
-    let (outcome, failure) = match report {
-        Report::Delivered => ("delivered", None),
-        Report::Failed { status, code } => {
-            let code = code
-                .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
-                .map(|c| format!(", error {c}"))
-                .unwrap_or_default();
-            ("failed", Some(format!("{provider}: {status}{code}")))
-        }
-        Report::Interim => {
-            crate::metrics::delivery_report(provider, "ignored");
-            return StatusCode::NO_CONTENT;
-        }
-    };
-    match service
-        .record_delivery_report(instance, registration, number, failure)
-        .await
-    {
-        Ok(_) => {
-            crate::metrics::delivery_report(provider, outcome);
-            StatusCode::NO_CONTENT
-        }
-        Err(otp_sms_core::Error::Unavailable(_)) => {
-            crate::metrics::delivery_report(provider, "unavailable");
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        Err(e) => {
-            crate::metrics::delivery_report(provider, "ignored");
-            tracing::info!(error = %e, "a delivery report changed nothing");
-            StatusCode::NO_CONTENT
-        }
     }
 }
 

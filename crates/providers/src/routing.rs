@@ -107,6 +107,7 @@ impl CircuitBreaker {
 }
 
 /// One provider of the routes: a name (for logs and reasons), its sender and its breaker.
+#[non_exhaustive]
 pub struct Provider {
     /// The provider's name, e.g. `twilio`.
     pub name: String,
@@ -114,6 +115,21 @@ pub struct Provider {
     pub sender: Arc<dyn SmsSender>,
     /// Its breaker.
     pub breaker: CircuitBreaker,
+}
+
+impl Provider {
+    /// Provider `name`, sending through `sender`, guarded by `breaker`.
+    pub fn new(
+        name: impl Into<String>,
+        sender: Arc<dyn SmsSender>,
+        breaker: CircuitBreaker,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            sender,
+            breaker,
+        }
+    }
 }
 
 /// Routes each SMS by its destination's region, failing over between providers.

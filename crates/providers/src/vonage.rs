@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sms::Report;
+use crate::report::Report;
 use async_trait::async_trait;
 use otp_sms_core::message::{Encoding, MessageTemplates};
 use otp_sms_core::{PortError, Sms, SmsSender};
@@ -24,8 +24,10 @@ use zeroize::Zeroizing;
 /// The API's default address.
 pub const VONAGE_API: &str = "https://rest.nexmo.com";
 
-/// What a Vonage sender needs. `Debug` never shows the secret.
+/// What a Vonage sender needs. `Debug` never shows the secret. Built with [`VonageOptions::new`]
+/// and its `with_` methods.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct VonageOptions {
     /// The API key.
     pub api_key: String,
@@ -43,6 +45,45 @@ pub struct VonageOptions {
     pub timeout: Duration,
     /// The SMS's text.
     pub templates: Arc<MessageTemplates>,
+}
+
+impl VonageOptions {
+    /// Sends as `from` with the account's API key and secret, to [`VONAGE_API`], with a
+    /// 10-second bound per request and no delivery receipts.
+    pub fn new(
+        api_key: impl Into<String>,
+        api_secret: impl Into<String>,
+        from: impl Into<String>,
+        templates: Arc<MessageTemplates>,
+    ) -> Self {
+        Self {
+            api_key: api_key.into(),
+            api_secret: Zeroizing::new(api_secret.into()),
+            from: from.into(),
+            callback: None,
+            base_url: VONAGE_API.to_owned(),
+            timeout: Duration::from_secs(5),
+            templates,
+        }
+    }
+
+    /// Asks Vonage for delivery receipts at `url` (see [`receipt_routes`]).
+    pub fn with_callback(mut self, url: impl Into<String>) -> Self {
+        self.callback = Some(url.into());
+        self
+    }
+
+    /// Calls `base_url` instead of [`VONAGE_API`]: a stand-in on a loopback or private address.
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// Bounds each request by `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
 }
 
 impl fmt::Debug for VonageOptions {
@@ -73,7 +114,7 @@ impl VonageSender {
         if options.api_key.trim().is_empty() || options.api_secret.trim().is_empty() {
             return Err("[sms.vonage] api_key and the API secret must not be empty".into());
         }
-        let (client, url) = crate::sms::provider_client(
+        let (client, url) = crate::client::provider_client(
             "sms.vonage",
             &options.base_url,
             "/sms/json",
@@ -106,7 +147,7 @@ struct VonageMessage {
 #[async_trait]
 impl SmsSender for VonageSender {
     async fn send(&self, sms: &Sms) -> Result<(), PortError> {
-        let text = crate::sms::render(&self.options.templates, sms);
+        let text = crate::text::render(&self.options.templates, sms);
         let now = chrono::Utc::now();
         let left = (sms.deadline - now).to_std().unwrap_or(Duration::ZERO);
         if left.is_zero() {
@@ -297,6 +338,7 @@ pub const RECEIPT_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// What the receipt endpoint needs.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ReceiptEndpoint {
     /// The API key receipts must name (`api-key`).
     pub api_key: String,
@@ -310,10 +352,29 @@ pub struct ReceiptEndpoint {
     pub service: otp_sms_core::CommandService,
 }
 
+impl ReceiptEndpoint {
+    /// Accepts receipts naming `api_key`, signed with `secret` by `method`, at most
+    /// [`RECEIPT_MAX_AGE`] old, and records them with `service`.
+    pub fn new(
+        api_key: impl Into<String>,
+        secret: impl Into<String>,
+        method: SignatureMethod,
+        service: otp_sms_core::CommandService,
+    ) -> Self {
+        Self {
+            api_key: api_key.into(),
+            secret: Arc::new(Zeroizing::new(secret.into())),
+            method,
+            max_age: RECEIPT_MAX_AGE,
+            service,
+        }
+    }
+}
+
 /// Why a receipt was refused, in the log (never its parameters: they hold the number).
 fn refuse(why: &str) -> axum::http::StatusCode {
     tracing::warn!(why, "a Vonage delivery receipt was refused");
-    crate::metrics::delivery_report("vonage", "refused");
+    crate::report::count("vonage", "refused");
     axum::http::StatusCode::FORBIDDEN
 }
 
@@ -329,7 +390,7 @@ pub fn receipt_routes(endpoint: ReceiptEndpoint) -> axum::Router {
         // The signature travels inside the parameters, so the body is read, but no more than
         // a receipt can need.
         .layer(axum::extract::DefaultBodyLimit::max(
-            crate::sms::MAX_REPORT_BYTES,
+            crate::report::MAX_REPORT_BYTES,
         ))
 }
 
@@ -401,7 +462,7 @@ pub async fn receipt(
         },
         _ => Report::Interim,
     };
-    crate::sms::record_report(
+    crate::report::record_report(
         "vonage",
         &endpoint.service,
         &instance,

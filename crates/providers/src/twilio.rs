@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sms::Report;
+use crate::report::Report;
 use async_trait::async_trait;
 use otp_sms_core::message::MessageTemplates;
 use otp_sms_core::{PortError, Sms, SmsSender};
@@ -34,8 +34,10 @@ pub enum TwilioFrom {
     MessagingService(String),
 }
 
-/// What a Twilio sender needs. `Debug` never shows the secret.
+/// What a Twilio sender needs. `Debug` never shows the secret. Built with [`TwilioOptions::new`]
+/// and its `with_` methods.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct TwilioOptions {
     /// The account (`AC…`), in the path of every request.
     pub account_sid: String,
@@ -54,6 +56,54 @@ pub struct TwilioOptions {
     pub timeout: Duration,
     /// The SMS's text.
     pub templates: Arc<MessageTemplates>,
+}
+
+impl TwilioOptions {
+    /// Sends as `from` through account `account_sid`, authenticated by the account's auth
+    /// token, to [`TWILIO_API`], with a 5-second bound per request and no status callback.
+    pub fn new(
+        account_sid: impl Into<String>,
+        auth_token: impl Into<String>,
+        from: TwilioFrom,
+        templates: Arc<MessageTemplates>,
+    ) -> Self {
+        let account_sid = account_sid.into();
+        Self {
+            username: account_sid.clone(),
+            account_sid,
+            secret: Zeroizing::new(auth_token.into()),
+            from,
+            status_callback: None,
+            base_url: TWILIO_API.to_owned(),
+            timeout: Duration::from_secs(5),
+            templates,
+        }
+    }
+
+    /// Authenticates with an API key (`SK…`) and its secret instead of the auth token.
+    pub fn with_api_key(mut self, key_sid: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.username = key_sid.into();
+        self.secret = Zeroizing::new(secret.into());
+        self
+    }
+
+    /// Asks Twilio to report each message's status to `url` (see [`status_routes`]).
+    pub fn with_status_callback(mut self, url: impl Into<String>) -> Self {
+        self.status_callback = Some(url.into());
+        self
+    }
+
+    /// Calls `base_url` instead of [`TWILIO_API`]: a stand-in on a loopback or private address.
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// Bounds each request by `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
 }
 
 impl fmt::Debug for TwilioOptions {
@@ -92,7 +142,7 @@ impl TwilioSender {
         if options.secret.is_empty() {
             return Err("[sms.twilio] the auth token (or API key secret) is empty".into());
         }
-        let (client, url) = crate::sms::provider_client(
+        let (client, url) = crate::client::provider_client(
             "sms.twilio",
             &options.base_url,
             &format!("/2010-04-01/Accounts/{}/Messages.json", options.account_sid),
@@ -168,6 +218,7 @@ pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> St
 /// What the status endpoint needs: the token Twilio signs with, the public URL it calls, and
 /// the service to record reports with.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct StatusEndpoint {
     /// The account's auth token.
     pub auth_token: Arc<Zeroizing<String>>,
@@ -177,13 +228,29 @@ pub struct StatusEndpoint {
     pub service: otp_sms_core::CommandService,
 }
 
+impl StatusEndpoint {
+    /// Checks reports against `auth_token` and the `public_url` Twilio calls, and records them
+    /// with `service`.
+    pub fn new(
+        auth_token: impl Into<String>,
+        public_url: impl Into<String>,
+        service: otp_sms_core::CommandService,
+    ) -> Self {
+        Self {
+            auth_token: Arc::new(Zeroizing::new(auth_token.into())),
+            public_url: public_url.into(),
+            service,
+        }
+    }
+}
+
 /// The route of [`status_callback`], `POST /sms/status/twilio`, for the server's router.
 pub fn status_routes(endpoint: StatusEndpoint) -> axum::Router {
     axum::Router::new()
         .route("/sms/status/twilio", axum::routing::post(status_callback))
         .with_state(endpoint)
         .layer(axum::extract::DefaultBodyLimit::max(
-            crate::sms::MAX_REPORT_BYTES,
+            crate::report::MAX_REPORT_BYTES,
         ))
 }
 
@@ -192,7 +259,7 @@ pub fn status_routes(endpoint: StatusEndpoint) -> axum::Router {
 /// delivered`, `undelivered` and `failed` record `delivery failed` with Twilio's error code;
 /// other statuses (`queued`, `sent`, …) are acknowledged and ignored. A request without the
 /// signature header is refused before its body is read; a body over
-/// [`MAX_REPORT_BYTES`](crate::sms::MAX_REPORT_BYTES) is refused (413) unparsed.
+/// [`MAX_REPORT_BYTES`](crate::report::MAX_REPORT_BYTES) is refused (413) unparsed.
 pub async fn status_callback(
     axum::extract::State(endpoint): axum::extract::State<StatusEndpoint>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
@@ -202,10 +269,10 @@ pub async fn status_callback(
     use axum::http::StatusCode;
     if !headers.contains_key("x-twilio-signature") {
         tracing::warn!("a Twilio status callback without a signature was refused");
-        crate::metrics::delivery_report("twilio", "refused");
+        crate::report::count("twilio", "refused");
         return StatusCode::FORBIDDEN;
     }
-    let Ok(body) = axum::body::to_bytes(body, crate::sms::MAX_REPORT_BYTES).await else {
+    let Ok(body) = axum::body::to_bytes(body, crate::report::MAX_REPORT_BYTES).await else {
         return StatusCode::PAYLOAD_TOO_LARGE;
     };
     let params: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
@@ -223,7 +290,7 @@ pub async fn status_callback(
         .unwrap_or_default();
     if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given)) {
         tracing::warn!("a Twilio status callback without a valid signature was refused");
-        crate::metrics::delivery_report("twilio", "refused");
+        crate::report::count("twilio", "refused");
         return StatusCode::FORBIDDEN;
     }
     let query: Vec<(String, String)> =
@@ -239,7 +306,7 @@ pub async fn status_callback(
         .is_some_and(|at| at <= now + 300 && now - at <= REPORT_MAX_AGE.as_secs() as i64);
     if !fresh {
         tracing::warn!("a Twilio status callback without a recent issue time was refused");
-        crate::metrics::delivery_report("twilio", "refused");
+        crate::report::count("twilio", "refused");
         return StatusCode::FORBIDDEN;
     }
     let (Some(instance), Some(registration), Some(number)) = (
@@ -258,7 +325,7 @@ pub async fn status_callback(
         },
         _ => Report::Interim,
     };
-    crate::sms::record_report(
+    crate::report::record_report(
         "twilio",
         &endpoint.service,
         &instance,
@@ -290,7 +357,7 @@ struct TwilioError {
 #[async_trait]
 impl SmsSender for TwilioSender {
     async fn send(&self, sms: &Sms) -> Result<(), PortError> {
-        let text = crate::sms::render(&self.options.templates, sms);
+        let text = crate::text::render(&self.options.templates, sms);
         let now = chrono::Utc::now();
         let left = (sms.deadline - now).to_std().unwrap_or(Duration::ZERO);
         if left.is_zero() {
@@ -362,7 +429,7 @@ impl SmsSender for TwilioSender {
     /// that redacts message bodies shows none: the answer is then "not held", and the message
     /// is sent again, as without the look-up.
     async fn was_sent(&self, sms: &Sms) -> Result<Option<bool>, PortError> {
-        let text = crate::sms::render(&self.options.templates, sms);
+        let text = crate::text::render(&self.options.templates, sms);
         let response = self
             .call(
                 self.client
