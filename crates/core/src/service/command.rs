@@ -1,5 +1,7 @@
-//! The command loop: load (or take from the stream cache), rebuild, decide, append with the
-//! expected version; on a conflict, again, a bounded number of times.
+//! The command loop: load (or take from the stream cache), decide on the rebuilt state, admit
+//! (the abuse rules), commit with the expected version; on a conflict, again, a bounded number
+//! of times. What committed events settle afterwards is the permit's (`guard.rs`); the
+//! commands they call for are run by [`CommandService::execute`] after the loop, not in it.
 
 use std::sync::Arc;
 
@@ -17,149 +19,71 @@ use crate::event::{Delivery, Event};
 use crate::ids::{OrganizationId, PrincipalId, RegistrationId};
 use crate::keys::CodeBinding;
 use crate::metrics;
-use crate::ports::UserRecord;
 use crate::store::{
     Append, CommandId, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent,
     RecordedMeta, StoreError, StreamId,
 };
 
+use super::attempt::{Attempt, FollowUp};
 use super::delivery::CodeDelivery;
 use super::guard::{Admission, Permit};
 
 impl CommandService {
-    /// [`Self::execute_as`] under a fresh command id.
-    pub(super) async fn execute(
-        &self,
-        caller: &Caller,
-        user: &UserRecord,
-        registration: &RegistrationId,
-        command: &Command,
-        fresh: Option<&VerificationCode>,
-    ) -> Result<Details, Error> {
-        let id = CommandId::generate();
-        self.execute_as(id, caller, user, registration, command, fresh)
-            .await
-    }
-
-    /// Load, rebuild, decide, append; on a version conflict, again, up to `max_attempts`.
-    ///
-    /// The append carries `id`. A history that holds events of `id` already means the command
-    /// committed (an earlier attempt whose answer was lost, or an earlier call under the same
-    /// idempotency key): the answer is built from those events and nothing is written again.
-    /// An append whose outcome is unknown is followed by a read of the stream that settles it.
-    pub(super) async fn execute_as(
-        &self,
-        id: CommandId,
-        caller: &Caller,
-        user: &UserRecord,
-        registration: &RegistrationId,
-        command: &Command,
-        fresh: Option<&VerificationCode>,
-    ) -> Result<Details, Error> {
-        let mut issued = None;
-        // The command's span: its store calls and budget takes are its children.
-        let span = tracing::info_span!(
-            "otp_sms.command",
-            command = command.name(),
-            otp_sms_id = %registration,
-            command_id = %id,
-        );
-        let result = self
-            .run_command(id, caller, user, registration, command, fresh, &mut issued)
-            .instrument(span)
-            .await;
-        // The command's one report to the metrics, however it ended.
-        metrics::command_finished(command, &result, issued);
+    /// Runs `attempt` (see [`Self::run`]), then the commands its committed events call for,
+    /// each after the one before has ended: a work list, never a nested loop.
+    pub(super) async fn execute(&self, attempt: Attempt<'_>) -> Result<Details, Error> {
+        let (result, mut follow_ups) = self.run(attempt).await;
+        while let Some(next) = follow_ups.pop() {
+            let (done, more) = self.run(next.attempt()).await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, registration = %next.registration, command = next.command.name(), "a follow-up command failed");
+            }
+            follow_ups.extend(more);
+        }
         result
     }
 
-    /// The loop of [`Self::execute_as`]; sets `issued` when committed events issued a code.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_command(
-        &self,
-        id: CommandId,
-        caller: &Caller,
-        user: &UserRecord,
-        registration: &RegistrationId,
-        command: &Command,
-        fresh: Option<&VerificationCode>,
-        issued: &mut Option<Delivery>,
-    ) -> Result<Details, Error> {
-        let stream = Self::stream_id(&caller.instance, registration);
-        let mut attempt = 0;
+    /// One command, in its span, reported once to the metrics however it ended: its answer,
+    /// and the follow-ups its committed events call for.
+    async fn run(&self, attempt: Attempt<'_>) -> (Result<Details, Error>, Vec<FollowUp>) {
+        let mut ended = Ended::default();
+        // The command's span: its store calls and budget takes are its children.
+        let span = tracing::info_span!(
+            "otp_sms.command",
+            command = attempt.command.name(),
+            otp_sms_id = %attempt.registration,
+            command_id = %attempt.id,
+        );
+        let result = self.run_loop(&attempt, &mut ended).instrument(span).await;
+        metrics::command_finished(attempt.command, &result, ended.issued);
+        (result, ended.follow_ups)
+    }
+
+    /// Load, decide, admit, commit; on a version conflict or an unknown outcome, again, up to
+    /// `max_attempts`.
+    ///
+    /// The append carries the attempt's id. A history that holds events of that id already
+    /// means the command committed (an earlier attempt whose answer was lost, or an earlier
+    /// call under the same idempotency key): the answer is built from those events and nothing
+    /// is written again. An append whose outcome is unknown is followed by a read of the
+    /// stream that settles it.
+    async fn run_loop(&self, a: &Attempt<'_>, ended: &mut Ended) -> Result<Details, Error> {
+        let stream = Self::stream_id(&a.caller.instance, a.registration);
+        let mut tries = 0;
         // A cached history is trusted until it leads to a conflict or to a decision that
         // records nothing; from then on this command reads the store.
         let mut trust_cache = true;
-        while attempt < self.max_attempts {
-            // An add names its stream with an id the generator promises was never used, so
-            // the first attempt skips the read: the append expects an empty stream, and
-            // should the promise be broken the store refuses it and the retry reads.
-            let (history, from_cache) = if attempt == 0 && matches!(command, Command::Add { .. }) {
-                (Recorded::new(), false)
-            } else if let Some(cached) =
-                self.cache
-                    .as_ref()
-                    .filter(|_| trust_cache)
-                    .and_then(|cache| {
-                        let found = cache.get(&stream);
-                        metrics::stream_cache(found.is_some());
-                        found
-                    })
-            {
-                (cached, true)
-            } else {
-                let read = self
-                    .store
-                    .read_stream(&stream)
-                    .instrument(tracing::info_span!("otp_sms.store.read_stream"));
-                (read.await?, false)
-            };
+        while tries < self.max_attempts {
+            let (history, from_cache) = self.load(a, &stream, tries, trust_cache).await?;
             let now = self.clock.now();
-            if let Some(at) = history.iter().position(|r| r.command == Some(id)) {
+            if let Some(at) = history.iter().position(|r| r.command == Some(a.id)) {
                 if let Some(cache) = &self.cache {
                     cache.put(&stream, history.clone());
                 }
-                *issued = metrics::issued(history.iter().skip(at).map(|r| &r.event));
-                return self
-                    .committed(caller, user, registration, &history, at, now)
-                    .await;
+                return self.replayed(a, &history, at, now, ended).await;
             }
-            // The rebuilt state ends with this block, before the append's `.await`: kept
-            // alive across it, it would sit in this future, which is copied whole when moved.
-            let (events, error, organization, outbox, phone) = {
-                let mut state = Registration::from_events(history.iter().map(|r| &r.event));
-                let number = match command {
-                    Command::Add { phone, .. } => Some(phone),
-                    _ => state.phone.as_ref(),
-                };
-                let test_code = number.and_then(|p| self.test_code(&caller.instance, p));
-                let ctx = Context {
-                    registration,
-                    user: &user.id,
-                    now,
-                    policy: &self.policy,
-                    keys: &self.keys,
-                    test_code: test_code.as_ref(),
-                };
-                let (events, error) = match state.decide(command, &ctx) {
-                    Decision::Accepted(events) => (events, None),
-                    Decision::Rejected { events, error } => (events, Some(error)),
-                };
-                for event in &events {
-                    state.apply_in_place(event);
-                }
-                let organization = state
-                    .organization
-                    .clone()
-                    .unwrap_or_else(|| user.organization.clone());
-                let outbox = if events.is_empty() {
-                    Vec::new()
-                } else {
-                    self.outbox_for(caller, registration, &state, &events, fresh)?
-                };
-                (events, error, organization, outbox, state.phone)
-            };
-            if events.is_empty() {
+            let decided = self.decide(a, &history, now)?;
+            if decided.write.events.is_empty() {
                 if from_cache {
                     // Nothing to append means no version check to catch a stale history:
                     // the store confirms it before the service answers.
@@ -172,83 +96,62 @@ impl CommandService {
                 if let Some(cache) = &self.cache {
                     cache.put(&stream, history.clone());
                 }
-                return match error {
+                return match decided.error {
                     Some(error) => Err(error),
-                    None => Ok(details(registration, &organization, &history, &[], now)),
+                    None => Ok(details(
+                        a.registration,
+                        &decided.organization,
+                        &history,
+                        &[],
+                        now,
+                    )),
                 };
             }
             // The abuse rules' one point in the loop: a refusal fails the command with
             // nothing written but its audit record.
             let permit = match self
-                .admit(caller, user, registration, phone.as_ref(), &events)
+                .admit(
+                    a.caller,
+                    a.user,
+                    a.registration,
+                    decided.phone.as_ref(),
+                    &decided.write.events,
+                )
                 .await?
             {
                 Admission::Go(permit) => permit,
                 // The pumper is answered as a sender would be: nothing sent, nothing written.
                 Admission::Silent => {
-                    return Ok(details(registration, &organization, &history, &[], now))
+                    return Ok(details(
+                        a.registration,
+                        &decided.organization,
+                        &history,
+                        &[],
+                        now,
+                    ))
                 }
             };
-            // What the cache and the metrics need after the append, which consumes the events.
-            let for_cache = self.cache.is_some().then(|| events.clone());
-            let issuing = metrics::issued(&events);
-            let append = Append {
-                stream: stream.clone(),
-                expected: ExpectedVersion::Exact(history.last().map_or(0, |r| r.sequence)),
-                events: events
-                    .into_iter()
-                    .map(|event| NewEvent {
-                        event,
-                        creator: caller.principal.clone(),
-                        owner: organization.clone(),
-                    })
-                    .collect(),
-                outbox,
-                command: Some(id),
-            };
-            let started = std::time::Instant::now();
-            let appended = self
-                .store
-                .append(append)
-                .instrument(tracing::info_span!("otp_sms.store.append", attempt))
-                .await;
-            metrics::append(
-                started.elapsed(),
-                match &appended {
-                    Ok(_) => "ok",
-                    Err(StoreError::Conflict { .. }) => "conflict",
-                    Err(StoreError::Unknown(_)) => "unknown",
-                    Err(_) => "error",
-                },
-            );
-            match appended {
-                Ok(outcome) => {
-                    *issued = issuing;
-                    if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
-                        let written = Written {
-                            command: id,
-                            stream: &stream,
-                            creator: &caller.principal,
-                            owner: &organization,
-                        };
-                        cache.put(
-                            &stream,
-                            written.history(&history, events, &outcome.recorded),
-                        );
-                    }
-                    // After the cache knows the append: settling may lock this very
-                    // registration, through the same loop.
-                    permit
-                        .settle(self, caller, user, registration, &outcome.recorded)
-                        .await;
+            let Decided {
+                write,
+                error,
+                organization,
+                ..
+            } = decided;
+            match self
+                .commit(a, &stream, &history, write, &organization, tries)
+                .await
+            {
+                Ok(recorded) => {
+                    ended.issued = recorded.issued;
+                    ended.follow_ups = permit.settle(self, a, &recorded.meta).await;
                     return match error {
                         // A refusal that records events (a wrong code) still fails the call.
                         Some(error) => Err(error),
                         None => Ok(details(
-                            registration,
+                            a.registration,
                             &organization,
                             &history,
-                            &outcome.recorded,
+                            &recorded.meta,
                             now,
                         )),
                     };
@@ -261,20 +164,20 @@ impl CommandService {
                         // replaces it, even should it be shorter.
                         cache.forget(&stream);
                     }
-                    attempt += 1;
+                    tries += 1;
                     trust_cache = false;
                     metrics::retry("conflict");
                 }
                 Err(StoreError::Unknown(reason)) => {
                     // The append may have committed. The next attempt reads the stream: its
-                    // events under `id` are the answer; without them, the command is decided
-                    // again, and should the first append commit late, the second one
+                    // events under the id are the answer; without them, the command is
+                    // decided again, and should the first append commit late, the second one
                     // conflicts (the version moved) and the read after it finds the first.
-                    tracing::warn!(%id, %reason, "append outcome unknown; reading the stream");
+                    tracing::warn!(id = %a.id, %reason, "append outcome unknown; reading the stream");
                     if let Some(cache) = &self.cache {
                         cache.forget(&stream);
                     }
-                    attempt += 1;
+                    tries += 1;
                     trust_cache = false;
                     metrics::retry("unknown_outcome");
                 }
@@ -284,22 +187,159 @@ impl CommandService {
         Err(Error::Aborted)
     }
 
+    /// The stream's history, and whether it came from the cache.
+    async fn load(
+        &self,
+        a: &Attempt<'_>,
+        stream: &StreamId,
+        tries: u32,
+        trust_cache: bool,
+    ) -> Result<(Recorded<Event>, bool), Error> {
+        // An add names its stream with an id the generator promises was never used, so the
+        // first attempt skips the read: the append expects an empty stream, and should the
+        // promise be broken the store refuses it and the retry reads.
+        if tries == 0 && matches!(a.command, Command::Add { .. }) {
+            return Ok((Recorded::new(), false));
+        }
+        if let Some(cache) = self.cache.as_ref().filter(|_| trust_cache) {
+            let found = cache.get(stream);
+            metrics::stream_cache(found.is_some());
+            if let Some(cached) = found {
+                return Ok((cached, true));
+            }
+        }
+        let read = self
+            .store
+            .read_stream(stream)
+            .instrument(tracing::info_span!("otp_sms.store.read_stream"));
+        Ok((read.await?, false))
+    }
+
+    /// The aggregate rebuilt from `history` decides the command; the events it records, with
+    /// the outbox messages they need. The rebuilt state ends here, before the append's
+    /// `.await`: kept alive across it, it would sit in the loop's future, which is copied
+    /// whole when moved.
+    fn decide(
+        &self,
+        a: &Attempt<'_>,
+        history: &[Arc<RecordedEvent<Event>>],
+        now: DateTime<Utc>,
+    ) -> Result<Decided, Error> {
+        let mut state = Registration::from_events(history.iter().map(|r| &r.event));
+        let number = match a.command {
+            Command::Add { phone, .. } => Some(phone),
+            _ => state.phone.as_ref(),
+        };
+        let test_code = number.and_then(|p| self.test_code(&a.caller.instance, p));
+        let ctx = Context {
+            registration: a.registration,
+            user: &a.user.id,
+            now,
+            policy: &self.policy,
+            keys: &self.keys,
+            test_code: test_code.as_ref(),
+        };
+        let (events, error) = match state.decide(a.command, &ctx) {
+            Decision::Accepted(events) => (events, None),
+            Decision::Rejected { events, error } => (events, Some(error)),
+        };
+        for event in &events {
+            state.apply_in_place(event);
+        }
+        let organization = state
+            .organization
+            .clone()
+            .unwrap_or_else(|| a.user.organization.clone());
+        let outbox = if events.is_empty() {
+            Vec::new()
+        } else {
+            self.outbox_for(a.caller, a.registration, &state, &events, a.fresh)?
+        };
+        Ok(Decided {
+            write: Write { events, outbox },
+            error,
+            organization,
+            phone: state.phone,
+        })
+    }
+
+    /// Appends `events` after `history` under the attempt's id, expecting the stream's
+    /// version to be where `history` ends; on success, the stream cache learns the longer
+    /// history. Times and counts the append.
+    async fn commit(
+        &self,
+        a: &Attempt<'_>,
+        stream: &StreamId,
+        history: &[Arc<RecordedEvent<Event>>],
+        write: Write,
+        organization: &OrganizationId,
+        tries: u32,
+    ) -> Result<Committed, StoreError> {
+        let Write { events, outbox } = write;
+        // What the cache and the metrics need after the append, which consumes the events.
+        let for_cache = self.cache.is_some().then(|| events.clone());
+        let issued = metrics::issued(&events);
+        let append = Append {
+            stream: stream.clone(),
+            expected: ExpectedVersion::Exact(history.last().map_or(0, |r| r.sequence)),
+            events: events
+                .into_iter()
+                .map(|event| NewEvent {
+                    event,
+                    creator: a.caller.principal.clone(),
+                    owner: organization.clone(),
+                })
+                .collect(),
+            outbox,
+            command: Some(a.id),
+        };
+        let started = std::time::Instant::now();
+        let appended = self
+            .store
+            .append(append)
+            .instrument(tracing::info_span!("otp_sms.store.append", attempt = tries))
+            .await;
+        metrics::append(
+            started.elapsed(),
+            match &appended {
+                Ok(_) => "ok",
+                Err(StoreError::Conflict { .. }) => "conflict",
+                Err(StoreError::Unknown(_)) => "unknown",
+                Err(_) => "error",
+            },
+        );
+        let outcome = appended?;
+        if let (Some(cache), Some(events)) = (&self.cache, for_cache) {
+            let written = Written {
+                command: a.id,
+                stream,
+                creator: &a.caller.principal,
+                owner: organization,
+            };
+            cache.put(stream, written.history(history, events, &outcome.recorded));
+        }
+        Ok(Committed {
+            meta: outcome.recorded,
+            issued,
+        })
+    }
+
     /// The answer of a command whose events are in `history` from index `at` on: the details
     /// of its append, or the error it recorded (a wrong code). Settles what the events settle
     /// (a counted wrong code, a freed slot), as the call that committed them would have.
-    async fn committed(
+    async fn replayed(
         &self,
-        caller: &Caller,
-        user: &UserRecord,
-        registration: &RegistrationId,
+        a: &Attempt<'_>,
         history: &[Arc<RecordedEvent<Event>>],
         at: usize,
         now: DateTime<Utc>,
+        ended: &mut Ended,
     ) -> Result<Details, Error> {
         let (before, from) = history.split_at(at);
-        let command = from[0].command;
-        let ours: Vec<&Arc<RecordedEvent<Event>>> =
-            from.iter().take_while(|r| r.command == command).collect();
+        let ours: Vec<&Arc<RecordedEvent<Event>>> = from
+            .iter()
+            .take_while(|r| r.command == Some(a.id))
+            .collect();
         let recorded: Vec<RecordedMeta> = ours
             .iter()
             .map(|r| RecordedMeta {
@@ -308,15 +348,24 @@ impl CommandService {
                 created_at: r.created_at,
             })
             .collect();
-        let events: Vec<&Event> = ours.iter().map(|r| &r.event).collect();
-        Permit::for_events(events.iter().copied())
-            .settle(self, caller, user, registration, &recorded)
+        ended.issued = metrics::issued(from.iter().map(|r| &r.event));
+        ended.follow_ups = Permit::for_events(ours.iter().map(|r| &r.event))
+            .settle(self, a, &recorded)
             .await;
-        if events.iter().any(|e| matches!(e, Event::CheckFailed(_))) {
+        if ours
+            .iter()
+            .any(|r| matches!(r.event, Event::CheckFailed(_)))
+        {
             return Err(Error::WrongCode);
         }
         let organization = ours[0].owner.clone();
-        Ok(details(registration, &organization, before, &recorded, now))
+        Ok(details(
+            a.registration,
+            &organization,
+            before,
+            &recorded,
+            now,
+        ))
     }
 
     /// A delivery message for every code that must go out by SMS.
@@ -363,6 +412,36 @@ impl CommandService {
         }
         Ok(outbox)
     }
+}
+
+/// How a command ended, besides its answer: the code its events issued (for the metrics) and
+/// the commands they call for.
+#[derive(Default)]
+struct Ended {
+    issued: Option<Delivery>,
+    follow_ups: Vec<FollowUp>,
+}
+
+/// What the aggregate decided: the events to record (with the error of a refusal that
+/// records some: a wrong code), the registration's organization and phone after them, and the
+/// outbox messages they need.
+struct Decided {
+    write: Write,
+    error: Option<Error>,
+    organization: OrganizationId,
+    phone: Option<crate::phone::Phone>,
+}
+
+/// What a decision writes: its events, and the outbox messages that go with them.
+struct Write {
+    events: Vec<Event>,
+    outbox: Vec<NewOutboxMessage>,
+}
+
+/// A committed append: where its events landed, and the code they issued.
+struct Committed {
+    meta: Vec<RecordedMeta>,
+    issued: Option<Delivery>,
 }
 
 /// What an accepted append wrote, for the stream cache: the events as the store recorded them.

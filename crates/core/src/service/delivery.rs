@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use futures_util::stream::{self, StreamExt};
 use uuid::Uuid;
 
+use super::attempt::Attempt;
 use super::CommandService;
 use crate::aggregate::{Command, Registration, Status};
 use crate::caller::Caller;
@@ -288,7 +289,12 @@ impl CommandService {
                     reason,
                 };
                 match self
-                    .execute(&caller, &user, &delivery.registration, &command, None)
+                    .execute(Attempt::new(
+                        &caller,
+                        &user,
+                        &delivery.registration,
+                        &command,
+                    ))
                     .await
                 {
                     Ok(_) | Err(Error::FailedPrecondition(_) | Error::RegistrationNotFound) => {

@@ -25,6 +25,7 @@ use crate::ports::UserRecord;
 use crate::store::{Append, ExpectedVersion, NewEvent, Recorded, RecordedMeta, StreamId};
 use tracing::Instrument as _;
 
+use super::attempt::{Attempt, FollowUp};
 use super::CommandService;
 
 /// How long a registration slot without a registration behind it is taken for an add still in
@@ -304,57 +305,67 @@ impl Permit {
     /// After a committed append (`recorded`: where its events landed): a removed registration
     /// frees its slot; a wrong code counts toward the user's cap. A failure is logged: the
     /// slot then lingers until the cap releases it, and the wrong code goes uncounted.
+    ///
+    /// Returns the commands the settling calls for (the user's registrations to lock when a
+    /// wrong code reaches the cap); the caller runs them after this command has ended.
     pub(super) async fn settle(
         self,
         service: &CommandService,
-        caller: &Caller,
-        user: &UserRecord,
-        registration: &RegistrationId,
+        attempt: &Attempt<'_>,
         recorded: &[RecordedMeta],
-    ) {
-        let Some(settle) = self.settles else { return };
+    ) -> Vec<FollowUp> {
+        let Some(settle) = self.settles else {
+            return Vec::new();
+        };
+        let (caller, user) = (attempt.caller, attempt.user);
         let key = AbusePolicy::slot_key(&caller.instance, &user.id);
-        let member = registration.as_str();
+        let member = attempt.registration.as_str();
         let done = match settle {
-            Settle::Removed => service.budgets.release(&key, member).await.map(|_| ()),
+            Settle::Removed => service
+                .budgets
+                .release(&key, member)
+                .await
+                .map(|_| Vec::new()),
             Settle::WrongCode => match recorded.last() {
                 Some(check) => {
                     service
-                        .count_wrong_code(caller, user, registration, check.position)
+                        .count_wrong_code(caller, user, attempt.registration, check.position)
                         .await
                 }
-                None => Ok(()),
+                None => Ok(Vec::new()),
             },
         };
-        if let Err(e) = done {
+        done.unwrap_or_else(|e| {
             tracing::warn!(error = %e, ?settle, "could not settle a command's abuse state");
-        }
+            Vec::new()
+        })
     }
 }
 
 impl CommandService {
     /// Counts a committed wrong code (its `check failed` event at feed `position`); at the
     /// user's cap, locks verification of every live registration of the user, unless a right
-    /// code since the earlier ones ended their run.
+    /// code since the earlier ones ended their run. The locks are returned as follow-up
+    /// commands, one per live registration of the user.
     async fn count_wrong_code(
         &self,
         caller: &Caller,
         user: &UserRecord,
         registration: &RegistrationId,
         position: u64,
-    ) -> Result<(), crate::ports::PortError> {
+    ) -> Result<Vec<FollowUp>, crate::ports::PortError> {
         let policy = self.abuse_policy(&caller.instance);
         // Named by its feed position, so a later right code's position tells which came
         // before it.
         let member = format!("{registration}#{position}");
         let failure = policy.failure(&caller.instance, &user.id, &member);
         if self.budgets.take(&failure).await? == TakeOutcome::Taken {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if self.end_runs_before_success(caller, user).await? > 0
             && self.budgets.take(&failure).await? == TakeOutcome::Taken
         {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let until = self.clock.now()
             + chrono::Duration::from_std(policy.failure_lockout).unwrap_or(chrono::Duration::MAX);
@@ -367,18 +378,19 @@ impl CommandService {
         tracing::warn!(user = %user.id, "wrong codes in a row reached the cap: verification locked");
         let slots = AbusePolicy::slot_key(&caller.instance, &user.id);
         let system = Caller::new(caller.instance.clone(), PrincipalId::system());
+        let mut locks = Vec::new();
         for slot in self.budgets.members(&slots).await? {
             let Ok(id) = RegistrationId::parse("otp_sms_id", slot.member) else {
                 continue;
             };
-            let command = Command::LockVerification { until };
-            // Boxed: this runs inside the command loop that recorded the wrong code.
-            let locked = Box::pin(self.execute(&system, user, &id, &command, None)).await;
-            if let Err(e) = locked {
-                tracing::warn!(error = %e, registration = %id, "could not lock a registration");
-            }
+            locks.push(FollowUp {
+                caller: system.clone(),
+                user: user.clone(),
+                registration: id,
+                command: Command::LockVerification { until },
+            });
         }
-        Ok(())
+        Ok(locks)
     }
 
     /// The user's registrations (slot members) as their streams say they are now.

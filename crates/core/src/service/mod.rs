@@ -2,6 +2,7 @@
 //! ([`command`]: load, rebuild, decide, append, retry on conflict); the notifier's pass over the
 //! delivery outbox is [`delivery`].
 
+mod attempt;
 mod command;
 mod delivery;
 mod guard;
@@ -31,6 +32,7 @@ use crate::ports::{
 use crate::store::{EventStore, StreamId};
 use crate::stream_cache::StreamCache;
 
+use attempt::Attempt;
 use idempotency::Fingerprint;
 
 pub use delivery::{CodeDelivery, DeliveryPolicy, DeliveryReport};
@@ -365,16 +367,10 @@ impl CommandService {
             phone,
             verification,
         };
-        let details = self
-            .execute_as(
-                run.command,
-                caller,
-                &user,
-                &run.registration,
-                &command,
-                fresh.as_ref(),
-            )
-            .await?;
+        let attempt = Attempt::new(caller, &user, &run.registration, &command)
+            .under(run.command)
+            .with_code(fresh.as_ref());
+        let details = self.execute(attempt).await?;
         Ok(AddResponse {
             details,
             registration_id: run.registration,
@@ -405,15 +401,8 @@ impl CommandService {
             .run_for(caller, fingerprint, registration, None)
             .await?;
         let command = Command::Verify { code };
-        self.execute_as(
-            run.command,
-            caller,
-            &user,
-            &run.registration,
-            &command,
-            None,
-        )
-        .await
+        self.execute(Attempt::new(caller, &user, &run.registration, &command).under(run.command))
+            .await
     }
 
     /// `RemoveOTPSMSAuthenticator`.
@@ -428,7 +417,7 @@ impl CommandService {
             .run_for(caller, fingerprint, registration, None)
             .await?;
         let remove = Command::Remove;
-        self.execute_as(run.command, caller, &user, &run.registration, &remove, None)
+        self.execute(Attempt::new(caller, &user, &run.registration, &remove).under(run.command))
             .await
     }
 
@@ -467,16 +456,10 @@ impl CommandService {
             code: code.clone(),
             delivery,
         };
-        let details = self
-            .execute_as(
-                run.command,
-                caller,
-                &user,
-                &registration,
-                &command,
-                Some(&code),
-            )
-            .await?;
+        let attempt = Attempt::new(caller, &user, &registration, &command)
+            .under(run.command)
+            .with_code(Some(&code));
+        let details = self.execute(attempt).await?;
         let verification_code = match delivery {
             // A test number was issued its fixed code, not the drawn one.
             Delivery::Return => Some(
@@ -526,7 +509,12 @@ impl CommandService {
                 continue;
             };
             match self
-                .execute(caller, &user, &id, &Command::UnlockVerification, None)
+                .execute(Attempt::new(
+                    caller,
+                    &user,
+                    &id,
+                    &Command::UnlockVerification,
+                ))
                 .await
             {
                 // Removed meanwhile: nothing to unlock.
@@ -553,7 +541,7 @@ impl CommandService {
             idempotency_key: None,
         };
         let command = Command::RecordCodeSent { number };
-        self.execute(&caller, user, registration, &command, None)
+        self.execute(Attempt::new(&caller, user, registration, &command))
             .await
     }
 
@@ -577,7 +565,7 @@ impl CommandService {
         let user = UserRecord { id, organization };
         let caller = Caller::new(instance.clone(), PrincipalId::system());
         let command = Command::RecordDeliveryReport { number, failure };
-        self.execute(&caller, &user, registration, &command, None)
+        self.execute(Attempt::new(&caller, &user, registration, &command))
             .await
     }
 
