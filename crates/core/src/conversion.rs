@@ -30,25 +30,7 @@ use chrono::{DateTime, Utc};
 use crate::event::Event;
 use crate::store::{EventStore, RecordedEvent, StoreError};
 
-/// Codes sent and codes verified in the window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rate {
-    /// Codes handed to the SMS provider (`code sent`).
-    pub sent: u64,
-    /// Registrations verified with a code that was sent (`verified` after `code sent`).
-    pub verified: u64,
-}
-
-impl Rate {
-    /// Verified per sent, 1 when nothing was sent.
-    pub fn ratio(&self) -> f64 {
-        if self.sent == 0 {
-            1.0
-        } else {
-            self.verified as f64 / self.sent as f64
-        }
-    }
-}
+pub use crate::abuse::Rate;
 
 /// Where a registration's number belongs.
 #[derive(Debug, Clone)]

@@ -8,8 +8,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::ids::{OrganizationId, RegistrationId, UserId};
 use crate::keys::CodeHash;
+use crate::payload::{CodecError, EventPayload};
 use crate::phone::Phone;
-use crate::store::{CodecError, EventPayload};
 
 /// The aggregate type of every registration stream.
 pub const AGGREGATE_TYPE: &str = "user.otp_sms";

@@ -65,6 +65,7 @@ pub mod message;
 pub mod metrics;
 #[cfg(feature = "notifier")]
 mod notifier;
+mod payload;
 mod phone;
 mod ports;
 mod service;

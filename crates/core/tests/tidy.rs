@@ -1,7 +1,13 @@
-//! The core's module graph has no cycle (as rust-analyzer keeps its own house with "tidy"
-//! tests): each file's `crate::` paths are read as imports of the file that defines them, and a
-//! cycle among the files fails this test with its files named. A module's own `mod`
-//! declarations and `super::` paths are structure, not imports, and are not counted.
+//! The core's house rules, kept by "tidy" tests as rust-analyzer keeps its own: each file's
+//! `crate::` paths are read as imports of the file that defines what they name, and
+//!
+//! - every file sits in one layer, leaves → domain → ports → service ([`LAYERS`]), and imports
+//!   only from its own layer or those below: a file that imports one above it fails the test,
+//!   both named;
+//! - no files import each other in a cycle, within a layer too.
+//!
+//! A module's own `mod` declarations and `super::` paths are structure, not imports, and are
+//! not counted; `lib.rs` (the public face, re-exporting everything) is above every layer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -95,26 +101,178 @@ fn crate_paths(text: &str) -> Vec<Vec<String>> {
     paths
 }
 
+/// The names each file defines (`struct`, `enum`, `trait`, `fn`, `const`, `static`, `type`,
+/// at any visibility, outside its tests): name → the files defining it.
+fn definitions(files: &[(PathBuf, String)]) -> BTreeMap<String, BTreeSet<PathBuf>> {
+    let mut defined: BTreeMap<String, BTreeSet<PathBuf>> = BTreeMap::new();
+    for (file, text) in files {
+        for line in text.lines().take_while(|l| l.trim() != "#[cfg(test)]") {
+            let words: Vec<&str> = line
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let keyword = words.iter().position(|w| {
+                matches!(
+                    *w,
+                    "struct" | "enum" | "trait" | "fn" | "const" | "static" | "type"
+                )
+            });
+            let leading = line.trim_start();
+            let is_item = leading.starts_with("pub")
+                || [
+                    "struct ",
+                    "enum ",
+                    "trait ",
+                    "fn ",
+                    "const ",
+                    "static ",
+                    "type ",
+                    "async fn ",
+                ]
+                .iter()
+                .any(|k| leading.starts_with(k));
+            if let (true, Some(k)) = (is_item, keyword) {
+                if let Some(name) = words.get(k + 1) {
+                    defined
+                        .entry((*name).to_owned())
+                        .or_default()
+                        .insert(file.clone());
+                }
+            }
+        }
+    }
+    defined
+}
+
+/// The file a path names: the one file that defines its last name, when exactly one does
+/// (so `crate::abuse::Scope`, re-exported by `abuse/mod.rs`, is the file of `enum Scope`);
+/// else the module file its segments reach.
+fn target_of(
+    src: &Path,
+    segments: &[&str],
+    defined: &BTreeMap<String, BTreeSet<PathBuf>>,
+) -> Option<PathBuf> {
+    let last = segments.last()?;
+    match defined.get(*last) {
+        Some(files) if files.len() == 1 => files.iter().next().cloned(),
+        _ => file_of(src, segments),
+    }
+}
+
 /// The import graph of the core's files: file → the files it takes names from.
 fn graph() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
+    let mut paths = Vec::new();
+    sources(&src, &mut paths);
+    let files: Vec<(PathBuf, String)> = paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("read a source file");
+            (p, text)
+        })
+        .collect();
+    let defined = definitions(&files);
     let mut graph = BTreeMap::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("read a source file");
+    for (file, text) in &files {
         let mut edges = BTreeSet::new();
-        for path in crate_paths(&text) {
+        for path in crate_paths(text) {
             let segments: Vec<&str> = path.iter().map(String::as_str).collect();
-            if let Some(target) = file_of(&src, &segments) {
-                if target != file {
+            if let Some(target) = target_of(&src, &segments, &defined) {
+                if &target != file {
                     edges.insert(target);
                 }
             }
         }
-        graph.insert(file, edges);
+        graph.insert(file.clone(), edges);
     }
     graph
+}
+
+/// The layers, lowest first, and the files in each (a folder: every file in it). A file of a
+/// layer may import from its own layer and those below, never from one above.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "leaves: values that know nothing of registrations",
+        &[
+            "ids.rs",
+            "message.rs",
+            "phone.rs",
+            "phone/",
+            "code.rs",
+            "keys.rs",
+            "payload.rs",
+        ],
+    ),
+    (
+        "domain: the events, the aggregate, the rules, and their errors",
+        &[
+            "error.rs",
+            "event.rs",
+            "aggregate.rs",
+            "api.rs",
+            "abuse/policy.rs",
+            "abuse/plan.rs",
+            "idempotency/key.rs",
+        ],
+    ),
+    (
+        "ports: what a host plugs in, its in-process defaults, and what observes the service",
+        &[
+            "store.rs",
+            "ports.rs",
+            "caller.rs",
+            "authentication.rs",
+            "abuse/mod.rs",
+            "abuse/budget.rs",
+            "abuse/memory.rs",
+            "idempotency/mod.rs",
+            "idempotency/memory.rs",
+            "stream_cache.rs",
+            "conversion.rs",
+            "metrics.rs",
+        ],
+    ),
+    (
+        "service: the command service, its loop and the notifier",
+        &["service/", "notifier.rs"],
+    ),
+];
+
+/// The layer of `file` (relative to `src/`), `None` for `lib.rs`.
+fn layer_of(file: &Path) -> Option<usize> {
+    let name = file.to_string_lossy().replace('\\', "/");
+    LAYERS.iter().position(|(_, files)| {
+        files.iter().any(|f| {
+            if f.ends_with('/') {
+                name.starts_with(f)
+            } else {
+                name == *f
+            }
+        })
+    })
+}
+
+/// Every import that runs from a file up to a higher layer: (importer, imported).
+fn imports_upward(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let rel = |p: &Path| p.strip_prefix(&src).unwrap_or(p).to_path_buf();
+    let mut found = Vec::new();
+    for (file, edges) in graph {
+        let Some(from) = layer_of(&rel(file)) else {
+            continue;
+        };
+        for edge in edges {
+            if let Some(to) = layer_of(&rel(edge)) {
+                if to > from {
+                    found.push((
+                        format!("{} ({})", rel(file).display(), LAYERS[from].0),
+                        format!("{} ({})", rel(edge).display(), LAYERS[to].0),
+                    ));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// A cycle of `graph`, if it has one, as the files along it.
@@ -158,6 +316,36 @@ fn a_cycle(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Option<Vec<PathBuf>>
 }
 
 #[test]
+fn every_file_has_a_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let unplaced: Vec<String> = graph()
+        .keys()
+        .map(|p| p.strip_prefix(&src).unwrap_or(p).to_path_buf())
+        .filter(|p| p != Path::new("lib.rs") && layer_of(p).is_none())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "files of otp-sms-core without a layer (add each to LAYERS in tests/tidy.rs): {unplaced:?}"
+    );
+}
+
+#[test]
+fn no_file_imports_one_above_it() {
+    let upward = imports_upward(&graph());
+    assert!(
+        upward.is_empty(),
+        "imports that run up the layers of otp-sms-core (move what the lower file needs down, \
+         as payload.rs holds the event payload trait below both event.rs and store.rs):\n{}",
+        upward
+            .iter()
+            .map(|(from, to)| format!("  {from} imports {to}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
 fn the_core_has_no_import_cycle() {
     let graph = graph();
     assert!(graph.len() > 20, "the core's files were found");
@@ -179,11 +367,12 @@ fn the_core_has_no_import_cycle() {
     }
 }
 
-/// The detector itself: a planted back-import is a cycle, and what the reader reads is what
-/// the code names.
+/// The detectors themselves: a planted back-import is a cycle and an upward import, and what
+/// the reader reads is what the code names.
 #[test]
 fn a_planted_back_import_is_found() {
     let mut graph = graph();
+    assert!(imports_upward(&graph).is_empty());
     assert!(a_cycle(&graph).is_none());
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     // ports.rs takes `Caller` from caller.rs; were caller.rs to take the `Authenticator` back
@@ -195,6 +384,28 @@ fn a_planted_back_import_is_found() {
         .insert(src.join("ports.rs"));
     let cycle = a_cycle(&graph).expect("the planted cycle");
     assert!(cycle.contains(&src.join("caller.rs")) && cycle.contains(&src.join("ports.rs")));
+
+    // The aggregate (domain) taking anything from the service is an import up two layers.
+    graph
+        .get_mut(&src.join("aggregate.rs"))
+        .expect("aggregate.rs")
+        .insert(src.join("service/command.rs"));
+    let upward = imports_upward(&graph);
+    assert_eq!(upward.len(), 1, "{upward:?}");
+    assert!(upward[0].0.starts_with("aggregate.rs (domain"));
+    assert!(upward[0].1.starts_with("service/command.rs (service"));
+
+    // A name re-exported by a module's `mod.rs` is the file that defines it.
+    let read = crate_paths("use crate::abuse::Scope;");
+    let segments: Vec<&str> = read[0].iter().map(String::as_str).collect();
+    let files: Vec<(PathBuf, String)> = ["abuse/policy.rs", "abuse/mod.rs"]
+        .iter()
+        .map(|f| (src.join(f), std::fs::read_to_string(src.join(f)).unwrap()))
+        .collect();
+    assert_eq!(
+        target_of(&src, &segments, &definitions(&files)),
+        Some(src.join("abuse/policy.rs"))
+    );
 
     let read = crate_paths(
         "use crate::a::B;\nuse crate::{c::D, e::{F, G}};\n// crate::comment::X\nfn f() { crate::h::i(); }\n#[cfg(test)]\nuse crate::tests_only::X;\n",

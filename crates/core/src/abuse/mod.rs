@@ -17,4 +17,4 @@ mod policy;
 pub use budget::{BudgetStore, BudgetTake, Member, Rule, TakeOutcome, TakeRequest};
 pub use memory::MemoryBudgets;
 pub use plan::{redact_phone, NumberCheck, SendPlan};
-pub use policy::{AbusePolicy, AbusePolicyError, Limit, RangeCollapse, Scope, TestNumber};
+pub use policy::{AbusePolicy, AbusePolicyError, Limit, RangeCollapse, Rate, Scope, TestNumber};

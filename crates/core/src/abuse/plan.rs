@@ -280,7 +280,7 @@ impl AbusePolicy {
         organization: &OrganizationId,
         phone: &Phone,
         address: Option<IpAddr>,
-        range: crate::conversion::Rate,
+        range: super::policy::Rate,
         member: &str,
     ) -> SendPlan {
         let mut plan = SendPlan::default();
@@ -356,8 +356,8 @@ impl AbusePolicy {
 
 #[cfg(test)]
 mod tests {
+    use crate::abuse::Rate;
     use super::*;
-    use crate::conversion::Rate;
 
     fn phone(n: &str) -> Phone {
         Phone::parse(n).unwrap()

@@ -177,7 +177,7 @@ impl RangeCollapse {
     /// assert!(!rule.collapsed(Rate { sent: 40, verified: 4 }));
     /// assert!(!rule.collapsed(Rate { sent: 19, verified: 0 }));
     /// ```
-    pub fn collapsed(&self, rate: crate::conversion::Rate) -> bool {
+    pub fn collapsed(&self, rate: Rate) -> bool {
         rate.sent >= self.min_sent.max(1)
             && u128::from(rate.verified) * 100
                 < u128::from(rate.sent) * u128::from(self.below_percent)
@@ -469,6 +469,27 @@ impl AbusePolicy {
             .iter()
             .find(|t| t.number == e164)
             .map(|t| t.code.as_str())
+    }
+}
+
+/// A number range's conversion: codes sent and codes verified in the window (what
+/// [`crate::conversion::RangeSignal`] reads from the feed; [`RangeCollapse`] judges it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rate {
+    /// Codes handed to the SMS provider (`code sent`).
+    pub sent: u64,
+    /// Registrations verified with a code that was sent (`verified` after `code sent`).
+    pub verified: u64,
+}
+
+impl Rate {
+    /// Verified per sent, 1 when nothing was sent.
+    pub fn ratio(&self) -> f64 {
+        if self.sent == 0 {
+            1.0
+        } else {
+            self.verified as f64 / self.sent as f64
+        }
     }
 }
 
