@@ -122,7 +122,7 @@ fn debug_of_arguments_and_configuration_shows_no_secret() {
         "[abuse]\ntest_numbers = [{ number = \"+41791234567\", code = \"24682468\" }]\n",
     );
     let config = Config::from_toml(&text).unwrap();
-    let directory = otp_sms_server::config::Directory::new(&config).unwrap();
+    let directory = config.directory().unwrap();
     let shown = format!("{args:?}\n{config:?}\n{directory:?}");
     for secret in [
         "db-pa55word",

@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use criterion::{black_box, criterion_main, BatchSize, Criterion};
 use otp_sms_core::{
-    AddRequest, AddVerification, Authorizer, Caller, CodeBinding, CodeKey, CodeKeyRing, CodePolicy,
-    Command, CommandService, Context, Event, InstanceId, KeyId, OrganizationId, Phone,
-    PhoneVerification, PortError, PrincipalId, Registration, RegistrationId, UserDirectory, UserId,
-    UserRecord, VerificationCode, VerifyRequest,
+    AddRequest, AddVerification, Caller, CodeBinding, CodeKey, CodeKeyRing, CodePolicy, Command,
+    CommandService, Context, Event, InstanceId, KeyId, OrganizationId, Phone, PhoneVerification,
+    PrincipalId, Registration, RegistrationId, UserId, VerificationCode, VerifyRequest,
 };
+use otp_sms_directory::StaticDirectory;
 use otp_sms_memory::MemoryStore;
 
 fn keys() -> CodeKeyRing {
@@ -77,52 +76,20 @@ fn domain(c: &mut Criterion) {
     );
 }
 
-struct OneUser;
-
-#[async_trait]
-impl UserDirectory for OneUser {
-    async fn find_user(
-        &self,
-        _instance: &InstanceId,
-        user: &UserId,
-    ) -> Result<Option<UserRecord>, PortError> {
-        Ok(Some(UserRecord {
-            id: user.clone(),
-            organization: OrganizationId::parse("org", "org-1").unwrap(),
-        }))
-    }
-    async fn organization_by_domain(
-        &self,
-        _instance: &InstanceId,
-        _domain: &str,
-    ) -> Result<Option<OrganizationId>, PortError> {
-        Ok(None)
-    }
-}
-
-struct Nobody;
-
-#[async_trait]
-impl Authorizer for Nobody {
-    async fn has_permission(
-        &self,
-        _: &InstanceId,
-        _: &PrincipalId,
-        _: &OrganizationId,
-        _: &str,
-    ) -> Result<bool, PortError> {
-        Ok(false)
-    }
-}
-
 fn service(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    // One user, acting for itself (no grants), in the library's static directory.
+    let directory = Arc::new(StaticDirectory::new().with_user(
+        InstanceId::parse("instance", "bench").unwrap(),
+        UserId::parse("id", "user-1").unwrap(),
+        OrganizationId::parse("org", "org-1").unwrap(),
+    ));
     let service = CommandService::new(
         Arc::new(MemoryStore::<Event>::new()),
-        Arc::new(OneUser),
-        Arc::new(Nobody),
+        directory.clone(),
+        directory,
         keys(),
     );
     let caller = Caller {

@@ -20,7 +20,6 @@
 mod baseline;
 mod remote;
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,11 +27,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clap::{Parser, ValueEnum};
 use otp_sms_core::{
-    AbusePolicy, AddRequest, Append, Authorizer, BudgetStore, Caller, CodeKey, CodeKeyRing,
-    CommandService, Event, EventStore, ExpectedVersion, InstanceId, KeyId, Limit, NewEvent,
-    OrganizationId, PhoneVerification, PortError, PrincipalId, TakeOutcome, TakeRequest,
-    UserDirectory, UserId, UserRecord, VerifyRequest,
+    AbusePolicy, AddRequest, Append, BudgetStore, Caller, CodeKey, CodeKeyRing, CommandService,
+    Event, EventStore, ExpectedVersion, InstanceId, KeyId, Limit, NewEvent, OrganizationId,
+    PhoneVerification, PortError, PrincipalId, TakeOutcome, TakeRequest, UserId, VerifyRequest,
 };
+use otp_sms_directory::StaticDirectory;
 use otp_sms_memory::MemoryStore;
 use otp_sms_postgres::PgStore;
 
@@ -167,73 +166,6 @@ const ALLOCATOR_NAME: &str = if cfg!(all(feature = "jemalloc", not(target_env = 
 
 const INSTANCE: &str = "bench";
 const ORG: &str = "bench-org";
-
-/// The host's user directory: one user per registration, in one organization, in a hash map
-/// as an in-process cache of the host's users would be. Ids are kept inline in the table
-/// (`UserKey`), so a look-up does not chase a pointer to the stored id: the benchmark measures
-/// the library's verify, and a `HashMap<UserId, _>` spent a tenth of it on that cache miss.
-struct Users {
-    users: HashMap<UserKey, OrganizationId, foldhash::fast::RandomState>,
-}
-
-/// A user id of up to 32 bytes, inline. The benchmark's ids (`user-00000001`) all fit; a
-/// longer id is not in this directory.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct UserKey {
-    len: u8,
-    bytes: [u8; 32],
-}
-
-impl UserKey {
-    fn new(id: &str) -> Option<Self> {
-        let mut bytes = [0u8; 32];
-        bytes.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
-        Some(Self {
-            len: id.len() as u8,
-            bytes,
-        })
-    }
-}
-
-#[async_trait]
-impl UserDirectory for Users {
-    async fn find_user(
-        &self,
-        _instance: &InstanceId,
-        user: &UserId,
-    ) -> Result<Option<UserRecord>, PortError> {
-        Ok(UserKey::new(user.as_str())
-            .and_then(|key| self.users.get(&key))
-            .map(|org| UserRecord {
-                id: user.clone(),
-                organization: org.clone(),
-            }))
-    }
-
-    async fn organization_by_domain(
-        &self,
-        _instance: &InstanceId,
-        _domain: &str,
-    ) -> Result<Option<OrganizationId>, PortError> {
-        Ok(None)
-    }
-}
-
-/// Nobody holds `user.write`: every caller acts for themselves.
-struct SelfOnly;
-
-#[async_trait]
-impl Authorizer for SelfOnly {
-    async fn has_permission(
-        &self,
-        _instance: &InstanceId,
-        _principal: &PrincipalId,
-        _organization: &OrganizationId,
-        _permission: &str,
-    ) -> Result<bool, PortError> {
-        Ok(false)
-    }
-}
 
 fn user_name(i: usize) -> String {
     format!("user-{i:08}")
@@ -572,19 +504,20 @@ async fn measure(
         preload(store.as_ref(), &keys, args.preload_events).await?;
     }
     // One organization value per user, as rows loaded from the host's storage would be.
-    let users = Users {
-        users: (0..n)
-            .map(|i| {
-                (
-                    UserKey::new(&user_name(i)).expect("benchmark user ids fit"),
-                    OrganizationId::parse("org", ORG).expect("valid"),
-                )
-            })
-            .collect(),
-    };
+    // The host's users: one per registration, in one organization, in the library's
+    // static directory (no grants: every caller acts for themselves).
+    let instance = InstanceId::parse("instance", INSTANCE).expect("valid");
+    let organization = OrganizationId::parse("org", ORG).expect("valid");
+    let users = Arc::new((0..n).fold(StaticDirectory::new(), |d, i| {
+        d.with_user(
+            instance.clone(),
+            UserId::parse("id", user_name(i)).expect("benchmark user ids are valid"),
+            organization.clone(),
+        )
+    }));
     // Leaked: it lives until the process exits, and tasks borrow it without reference counts.
     let shared: &'static Shared = Box::leak(Box::new(Shared {
-        service: CommandService::new(store, Arc::new(users), Arc::new(SelfOnly), keys)
+        service: CommandService::new(store, users.clone(), users, keys)
             .with_stream_cache(args.stream_cache.unwrap_or(match args.store {
                 Some(StoreKind::Postgres) => otp_sms_core::StreamCache::DEFAULT_CAPACITY,
                 _ => 0,

@@ -38,7 +38,7 @@ pub mod metrics;
 pub mod telemetry;
 pub mod tls;
 
-use config::{Config, Directory, SenderKind};
+use config::{Config, SenderKind};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -427,7 +427,7 @@ pub async fn run(
             ))
         }
     };
-    let directory = Arc::new(Directory::new(&config)?);
+    let directory = Arc::new(config.directory()?);
     let policy = config.policy.policy()?;
     let keys = load_keys(&args)?;
     // Before the listener opens, so that no request waits for it.

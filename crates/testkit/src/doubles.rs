@@ -1,81 +1,107 @@
 //! Test doubles for the ports other than the event store.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use otp_sms_core::{
-    Authorizer, InstanceId, OrganizationId, PortError, PrincipalId, Sms, SmsSender, UserDirectory,
-    UserId, UserRecord,
+    Authenticator, Authorizer, Caller, InstanceId, OrganizationId, PortError, PrincipalId, Sms,
+    SmsSender, UserDirectory, UserId, UserRecord,
 };
+use otp_sms_directory::StaticDirectory;
 
-/// A user directory held in memory.
+/// The library's [`StaticDirectory`] with builders that take plain strings, for tests: users
+/// and their organizations' domains, grants, bearer tokens and instance domains, in one value
+/// that is the user directory, the authorizer and the authenticator. Invalid ids panic: they
+/// are test input.
+///
+/// [`StaticUsers`], [`StaticAuthorizer`] and [`StaticTokens`] name it by the port a test
+/// uses it for.
 #[derive(Debug, Default)]
-pub struct StaticUsers {
-    users: HashMap<(InstanceId, UserId), OrganizationId>,
-    domains: HashMap<(InstanceId, String), OrganizationId>,
-    unavailable: AtomicBool,
+pub struct TestDirectory(StaticDirectory);
+
+/// A [`TestDirectory`] used as the user directory.
+pub type StaticUsers = TestDirectory;
+/// A [`TestDirectory`] used as the authorizer.
+pub type StaticAuthorizer = TestDirectory;
+/// A [`TestDirectory`] used as the authenticator.
+pub type StaticTokens = TestDirectory;
+
+fn id<T: std::str::FromStr>(what: &str, value: &str) -> T {
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("test {what} `{value}` is not a valid id"))
 }
 
-impl StaticUsers {
-    /// An empty directory.
+impl TestDirectory {
+    /// An empty directory: no users, no grants (only users themselves may act), no tokens.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Adds user `user` of organization `org` in `instance` (panics on invalid ids: test input).
-    pub fn with_user(mut self, instance: &str, user: &str, org: &str) -> Self {
-        self.users.insert(
-            (
-                InstanceId::parse("instance", instance).expect("test instance id"),
-                UserId::parse("id", user).expect("test user id"),
-            ),
-            OrganizationId::parse("organization", org).expect("test org id"),
-        );
-        self
+    /// Adds user `user` of organization `org` in `instance`.
+    pub fn with_user(self, instance: &str, user: &str, org: &str) -> Self {
+        Self(self.0.with_user(
+            id("instance", instance),
+            id("user", user),
+            id("organization", org),
+        ))
     }
 
     /// Adds the primary domain of an organization.
-    pub fn with_domain(mut self, instance: &str, domain: &str, org: &str) -> Self {
-        self.domains.insert(
-            (
-                InstanceId::parse("instance", instance).expect("test instance id"),
-                domain.to_owned(),
-            ),
-            OrganizationId::parse("organization", org).expect("test org id"),
-        );
-        self
+    pub fn with_domain(self, instance: &str, domain: &str, org: &str) -> Self {
+        Self(self.0.with_organization_domain(
+            id("instance", instance),
+            domain,
+            id("organization", org),
+        ))
     }
 
-    /// Makes every lookup fail as unreachable (or work again).
+    /// Grants `permission` in `org` of `instance` to `principal`.
+    pub fn grant(self, instance: &str, principal: &str, org: &str, permission: &str) -> Self {
+        Self(self.0.with_grant(
+            id("instance", instance),
+            id("principal", principal),
+            id("organization", org),
+            permission,
+        ))
+    }
+
+    /// `token` authenticates `principal` in `instance`.
+    pub fn with_token(self, token: &str, instance: &str, principal: &str) -> Self {
+        Self(
+            self.0
+                .with_token(token, id("instance", instance), id("principal", principal)),
+        )
+    }
+
+    /// `domain` names `instance`.
+    pub fn with_instance_domain(self, domain: &str, instance: &str) -> Self {
+        Self(
+            self.0
+                .with_instance_domain(domain, id("instance", instance)),
+        )
+    }
+
+    /// Makes every look-up fail as unreachable (or work again).
     pub fn set_unavailable(&self, unavailable: bool) {
-        self.unavailable.store(unavailable, Ordering::SeqCst);
+        self.0.set_unavailable(unavailable);
     }
 
-    fn check(&self) -> Result<(), PortError> {
-        if self.unavailable.load(Ordering::SeqCst) {
-            return Err(PortError::Unavailable("user directory is down".into()));
-        }
-        Ok(())
+    /// The library's directory inside.
+    pub fn directory(&self) -> &StaticDirectory {
+        &self.0
     }
 }
 
 #[async_trait]
-impl UserDirectory for StaticUsers {
+impl UserDirectory for TestDirectory {
     async fn find_user(
         &self,
         instance: &InstanceId,
         user: &UserId,
     ) -> Result<Option<UserRecord>, PortError> {
-        self.check()?;
-        Ok(self
-            .users
-            .get(&(instance.clone(), user.clone()))
-            .map(|org| UserRecord {
-                id: user.clone(),
-                organization: org.clone(),
-            }))
+        self.0.find_user(instance, user).await
     }
 
     async fn organization_by_domain(
@@ -83,40 +109,20 @@ impl UserDirectory for StaticUsers {
         instance: &InstanceId,
         domain: &str,
     ) -> Result<Option<OrganizationId>, PortError> {
-        self.check()?;
-        Ok(self
-            .domains
-            .get(&(instance.clone(), domain.to_owned()))
-            .cloned())
-    }
-}
-
-/// An authorizer with a fixed set of grants: (instance, principal, organization, permission).
-#[derive(Debug, Default)]
-pub struct StaticAuthorizer {
-    grants: HashSet<(String, String, String, String)>,
-}
-
-impl StaticAuthorizer {
-    /// No grants: only users themselves may act.
-    pub fn new() -> Self {
-        Self::default()
+        self.0.organization_by_domain(instance, domain).await
     }
 
-    /// Grants `permission` in `org` of `instance` to `principal`.
-    pub fn grant(mut self, instance: &str, principal: &str, org: &str, permission: &str) -> Self {
-        self.grants.insert((
-            instance.to_owned(),
-            principal.to_owned(),
-            org.to_owned(),
-            permission.to_owned(),
-        ));
-        self
+    async fn preferred_language(
+        &self,
+        instance: &InstanceId,
+        user: &UserId,
+    ) -> Result<Option<String>, PortError> {
+        self.0.preferred_language(instance, user).await
     }
 }
 
 #[async_trait]
-impl Authorizer for StaticAuthorizer {
+impl Authorizer for TestDirectory {
     async fn has_permission(
         &self,
         instance: &InstanceId,
@@ -124,12 +130,20 @@ impl Authorizer for StaticAuthorizer {
         organization: &OrganizationId,
         permission: &str,
     ) -> Result<bool, PortError> {
-        Ok(self.grants.contains(&(
-            instance.as_str().to_owned(),
-            principal.as_str().to_owned(),
-            organization.as_str().to_owned(),
-            permission.to_owned(),
-        )))
+        self.0
+            .has_permission(instance, principal, organization, permission)
+            .await
+    }
+}
+
+#[async_trait]
+impl Authenticator for TestDirectory {
+    async fn authenticate(&self, bearer_token: &str) -> Result<Option<Caller>, PortError> {
+        self.0.authenticate(bearer_token).await
+    }
+
+    async fn instance_by_domain(&self, domain: &str) -> Result<Option<InstanceId>, PortError> {
+        self.0.instance_by_domain(domain).await
     }
 }
 
@@ -202,56 +216,5 @@ impl SmsSender for RecordingSender {
             .unwrap_or_else(|p| p.into_inner())
             .push(sms.clone());
         Ok(())
-    }
-}
-
-/// An authenticator with fixed bearer tokens and instance domains.
-#[derive(Debug, Default)]
-pub struct StaticTokens {
-    tokens: HashMap<String, otp_sms_core::Caller>,
-    domains: HashMap<String, InstanceId>,
-}
-
-impl StaticTokens {
-    /// No tokens.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// `token` authenticates `principal` in `instance`.
-    pub fn with_token(mut self, token: &str, instance: &str, principal: &str) -> Self {
-        self.tokens.insert(
-            token.to_owned(),
-            otp_sms_core::Caller {
-                instance: InstanceId::parse("instance", instance).expect("test instance id"),
-                principal: PrincipalId::parse("principal", principal).expect("test principal"),
-                address: None,
-                idempotency_key: None,
-            },
-        );
-        self
-    }
-
-    /// `domain` names `instance`.
-    pub fn with_instance_domain(mut self, domain: &str, instance: &str) -> Self {
-        self.domains.insert(
-            domain.to_owned(),
-            InstanceId::parse("instance", instance).expect("test instance id"),
-        );
-        self
-    }
-}
-
-#[async_trait]
-impl otp_sms_core::Authenticator for StaticTokens {
-    async fn authenticate(
-        &self,
-        bearer_token: &str,
-    ) -> Result<Option<otp_sms_core::Caller>, PortError> {
-        Ok(self.tokens.get(bearer_token).cloned())
-    }
-
-    async fn instance_by_domain(&self, domain: &str) -> Result<Option<InstanceId>, PortError> {
-        Ok(self.domains.get(domain).cloned())
     }
 }

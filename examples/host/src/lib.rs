@@ -17,11 +17,11 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use otp_sms_core::message::MessageTemplates;
 use otp_sms_core::{
-    async_trait, Append, AppendOutcome, Authenticator, Authorizer, Caller, CodeKey, CodeKeyRing,
-    CommandService, Event, EventPayload, EventStore, InstanceId, KeyId, OrganizationId,
-    OutboxMessage, OutboxStats, PortError, PrincipalId, Recorded, SmsSender, StoreError, StreamId,
-    UserDirectory, UserId, UserRecord, Uuid, USER_WRITE,
+    async_trait, Append, AppendOutcome, Caller, CodeKey, CodeKeyRing, CommandService, Event,
+    EventPayload, EventStore, InstanceId, KeyId, OrganizationId, OutboxMessage, OutboxStats,
+    PrincipalId, Recorded, SmsSender, StoreError, StreamId, UserId, Uuid, USER_WRITE,
 };
+use otp_sms_directory::StaticDirectory;
 use otp_sms_providers::print::PrintSender;
 use otp_sms_providers::twilio::{TwilioFrom, TwilioOptions, TwilioSender};
 use serde_json::json;
@@ -29,27 +29,45 @@ use serde_json::json;
 /// Where the library is mounted.
 pub const PREFIX: &str = "/otp";
 
-/// The host's own users, sessions and admins (a real host has a database of them).
-#[derive(Debug, Default)]
+/// The host's own users, sessions and admins (a real host has a database of them). The
+/// library sees them through a [`StaticDirectory`] built from them: users of one organization,
+/// and `user.write` for the admins. A host with a database implements the three ports over it
+/// instead (`docs/embedding.md`).
+#[derive(Debug)]
 pub struct Directory {
     /// Session cookie value → user id.
     sessions: HashMap<String, String>,
-    /// Users who may manage other users' second factors.
-    admins: HashSet<String>,
+    /// The same users, and the admins' grant, as the library's ports.
+    people: Arc<StaticDirectory>,
 }
 
 impl Directory {
     /// The demo directory: sessions `alice-session`, `bob-session` and `root-session` (an
     /// admin), all users of one organization.
     pub fn demo() -> Self {
-        let sessions = [("alice-session", "alice"), ("bob-session", "bob")]
-            .into_iter()
-            .chain([("root-session", "root")])
-            .map(|(s, u)| (s.to_owned(), u.to_owned()))
-            .collect();
+        let sessions: HashMap<String, String> = [
+            ("alice-session", "alice"),
+            ("bob-session", "bob"),
+            ("root-session", "root"),
+        ]
+        .into_iter()
+        .map(|(s, u)| (s.to_owned(), u.to_owned()))
+        .collect();
+        let admins = HashSet::from(["root"]);
+        let instance = InstanceId::single_tenant();
+        let people = sessions.values().fold(StaticDirectory::new(), |d, user| {
+            let id: UserId = user.parse().expect("a valid user id");
+            let d = d.with_user(instance.clone(), id, organization());
+            if admins.contains(user.as_str()) {
+                let principal: PrincipalId = user.parse().expect("a valid principal");
+                d.with_grant(instance.clone(), principal, organization(), USER_WRITE)
+            } else {
+                d
+            }
+        });
         Self {
             sessions,
-            admins: HashSet::from(["root".to_owned()]),
+            people: Arc::new(people),
         }
     }
 
@@ -58,8 +76,10 @@ impl Directory {
         self.sessions.get(session).map(String::as_str)
     }
 
-    fn knows(&self, user: &str) -> bool {
-        self.sessions.values().any(|u| u == user)
+    /// The users and the admins' grant as the library's user directory, authorizer and
+    /// authenticator (it holds no bearer token: the session middleware hands callers over).
+    pub fn people(&self) -> Arc<StaticDirectory> {
+        Arc::clone(&self.people)
     }
 }
 
@@ -67,43 +87,6 @@ impl Directory {
 /// `InstanceId::single_tenant()`).
 fn organization() -> OrganizationId {
     "acme".parse().expect("a valid organization id")
-}
-
-#[async_trait]
-impl UserDirectory for Directory {
-    async fn find_user(
-        &self,
-        instance: &InstanceId,
-        user: &UserId,
-    ) -> Result<Option<UserRecord>, PortError> {
-        let known = *instance == InstanceId::single_tenant() && self.knows(user.as_str());
-        Ok(known.then(|| UserRecord {
-            id: user.clone(),
-            organization: organization(),
-        }))
-    }
-    // organization_by_domain: the default (no domains) suits this host.
-}
-
-#[async_trait]
-impl Authorizer for Directory {
-    async fn has_permission(
-        &self,
-        _instance: &InstanceId,
-        principal: &PrincipalId,
-        _organization: &OrganizationId,
-        permission: &str,
-    ) -> Result<bool, PortError> {
-        Ok(permission == USER_WRITE && self.admins.contains(principal.as_str()))
-    }
-}
-
-/// The host takes no bearer tokens: its session middleware hands the caller over.
-#[async_trait]
-impl Authenticator for Directory {
-    async fn authenticate(&self, _bearer_token: &str) -> Result<Option<Caller>, PortError> {
-        Ok(None)
-    }
 }
 
 /// The host's session middleware: a known `session` cookie puts its user in the request's
@@ -333,7 +316,8 @@ struct Host {
 pub fn service(store: Arc<dyn EventStore<Event>>, directory: Arc<Directory>) -> CommandService {
     // A real host loads its code key from its secret store.
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("host-1"), &[0x42; 32]));
-    CommandService::new(store, directory.clone(), directory, keys)
+    let people = directory.people();
+    CommandService::new(store, people.clone(), people, keys)
 }
 
 /// The host's application: its own routes, 404 and OpenAPI document, the library under
@@ -360,7 +344,7 @@ pub fn app(
             get(move || async move { Json(document.clone()) }),
         )
         .with_state(host)
-        .nest(PREFIX, otp_sms_http::router(service, directory.clone()))
+        .nest(PREFIX, otp_sms_http::router(service, directory.people()))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

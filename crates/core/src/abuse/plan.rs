@@ -356,8 +356,8 @@ impl AbusePolicy {
 
 #[cfg(test)]
 mod tests {
-    use crate::abuse::Rate;
     use super::*;
+    use crate::abuse::Rate;
 
     fn phone(n: &str) -> Phone {
         Phone::parse(n).unwrap()
