@@ -1,0 +1,82 @@
+//! Where the server keeps its state: PostgreSQL (the events, and the budgets and idempotency
+//! records every server on the database shares) or, without a database URL, memory.
+
+use std::sync::Arc;
+
+use otp_sms_core::{BudgetStore, Event, EventStore, IdempotencyStore};
+use otp_sms_memory::MemoryStore;
+use otp_sms_postgres::{DatabaseHosts, PgBudgets, PgIdempotency, PgStore};
+
+use crate::config::Config;
+use crate::{Args, StartError};
+
+/// How the server reaches its store, for the readiness check.
+#[derive(Clone)]
+pub(crate) enum StoreCheck {
+    /// Memory: always ready.
+    Memory,
+    /// PostgreSQL: ready while it takes writes.
+    Postgres(Arc<PgStore<Event>>),
+}
+
+/// The opened store and what goes with it.
+pub(crate) struct Storage {
+    /// The event store.
+    pub(crate) store: Arc<dyn EventStore<Event>>,
+    /// How readiness checks it.
+    pub(crate) check: StoreCheck,
+    /// The stream cache's size (0: none; memory needs none).
+    pub(crate) stream_cache: usize,
+    /// The budget and idempotency stores shared through the database (none: the service's
+    /// in-process defaults).
+    pub(crate) shared: Option<(Arc<dyn BudgetStore>, Arc<dyn IdempotencyStore>)>,
+}
+
+impl Storage {
+    /// PostgreSQL when `args` has a database URL (migrated, each component its own tables),
+    /// else memory.
+    pub(crate) async fn open(args: &Args, config: &Config) -> Result<Self, StartError> {
+        let Some(url) = &args.database_url else {
+            tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
+            return Ok(Self {
+                store: Arc::new(MemoryStore::<Event>::new()),
+                check: StoreCheck::Memory,
+                stream_cache: 0,
+                shared: None,
+            });
+        };
+        let timeouts = config.database.timeouts().map_err(StartError::Other)?;
+        // One host, or several (`host1:5432,host2:5432`, target_session_attrs): the pool
+        // starts on the one that takes writes, and the store follows a promotion.
+        let hosts = DatabaseHosts::parse(url)?;
+        let (first, found) = hosts.connect(timeouts.connect, |o| o).await?;
+        drop(first);
+        let pool = otp_sms_postgres::pool_options()
+            .acquire_timeout(timeouts.connect)
+            .connect_with(found)
+            .await
+            .map_err(otp_sms_postgres::map_error)?;
+        let store = Arc::new(
+            PgStore::<Event>::new(pool, &args.schema)?
+                .with_timeouts(timeouts)
+                .with_hosts(hosts),
+        );
+        store.migrate().await?;
+        tracing::info!(
+            schema = %args.schema,
+            stream_cache = config.service.stream_cache,
+            "using PostgreSQL; migrations applied"
+        );
+        // Budgets and idempotency records shared by every server on this database, on its
+        // clock.
+        let budgets = PgBudgets::new(store.pool().clone(), &args.schema)?.with_timeouts(timeouts);
+        let records =
+            PgIdempotency::new(store.pool().clone(), &args.schema)?.with_timeouts(timeouts);
+        Ok(Self {
+            store: store.clone(),
+            check: StoreCheck::Postgres(store),
+            stream_cache: config.service.stream_cache,
+            shared: Some((Arc::new(budgets), Arc::new(records))),
+        })
+    }
+}
