@@ -1,8 +1,9 @@
 //! Resolving a request's caller with the host's [`Authenticator`]: above both the caller's
 //! data ([`crate::caller`]) and the ports, so neither imports the other's way back.
 
-use crate::caller::{Caller, InstanceRef};
+use crate::caller::{bearer_token, Caller, ClientAddress, InstanceRef};
 use crate::error::Error;
+use crate::idempotency::IdempotencyKey;
 use crate::ids::InstanceId;
 use crate::ports::Authenticator;
 
@@ -64,4 +65,38 @@ pub async fn resolve_caller(
         return Err(Error::InstanceNotFound);
     }
     Ok(caller)
+}
+
+/// What a request carries about its caller, on any wire (HTTP headers or gRPC metadata, and
+/// the request's extensions): read by [`request_caller`], the one rule every adapter follows.
+#[derive(Debug, Default)]
+pub struct CallerEvidence<'a> {
+    /// A caller a host's (or the server's) middleware authenticated and handed over in the
+    /// request's extensions: it stands, and no token is read.
+    pub handed_over: Option<Caller>,
+    /// The client's address the middleware resolved, for the per-address budget.
+    pub client: Option<ClientAddress>,
+    /// The `Authorization` value, as sent.
+    pub authorization: Option<&'a [u8]>,
+    /// The `Idempotency-Key` values, as sent (more than one is refused).
+    pub idempotency_keys: Vec<&'a [u8]>,
+}
+
+/// The caller of a request, as every adapter reads it: [`resolve_caller`] over the handed-over
+/// caller or the bearer token (UNAUTHENTICATED without either; NOT_FOUND when `instance`
+/// names another instance), completed by the client's address and the idempotency key
+/// ([`IdempotencyKey::from_header_values`]; INVALID_ARGUMENT when malformed). The token is
+/// checked before the key is read.
+pub async fn request_caller(
+    auth: &dyn Authenticator,
+    evidence: CallerEvidence<'_>,
+    instance: Option<InstanceRef>,
+) -> Result<Caller, Error> {
+    let token = evidence
+        .authorization
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(bearer_token);
+    let caller = resolve_caller(auth, evidence.handed_over, token, instance).await?;
+    let key = IdempotencyKey::from_header_values(evidence.idempotency_keys)?;
+    Ok(caller.completed_by(evidence.client.map(|ClientAddress(a)| a), key))
 }

@@ -69,6 +69,7 @@ mod payload;
 mod phone;
 mod ports;
 mod service;
+mod status;
 mod store;
 mod stream_cache;
 
@@ -84,7 +85,7 @@ pub use api::{
     AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
     RegistrationRequest, ResendResponse, UserRequest, VerifyRequest,
 };
-pub use authentication::{authenticate, resolve_caller};
+pub use authentication::{authenticate, request_caller, resolve_caller, CallerEvidence};
 pub use caller::{bearer_token, Caller, ClientAddress, InstanceRef, TrustedProxies};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
@@ -108,6 +109,7 @@ pub use service::{
     CodeDelivery, CommandService, DeliveryPolicy, DeliveryReport,
     DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER,
 };
+pub use status::{ErrorStatus, StatusDetail};
 pub use store::{
     Append, AppendOutcome, CodecError, CommandId, EventPayload, EventStore, ExpectedVersion,
     NewEvent, NewOutboxMessage, OutboxMessage, OutboxStats, Recorded, RecordedEvent, RecordedMeta,

@@ -207,6 +207,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "domain: the events, the aggregate, the rules, and their errors",
         &[
             "error.rs",
+            "status.rs",
             "event.rs",
             "aggregate.rs",
             "api.rs",

@@ -29,9 +29,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use otp_sms_core::{
-    bearer_token, resolve_caller, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
-    Details, Error, IdempotencyKey, InstanceRef, OrganizationRef, OwnerType, PhoneVerification,
-    RegistrationRequest, UserRequest, VerifyRequest,
+    request_caller, AddRequest, Authenticator, Caller, CallerEvidence, ClientAddress,
+    CommandService, Details, Error, ErrorStatus, InstanceRef, OrganizationRef, OwnerType,
+    PhoneVerification, RegistrationRequest, StatusDetail, UserRequest, VerifyRequest,
 };
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -150,46 +150,60 @@ impl fmt::Debug for user::AddOtpsmsAuthenticatorResponse {
     }
 }
 
-/// The one mapping from the library's errors to gRPC: the code of [`Error::rpc_code`] and the
-/// caller-safe [`Error::public_message`].
+/// The one mapping from the library's errors to gRPC: [`ErrorStatus`], with its details as
+/// `google.protobuf.Any` in `grpc-status-details-bin` (which Connect's answers carry too).
 pub fn status(error: &Error) -> Status {
-    match error {
-        Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-        Error::Unavailable(detail) => tracing::warn!(error = %detail, "dependency unavailable"),
-        _ => {}
-    }
-    let code = tonic::Code::from_i32(error.rpc_code().as_i32());
-    let message = error.public_message();
-    // As ZITADEL's errors: the error's stable id first, then RetryInfo when time will help.
-    let mut details = vec![any(
-        "zitadel.v1.ErrorDetail",
-        &proto::zitadel::v1::ErrorDetail {
-            id: error.id().to_owned(),
-            message: message.clone(),
-        },
-    )];
-    if let Some(after) = error.retry_after() {
-        let delay = prost_types::Duration {
-            seconds: after.as_secs() as i64,
-            nanos: after.subsec_nanos() as i32,
-        };
-        details.push(any(
-            "google.rpc.RetryInfo",
-            &tonic_types::pb::RetryInfo {
-                retry_delay: Some(delay),
-            },
-        ));
-    }
+    let status = ErrorStatus::of(error);
+    let code = tonic::Code::from_i32(status.code.as_i32());
+    let details = status.details.iter().map(detail).collect();
     let rpc_status = RpcStatus {
         code: code as i32,
-        message: message.clone(),
+        message: status.message.clone(),
         details,
     };
     Status::with_details(
         code,
-        message,
+        status.message,
         prost::Message::encode_to_vec(&rpc_status).into(),
     )
+}
+
+/// One detail as `google.protobuf.Any`.
+fn detail(detail: &StatusDetail) -> prost_types::Any {
+    let name = detail.type_name();
+    match detail {
+        StatusDetail::ErrorId { id, message } => any(
+            name,
+            &proto::zitadel::v1::ErrorDetail {
+                id: (*id).to_owned(),
+                message: message.clone(),
+            },
+        ),
+        StatusDetail::BadRequest { field, description } => any(
+            name,
+            &tonic_types::pb::BadRequest {
+                field_violations: vec![tonic_types::pb::bad_request::FieldViolation {
+                    field: (*field).to_owned(),
+                    description: description.clone(),
+                    ..Default::default()
+                }],
+            },
+        ),
+        StatusDetail::RetryInfo(after) => any(
+            name,
+            &tonic_types::pb::RetryInfo {
+                retry_delay: Some(prost_types::Duration {
+                    seconds: after.as_secs() as i64,
+                    nanos: after.subsec_nanos() as i32,
+                }),
+            },
+        ),
+        // A detail this adapter does not know yet: its type alone.
+        _ => prost_types::Any {
+            type_url: format!("type.googleapis.com/{name}"),
+            value: Vec::new(),
+        },
+    }
 }
 
 /// `google.protobuf.Any` of a message named `name`.
@@ -289,45 +303,24 @@ impl UsersService {
         request: &Request<T>,
         instance: Option<object::Instance>,
     ) -> Result<Caller, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token);
+        let instance = instance_ref(instance).map_err(|e| status(&e))?;
         // A caller the host's middleware authenticated and put in the request's extensions
         // (tonic passes the HTTP request's extensions on) stands in for the token.
-        let handed_over = request.extensions().get::<Caller>().cloned();
-        let address = request
-            .extensions()
-            .get::<ClientAddress>()
-            .map(|ClientAddress(a)| *a);
-        let instance = instance_ref(instance).map_err(|e| status(&e))?;
-        let caller = resolve_caller(self.auth.as_ref(), handed_over, token, instance)
+        let headers: &axum::http::HeaderMap = request.metadata().as_ref();
+        let evidence = CallerEvidence {
+            handed_over: request.extensions().get::<Caller>().cloned(),
+            client: request.extensions().get::<ClientAddress>().copied(),
+            authorization: headers.get("authorization").map(|v| v.as_bytes()),
+            idempotency_keys: headers
+                .get_all("idempotency-key")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+        };
+        request_caller(self.auth.as_ref(), evidence, instance)
             .await
-            .map_err(|e| status(&e))?;
-        let key = idempotency_key(request.metadata()).map_err(|e| status(&e))?;
-        Ok(caller.completed_by(address, key))
+            .map_err(|e| status(&e))
     }
-}
-
-/// The `idempotency-key` metadata, if sent: one ASCII value.
-fn idempotency_key(
-    metadata: &tonic::metadata::MetadataMap,
-) -> Result<Option<IdempotencyKey>, Error> {
-    let mut values = metadata.get_all("idempotency-key").iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(Error::invalid(
-            "Idempotency-Key",
-            "send one key per request",
-        ));
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| Error::invalid("Idempotency-Key", "must be visible ASCII characters"))?;
-    IdempotencyKey::from_header(value).map(Some)
 }
 
 #[tonic::async_trait]

@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use otp_sms_core::{Error, RpcCode};
+use otp_sms_core::{Error, ErrorStatus, RpcCode, StatusDetail};
 use serde_json::json;
 
 use crate::wire::StatusJson;
@@ -26,64 +26,49 @@ pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ApiErro
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = self.0.rpc_code();
-        let status =
-            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let (message, details) = match &self.0 {
-            Error::InvalidArgument { field, reason } => (
-                self.0.to_string(),
-                vec![json!({
-                    "@type": "type.googleapis.com/google.rpc.BadRequest",
-                    "fieldViolations": [{"field": field, "description": reason}],
-                })],
-            ),
-            Error::RateLimited { .. } | Error::SendRefused { .. } => (
-                self.0.to_string(),
-                self.0
-                    .retry_after()
-                    .map(|after| {
-                        json!({
-                            "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                            "retryDelay": format!("{}s", after.as_secs().max(1)),
-                        })
-                    })
-                    .into_iter()
-                    .collect(),
-            ),
-            // The causes of these are for the logs, not for callers.
-            Error::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                (self.0.public_message(), Vec::new())
-            }
-            Error::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "dependency unavailable");
-                (self.0.public_message(), Vec::new())
-            }
-            other => (other.public_message(), Vec::new()),
-        };
-        // The error's stable id first, as ZITADEL's errors carry theirs.
-        let mut all = vec![json!({
-            "@type": "type.googleapis.com/zitadel.v1.ErrorDetail",
-            "id": self.0.id(),
-            "message": message,
-        })];
-        all.extend(details);
-        let body = StatusJson {
-            code: code.as_i32(),
-            message,
-            details: all,
-        };
-        let mut response = (status, Json(body)).into_response();
-        if let Some(retry_after) = self.0.retry_after() {
-            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        let status = ErrorStatus::of(&self.0);
+        let http =
+            StatusCode::from_u16(status.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let details = status.details.iter().map(detail).collect();
+        let mut response = (
+            http,
+            Json(StatusJson {
+                code: status.code.as_i32(),
+                message: status.message.clone(),
+                details,
+            }),
+        )
+            .into_response();
+        if let Some(secs) = status.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if code == RpcCode::Unauthenticated {
+        if status.code == RpcCode::Unauthenticated {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// One detail in the JSON mapping of `google.protobuf.Any`: `@type` and the message's fields.
+fn detail(detail: &StatusDetail) -> serde_json::Value {
+    let kind = format!("type.googleapis.com/{}", detail.type_name());
+    match detail {
+        StatusDetail::ErrorId { id, message } => {
+            json!({"@type": kind, "id": id, "message": message})
+        }
+        StatusDetail::BadRequest { field, description } => json!({
+            "@type": kind,
+            "fieldViolations": [{"field": field, "description": description}],
+        }),
+        StatusDetail::RetryInfo(after) => json!({
+            "@type": kind,
+            "retryDelay": format!("{}s", after.as_secs().max(1)),
+        }),
+        // A detail this adapter does not know yet: its type alone.
+        _ => json!({"@type": kind}),
     }
 }

@@ -49,9 +49,9 @@ use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
 use otp_sms_core::{
-    bearer_token, resolve_caller, AddRequest, Authenticator, Caller, ClientAddress, CommandService,
-    Delivery, Error, IdempotencyKey, InstanceRef, OrganizationRef, PhoneVerification,
-    RegistrationRequest, UserRequest, VerifyRequest,
+    request_caller, resolve_caller, AddRequest, Authenticator, Caller, CallerEvidence,
+    ClientAddress, CommandService, Delivery, Error, InstanceRef, OrganizationRef,
+    PhoneVerification, RegistrationRequest, UserRequest, VerifyRequest,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -331,11 +331,17 @@ async fn context(
     raw_query: Option<&str>,
     handed_over: HandedOver,
 ) -> Result<(Caller, Query), ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    let authenticated = resolve_caller(api.auth.as_ref(), handed_over.caller, token, None).await?;
+    let evidence = CallerEvidence {
+        handed_over: handed_over.caller,
+        client: handed_over.client,
+        authorization: headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        idempotency_keys: headers
+            .get_all(IDEMPOTENCY_KEY)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect(),
+    };
+    let authenticated = request_caller(api.auth.as_ref(), evidence, None).await?;
     let query = parse_query(raw_query)?;
     let instance = match (&query.instance_id, &query.instance_domain) {
         (Some(id), _) => Some(InstanceRef::Id(id.clone())),
@@ -344,28 +350,7 @@ async fn context(
     };
     // The instance the request names must be the caller's.
     let caller = resolve_caller(api.auth.as_ref(), Some(authenticated), None, instance).await?;
-    // The client address, when the server or the host's middleware resolved one, counts in
-    // the per-address send budget.
-    let address = handed_over.client.map(|ClientAddress(a)| a);
-    Ok((
-        caller.completed_by(address, idempotency_key(headers)?),
-        query,
-    ))
-}
-
-/// The `Idempotency-Key` header, if sent: one value, as the IETF httpapi draft has it.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
-    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(invalid("Idempotency-Key", "send one key per request"));
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| invalid("Idempotency-Key", "must be visible ASCII characters"))?;
-    Ok(Some(IdempotencyKey::from_header(value)?))
+    Ok((caller, query))
 }
 
 /// The idempotency key's header (case-insensitive on the wire).

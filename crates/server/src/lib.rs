@@ -23,7 +23,7 @@ mod start_error;
 pub use args::{redacted_url, Args, LogFormat};
 pub use cli::cli_main;
 pub use keys::parse_keys;
-pub use serving::{cors, edge, listener, tls};
+pub use serving::{cors, edge, listener, protocol, tls};
 pub use start_error::StartError;
 
 use assembly::Assembly;

@@ -14,6 +14,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use otp_sms_core::conversion::Conversion;
 use otp_sms_core::{CommandService, Event, EventStore};
 
+use crate::serving::protocol::Protocol;
+
 /// Histogram: HTTP requests by `http_request_method`, `http_route` (the route's template;
 /// empty when no route matched) and `http_response_status_code`.
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http_server_request_duration_seconds";
@@ -181,7 +183,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let method = known_method(request.method().as_str());
     // The path is kept only for gRPC calls, whose service and method it names.
     let grpc_path =
-        otp_sms_grpc::is_grpc(request.headers()).then(|| request.uri().path().to_owned());
+        (Protocol::of_request(&request) == Protocol::Grpc).then(|| request.uri().path().to_owned());
     let response = next.run(request).await;
     let took = started.elapsed().as_secs_f64();
     let route = response

@@ -43,6 +43,36 @@ impl IdempotencyKey {
         Ok(Self(value.to_owned()))
     }
 
+    /// The key of a request from the values of its `Idempotency-Key` header (or gRPC
+    /// metadata) as they came: none is no key; more than one, or one that is not visible
+    /// ASCII, is INVALID_ARGUMENT. What every adapter reads, so they read it alike.
+    ///
+    /// ```
+    /// use otp_sms_core::IdempotencyKey;
+    /// assert!(IdempotencyKey::from_header_values([]).unwrap().is_none());
+    /// assert!(IdempotencyKey::from_header_values([&b"k-1"[..]]).unwrap().is_some());
+    /// assert!(IdempotencyKey::from_header_values([&b"a"[..], &b"b"[..]]).is_err());
+    /// ```
+    pub fn from_header_values<'v>(
+        values: impl IntoIterator<Item = &'v [u8]>,
+    ) -> Result<Option<Self>, Error> {
+        let mut values = values.into_iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(Error::invalid(
+                "Idempotency-Key",
+                "send one key per request",
+            ));
+        }
+        let value = std::str::from_utf8(value)
+            .ok()
+            .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+            .ok_or_else(|| Error::invalid("Idempotency-Key", "must be visible ASCII characters"))?;
+        Self::from_header(value).map(Some)
+    }
+
     /// The key from an HTTP header or gRPC metadata value: a Structured Field string
     /// (`"…"`, with `\"` and `\\` escapes) or a bare token.
     pub fn from_header(value: &str) -> Result<Self, Error> {

@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 use super::client_address::{resolve_client, ClientResolver};
 use super::edge;
 use super::health::{healthz, readyz, Readiness};
+use super::protocol::{self, Protocol};
 use crate::assembly::Assembly;
 use crate::config::Config;
 use crate::{metrics, telemetry, StartError};
@@ -94,23 +95,19 @@ impl Routes {
         // The API: gRPC and gRPC-web routes, the delivery reports, and everything else to the
         // JSON router, except gRPC requests for unknown services, which get a gRPC
         // UNIMPLEMENTED.
+        // The API, one router: the JSON resources and their document, the delivery reports,
+        // gRPC, gRPC-web and Connect; an unknown route is answered in the caller's protocol.
         let service = assembly.service.clone();
         let directory = assembly.directory.clone();
-        let json = otp_sms_http::standalone_router(service.clone(), directory.clone())
-            .layer(axum::middleware::from_fn(metrics::mark_route));
-        let api_routes = Router::new()
+        let api_routes = otp_sms_http::router(service.clone(), directory.clone())
+            .route(
+                "/openapi.json",
+                otp_sms_http::openapi_route(otp_sms_http::openapi()),
+            )
             .merge(self.reports)
             .merge(otp_sms_grpc::router(service, directory.clone()))
-            .fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
-                let json = json.clone();
-                async move {
-                    if otp_sms_grpc::is_grpc(req.headers()) {
-                        Ok(otp_sms_grpc::unimplemented_response())
-                    } else {
-                        tower::ServiceExt::oneshot(json, req).await
-                    }
-                }
-            }))
+            .fallback(unknown_call)
+            .method_not_allowed_fallback(otp_sms_http::unknown_method)
             .layer(axum::middleware::from_fn(metrics::mark_route));
         // Authentication and the caller's share before the server's in-flight cap, which
         // sheds calls beyond it at once; a call past its time is cut.
@@ -139,7 +136,8 @@ impl Routes {
                 resolve_client,
             ))
             .layer(axum::middleware::from_fn(metrics::mark_route))
-            .layer(axum::middleware::from_fn(metrics::observe));
+            .layer(axum::middleware::from_fn(metrics::observe))
+            .layer(axum::middleware::from_fn(protocol::classify));
         // Outside the rest: a preflight is answered here, and every answer to an allowed page
         // carries the CORS headers, errors included.
         match cors {
@@ -169,12 +167,21 @@ fn request_span<B>(req: &Request<B>) -> tracing::Span {
     span
 }
 
+/// The answer to a route no one serves: gRPC's UNIMPLEMENTED to a gRPC call, else the JSON
+/// API's NOT_FOUND.
+async fn unknown_call(request: Request<axum::body::Body>) -> axum::response::Response {
+    match Protocol::of_request(&request) {
+        Protocol::Grpc => otp_sms_grpc::unimplemented_response(),
+        Protocol::Connect | Protocol::Json => axum::response::IntoResponse::into_response(
+            otp_sms_http::unknown_route(request.uri().clone()).await,
+        ),
+    }
+}
+
 /// The answer to a call the server refused itself: shed (UNAVAILABLE) or late
-/// (DEADLINE_EXCEEDED), in the call's protocol: gRPC (and gRPC-web), Connect, or JSON.
+/// (DEADLINE_EXCEEDED), in the call's protocol.
 async fn refused_call(
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
+    protocol: Option<axum::Extension<Protocol>>,
     error: tower::BoxError,
 ) -> axum::response::Response {
     let error = if error.is::<tower::timeout::error::Elapsed>() {
@@ -184,5 +191,5 @@ async fn refused_call(
     } else {
         otp_sms_core::Error::Internal(error.to_string())
     };
-    edge::render(&method, &uri, &headers, &error)
+    protocol.map_or(Protocol::Json, |p| p.0).render(&error)
 }

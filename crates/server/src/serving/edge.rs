@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, Uri, Version};
+use axum::http::{header, HeaderValue, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use otp_sms_core::{
@@ -33,6 +33,8 @@ use otp_sms_core::{
 };
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+
+use super::protocol::Protocol;
 
 /// What the edge needs; cheap to clone.
 #[derive(Clone)]
@@ -95,7 +97,7 @@ pub async fn gate(State(edge): State<Edge>, mut request: Request, next: Next) ->
     request.extensions_mut().insert(caller);
 
     // What a late body's answer needs, taken before the request moves on (no header copy).
-    let protocol = Protocol::of(request.method(), request.uri(), request.headers());
+    let protocol = Protocol::of_request(&request);
     let version = request.version();
     let (ended, arrived) = oneshot::channel();
     let request = request.map(|body| Body::new(WatchedBody::new(body, ended)));
@@ -122,46 +124,7 @@ pub async fn gate(State(edge): State<Edge>, mut request: Request, next: Next) ->
 }
 
 fn refusal(request: &Request, error: &Error) -> Response {
-    render(request.method(), request.uri(), request.headers(), error)
-}
-
-/// `error` in the call's protocol: a gRPC status (gRPC and gRPC-web), Connect's error JSON,
-/// or the JSON API's `google.rpc.Status`.
-pub fn render(method: &Method, uri: &Uri, headers: &HeaderMap, error: &Error) -> Response {
-    Protocol::of(method, uri, headers).render(error)
-}
-
-/// The protocol a call speaks, for answering it in kind.
-#[derive(Clone, Copy)]
-enum Protocol {
-    /// gRPC or gRPC-web.
-    Grpc,
-    /// Connect's unary calls.
-    Connect,
-    /// The JSON API.
-    Json,
-}
-
-impl Protocol {
-    fn of(method: &Method, uri: &Uri, headers: &HeaderMap) -> Self {
-        if otp_sms_grpc::is_grpc(headers) {
-            Self::Grpc
-        } else if otp_sms_grpc::is_connect(method, uri.path(), headers) {
-            Self::Connect
-        } else {
-            Self::Json
-        }
-    }
-
-    fn render(self, error: &Error) -> Response {
-        match self {
-            Self::Grpc => otp_sms_grpc::error_response(error),
-            Self::Connect => otp_sms_grpc::connect_error_response(error),
-            Self::Json => {
-                axum::response::IntoResponse::into_response(otp_sms_http::ApiError(error.clone()))
-            }
-        }
-    }
+    Protocol::of_request(request).render(error)
 }
 
 /// Calls in progress per caller, capped.

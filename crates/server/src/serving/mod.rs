@@ -8,6 +8,7 @@ pub mod cors;
 pub mod edge;
 mod health;
 pub mod listener;
+pub mod protocol;
 pub mod tls;
 
 use std::sync::Arc;
