@@ -66,7 +66,11 @@ fn grpc_details(error: &Error) -> Vec<prost_types::Any> {
 fn names(details: &[prost_types::Any]) -> Vec<String> {
     details
         .iter()
-        .map(|a| a.type_url.trim_start_matches("type.googleapis.com/").to_owned())
+        .map(|a| {
+            a.type_url
+                .trim_start_matches("type.googleapis.com/")
+                .to_owned()
+        })
         .collect()
 }
 
@@ -111,5 +115,7 @@ async fn a_refusal_says_when_to_come_back_on_every_wire_and_an_internal_error_hi
     for text in [body.to_string(), connect_body.to_string()] {
         assert!(!text.contains("hunter2"), "{text}");
     }
-    assert!(!otp_sms_grpc::status(&internal).message().contains("hunter2"));
+    assert!(!otp_sms_grpc::status(&internal)
+        .message()
+        .contains("hunter2"));
 }

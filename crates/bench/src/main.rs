@@ -465,10 +465,10 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
             let store = PgStore::<Event>::new(pool.clone(), &schema).map_err(|e| e.to_string())?;
             store.migrate().await.map_err(|e| e.to_string())?;
             // Budgets shared through the database, as the server keeps them.
-            budgets = Arc::new(
-                otp_sms_postgres::PgBudgets::new(pool.clone(), &schema)
-                    .map_err(|e| e.to_string())?,
-            );
+            let pg_budgets = otp_sms_postgres::PgBudgets::new(pool.clone(), &schema)
+                .map_err(|e| e.to_string())?;
+            pg_budgets.migrate().await.map_err(|e| e.to_string())?;
+            budgets = Arc::new(pg_budgets);
             pg_schema = Some((pool, schema));
             Arc::new(store)
         }

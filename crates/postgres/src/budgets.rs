@@ -20,7 +20,7 @@ use crate::{is_valid_schema, map_error, Timeouts};
 /// inserts nothing, seeing the entries of the takes before it. A window is checked with one
 /// index probe (the row `max` places back in the key's sequence), so the instance's key,
 /// which every send touches, costs what a user's does. Windows are measured on the
-/// database's clock. The tables are created by [`crate::PgStore::migrate`].
+/// database's clock. The tables are created by [`PgBudgets::migrate`].
 ///
 /// Takes commit without waiting for the WAL flush (`take_budget_batch` sets
 /// `synchronous_commit = off` for its transaction): a crash of the database may forget the
@@ -42,6 +42,7 @@ pub struct PgBudgets {
 #[derive(Debug)]
 struct Shared {
     pool: PgPool,
+    schema: String,
     take: String,
     release: String,
     members: String,
@@ -69,7 +70,7 @@ fn port(e: sqlx::Error) -> PortError {
 }
 
 impl PgBudgets {
-    /// Budgets in `schema` (the event store's; migrated by [`crate::PgStore::migrate`]), on
+    /// Budgets in `schema` (migrated by [`PgBudgets::migrate`]), on
     /// `pool` (the store's: releases and look-ups, which are rare) and the taker thread's own
     /// connection, opened with the pool's current options (so it follows the store to a new
     /// primary after a failover).
@@ -83,6 +84,7 @@ impl PgBudgets {
         Ok(Self {
             shared: Arc::new(Shared {
                 pool,
+                schema: schema.to_owned(),
                 take: format!(
                     "SELECT take, refused, retry_secs FROM {s}.take_budget_batch(\
                      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -103,6 +105,17 @@ impl PgBudgets {
                 timeouts: Timeouts::default(),
             }),
         })
+    }
+
+    /// Creates the schema if needed and applies this store's migrations to it (the budget table and its functions),
+    /// whoever keeps the events. Safe on every start and from several servers at once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        crate::migrations::migrate(
+            &self.shared.pool,
+            &self.shared.schema,
+            crate::Component::Budgets,
+        )
+        .await
     }
 
     /// Budgets with other [`Timeouts`] (`connect` and `operation` bound the taker's waits).

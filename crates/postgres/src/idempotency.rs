@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::{is_valid_schema, map_error, Timeouts};
 
 /// The idempotency records of `otp_sms_core`, in the `idempotency_keys` table of a store's
-/// schema (migration 0008, applied by [`crate::PgStore::migrate`]).
+/// schema (migration 0008, applied by [`PgIdempotency::migrate`]).
 ///
 /// A claim is one statement that inserts the record, or takes over the key's lapsed one, and
 /// sweeps a few lapsed records of other keys; when the key stands, a second statement reads
@@ -32,6 +32,7 @@ use crate::{is_valid_schema, map_error, Timeouts};
 #[derive(Debug, Clone)]
 pub struct PgIdempotency {
     pool: PgPool,
+    schema: String,
     claim: String,
     read: String,
     timeouts: Timeouts,
@@ -48,7 +49,7 @@ fn port(e: sqlx::Error) -> PortError {
 }
 
 impl PgIdempotency {
-    /// Records in `schema` (the event store's), on `pool`.
+    /// Records in `schema` (migrated by [`PgIdempotency::migrate`]), on `pool`.
     pub fn new(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
         if !is_valid_schema(schema) {
             return Err(StoreError::Internal(format!(
@@ -57,6 +58,7 @@ impl PgIdempotency {
         }
         let t = format!("\"{schema}\".idempotency_keys");
         Ok(Self {
+            schema: schema.to_owned(),
             pool,
             claim: format!(
                 "WITH claimed AS ( \
@@ -85,6 +87,12 @@ impl PgIdempotency {
             ),
             timeouts: Timeouts::default(),
         })
+    }
+
+    /// Creates the schema if needed and applies this store's migrations to it (the idempotency records table),
+    /// whoever keeps the events. Safe on every start and from several servers at once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        crate::migrations::migrate(&self.pool, &self.schema, crate::Component::Idempotency).await
     }
 
     /// Records with other [`Timeouts`] (`operation` bounds each statement's wait).

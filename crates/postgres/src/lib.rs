@@ -35,6 +35,7 @@
 mod budgets;
 mod hosts;
 mod idempotency;
+mod migrations;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
@@ -61,8 +62,7 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// The embedded migrations (`crates/postgres/migrations`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub use migrations::{Component, MIGRATOR};
 
 /// The advisory lock class of this library ("otp" in ASCII); the object id is the schema's hash.
 const LOCK_CLASS: i32 = 0x006f_7470;
@@ -357,30 +357,18 @@ impl<E> PgStore<E> {
         &self.shared.pool
     }
 
-    /// Creates the schema if needed and applies the embedded migrations to it. Safe to run on
-    /// every start and from several servers at once (sqlx takes a lock while migrating).
+    /// Creates the schema if needed and applies the event store's migrations to it (events,
+    /// outbox, append functions): the budget and idempotency stores migrate their own
+    /// ([`PgBudgets::migrate`], [`PgIdempotency::migrate`]). Safe to run on every start and
+    /// from several servers at once (sqlx takes a lock while migrating).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.watch_hosts();
-        let mut conn = self.shared.pool.acquire().await.map_err(map_error)?;
-        let schema = format!("\"{}\"", self.shared.schema);
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-            .execute(&mut *conn)
-            .await
-            .map_err(map_error)?;
-        sqlx::query(&format!("SET search_path TO {schema}"))
-            .execute(&mut *conn)
-            .await
-            .map_err(map_error)?;
-        let result = MIGRATOR.run_direct(&mut *conn).await;
-        // The connection goes back to the pool: leave no session state behind.
-        sqlx::query("RESET search_path")
-            .execute(&mut *conn)
-            .await
-            .map_err(map_error)?;
-        result.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => map_error(e),
-            other => StoreError::Internal(other.to_string()),
-        })
+        migrations::migrate(
+            &self.shared.pool,
+            &self.shared.schema,
+            Component::EventStore,
+        )
+        .await
     }
 
     /// The store with other [`Timeouts`]. Takes effect for connections opened after it: call

@@ -221,12 +221,24 @@ async fn sweep_stale(pool: &PgPool) {
     }
 }
 
-/// A migrated store in a schema of its own.
+/// A store in a schema of its own, migrated whole: the events' tables, and the budget and
+/// idempotency stores' (which tests build on the same schema).
 pub async fn fresh_store<E: EventPayload>() -> PgStore<E> {
     let pool = pool().await;
     sweep_stale(&pool).await;
     let store = PgStore::new(pool, &schema_name()).expect("valid schema name");
     store.migrate().await.expect("migrations apply");
+    let (pool, schema) = (store.pool().clone(), store.schema().to_owned());
+    PgBudgets::new(pool.clone(), &schema)
+        .expect("valid schema name")
+        .migrate()
+        .await
+        .expect("budget migrations apply");
+    PgIdempotency::new(pool, &schema)
+        .expect("valid schema name")
+        .migrate()
+        .await
+        .expect("idempotency migrations apply");
     store
 }
 

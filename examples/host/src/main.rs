@@ -39,10 +39,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pg = PgStore::<Event>::new(pool.clone(), "acme_otp_sms")?;
             pg.migrate().await?;
             let store: Arc<dyn EventStore<Event>> = Arc::new(CountingStore::new(pg));
-            // Shared by every replica of the host: budgets and idempotency records.
+            // Shared by every replica of the host: budgets and idempotency records, each
+            // migrating its own tables.
+            let budgets = PgBudgets::new(pool.clone(), "acme_otp_sms")?;
+            budgets.migrate().await?;
+            let records = PgIdempotency::new(pool, "acme_otp_sms")?;
+            records.migrate().await?;
             let service = service(store.clone(), directory.clone())
-                .with_budget_store(Arc::new(PgBudgets::new(pool.clone(), "acme_otp_sms")?))
-                .with_idempotency_store(Arc::new(PgIdempotency::new(pool, "acme_otp_sms")?));
+                .with_budget_store(Arc::new(budgets))
+                .with_idempotency_store(Arc::new(records));
             (store, service)
         }
     };

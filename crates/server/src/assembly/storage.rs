@@ -70,8 +70,10 @@ impl Storage {
         // Budgets and idempotency records shared by every server on this database, on its
         // clock.
         let budgets = PgBudgets::new(store.pool().clone(), &args.schema)?.with_timeouts(timeouts);
+        budgets.migrate().await?;
         let records =
             PgIdempotency::new(store.pool().clone(), &args.schema)?.with_timeouts(timeouts);
+        records.migrate().await?;
         Ok(Self {
             store: store.clone(),
             check: StoreCheck::Postgres(store),
