@@ -180,12 +180,10 @@ impl Fixture {
 
     /// A caller in the fixture's instance.
     pub fn caller(principal: &str) -> Caller {
-        Caller {
-            instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
-            principal: PrincipalId::parse("principal", principal).expect("valid"),
-            address: None,
-            idempotency_key: None,
-        }
+        Caller::new(
+            InstanceId::parse("instance", INSTANCE).expect("valid"),
+            PrincipalId::parse("principal", principal).expect("valid"),
+        )
     }
 
     /// `+41791234567` is added for `user`: by the user, or, as `is_verified`, by `admin`

@@ -383,17 +383,15 @@ async fn full_queue() {
             let store = store.clone();
             let stream = StreamId::new(instance.clone(), "test", format!("s{i}"));
             tokio::spawn(async move {
-                let append = Append {
+                let append = Append::new(
                     stream,
-                    expected: ExpectedVersion::NoStream,
-                    events: vec![NewEvent {
+                    ExpectedVersion::NoStream,
+                    vec![NewEvent {
                         event: Event::Removed(otp_sms_core::Removed {}),
                         creator: otp_sms_core::PrincipalId::parse("p", "p").unwrap(),
                         owner: otp_sms_core::OrganizationId::parse("o", "o").unwrap(),
                     }],
-                    outbox: Vec::new(),
-                    command: None,
-                };
+                );
                 let at = Instant::now();
                 let result = store.append(append).await;
                 (result, at.elapsed())

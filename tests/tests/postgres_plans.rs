@@ -23,14 +23,14 @@ async fn scans(pool: &sqlx::PgPool, schema: &str, table: &str) -> (i64, i64) {
 }
 
 fn append(n: usize) -> Append<TestEvent> {
-    Append {
-        stream: otp_sms_core::StreamId::new(
+    Append::new(
+        otp_sms_core::StreamId::new(
             otp_sms_core::InstanceId::parse("instance", "inst-1").unwrap(),
             "test.aggregate",
             format!("plan-{n}"),
         ),
-        expected: ExpectedVersion::NoStream,
-        events: vec![NewEvent {
+        ExpectedVersion::NoStream,
+        vec![NewEvent {
             event: TestEvent {
                 kind: "test.happened".into(),
                 body: serde_json::json!({ "n": n }),
@@ -38,12 +38,12 @@ fn append(n: usize) -> Append<TestEvent> {
             creator: PrincipalId::parse("creator", "tester").unwrap(),
             owner: OrganizationId::parse("owner", "org-1").unwrap(),
         }],
-        outbox: vec![otp_sms_core::NewOutboxMessage {
-            id: uuid::Uuid::now_v7(),
-            payload: serde_json::json!({ "n": n }),
-        }],
-        command: Some(otp_sms_core::CommandId::generate()),
-    }
+    )
+    .with_outbox(vec![otp_sms_core::NewOutboxMessage {
+        id: uuid::Uuid::now_v7(),
+        payload: serde_json::json!({ "n": n }),
+    }])
+    .with_command(otp_sms_core::CommandId::generate())
 }
 
 /// Given a log of 5,000 events and a backlog of 5,000 outbox messages, when 1,000 appends,

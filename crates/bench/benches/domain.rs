@@ -92,12 +92,10 @@ fn service(c: &mut Criterion) {
         directory,
         keys(),
     );
-    let caller = Caller {
-        instance: InstanceId::parse("instance", "bench").unwrap(),
-        principal: PrincipalId::parse("principal", "user-1").unwrap(),
-        address: None,
-        idempotency_key: None,
-    };
+    let caller = Caller::new(
+        InstanceId::parse("instance", "bench").unwrap(),
+        PrincipalId::parse("principal", "user-1").unwrap(),
+    );
     let add = || AddRequest {
         user_id: "user-1".into(),
         organization: None,

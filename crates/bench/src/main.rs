@@ -186,14 +186,13 @@ fn requests(n: usize) -> Vec<Request> {
     (0..n)
         .map(|i| Request {
             // A different client address per request, as many users' devices would be.
-            caller: Caller {
-                instance: InstanceId::parse("instance", INSTANCE).expect("valid"),
-                principal: PrincipalId::parse("principal", user_name(i)).expect("valid"),
-                address: Some(std::net::IpAddr::from(
-                    (0x0a00_0000u32 + i as u32).to_be_bytes(),
-                )),
-                idempotency_key: None,
-            },
+            caller: Caller::new(
+                InstanceId::parse("instance", INSTANCE).expect("valid"),
+                PrincipalId::parse("principal", user_name(i)).expect("valid"),
+            )
+            .with_address(Some(std::net::IpAddr::from(
+                (0x0a00_0000u32 + i as u32).to_be_bytes(),
+            ))),
             user_id: user_name(i),
             // A different Swiss mobile number per registration, spread over 10,000 ranges
             // (ten per range at 100,000 registrations), as real users' numbers are.
@@ -293,10 +292,10 @@ async fn preload(
         ];
         let take = (count - written).min(events.len());
         store
-            .append(Append {
-                stream: CommandService::stream_id(&instance, &registration),
-                expected: ExpectedVersion::NoStream,
-                events: events[..take]
+            .append(Append::new(
+                CommandService::stream_id(&instance, &registration),
+                ExpectedVersion::NoStream,
+                events[..take]
                     .iter()
                     .map(|event| NewEvent {
                         event: event.clone(),
@@ -304,9 +303,7 @@ async fn preload(
                         owner: org.clone(),
                     })
                     .collect(),
-                outbox: Vec::new(),
-                command: None,
-            })
+            ))
             .await
             .map_err(|e| e.to_string())?;
         written += take;

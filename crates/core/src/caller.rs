@@ -8,6 +8,7 @@ use crate::ids::{InstanceId, PrincipalId};
 
 /// Who calls, and in which instance. The host resolves both from the request (the instance
 /// from its `instance` field or host name, the principal from the credentials).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The tenant.

@@ -142,13 +142,22 @@ impl From<PortError> for Error {
     }
 }
 
-/// A user as the directory knows it.
+/// A user as the directory knows it. Built with [`UserRecord::new`]; fields may be added in
+/// a minor release.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UserRecord {
     /// The user's id.
     pub id: UserId,
     /// The organization the user belongs to.
     pub organization: OrganizationId,
+}
+
+impl UserRecord {
+    /// User `id` of `organization`.
+    pub fn new(id: UserId, organization: OrganizationId) -> Self {
+        Self { id, organization }
+    }
 }
 
 /// The host's users.

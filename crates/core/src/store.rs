@@ -105,8 +105,10 @@ pub struct NewEvent<E> {
 /// Events as a store hands them out: shared, so that reading a stream copies no event.
 pub type Recorded<E> = Vec<Arc<RecordedEvent<E>>>;
 
-/// An event as stored: the event plus its place in the stream and in the global feed.
+/// An event as stored: the event plus its place in the stream and in the global feed. A store
+/// builds one with [`RecordedEvent::new`]; fields may be added in a minor release.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RecordedEvent<E> {
     /// The stream it belongs to.
     pub stream: StreamId,
@@ -126,6 +128,27 @@ pub struct RecordedEvent<E> {
     pub event: E,
 }
 
+impl<E> RecordedEvent<E> {
+    /// `new` as recorded in `stream` where `meta` says, by the append of `command`.
+    pub fn new(
+        stream: StreamId,
+        meta: RecordedMeta,
+        new: NewEvent<E>,
+        command: Option<CommandId>,
+    ) -> Self {
+        Self {
+            stream,
+            sequence: meta.sequence,
+            position: meta.position,
+            created_at: meta.created_at,
+            creator: new.creator,
+            owner: new.owner,
+            command,
+            event: new.event,
+        }
+    }
+}
+
 /// A message for the transactional outbox, written only if its append commits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOutboxMessage {
@@ -135,8 +158,10 @@ pub struct NewOutboxMessage {
     pub payload: serde_json::Value,
 }
 
-/// A pending outbox message, leased to the consumer that fetched it.
+/// A pending outbox message, leased to the consumer that fetched it. A store builds one with
+/// [`OutboxMessage::new`]; fields may be added in a minor release.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct OutboxMessage {
     /// The message id.
     pub id: Uuid,
@@ -150,8 +175,38 @@ pub struct OutboxMessage {
     pub attempts: u32,
 }
 
-/// One atomic write: events to one stream and outbox messages, all or nothing.
+impl OutboxMessage {
+    /// Message `id` of `stream`'s append, written at `created_at`, handed out for the
+    /// `attempts`-th time.
+    pub fn new(
+        id: Uuid,
+        stream: StreamId,
+        payload: serde_json::Value,
+        created_at: DateTime<Utc>,
+        attempts: u32,
+    ) -> Self {
+        Self {
+            id,
+            stream,
+            payload,
+            created_at,
+            attempts,
+        }
+    }
+}
+
+/// One atomic write: events to one stream and outbox messages, all or nothing. Built with
+/// [`Append::new`] and its `with_` methods; fields may be added in a minor release.
+///
+/// ```
+/// use otp_sms_core::{Append, CommandId, Event, ExpectedVersion, StreamId};
+/// # fn demo(stream: StreamId) {
+/// let append: Append<Event> = Append::new(stream, ExpectedVersion::NoStream, Vec::new())
+///     .with_command(CommandId::generate());
+/// # let _ = append; }
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Append<E> {
     /// The stream to write to.
     pub stream: StreamId,
@@ -166,6 +221,32 @@ pub struct Append<E> {
     /// most one append per command: a second one is refused as a [`StoreError::Conflict`]
     /// and writes nothing.
     pub command: Option<CommandId>,
+}
+
+impl<E> Append<E> {
+    /// `events` to `stream` if its version is `expected`, with no outbox message and no
+    /// command id.
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent<E>>) -> Self {
+        Self {
+            stream,
+            expected,
+            events,
+            outbox: Vec::new(),
+            command: None,
+        }
+    }
+
+    /// With `outbox` committed together with the events.
+    pub fn with_outbox(mut self, outbox: Vec<NewOutboxMessage>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Carrying out command `id` (a stream takes at most one append per command).
+    pub fn with_command(mut self, id: CommandId) -> Self {
+        self.command = Some(id);
+        self
+    }
 }
 
 /// Where the appended events landed.
@@ -260,11 +341,25 @@ pub trait EventStore<E: EventPayload>: Send + Sync {
 
     /// Ends a message's lease and hides it for `after` (the store's clock): a notifier whose
     /// send failed tries again then. Returns whether the message exists.
-    async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError>;
+    ///
+    /// The default (for stores written before this method) changes nothing and answers that
+    /// the message exists: the message comes back when its lease runs out, later than
+    /// `after` asks but never lost. A store that can end a lease early should.
+    async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError> {
+        let _ = (id, after);
+        Ok(true)
+    }
 
     /// How many outbox messages wait (leased or not), and when the oldest was written: for
     /// metrics and for telling a stuck notifier.
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+    ///
+    /// The default says the store cannot tell (an error, never an empty outbox it does not
+    /// know to be empty): the metrics then log that the figures are missing.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        Err(StoreError::Internal(
+            "this event store does not report its outbox".into(),
+        ))
+    }
 }
 
 /// The outbox at a glance.

@@ -218,10 +218,9 @@ impl UserDirectory for StaticDirectory {
         user: &UserId,
     ) -> Result<Option<UserRecord>, PortError> {
         self.check()?;
-        Ok(self.user(instance, user).map(|u| UserRecord {
-            id: user.clone(),
-            organization: u.organization.clone(),
-        }))
+        Ok(self
+            .user(instance, user)
+            .map(|u| UserRecord::new(user.clone(), u.organization.clone())))
     }
 
     async fn organization_by_domain(

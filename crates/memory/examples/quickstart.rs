@@ -23,9 +23,11 @@ impl UserDirectory for Users {
         _instance: &InstanceId,
         user: &UserId,
     ) -> Result<Option<UserRecord>, PortError> {
-        Ok((user.as_str() == "alice").then(|| UserRecord {
-            id: user.clone(),
-            organization: OrganizationId::parse("organization", "acme").expect("valid id"),
+        Ok((user.as_str() == "alice").then(|| {
+            UserRecord::new(
+                user.clone(),
+                OrganizationId::parse("organization", "acme").expect("valid id"),
+            )
         }))
     }
 

@@ -287,21 +287,18 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
             for (i, new) in append.events.into_iter().enumerate() {
                 let sequence = actual + 1 + i as u64;
                 let position = first + 1 + i as u64;
-                let event = Arc::new(RecordedEvent {
-                    stream: append.stream.clone(),
+                let meta = RecordedMeta {
                     sequence,
                     position,
                     created_at: now,
-                    creator: new.creator,
-                    owner: new.owner,
-                    command: append.command,
-                    event: new.event,
-                });
-                recorded.push(RecordedMeta {
-                    sequence,
-                    position,
-                    created_at: now,
-                });
+                };
+                let event = Arc::new(RecordedEvent::new(
+                    append.stream.clone(),
+                    meta,
+                    new,
+                    append.command,
+                ));
+                recorded.push(meta);
                 events.push(event);
             }
             // Last to first: the append's first slot is filled last, so a reader sees all of
@@ -319,13 +316,13 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
                 outbox.messages.insert(
                     key,
                     OutboxEntry {
-                        message: OutboxMessage {
-                            id: message.id,
-                            stream: append.stream.clone(),
-                            payload: message.payload,
-                            created_at: now,
-                            attempts: 0,
-                        },
+                        message: OutboxMessage::new(
+                            message.id,
+                            append.stream.clone(),
+                            message.payload,
+                            now,
+                            0,
+                        ),
                         leased_until: None,
                     },
                 );
@@ -443,16 +440,20 @@ mod tests {
     fn a_reader_stops_at_an_append_in_flight() {
         let log: Log<u8> = Log::new();
         let event = |n| {
-            Arc::new(RecordedEvent {
-                stream: StreamId::new(otp_sms_core::InstanceId::parse("i", "i").unwrap(), "t", "a"),
-                sequence: n,
-                position: n,
-                created_at: Utc::now(),
-                creator: otp_sms_core::PrincipalId::parse("c", "c").unwrap(),
-                owner: otp_sms_core::OrganizationId::parse("o", "o").unwrap(),
-                command: None,
-                event: 0u8,
-            })
+            Arc::new(RecordedEvent::new(
+                StreamId::new(otp_sms_core::InstanceId::parse("i", "i").unwrap(), "t", "a"),
+                RecordedMeta {
+                    sequence: n,
+                    position: n,
+                    created_at: Utc::now(),
+                },
+                otp_sms_core::NewEvent {
+                    creator: otp_sms_core::PrincipalId::parse("c", "c").unwrap(),
+                    owner: otp_sms_core::OrganizationId::parse("o", "o").unwrap(),
+                    event: 0u8,
+                },
+                None,
+            ))
         };
         let a = log.reserve(2); // an append of two, in flight
         let b = log.reserve(1);

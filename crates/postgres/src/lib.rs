@@ -54,8 +54,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
     Append, AppendOutcome, CommandId, EventPayload, EventStore, ExpectedVersion, InstanceId,
-    OrganizationId, OutboxMessage, OutboxStats, PrincipalId, Recorded, RecordedEvent, RecordedMeta,
-    StoreError, StreamId, Version,
+    NewEvent, OrganizationId, OutboxMessage, OutboxStats, PrincipalId, Recorded, RecordedEvent,
+    RecordedMeta, StoreError, StreamId, Version,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
@@ -290,11 +290,12 @@ fn recorded<E: EventPayload>(row: PgRow) -> Result<Arc<RecordedEvent<E>>, StoreE
     let event_type: String = row.try_get("event_type").map_err(map_error)?;
     let revision: i16 = row.try_get("revision").map_err(map_error)?;
     let payload: serde_json::Value = row.try_get("payload").map_err(map_error)?;
-    Ok(Arc::new(RecordedEvent {
-        stream: stream_of(&row).map_err(map_error)?,
+    let meta = RecordedMeta {
         sequence: row.try_get::<i64, _>("sequence").map_err(map_error)? as u64,
         position: row.try_get::<i64, _>("position").map_err(map_error)? as u64,
         created_at: row.try_get("created_at").map_err(map_error)?,
+    };
+    let new = NewEvent {
         creator: PrincipalId::parse(
             "creator",
             row.try_get::<String, _>("creator").map_err(map_error)?,
@@ -305,12 +306,18 @@ fn recorded<E: EventPayload>(row: PgRow) -> Result<Arc<RecordedEvent<E>>, StoreE
             row.try_get::<String, _>("owner").map_err(map_error)?,
         )
         .map_err(decode)?,
-        command: row
-            .try_get::<Option<Uuid>, _>("command_id")
-            .map_err(map_error)?
-            .map(CommandId),
         event: E::from_json(&event_type, revision as u16, payload)?,
-    }))
+    };
+    let command = row
+        .try_get::<Option<Uuid>, _>("command_id")
+        .map_err(map_error)?
+        .map(CommandId);
+    Ok(Arc::new(RecordedEvent::new(
+        stream_of(&row).map_err(map_error)?,
+        meta,
+        new,
+        command,
+    )))
 }
 
 /// Pool settings that suit the store: see `docs/operations.md` for what each means.
@@ -1157,13 +1164,13 @@ impl<E: EventPayload> EventStore<E> for PgStore<E> {
             let turn: i64 = row.try_get("turn").map_err(map_error)?;
             out.push((
                 (turn, seq),
-                OutboxMessage {
-                    id: row.try_get("id").map_err(map_error)?,
-                    stream: stream_of(&row).map_err(map_error)?,
-                    payload: row.try_get("payload").map_err(map_error)?,
-                    created_at: row.try_get("created_at").map_err(map_error)?,
-                    attempts: row.try_get::<i32, _>("attempts").map_err(map_error)? as u32,
-                },
+                OutboxMessage::new(
+                    row.try_get("id").map_err(map_error)?,
+                    stream_of(&row).map_err(map_error)?,
+                    row.try_get("payload").map_err(map_error)?,
+                    row.try_get("created_at").map_err(map_error)?,
+                    row.try_get::<i32, _>("attempts").map_err(map_error)? as u32,
+                ),
             ));
         }
         // UPDATE … RETURNING has no order of its own: instances in turn, oldest first.

@@ -174,13 +174,7 @@ fn append_of(
     expected: ExpectedVersion,
     events: Vec<NewEvent<TestEvent>>,
 ) -> Append<TestEvent> {
-    Append {
-        stream: stream.clone(),
-        expected,
-        events,
-        outbox: Vec::new(),
-        command: None,
-    }
+    Append::new(stream.clone(), expected, events)
 }
 
 fn message(n: usize) -> NewOutboxMessage {

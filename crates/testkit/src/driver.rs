@@ -104,9 +104,11 @@ impl ServiceDriver {
         let instance: InstanceId = INSTANCE.parse().expect("a valid instance");
         let organization: OrganizationId = ORGANIZATION.parse().expect("a valid organization");
         let records: Vec<UserRecord> = (0..users.max(1))
-            .map(|i| UserRecord {
-                id: format!("user-{i}").parse().expect("a valid user id"),
-                organization: organization.clone(),
+            .map(|i| {
+                UserRecord::new(
+                    format!("user-{i}").parse().expect("a valid user id"),
+                    organization.clone(),
+                )
             })
             .collect();
         let directory = records

@@ -49,19 +49,19 @@ fn appends_are_counted() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = CountingStore::new(otp_sms_memory::MemoryStore::<TestEvent>::new());
-        let append = |expected| otp_sms_core::Append {
-            stream: otp_sms_core::StreamId::new("i".parse().unwrap(), "t", "s"),
-            expected,
-            events: vec![otp_sms_core::NewEvent {
-                event: TestEvent {
-                    kind: "t.happened".into(),
-                    body: serde_json::json!({}),
-                },
-                creator: "p".parse().unwrap(),
-                owner: "o".parse().unwrap(),
-            }],
-            outbox: Vec::new(),
-            command: None,
+        let append = |expected| {
+            otp_sms_core::Append::new(
+                otp_sms_core::StreamId::new("i".parse().unwrap(), "t", "s"),
+                expected,
+                vec![otp_sms_core::NewEvent {
+                    event: TestEvent {
+                        kind: "t.happened".into(),
+                        body: serde_json::json!({}),
+                    },
+                    creator: "p".parse().unwrap(),
+                    owner: "o".parse().unwrap(),
+                }],
+            )
         };
         store
             .append(append(otp_sms_core::ExpectedVersion::NoStream))
