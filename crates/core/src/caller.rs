@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use crate::error::Error;
-use crate::idempotency::key::IdempotencyKey;
+use crate::idempotency_key::IdempotencyKey;
 use crate::ids::{InstanceId, PrincipalId};
 
 /// Who calls, and in which instance. The host resolves both from the request (the instance

@@ -6,8 +6,8 @@ use std::time::Duration;
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
+use crate::error::Error;
 use crate::ids::check_length;
-use crate::Error;
 
 /// The longest code a caller may submit, in characters (the contract's bound on `code`).
 pub const MAX_CODE_CHARS: usize = 200;

@@ -153,7 +153,7 @@ pub enum Error {
     #[error("resource exhausted: the {scope} budget for verification codes is used up{}", retry_text(.retry_after))]
     SendRefused {
         /// The budget that refused.
-        scope: crate::abuse::Scope,
+        scope: crate::scope::Scope,
         /// When it admits a code again; `None` when time alone will not (e.g. the user holds
         /// as many registrations as allowed).
         retry_after: Option<Duration>,
@@ -310,7 +310,7 @@ mod tests {
             ),
             (
                 Error::SendRefused {
-                    scope: crate::abuse::Scope::Number,
+                    scope: crate::scope::Scope::Number,
                     retry_after: None,
                 },
                 8,

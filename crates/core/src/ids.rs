@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::error::Error;
 
 /// The longest identifier a caller may send, in characters (the contract's bound).
 pub const MAX_ID_CHARS: usize = 200;

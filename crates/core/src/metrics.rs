@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use crate::abuse::Scope;
 use crate::aggregate::Command;
 use crate::error::{Error, Precondition};
 use crate::event::{Delivery, Event};
+use crate::scope::Scope;
 
 /// Counter: codes issued, by `delivery` (`sms`, `return`, `test`).
 pub const CODES_ISSUED: &str = "otp_sms_codes_issued_total";

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::ids::check_length;
-use crate::Error;
 
 mod numbering;
 

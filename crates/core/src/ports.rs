@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::caller::Caller;
 use crate::code::VerificationCode;
+use crate::error::Error;
 use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
 use crate::phone::Phone;
-use crate::Error;
 
 /// The permission that lets a principal manage another user's authenticators.
 pub const USER_WRITE: &str = "user.write";

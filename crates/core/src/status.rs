@@ -117,7 +117,7 @@ impl ErrorStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abuse::Scope;
+    use crate::scope::Scope;
 
     #[test]
     fn every_status_names_its_error_first_and_hides_internal_causes() {

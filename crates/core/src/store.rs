@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::error::Error;
 use crate::ids::{InstanceId, OrganizationId, PrincipalId};
-use crate::Error;
 
 pub use crate::payload::{CodecError, EventPayload};
 

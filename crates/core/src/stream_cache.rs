@@ -164,7 +164,7 @@ mod tests {
     fn stream(id: &str) -> StreamId {
         StreamId::new(
             InstanceId::parse("instance", "i1").unwrap(),
-            crate::AGGREGATE_TYPE,
+            crate::event::AGGREGATE_TYPE,
             id,
         )
     }

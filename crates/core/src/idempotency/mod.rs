@@ -12,7 +12,6 @@
 //! request, and, when the answer carries a code, that code sealed with the key ring. The
 //! outcome itself is in the event log: the command's events, or none.
 
-pub(crate) mod key;
 mod memory;
 
 use std::time::Duration;
@@ -25,7 +24,7 @@ use crate::keys::SealedCode;
 use crate::ports::PortError;
 use crate::store::CommandId;
 
-pub use key::{IdempotencyKey, IdempotencyScope, MAX_IDEMPOTENCY_KEY_CHARS};
+pub use crate::idempotency_key::{IdempotencyKey, IdempotencyScope, MAX_IDEMPOTENCY_KEY_CHARS};
 pub use memory::MemoryIdempotency;
 
 /// What a key stands for.

@@ -558,7 +558,7 @@ impl CommandService {
     ) -> Result<Details, Error> {
         let stream = Self::stream_id(instance, registration);
         let history = self.store.read_stream(&stream).await?;
-        let state = crate::Registration::from_events(history.iter().map(|r| &r.event));
+        let state = crate::aggregate::Registration::from_events(history.iter().map(|r| &r.event));
         let (Some(id), Some(organization)) = (state.user, state.organization) else {
             return Err(Error::RegistrationNotFound);
         };
@@ -659,7 +659,7 @@ fn parse_org_ref(org: Option<OrganizationRef>) -> Result<Option<OrganizationRef>
             Ok(Some(OrganizationRef::Id(id)))
         }
         Some(OrganizationRef::Domain(domain)) => {
-            crate::ids::check_length("organization.org_domain", &domain, crate::MAX_ID_CHARS)?;
+            crate::ids::check_length("organization.org_domain", &domain, crate::ids::MAX_ID_CHARS)?;
             Ok(Some(OrganizationRef::Domain(domain)))
         }
         None => Ok(None),
