@@ -72,6 +72,7 @@ impl RpcCode {
 
 /// Why a registration refuses a call although the request itself is well formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Precondition {
     /// The registration is verified already; a verify or a new code makes no sense.
     AlreadyVerified,
@@ -112,6 +113,7 @@ impl Precondition {
 /// Messages help the caller and leak nothing: never a code, key material, or an identifier the
 /// caller did not send. [`Error::rpc_code`] is the one mapping to the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A request field is missing, out of bounds or malformed. `field` is the proto field name.
     #[error("invalid argument `{field}`: {reason}")]

@@ -5,6 +5,7 @@ use std::fmt;
 
 /// Which rule refused a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Scope {
     /// The registration's own cooldown and hourly limit (in the aggregate).
     Registration,
