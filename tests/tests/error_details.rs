@@ -10,13 +10,17 @@ use base64::Engine as _;
 use otp_sms_core::{Error, Scope};
 use prost::Message;
 
-/// The detail types of the JSON API's answer.
-async fn json_types(error: &Error) -> (Vec<String>, serde_json::Value) {
-    let response = otp_sms_http::ApiError(error.clone()).into_response();
+/// An answer's JSON body.
+async fn body_of(response: axum::response::Response) -> serde_json::Value {
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The detail types of the JSON API's answer.
+async fn json_types(error: &Error) -> (Vec<String>, serde_json::Value) {
+    let body = body_of(otp_sms_http::ApiError(error.clone()).into_response()).await;
     let types = body["details"]
         .as_array()
         .unwrap()
@@ -34,11 +38,7 @@ async fn json_types(error: &Error) -> (Vec<String>, serde_json::Value) {
 
 /// The detail types of Connect's answer.
 async fn connect_types(error: &Error) -> (Vec<String>, serde_json::Value) {
-    let response = otp_sms_grpc::connect_error_response(error);
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let body = body_of(otp_sms_grpc::connect_error_response(error)).await;
     let types = body["details"]
         .as_array()
         .unwrap()

@@ -1,15 +1,16 @@
 //! The host as its users see it: its own pages, 404 and document, the library under `/otp`
 //! behind the host's sessions, on the memory store and on PostgreSQL.
 
+mod common;
+
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::Router;
+use common::call;
 use otp_sms_core::{Event, EventStore};
 use otp_sms_example_host::{app, service, CountingStore, Directory};
-use serde_json::{json, Value};
-use tower::ServiceExt;
+use serde_json::json;
 
 fn on(store: Arc<dyn EventStore<Event>>) -> Router {
     let directory = Arc::new(Directory::demo());
@@ -20,32 +21,6 @@ fn on_memory() -> Router {
     on(Arc::new(CountingStore::new(
         otp_sms_memory::MemoryStore::new(),
     )))
-}
-
-async fn call(
-    app: &Router,
-    method: &str,
-    uri: &str,
-    session: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(session) = session {
-        req = req.header("cookie", format!("theme=dark; session={session}"));
-    }
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 const ALICE: &str = "/otp/resources/v3alpha/users/alice/otp_sms";

@@ -2,36 +2,20 @@
 //! providers; no server crate): against the Twilio stand-in, the admin adds Alice's phone, the
 //! notifier hands the code to "Twilio", and Alice verifies it with the code the SMS carried.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
+use common::call;
 use otp_sms_core::{spawn_notifier, Event, EventStore, NotifierSettings};
 use otp_sms_example_host::{app, sender, service, CountingStore, Directory, TwilioSettings};
 use otp_sms_testkit::stand_ins::TwilioStandIn;
-use serde_json::{json, Value};
-use tower::ServiceExt;
+use serde_json::json;
 
 const ACCOUNT: &str = "AC00000000000000000000000000000001";
 const TOKEN: &str = "the-auth-token";
-
-async fn call(app: &axum::Router, uri: &str, session: &str, body: Value) -> (StatusCode, Value) {
-    let request = Request::post(uri)
-        .header("cookie", format!("session={session}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 #[tokio::test]
 async fn a_code_sent_through_twilio_verifies_the_phone() {
@@ -56,9 +40,10 @@ async fn a_code_sent_through_twilio_verifies_the_phone() {
 
     let (status, added) = call(
         &app,
+        "POST",
         "/otp/resources/v3alpha/users/alice/otp_sms",
-        "root-session",
-        json!({"number": "+41791234567", "sendCode": {}}),
+        Some("root-session"),
+        Some(json!({"number": "+41791234567", "sendCode": {}})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{added}");
@@ -95,9 +80,23 @@ async fn a_code_sent_through_twilio_verifies_the_phone() {
         .chars()
         .map(|c| if c == '0' { '1' } else { '0' })
         .collect();
-    let (status, _) = call(&app, &verify, "alice-session", json!({"code": wrong})).await;
+    let (status, _) = call(
+        &app,
+        "POST",
+        &verify,
+        Some("alice-session"),
+        Some(json!({"code": wrong})),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, verified) = call(&app, &verify, "alice-session", json!({"code": code})).await;
+    let (status, verified) = call(
+        &app,
+        "POST",
+        &verify,
+        Some("alice-session"),
+        Some(json!({"code": code})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{verified}");
     notifier.shutdown().await;
 }
