@@ -43,9 +43,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method, Uri};
+use axum::http::{header, Method, Uri};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
 use otp_sms_core::{
@@ -304,53 +304,47 @@ impl Query {
     }
 }
 
-/// What middleware in front of the router (the host's, or the server's) put on the request:
-/// the caller it authenticated and the client's address.
-struct HandedOver {
-    caller: Option<Caller>,
-    client: Option<ClientAddress>,
+/// Who calls and what the query says, read once for every handler: the caller by the one
+/// rule every adapter shares ([`otp_sms_core::request_caller`]: a caller the host's or the
+/// server's middleware handed over, else the bearer token; the client's address; the
+/// idempotency key), then the query, then the query's instance checked against the caller's.
+/// The caller is authenticated before the query (and, as the handlers take it first, before
+/// the path or the body) is read, so a request without a valid token learns nothing about
+/// their rules.
+struct Call {
+    caller: Caller,
+    query: Query,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for HandedOver {
-    type Rejection = std::convert::Infallible;
+impl FromRequestParts<Api> for Call {
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self {
-            caller: parts.extensions.get::<Caller>().cloned(),
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, ApiError> {
+        let evidence = CallerEvidence {
+            handed_over: parts.extensions.get::<Caller>().cloned(),
             client: parts.extensions.get::<ClientAddress>().copied(),
-        })
+            authorization: parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            idempotency_keys: parts
+                .headers
+                .get_all(IDEMPOTENCY_KEY)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+        };
+        let authenticated = request_caller(api.auth.as_ref(), evidence, None).await?;
+        let query = parse_query(parts.uri.query())?;
+        let instance = match (&query.instance_id, &query.instance_domain) {
+            (Some(id), _) => Some(InstanceRef::Id(id.clone())),
+            (_, Some(domain)) => Some(InstanceRef::Domain(domain.clone())),
+            _ => None,
+        };
+        // The instance the request names must be the caller's.
+        let caller = resolve_caller(api.auth.as_ref(), Some(authenticated), None, instance).await?;
+        Ok(Self { caller, query })
     }
-}
-
-/// The request's context: its query parameters and its caller, resolved by the one rule every
-/// adapter shares ([`otp_sms_core::resolve_caller`]). The caller is authenticated before the
-/// query is read, so a request without a valid token learns nothing about the query's rules.
-async fn context(
-    api: &Api,
-    headers: &HeaderMap,
-    raw_query: Option<&str>,
-    handed_over: HandedOver,
-) -> Result<(Caller, Query), ApiError> {
-    let evidence = CallerEvidence {
-        handed_over: handed_over.caller,
-        client: handed_over.client,
-        authorization: headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-        idempotency_keys: headers
-            .get_all(IDEMPOTENCY_KEY)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect(),
-    };
-    let authenticated = request_caller(api.auth.as_ref(), evidence, None).await?;
-    let query = parse_query(raw_query)?;
-    let instance = match (&query.instance_id, &query.instance_domain) {
-        (Some(id), _) => Some(InstanceRef::Id(id.clone())),
-        (_, Some(domain)) => Some(InstanceRef::Domain(domain.clone())),
-        _ => None,
-    };
-    // The instance the request names must be the caller's.
-    let caller = resolve_caller(api.auth.as_ref(), Some(authenticated), None, instance).await?;
-    Ok((caller, query))
 }
 
 /// The idempotency key's header (case-insensitive on the wire).
@@ -400,13 +394,10 @@ fn path_error(rejection: PathRejection) -> ApiError {
 )]
 async fn add(
     State(api): State<Api>,
+    Call { caller, query }: Call,
     path: Result<Path<String>, PathRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<AddResponseJson>, ApiError> {
-    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let Path(user_id) = path.map_err(path_error)?;
     let bytes = json_body(body).await?;
     let phone: SetPhone = serde_json::from_slice(&bytes)
@@ -472,13 +463,10 @@ async fn add(
 )]
 async fn verify(
     State(api): State<Api>,
+    Call { caller, query }: Call,
     path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<DetailsResponseJson>, ApiError> {
-    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let bytes = json_body(body).await?;
     // The serde message is not echoed: it could quote the code.
@@ -534,12 +522,9 @@ async fn verify(
 )]
 async fn remove(
     State(api): State<Api>,
+    Call { caller, query }: Call,
     path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    handed_over: HandedOver,
 ) -> Result<Json<RemoveResponseJson>, ApiError> {
-    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let details = api
         .service
@@ -584,13 +569,10 @@ async fn remove(
 )]
 async fn resend_code(
     State(api): State<Api>,
+    Call { caller, query }: Call,
     path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    handed_over: HandedOver,
     body: Body,
 ) -> Result<Json<ResendResponseJson>, ApiError> {
-    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let Path((user_id, registration_id)) = path.map_err(path_error)?;
     let bytes = json_body(body).await?;
     let options: ResendCode = serde_json::from_slice(&bytes)
@@ -649,12 +631,9 @@ async fn resend_code(
 )]
 async fn unlock_verification(
     State(api): State<Api>,
+    Call { caller, query }: Call,
     path: Result<Path<String>, PathRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-    handed_over: HandedOver,
 ) -> Result<Json<wire::Empty>, ApiError> {
-    let (caller, query) = context(&api, &headers, raw.as_deref(), handed_over).await?;
     let Path(user_id) = path.map_err(path_error)?;
     api.service
         .unlock_verification(
