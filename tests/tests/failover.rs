@@ -189,7 +189,7 @@ async fn fixture_on(url: &str) -> Arc<Fixture> {
         .expect("schema")
         .with_timeouts(timeouts)
         .with_hosts(hosts);
-    store.migrate().await.expect("migrate");
+    otp_sms_postgres::testing::migrate_whole(&store).await;
     Arc::new(Fixture::on_postgres_shared(Arc::new(store), flow_policy()))
 }
 

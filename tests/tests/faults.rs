@@ -205,7 +205,7 @@ async fn postgres_answer_lost_after_commit_through_a_proxy() {
         .await
         .expect("connect through the proxy");
     let store = otp_sms_postgres::PgStore::<Event>::new(pool, &pg::schema_name()).expect("schema");
-    store.migrate().await.expect("migrate");
+    otp_sms_postgres::testing::migrate_whole(&store).await;
     let f = Fixture::on_postgres(store, flow_policy());
     let caller = Fixture::caller("user-1");
     // A code in the response: no outbox message, the single-append function (prepared on the
@@ -303,7 +303,7 @@ async fn store_through(proxy: &otp_sms_tests::net::TcpProxy) -> otp_sms_postgres
     let store = otp_sms_postgres::PgStore::<Event>::new(pool, &pg::schema_name())
         .expect("schema")
         .with_timeouts(timeouts);
-    store.migrate().await.expect("migrate");
+    otp_sms_postgres::testing::migrate_whole(&store).await;
     store
 }
 

@@ -227,6 +227,13 @@ pub async fn fresh_store<E: EventPayload>() -> PgStore<E> {
     let pool = pool().await;
     sweep_stale(&pool).await;
     let store = PgStore::new(pool, &schema_name()).expect("valid schema name");
+    migrate_whole(&store).await;
+    store
+}
+
+/// Migrates `store`'s schema whole: the events' tables, and the budget and idempotency
+/// stores' (which tests build on the same schema).
+pub async fn migrate_whole<E: EventPayload>(store: &PgStore<E>) {
     store.migrate().await.expect("migrations apply");
     let (pool, schema) = (store.pool().clone(), store.schema().to_owned());
     PgBudgets::new(pool.clone(), &schema)
@@ -239,7 +246,6 @@ pub async fn fresh_store<E: EventPayload>() -> PgStore<E> {
         .migrate()
         .await
         .expect("idempotency migrations apply");
-    store
 }
 
 /// Drops the store's schema and closes its pool.
