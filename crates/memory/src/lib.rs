@@ -15,7 +15,7 @@
 //! let store = MemoryStore::<otp_sms_core::Event>::new();
 //! let stream = StreamId::new(InstanceId::parse("instance", "i1").unwrap(), "user.otp_sms", "r1");
 //! let outcome = store
-//!     .append(Append { stream: stream.clone(), expected: ExpectedVersion::NoStream, events: vec![], outbox: vec![], command: None })
+//!     .append(Append::new(stream.clone(), ExpectedVersion::NoStream, vec![]))
 //!     .await
 //!     .unwrap();
 //! assert_eq!(outcome.version, 0);
