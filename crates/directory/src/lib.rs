@@ -55,6 +55,11 @@ pub(crate) struct User {
     pub(crate) language: Option<String>,
 }
 
+/// The tables every call looks up (the instance, the token, the grants): hashed with
+/// foldhash (randomly seeded), as the user table is, rather than std's SipHash. Their entries
+/// are the operator's; a caller only looks up, so chosen keys cannot crowd a table.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// What one instance holds. Looked up by reference: no id is cloned on a lookup.
 #[derive(Debug, Default)]
 struct Tenant {
@@ -62,18 +67,18 @@ struct Tenant {
     /// Lower-cased primary domain → organization.
     org_domains: HashMap<String, OrganizationId>,
     /// Principal → (organization, permission) pairs granted to it.
-    grants: HashMap<PrincipalId, HashSet<(OrganizationId, String)>>,
+    grants: Map<PrincipalId, HashSet<(OrganizationId, String)>>,
 }
 
 /// The directory (see the crate's documentation). Built with [`StaticDirectory::new`] and its
 /// `with_` methods; read-only once built, except for [`StaticDirectory::set_unavailable`].
 #[derive(Default)]
 pub struct StaticDirectory {
-    tenants: HashMap<InstanceId, Tenant>,
+    tenants: Map<InstanceId, Tenant>,
     /// Lower-cased domain → instance.
     instance_domains: HashMap<String, InstanceId>,
     /// SHA-256 of the token → who it authenticates.
-    tokens: HashMap<[u8; 32], Caller>,
+    tokens: Map<[u8; 32], Caller>,
     unavailable: AtomicBool,
 }
 
