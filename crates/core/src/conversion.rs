@@ -53,6 +53,13 @@ pub struct Conversion {
     sent: VecDeque<(DateTime<Utc>, String, Option<&'static str>)>,
     /// The same for each verification of a sent code.
     verified: VecDeque<(DateTime<Utc>, String, Option<&'static str>)>,
+    /// How many registrations `origins` may hold before the next sweep of the ones that left
+    /// the window. Doubled past what a sweep keeps, so sweeps cost O(1) per event however
+    /// many registrations stay in the window (a threshold tied to the codes sent alone made
+    /// every event sweep the whole map when codes were returned, not sent).
+    sweep_at: usize,
+    /// Sweeps done (tests read it).
+    sweeps: u64,
 }
 
 impl Conversion {
@@ -64,8 +71,13 @@ impl Conversion {
             origins: HashMap::new(),
             sent: VecDeque::new(),
             verified: VecDeque::new(),
+            sweep_at: Self::FIRST_SWEEP,
+            sweeps: 0,
         }
     }
+
+    /// Registrations kept before the first sweep.
+    const FIRST_SWEEP: usize = 4096;
 
     /// Reads the feed from where it stopped to its end.
     pub async fn catch_up(&mut self, store: &dyn EventStore<Event>) -> Result<(), StoreError> {
@@ -145,9 +157,14 @@ impl Conversion {
             self.verified.pop_front();
         }
         // A registration last active before the window can no longer add to it, except by a
-        // late verification, which then does not count: forgetting it bounds the memory.
-        if self.origins.len() > 4 * (self.sent.len() + 1024) {
+        // late verification, which then does not count: forgetting it bounds the memory (to
+        // twice what the window holds, and at least 4 × the codes sent in it).
+        if self.origins.len() > self.sweep_at {
             self.origins.retain(|_, (seen, _)| *seen > start);
+            self.sweeps += 1;
+            self.sweep_at = (2 * self.origins.len())
+                .max(4 * (self.sent.len() + 1024))
+                .max(Self::FIRST_SWEEP);
         }
     }
 
@@ -372,6 +389,34 @@ mod tests {
         // One page for the first step, three more (the last one empty) for the rest.
         assert_eq!(feed.reads.load(std::sync::atomic::Ordering::Relaxed), 1 + 3);
         assert_eq!(conversion.catch_up(&feed).await, Ok(()));
+    }
+
+    /// Given 20,000 registrations added within the window with their codes returned (none
+    /// sent), the registrations are swept a handful of times, not once per event; an hour
+    /// later, the next sweep drops every one of them.
+    #[test]
+    fn registrations_in_the_window_are_swept_a_bounded_number_of_times() {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut conversion = Conversion::new(Duration::from_secs(3600));
+        let added = Event::Added(Added {
+            user: "u".parse::<UserId>().unwrap(),
+            organization: "o".parse::<OrganizationId>().unwrap(),
+            phone: Phone::parse("+41791234567").unwrap(),
+        });
+        for i in 1..=20_000 {
+            conversion.apply(&recorded(i, &format!("r{i}"), t0, added.clone()));
+        }
+        assert_eq!(conversion.origins.len(), 20_000);
+        // At 4,097, 8,195 and 16,391 registrations: each sweep doubles the next threshold.
+        assert_eq!(conversion.sweeps, 3);
+        let later = t0 + chrono::Duration::seconds(3601);
+        let mut i = 20_000;
+        while conversion.sweeps == 3 {
+            i += 1;
+            conversion.apply(&recorded(i, &format!("r{i}"), later, added.clone()));
+        }
+        // The sweep that came kept only the registrations of the last hour.
+        assert_eq!(conversion.origins.len() as u64, i - 20_000);
     }
 
     /// Given a pumped range (20 codes to sequential numbers, one verified) and an honest one
