@@ -9,8 +9,17 @@
 //! The command loop reports each command once, when it ends; the
 //! delivery pass once per pass; refusals where the guard records them; the store's appends
 //! and the stream cache where the loop calls them.
+//!
+//! What every command reports goes through [`Instruments`]: its handles are registered once,
+//! with the recorder in force at the service's first command, and then incremented without a
+//! look-up by name and labels. Install the recorder at start-up, before the service serves
+//! (a recorder installed after a service's first command is not seen by that service). The
+//! rare reports (refusals, delivery passes, the outbox gauges) are looked up when they happen.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use metrics::{Counter, Histogram};
 
 use crate::aggregate::Command;
 use crate::error::{Error, Precondition};
@@ -46,15 +55,24 @@ pub const COMMAND_RETRIES: &str = "otp_sms_command_retries_total";
 /// Counter: stream-cache look-ups, by `result` (`hit`, `miss`).
 pub const STREAM_CACHE_LOOKUPS: &str = "otp_sms_stream_cache_lookups_total";
 
-/// The verification outcome a verify's result stands for, if it is one of the five.
-fn verification_outcome(result: &Result<impl Sized, Error>) -> Option<&'static str> {
+/// The verification outcome a verify's result stands for, if it is one of the five: its
+/// index in [`VERIFICATION_OUTCOMES`].
+fn verification_outcome(result: &Result<impl Sized, Error>) -> Option<usize> {
     match result {
-        Ok(_) => Some("verified"),
-        Err(Error::WrongCode) => Some("wrong_code"),
-        Err(Error::FailedPrecondition(Precondition::CodeExpired)) => Some("expired"),
-        Err(Error::FailedPrecondition(Precondition::TooManyAttempts)) => Some("burnt"),
-        Err(Error::FailedPrecondition(Precondition::VerificationLocked)) => Some("locked"),
+        Ok(_) => Some(0),
+        Err(Error::WrongCode) => Some(1),
+        Err(Error::FailedPrecondition(Precondition::CodeExpired)) => Some(2),
+        Err(Error::FailedPrecondition(Precondition::TooManyAttempts)) => Some(3),
+        Err(Error::FailedPrecondition(Precondition::VerificationLocked)) => Some(4),
         Err(_) => None,
+    }
+}
+
+fn delivery_index(delivery: Delivery) -> usize {
+    match delivery {
+        Delivery::Send => 0,
+        Delivery::Return => 1,
+        Delivery::Test => 2,
     }
 }
 
@@ -74,23 +92,6 @@ pub(crate) fn issued<'e>(events: impl IntoIterator<Item = &'e Event>) -> Option<
     })
 }
 
-/// The one report of a command, when the command loop ends it: `issued` is how its committed
-/// events issued a code, if they did.
-pub(crate) fn command_finished<T>(
-    command: &Command,
-    result: &Result<T, Error>,
-    issued: Option<Delivery>,
-) {
-    if let Command::Verify { .. } = command {
-        if let Some(outcome) = verification_outcome(result) {
-            metrics::counter!(VERIFICATIONS, "outcome" => outcome).increment(1);
-        }
-    }
-    if let Some(delivery) = issued {
-        metrics::counter!(CODES_ISSUED, "delivery" => delivery_label(delivery)).increment(1);
-    }
-}
-
 /// A code an abuse rule refused.
 pub(crate) fn refused(scope: Scope, silent: bool) {
     metrics::counter!(
@@ -101,23 +102,112 @@ pub(crate) fn refused(scope: Scope, silent: bool) {
     .increment(1);
 }
 
-/// One append the command loop waited for.
-pub(crate) fn append(took: Duration, outcome: &'static str) {
-    metrics::histogram!(APPEND_DURATION, "outcome" => outcome).record(took.as_secs_f64());
-    if outcome == "conflict" {
-        metrics::counter!(WRITE_CONFLICTS).increment(1);
+/// Append outcomes, in the order of [`Handles::append`].
+const APPEND_OUTCOMES: [&str; 4] = ["ok", "conflict", "unknown", "error"];
+/// Verification outcomes, in the order of [`Handles::verifications`].
+const VERIFICATION_OUTCOMES: [&str; 5] = ["verified", "wrong_code", "expired", "burnt", "locked"];
+/// Code deliveries, in the order of [`Handles::codes_issued`].
+const DELIVERIES: [Delivery; 3] = [Delivery::Send, Delivery::Return, Delivery::Test];
+
+/// How an append the command loop waited for ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendOutcome {
+    Ok = 0,
+    Conflict = 1,
+    Unknown = 2,
+    Error = 3,
+}
+
+/// Why a command runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    Conflict = 0,
+    UnknownOutcome = 1,
+}
+
+/// The handles of what every command reports, registered at a service's first command and
+/// shared by its clones.
+#[derive(Debug, Default)]
+pub(crate) struct Instruments(OnceLock<Handles>);
+
+/// Every series the command loop writes, one handle each (the label sets are fixed).
+#[derive(Debug)]
+struct Handles {
+    verifications: [Counter; 5],
+    codes_issued: [Counter; 3],
+    append: [Histogram; 4],
+    write_conflicts: Counter,
+    retries: [Counter; 2],
+    cache_hit: Counter,
+    cache_miss: Counter,
+}
+
+impl Handles {
+    fn register() -> Self {
+        Self {
+            verifications: VERIFICATION_OUTCOMES
+                .map(|outcome| metrics::counter!(VERIFICATIONS, "outcome" => outcome)),
+            codes_issued: DELIVERIES.map(
+                |delivery| metrics::counter!(CODES_ISSUED, "delivery" => delivery_label(delivery)),
+            ),
+            append: APPEND_OUTCOMES
+                .map(|outcome| metrics::histogram!(APPEND_DURATION, "outcome" => outcome)),
+            write_conflicts: metrics::counter!(WRITE_CONFLICTS),
+            retries: ["conflict", "unknown_outcome"]
+                .map(|reason| metrics::counter!(COMMAND_RETRIES, "reason" => reason)),
+            cache_hit: metrics::counter!(STREAM_CACHE_LOOKUPS, "result" => "hit"),
+            cache_miss: metrics::counter!(STREAM_CACHE_LOOKUPS, "result" => "miss"),
+        }
     }
 }
 
-/// A command run again.
-pub(crate) fn retry(reason: &'static str) {
-    metrics::counter!(COMMAND_RETRIES, "reason" => reason).increment(1);
-}
+impl Instruments {
+    fn handles(&self) -> &Handles {
+        self.0.get_or_init(Handles::register)
+    }
 
-/// A stream-cache look-up.
-pub(crate) fn stream_cache(hit: bool) {
-    metrics::counter!(STREAM_CACHE_LOOKUPS, "result" => if hit { "hit" } else { "miss" })
-        .increment(1);
+    /// The one report of a command, when the command loop ends it: `issued` is how its
+    /// committed events issued a code, if they did.
+    pub(crate) fn command_finished<T>(
+        &self,
+        command: &Command,
+        result: &Result<T, Error>,
+        issued: Option<Delivery>,
+    ) {
+        let handles = self.handles();
+        if let Command::Verify { .. } = command {
+            if let Some(outcome) = verification_outcome(result) {
+                handles.verifications[outcome].increment(1);
+            }
+        }
+        if let Some(delivery) = issued {
+            handles.codes_issued[delivery_index(delivery)].increment(1);
+        }
+    }
+
+    /// One append the command loop waited for.
+    pub(crate) fn append(&self, took: Duration, outcome: AppendOutcome) {
+        let handles = self.handles();
+        handles.append[outcome as usize].record(took.as_secs_f64());
+        if outcome == AppendOutcome::Conflict {
+            handles.write_conflicts.increment(1);
+        }
+    }
+
+    /// A command run again.
+    pub(crate) fn retry(&self, reason: Retry) {
+        self.handles().retries[reason as usize].increment(1);
+    }
+
+    /// A stream-cache look-up.
+    pub(crate) fn stream_cache(&self, hit: bool) {
+        let handles = self.handles();
+        if hit {
+            handles.cache_hit.increment(1);
+        } else {
+            handles.cache_miss.increment(1);
+        }
+    }
 }
 
 /// One pass of the notifier: SMS handed over, given up on, deferred and dropped. (Counts, not
@@ -141,9 +231,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_delivery_counts_under_its_own_label() {
+        for delivery in DELIVERIES {
+            assert_eq!(DELIVERIES[delivery_index(delivery)], delivery);
+        }
+        let labels = DELIVERIES.map(delivery_label);
+        assert_eq!(labels, ["sms", "return", "test"]);
+    }
+
+    #[test]
     fn the_five_verification_outcomes_and_nothing_else() {
-        let of = |e: Error| verification_outcome(&Err::<(), _>(e));
-        assert_eq!(verification_outcome(&Ok::<(), Error>(())), Some("verified"));
+        let of =
+            |e: Error| verification_outcome(&Err::<(), _>(e)).map(|i| VERIFICATION_OUTCOMES[i]);
+        assert_eq!(
+            verification_outcome(&Ok::<(), Error>(())).map(|i| VERIFICATION_OUTCOMES[i]),
+            Some("verified")
+        );
         assert_eq!(of(Error::WrongCode), Some("wrong_code"));
         assert_eq!(
             of(Error::FailedPrecondition(Precondition::CodeExpired)),

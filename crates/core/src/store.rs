@@ -79,9 +79,11 @@ impl ExpectedVersion {
 pub struct CommandId(pub Uuid);
 
 impl CommandId {
-    /// A fresh id (UUID v7: time-ordered, random in its low bits).
+    /// A fresh id: a random UUID (v4). It only has to differ from every other command's on
+    /// the same stream; drawn on every call, it reads no clock and takes no shared lock, as a
+    /// time-ordered (v7) id would.
     pub fn generate() -> Self {
-        Self(Uuid::now_v7())
+        Self(Uuid::new_v4())
     }
 }
 

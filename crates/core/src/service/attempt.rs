@@ -29,20 +29,25 @@ impl<'a> Attempt<'a> {
         registration: &'a RegistrationId,
         command: &'a Command,
     ) -> Self {
+        Self::under(CommandId::generate(), caller, user, registration, command)
+    }
+
+    /// The same under `id` (the one the call's idempotency step chose): no id is drawn.
+    pub(super) fn under(
+        id: CommandId,
+        caller: &'a Caller,
+        user: &'a UserRecord,
+        registration: &'a RegistrationId,
+        command: &'a Command,
+    ) -> Self {
         Self {
-            id: CommandId::generate(),
+            id,
             caller,
             user,
             registration,
             command,
             fresh: None,
         }
-    }
-
-    /// Under `id` (the one an idempotency key reserved) instead of a fresh one.
-    pub(super) fn under(mut self, id: CommandId) -> Self {
-        self.id = id;
-        self
     }
 
     /// With the code drawn for it.

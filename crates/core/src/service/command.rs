@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::event::{Delivery, Event};
 use crate::ids::{OrganizationId, PrincipalId, RegistrationId};
 use crate::keys::CodeBinding;
-use crate::metrics;
+use crate::metrics::{self, AppendOutcome, Retry};
 use crate::store::{
     Append, CommandId, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent,
     RecordedMeta, StoreError, StreamId,
@@ -26,7 +26,7 @@ use crate::store::{
 
 use super::attempt::{Attempt, FollowUp};
 use super::delivery::CodeDelivery;
-use super::guard::{Admission, Permit};
+use super::guard::{needs_admission, Admission, Permit};
 
 impl CommandService {
     /// Runs `attempt` (see [`Self::run`]), then the commands its committed events call for,
@@ -55,7 +55,8 @@ impl CommandService {
             command_id = %attempt.id,
         );
         let result = self.run_loop(&attempt, &mut ended).instrument(span).await;
-        metrics::command_finished(attempt.command, &result, ended.issued);
+        self.instruments
+            .command_finished(attempt.command, &result, ended.issued);
         (result, ended.follow_ups)
     }
 
@@ -80,7 +81,8 @@ impl CommandService {
                 if let Some(cache) = &self.cache {
                     cache.put(&stream, history.clone());
                 }
-                return self.replayed(a, &history, at, now, ended).await;
+                // Boxed: a replay is rare, and its future would weigh on every command's.
+                return Box::pin(self.replayed(a, &history, at, now, ended)).await;
             }
             let decided = self.decide(a, &history, now)?;
             if decided.write.events.is_empty() {
@@ -108,17 +110,22 @@ impl CommandService {
                 };
             }
             // The abuse rules' one point in the loop: a refusal fails the command with
-            // nothing written but its audit record.
-            let permit = match self
-                .admit(
+            // nothing written but its audit record. Only a new registration or a new code
+            // meets them; for those the budget store's round trip (and a refusal's audit)
+            // is boxed, so that it does not weigh on every command's future.
+            let admission = if needs_admission(&decided.write.events) {
+                Box::pin(self.admit(
                     a.caller,
                     a.user,
                     a.registration,
                     decided.phone.as_ref(),
                     &decided.write.events,
-                )
+                ))
                 .await?
-            {
+            } else {
+                Admission::Go(Permit::for_events(&decided.write.events))
+            };
+            let permit = match admission {
                 Admission::Go(permit) => permit,
                 // The pumper is answered as a sender would be: nothing sent, nothing written.
                 Admission::Silent => {
@@ -143,7 +150,10 @@ impl CommandService {
             {
                 Ok(recorded) => {
                     ended.issued = recorded.issued;
-                    ended.follow_ups = permit.settle(self, a, &recorded.meta).await;
+                    if permit.settles_something() {
+                        // Boxed for the same reason: most commands settle nothing.
+                        ended.follow_ups = Box::pin(permit.settle(self, a, &recorded.meta)).await;
+                    }
                     return match error {
                         // A refusal that records events (a wrong code) still fails the call.
                         Some(error) => Err(error),
@@ -166,7 +176,7 @@ impl CommandService {
                     }
                     tries += 1;
                     trust_cache = false;
-                    metrics::retry("conflict");
+                    self.instruments.retry(Retry::Conflict);
                 }
                 Err(StoreError::Unknown(reason)) => {
                     // The append may have committed. The next attempt reads the stream: its
@@ -179,7 +189,7 @@ impl CommandService {
                     }
                     tries += 1;
                     trust_cache = false;
-                    metrics::retry("unknown_outcome");
+                    self.instruments.retry(Retry::UnknownOutcome);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -203,7 +213,7 @@ impl CommandService {
         }
         if let Some(cache) = self.cache.as_ref().filter(|_| trust_cache) {
             let found = cache.get(stream);
-            metrics::stream_cache(found.is_some());
+            self.instruments.stream_cache(found.is_some());
             if let Some(cached) = found {
                 return Ok((cached, true));
             }
@@ -299,13 +309,13 @@ impl CommandService {
             .append(append)
             .instrument(tracing::info_span!("otp_sms.store.append", attempt = tries))
             .await;
-        metrics::append(
+        self.instruments.append(
             started.elapsed(),
             match &appended {
-                Ok(_) => "ok",
-                Err(StoreError::Conflict { .. }) => "conflict",
-                Err(StoreError::Unknown(_)) => "unknown",
-                Err(_) => "error",
+                Ok(_) => AppendOutcome::Ok,
+                Err(StoreError::Conflict { .. }) => AppendOutcome::Conflict,
+                Err(StoreError::Unknown(_)) => AppendOutcome::Unknown,
+                Err(_) => AppendOutcome::Error,
             },
         );
         let outcome = appended?;

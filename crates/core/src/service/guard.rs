@@ -75,10 +75,7 @@ impl CommandService {
         let policy = self.abuse_policy(&caller.instance);
         let permit = Permit::for_events(events);
         let mut plan = SendPlan::default();
-        if events
-            .iter()
-            .any(|e| matches!(e, Event::Added(_) | Event::CodeAdded(_)))
-        {
+        if needs_admission(events) {
             // No new code, and no new registration, while the user's verification is locked.
             plan = AbusePolicy::lock_gate(&caller.instance, &user.id, registration.as_str());
         }
@@ -290,7 +287,21 @@ fn audit_stream_id(scope: Scope, subject: &str, user: &crate::ids::UserId, windo
         .collect()
 }
 
+/// Whether `events` meet the abuse rules: only a new registration or a new code does (the
+/// lock gate, the number's rules, the slot, the send budgets). Without them,
+/// [`CommandService::admit`] admits with nothing to take.
+pub(super) fn needs_admission(events: &[Event]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, Event::Added(_) | Event::CodeAdded(_)))
+}
+
 impl Permit {
+    /// Whether [`Permit::settle`] has anything to do.
+    pub(super) fn settles_something(&self) -> bool {
+        self.settles.is_some()
+    }
+
     /// What `events`, once committed, settle.
     pub(super) fn for_events<'e>(events: impl IntoIterator<Item = &'e Event>) -> Self {
         Permit {

@@ -121,14 +121,28 @@ impl CommandService {
         registration: RegistrationId,
         code: Option<VerificationCode>,
     ) -> Result<Run, Error> {
-        let command = CommandId::generate();
         let Some(key) = &caller.idempotency_key else {
             return Ok(Run {
-                command,
+                command: CommandId::generate(),
                 registration,
                 code,
             });
         };
+        // Boxed: most calls send no key, and the store's round trips would weigh on their
+        // futures.
+        Box::pin(self.run_keyed(caller, key, fingerprint, registration, code)).await
+    }
+
+    /// [`Self::run_for`] for a call that sent `key`.
+    async fn run_keyed(
+        &self,
+        caller: &Caller,
+        key: &crate::idempotency_key::IdempotencyKey,
+        fingerprint: Fingerprint,
+        registration: RegistrationId,
+        code: Option<VerificationCode>,
+    ) -> Result<Run, Error> {
+        let command = CommandId::generate();
         let scope = IdempotencyScope {
             instance: caller.instance.clone(),
             principal: caller.principal.clone(),

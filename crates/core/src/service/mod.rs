@@ -73,6 +73,8 @@ pub struct CommandService {
     idempotency_keys_per_caller: u32,
     delivery: DeliveryPolicy,
     range_signal: crate::conversion::RangeSignal,
+    /// What every command reports, registered at the first one.
+    instruments: Arc<crate::metrics::Instruments>,
 }
 
 /// What a call needs of its caller besides naming an existing user.
@@ -117,6 +119,7 @@ impl CommandService {
             idempotency_keys_per_caller: idempotency::DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER,
             delivery: DeliveryPolicy::default(),
             range_signal: crate::conversion::RangeSignal::new(),
+            instruments: Arc::default(),
         }
     }
 
@@ -367,8 +370,7 @@ impl CommandService {
             phone,
             verification,
         };
-        let attempt = Attempt::new(caller, &user, &run.registration, &command)
-            .under(run.command)
+        let attempt = Attempt::under(run.command, caller, &user, &run.registration, &command)
             .with_code(fresh.as_ref());
         let details = self.execute(attempt).await?;
         Ok(AddResponse {
@@ -401,8 +403,14 @@ impl CommandService {
             .run_for(caller, fingerprint, registration, None)
             .await?;
         let command = Command::Verify { code };
-        self.execute(Attempt::new(caller, &user, &run.registration, &command).under(run.command))
-            .await
+        self.execute(Attempt::under(
+            run.command,
+            caller,
+            &user,
+            &run.registration,
+            &command,
+        ))
+        .await
     }
 
     /// `RemoveOTPSMSAuthenticator`.
@@ -417,8 +425,14 @@ impl CommandService {
             .run_for(caller, fingerprint, registration, None)
             .await?;
         let remove = Command::Remove;
-        self.execute(Attempt::new(caller, &user, &run.registration, &remove).under(run.command))
-            .await
+        self.execute(Attempt::under(
+            run.command,
+            caller,
+            &user,
+            &run.registration,
+            &remove,
+        ))
+        .await
     }
 
     /// Issues a new code (the old one becomes void), within the policy's rate limits
@@ -456,8 +470,7 @@ impl CommandService {
             code: code.clone(),
             delivery,
         };
-        let attempt = Attempt::new(caller, &user, &registration, &command)
-            .under(run.command)
+        let attempt = Attempt::under(run.command, caller, &user, &registration, &command)
             .with_code(Some(&code));
         let details = self.execute(attempt).await?;
         let verification_code = match delivery {
