@@ -26,6 +26,8 @@ pub enum Protocol {
     GrpcWeb,
     /// The bare axum handler of `--serve-baseline`, over HTTP/1.1.
     Baseline,
+    /// The bare tonic handler of `--serve-baseline`, over HTTP/2 (gRPC's own ceiling).
+    GrpcBaseline,
 }
 
 impl Protocol {
@@ -35,7 +37,13 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::GrpcWeb => "grpc-web",
             Protocol::Baseline => "baseline",
+            Protocol::GrpcBaseline => "grpc-baseline",
         }
+    }
+
+    /// A bare handler's ceiling: one request per "verify", nothing added first.
+    fn is_baseline(self) -> bool {
+        matches!(self, Protocol::Baseline | Protocol::GrpcBaseline)
     }
 }
 
@@ -133,7 +141,7 @@ fn grpc_web_message(headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result
 impl Remote {
     async fn client(&self) -> Result<Client, String> {
         Ok(match self.protocol {
-            Protocol::Grpc => {
+            Protocol::Grpc | Protocol::GrpcBaseline => {
                 let channel = Endpoint::from_shared(self.server.clone())
                     .map_err(|e| e.to_string())?
                     .connect()
@@ -236,7 +244,7 @@ impl Remote {
                     .await;
                 succeeded(res, "verify").await
             }
-            (Protocol::Grpc, Client::Grpc(grpc)) => grpc
+            (Protocol::Grpc | Protocol::GrpcBaseline, Client::Grpc(grpc)) => grpc
                 .verify_otpsms_registration(self.authed(request()))
                 .await
                 .map(|_| ())
@@ -290,13 +298,14 @@ impl Remote {
         let share = move |k: usize| (k * n / c, (k + 1) * n / c);
         let mut add_per_sec = serde_json::Value::Null;
         let mut work: Vec<(Client, Vec<(String, String)>)> = Vec::with_capacity(c);
-        if this.protocol == Protocol::Baseline {
+        if this.protocol.is_baseline() {
             work = clients
                 .into_iter()
                 .enumerate()
                 .map(|(k, client)| {
                     let (from, to) = share(k);
-                    (client, vec![(String::new(), String::new()); to - from])
+                    let request = (String::from("bench-registration"), String::from("12345678"));
+                    (client, vec![request; to - from])
                 })
                 .collect();
         } else {
@@ -351,7 +360,7 @@ impl Remote {
         }
         let took = started.elapsed();
         latencies.sort_unstable();
-        let target = if this.protocol == Protocol::Baseline {
+        let target = if this.protocol.is_baseline() {
             "baseline"
         } else {
             "server"
