@@ -3,13 +3,15 @@
 //! named after the OpenTelemetry semantic conventions (`http.server.request.duration`,
 //! `rpc.server.call.duration`, in seconds; their `_count` series are the request counts).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::Histogram;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use otp_sms_core::conversion::Conversion;
 use otp_sms_core::{CommandService, Event, EventStore};
@@ -176,30 +178,115 @@ pub async fn mark_route(request: Request, next: Next) -> Response {
     response
 }
 
+/// The histograms [`observe`] records to, registered once per label set: a request looks its
+/// handle up under a read lock, with no allocation, instead of building the metric's key (its
+/// name and labels) for the recorder on every call. The label sets are bounded (the known
+/// methods, the routes' templates, the status codes the server answers, the methods of its
+/// services), so these tables are too.
+#[derive(Default)]
+struct Handles {
+    /// By method and status, then by route template (`""` when no route matched).
+    http: RwLock<HashMap<(&'static str, u16), ByRoute>>,
+    /// By service, method and status code.
+    rpc: RwLock<HashMap<(&'static str, &'static str, u8), Histogram>>,
+}
+
+impl Handles {
+    fn get() -> &'static Handles {
+        static HANDLES: OnceLock<Handles> = OnceLock::new();
+        HANDLES.get_or_init(Handles::default)
+    }
+
+    fn http(&self, method: &'static str, route: &str, status: u16) -> Histogram {
+        let found = read(&self.http)
+            .get(&(method, status))
+            .and_then(|routes| routes.get(route))
+            .cloned();
+        found.unwrap_or_else(|| {
+            write(&self.http)
+                .entry((method, status))
+                .or_default()
+                .entry(route.to_owned())
+                .or_insert_with(|| {
+                    metrics::histogram!(
+                        HTTP_SERVER_REQUEST_DURATION,
+                        "http_request_method" => method,
+                        "http_route" => route.to_owned(),
+                        "http_response_status_code" => status.to_string()
+                    )
+                })
+                .clone()
+        })
+    }
+
+    fn rpc(&self, service: &'static str, method: &'static str, code: u8) -> Histogram {
+        let found = read(&self.rpc).get(&(service, method, code)).cloned();
+        found.unwrap_or_else(|| {
+            write(&self.rpc)
+                .entry((service, method, code))
+                .or_insert_with(|| {
+                    metrics::histogram!(
+                        RPC_SERVER_CALL_DURATION,
+                        "rpc_system" => "grpc",
+                        "rpc_service" => service,
+                        "rpc_method" => method,
+                        "rpc_grpc_status_code" => code.to_string()
+                    )
+                })
+                .clone()
+        })
+    }
+}
+
+/// HTTP histograms of one method and status, by route template.
+type ByRoute = HashMap<String, Histogram>;
+
+/// A poisoned table is still a valid table (a panic cannot leave a half-inserted handle).
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The gRPC service and method a path names, as the metrics label them: a method this server
+/// serves by name; any other path `_OTHER`, under its service when it names one of ours.
+/// Labels come from the server's own list, so no caller can grow the label set.
+fn rpc_labels(path: &str) -> ((&'static str, &'static str), &'static str) {
+    let service = otp_sms_grpc::METHODS
+        .iter()
+        .map(|(service, _)| *service)
+        .find(|service| {
+            path.strip_prefix('/')
+                .and_then(|p| p.strip_prefix(service))
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .unwrap_or("_OTHER");
+    (
+        otp_sms_grpc::known_method(path).unwrap_or((service, "_OTHER")),
+        service,
+    )
+}
+
 /// Around everything the server answers (shed and late calls included): records the
 /// request's duration as HTTP and, for gRPC, as an RPC.
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = known_method(request.method().as_str());
-    // The path is kept only for gRPC calls, whose service and method it names.
-    let grpc_path =
-        (Protocol::of_request(&request) == Protocol::Grpc).then(|| request.uri().path().to_owned());
+    // Read before the call, while the path is at hand: only static labels are kept.
+    let rpc = (Protocol::of_request(&request) == Protocol::Grpc)
+        .then(|| rpc_labels(request.uri().path()));
     let response = next.run(request).await;
     let took = started.elapsed().as_secs_f64();
     let route = response
         .extensions()
         .get::<Route>()
-        .map(|r| r.0.as_str().to_owned())
-        .unwrap_or_default();
+        .map_or("", |r| r.0.as_str());
     let status = response.status();
-    metrics::histogram!(
-        HTTP_SERVER_REQUEST_DURATION,
-        "http_request_method" => method,
-        "http_route" => route.clone(),
-        "http_response_status_code" => status.as_u16().to_string()
-    )
-    .record(took);
-    if let Some(path) = grpc_path {
+    let handles = Handles::get();
+    handles.http(method, route, status.as_u16()).record(took);
+    if let Some((known, service)) = rpc {
         // A trailers-only answer (every error of these unary calls) carries the status in
         // its headers; a message answer is OK unless its trailers say otherwise.
         let code = response
@@ -208,30 +295,13 @@ pub async fn observe(request: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u8>().ok())
             .unwrap_or(if status.is_success() { 0 } else { 2 });
-        // Only the services and methods this server serves are named (any other name in a
-        // path, answered or not, is `_OTHER`), so no caller can grow the label set.
-        let (service, rpc_method) = match otp_sms_grpc::known_method(&path) {
-            Some((service, name)) if code != 12 => (service, name),
-            _ => {
-                let service = otp_sms_grpc::METHODS
-                    .iter()
-                    .map(|(service, _)| *service)
-                    .find(|service| {
-                        path.strip_prefix('/')
-                            .and_then(|p| p.strip_prefix(service))
-                            .is_some_and(|rest| rest.starts_with('/'))
-                    });
-                (service.unwrap_or("_OTHER"), "_OTHER")
-            }
+        // An UNIMPLEMENTED answer names no method, even on a known path.
+        let (service, rpc_method) = if code == 12 {
+            (service, "_OTHER")
+        } else {
+            known
         };
-        metrics::histogram!(
-            RPC_SERVER_CALL_DURATION,
-            "rpc_system" => "grpc",
-            "rpc_service" => service,
-            "rpc_method" => rpc_method,
-            "rpc_grpc_status_code" => code.to_string()
-        )
-        .record(took);
+        handles.rpc(service, rpc_method, code).record(took);
     }
     response
 }
