@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole-server figures of docs/benchmarks.md, each with its baselines from the same run:
-# the server over HTTP, gRPC and gRPC-web against the bare axum handler (memory store), and
-# the server on PostgreSQL against the same flow in process; then the server's memory with
+# the server over HTTP, gRPC and gRPC-web against the bare axum and tonic handlers (memory
+# store), and the server on PostgreSQL against the same flow in process; then the server's memory with
 # idle keep-alive connections. Rounds are interleaved; prints JSON lines, then medians.
 # usage: crates/bench/over-the-wire.sh   (ROUNDS=3, N=50000, C=64, DATABASE_URL may be set)
 set -euo pipefail
@@ -36,6 +36,7 @@ bp=$(port)
 wait_port "$bp"
 for _ in $(seq "$rounds"); do
   run baseline "$bench" --server "http://127.0.0.1:$bp" --protocol baseline --registrations "$n" --concurrency "$c"
+  run grpc-baseline "$bench" --server "http://127.0.0.1:$bp" --protocol grpc-baseline --registrations "$n" --concurrency "$c"
   for protocol in http grpc grpc-web; do
     p=$(port); start_server "$p"
     run "server-memory-$protocol" "$bench" --server "http://127.0.0.1:$p" --protocol "$protocol" --registrations "$n" --concurrency "$c" --store memory
