@@ -10,7 +10,7 @@
 //! delivery pass once per pass; refusals where the guard records them; the store's appends
 //! and the stream cache where the loop calls them.
 //!
-//! What every command reports goes through [`Instruments`]: its handles are registered once,
+//! What every command reports goes through one set of handles per service: registered once,
 //! with the recorder in force at the service's first command, and then incremented without a
 //! look-up by name and labels. Install the recorder at start-up, before the service serves
 //! (a recorder installed after a service's first command is not seen by that service). The
