@@ -102,7 +102,7 @@ pub(crate) fn refused(scope: Scope, silent: bool) {
     .increment(1);
 }
 
-/// Append outcomes, in the order of [`Handles::append`].
+/// Append outcomes, in the order of [`AppendOutcome`].
 const APPEND_OUTCOMES: [&str; 4] = ["ok", "conflict", "unknown", "error"];
 /// Verification outcomes, in the order of [`Handles::verifications`].
 const VERIFICATION_OUTCOMES: [&str; 5] = ["verified", "wrong_code", "expired", "burnt", "locked"];
@@ -124,6 +124,9 @@ pub(crate) enum Retry {
     Conflict = 0,
     UnknownOutcome = 1,
 }
+
+/// Retry reasons, in the order of [`Retry`].
+const RETRY_REASONS: [&str; 2] = ["conflict", "unknown_outcome"];
 
 /// The handles of what every command reports, registered at a service's first command and
 /// shared by its clones.
@@ -153,7 +156,7 @@ impl Handles {
             append: APPEND_OUTCOMES
                 .map(|outcome| metrics::histogram!(APPEND_DURATION, "outcome" => outcome)),
             write_conflicts: metrics::counter!(WRITE_CONFLICTS),
-            retries: ["conflict", "unknown_outcome"]
+            retries: RETRY_REASONS
                 .map(|reason| metrics::counter!(COMMAND_RETRIES, "reason" => reason)),
             cache_hit: metrics::counter!(STREAM_CACHE_LOOKUPS, "result" => "hit"),
             cache_miss: metrics::counter!(STREAM_CACHE_LOOKUPS, "result" => "miss"),
@@ -229,6 +232,122 @@ pub(crate) fn outbox(depth: u64, oldest_age: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        CounterFn, Gauge, GaugeFn, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+
+    /// What a series received: `name{label=value,...}` and the increments or samples.
+    type Log = Arc<Mutex<Vec<(String, f64)>>>;
+
+    /// One registered series, writing to the log under its key.
+    struct Series {
+        key: String,
+        log: Log,
+    }
+
+    impl CounterFn for Series {
+        fn increment(&self, value: u64) {
+            self.log
+                .lock()
+                .unwrap()
+                .push((self.key.clone(), value as f64));
+        }
+        fn absolute(&self, _: u64) {}
+    }
+
+    impl HistogramFn for Series {
+        fn record(&self, value: f64) {
+            self.log.lock().unwrap().push((self.key.clone(), value));
+        }
+    }
+
+    impl GaugeFn for Series {
+        fn increment(&self, _: f64) {}
+        fn decrement(&self, _: f64) {}
+        fn set(&self, _: f64) {}
+    }
+
+    /// A recorder that logs every increment and sample with its series' name and labels.
+    #[derive(Default)]
+    struct Logging {
+        log: Log,
+        registered: Mutex<usize>,
+    }
+
+    impl Logging {
+        fn series(&self, key: &Key) -> Arc<Series> {
+            *self.registered.lock().unwrap() += 1;
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            Arc::new(Series {
+                key: format!("{}{{{}}}", key.name(), labels.join(",")),
+                log: Arc::clone(&self.log),
+            })
+        }
+    }
+
+    impl Recorder for Logging {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.series(key))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::from_arc(self.series(key))
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.series(key))
+        }
+    }
+
+    /// Given a recorder in force at the first report, every report lands on its own series
+    /// (the handles' order matches the labels'), and the handles are registered once: later
+    /// reports, even with the recorder gone, go to the same series.
+    #[test]
+    fn each_report_lands_on_its_own_series_registered_once() {
+        let recorder = Logging::default();
+        let instruments = Instruments::default();
+        let verify = Command::Verify {
+            code: crate::code::VerificationCode::from_input(String::from("123456")).unwrap(),
+        };
+        metrics::with_local_recorder(&recorder, || {
+            instruments.command_finished(&verify, &Err::<(), _>(Error::WrongCode), None);
+        });
+        let registered = *recorder.registered.lock().unwrap();
+        assert_eq!(registered, 5 + 3 + 4 + 1 + 2 + 2);
+        // Outside the recorder's scope: the handles registered with it still record.
+        instruments.command_finished(
+            &verify,
+            &Err::<(), _>(Error::FailedPrecondition(Precondition::VerificationLocked)),
+            Some(Delivery::Test),
+        );
+        instruments.append(Duration::from_millis(2), AppendOutcome::Conflict);
+        instruments.append(Duration::from_millis(1), AppendOutcome::Unknown);
+        instruments.retry(Retry::UnknownOutcome);
+        instruments.stream_cache(false);
+        assert_eq!(*recorder.registered.lock().unwrap(), registered);
+        let log = recorder.log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            [
+                (format!("{VERIFICATIONS}{{outcome=wrong_code}}"), 1.0),
+                (format!("{VERIFICATIONS}{{outcome=locked}}"), 1.0),
+                (format!("{CODES_ISSUED}{{delivery=test}}"), 1.0),
+                (format!("{APPEND_DURATION}{{outcome=conflict}}"), 0.002),
+                (format!("{WRITE_CONFLICTS}{{}}"), 1.0),
+                (format!("{APPEND_DURATION}{{outcome=unknown}}"), 0.001),
+                (format!("{COMMAND_RETRIES}{{reason=unknown_outcome}}"), 1.0),
+                (format!("{STREAM_CACHE_LOOKUPS}{{result=miss}}"), 1.0),
+            ]
+        );
+    }
 
     #[test]
     fn every_delivery_counts_under_its_own_label() {

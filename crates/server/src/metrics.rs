@@ -178,8 +178,8 @@ pub async fn mark_route(request: Request, next: Next) -> Response {
     response
 }
 
-/// The histograms [`observe`] records to, registered once per label set: a request looks its
-/// handle up under a read lock, with no allocation, instead of building the metric's key (its
+/// The histograms [`observe`] records to, registered once per label set: a request records
+/// to its handle under a read lock, with no allocation and no reference count touched, instead of building the metric's key (its
 /// name and labels) for the recorder on every call. The label sets are bounded (the known
 /// methods, the routes' templates, the status codes the server answers, the methods of its
 /// services), so these tables are too.
@@ -197,44 +197,46 @@ impl Handles {
         HANDLES.get_or_init(Handles::default)
     }
 
-    fn http(&self, method: &'static str, route: &str, status: u16) -> Histogram {
-        let found = read(&self.http)
+    /// Records `took` for a request; the handle is registered at the label set's first.
+    fn record_http(&self, method: &'static str, route: &str, status: u16, took: f64) {
+        if let Some(handle) = read(&self.http)
             .get(&(method, status))
             .and_then(|routes| routes.get(route))
-            .cloned();
-        found.unwrap_or_else(|| {
-            write(&self.http)
-                .entry((method, status))
-                .or_default()
-                .entry(route.to_owned())
-                .or_insert_with(|| {
-                    metrics::histogram!(
-                        HTTP_SERVER_REQUEST_DURATION,
-                        "http_request_method" => method,
-                        "http_route" => route.to_owned(),
-                        "http_response_status_code" => status.to_string()
-                    )
-                })
-                .clone()
-        })
+        {
+            return handle.record(took);
+        }
+        write(&self.http)
+            .entry((method, status))
+            .or_default()
+            .entry(route.to_owned())
+            .or_insert_with(|| {
+                metrics::histogram!(
+                    HTTP_SERVER_REQUEST_DURATION,
+                    "http_request_method" => method,
+                    "http_route" => route.to_owned(),
+                    "http_response_status_code" => status.to_string()
+                )
+            })
+            .record(took);
     }
 
-    fn rpc(&self, service: &'static str, method: &'static str, code: u8) -> Histogram {
-        let found = read(&self.rpc).get(&(service, method, code)).cloned();
-        found.unwrap_or_else(|| {
-            write(&self.rpc)
-                .entry((service, method, code))
-                .or_insert_with(|| {
-                    metrics::histogram!(
-                        RPC_SERVER_CALL_DURATION,
-                        "rpc_system" => "grpc",
-                        "rpc_service" => service,
-                        "rpc_method" => method,
-                        "rpc_grpc_status_code" => code.to_string()
-                    )
-                })
-                .clone()
-        })
+    /// Records `took` for a call; the handle is registered at the label set's first.
+    fn record_rpc(&self, service: &'static str, method: &'static str, code: u8, took: f64) {
+        if let Some(handle) = read(&self.rpc).get(&(service, method, code)) {
+            return handle.record(took);
+        }
+        write(&self.rpc)
+            .entry((service, method, code))
+            .or_insert_with(|| {
+                metrics::histogram!(
+                    RPC_SERVER_CALL_DURATION,
+                    "rpc_system" => "grpc",
+                    "rpc_service" => service,
+                    "rpc_method" => method,
+                    "rpc_grpc_status_code" => code.to_string()
+                )
+            })
+            .record(took);
     }
 }
 
@@ -285,7 +287,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .map_or("", |r| r.0.as_str());
     let status = response.status();
     let handles = Handles::get();
-    handles.http(method, route, status.as_u16()).record(took);
+    handles.record_http(method, route, status.as_u16(), took);
     if let Some((known, service)) = rpc {
         // A trailers-only answer (every error of these unary calls) carries the status in
         // its headers; a message answer is OK unless its trailers say otherwise.
@@ -301,7 +303,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         } else {
             known
         };
-        handles.rpc(service, rpc_method, code).record(took);
+        handles.record_rpc(service, rpc_method, code, took);
     }
     response
 }

@@ -14,7 +14,7 @@
 //!   registrations the cap stops counting, are worked out from the user's streams only when a
 //!   limit would otherwise bind.
 
-use crate::abuse::{redact_phone, AbusePolicy, Member, Scope, SendPlan, TakeOutcome};
+use crate::abuse::{redact_phone, AbusePolicy, Member, Scope, TakeOutcome};
 use crate::aggregate::{Command, Registration, Status};
 use crate::caller::Caller;
 use crate::error::{Error, Precondition};
@@ -64,6 +64,7 @@ enum Settle {
 
 impl CommandService {
     /// Checks and takes what `events` need before they are appended; see the module docs.
+    /// Called only for events that [`needs_admission`] (the loop admits the others itself).
     pub(super) async fn admit(
         &self,
         caller: &Caller,
@@ -74,11 +75,9 @@ impl CommandService {
     ) -> Result<Admission, Error> {
         let policy = self.abuse_policy(&caller.instance);
         let permit = Permit::for_events(events);
-        let mut plan = SendPlan::default();
-        if needs_admission(events) {
-            // No new code, and no new registration, while the user's verification is locked.
-            plan = AbusePolicy::lock_gate(&caller.instance, &user.id, registration.as_str());
-        }
+        debug_assert!(needs_admission(events));
+        // No new code, and no new registration, while the user's verification is locked.
+        let mut plan = AbusePolicy::lock_gate(&caller.instance, &user.id, registration.as_str());
         for event in events {
             match event {
                 Event::Added(added) => {
