@@ -8,6 +8,22 @@
 //!    `pg_ctl`) in a temporary directory, and reused by later test processes;
 //! 4. otherwise the test fails with a message that says how to fix it.
 
+/// Runs each named case — an `async fn(Backend)` of the calling file — as two tests, in modules
+/// `memory` and `postgres`, one on each store.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name($crate::fixture::Backend::Memory).await }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name($crate::fixture::Backend::Postgres).await }
+        )* }
+    };
+}
+
 pub mod faults;
 pub mod fixture;
 pub mod grpc;

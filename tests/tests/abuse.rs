@@ -13,21 +13,7 @@ use otp_sms_core::{
 };
 use otp_sms_tests::fixture::{Backend, Fixture};
 
-/// Every case on both backends.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() { super::$name(super::Backend::Memory).await }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() { super::$name(super::Backend::Postgres).await }
-        )* }
-    };
-}
-
-on_both_stores!(
+otp_sms_tests::on_both_backends!(
     only_user_write_may_vouch_for_a_number_or_see_its_code,
     an_instance_may_let_users_see_their_own_code,
     premium_rate_fixed_line_and_denied_regions_are_refused_at_add,

@@ -9,6 +9,10 @@
 //!  "add_per_sec":..,"verify_per_sec":..,"verify_p50_us":..,"verify_p99_us":..}
 //! ```
 //!
+//! With `--sign-in`, each verified registration is then challenged (the code returned) and the
+//! challenge checked, from C tasks each, and the line gains `"challenge_per_sec"`,
+//! `"check_per_sec"`, `"check_p50_us"` and `"check_p99_us"`.
+//!
 //! Progress goes to stderr. With PostgreSQL it works in a fresh schema and drops it at the end.
 //!
 //! Against a running server (`--server URL --protocol http|grpc|grpc-web|baseline --token TOKEN
@@ -27,9 +31,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use clap::{Parser, ValueEnum};
 use otp_sms_core::{
-    AbusePolicy, AddRequest, Append, BudgetStore, Caller, CodeKey, CodeKeyRing, CommandService,
-    Event, EventStore, ExpectedVersion, InstanceId, KeyId, Limit, NewEvent, OrganizationId,
-    PhoneVerification, PortError, PrincipalId, TakeOutcome, TakeRequest, UserId, VerifyRequest,
+    AbusePolicy, AddRequest, Append, BudgetStore, Caller, ChallengeRequest, CheckRequest, CodeKey,
+    CodeKeyRing, CommandService, Event, EventStore, ExpectedVersion, InstanceId, KeyId, Limit,
+    NewEvent, OrganizationId, PhoneVerification, PortError, PrincipalId, TakeOutcome, TakeRequest,
+    UserId, VerifyRequest,
 };
 use otp_sms_directory::StaticDirectory;
 use otp_sms_memory::MemoryStore;
@@ -100,6 +105,10 @@ struct Args {
     /// only codes to send take send budgets).
     #[arg(long, value_enum, default_value = "return")]
     add_delivery: AddDelivery,
+    /// After the verifies, challenge each registration for sign-in (the code returned) and
+    /// check it, timing both phases.
+    #[arg(long)]
+    sign_in: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -367,6 +376,8 @@ struct Shared {
     service: CommandService,
     requests: Vec<Request>,
     added: Vec<std::sync::OnceLock<(String, String)>>,
+    /// The sign-in code of each registration's challenge.
+    challenged: Vec<std::sync::OnceLock<String>>,
 }
 
 /// The configuration the server under test runs with: one instance, organization and user, a
@@ -524,6 +535,7 @@ async fn measure(
             .map_err(|e| e.to_string())?,
         requests: requests(n),
         added: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        challenged: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
     }));
 
     // As a host does at start-up (the server does): a process's first add would otherwise
@@ -606,7 +618,57 @@ async fn measure(
         fields.insert("verify_p50_us".into(), percentile(&latencies, 50.0).into());
         fields.insert("verify_p99_us".into(), percentile(&latencies, 99.0).into());
     }
+    if args.sign_in {
+        sign_in(shared, n, c, &mut line).await;
+    }
     Ok(line)
+}
+
+/// Challenges every verified registration under a binding of its own (the code returned, as
+/// a host that delivers it itself asks), then checks each challenge with its code, naming the
+/// registration as the challenge's answer did.
+async fn sign_in(shared: &'static Shared, n: usize, c: usize, line: &mut serde_json::Value) {
+    eprintln!("challenging {n} registrations from {c} tasks");
+    let (challenge_time, _) = run_concurrently(n, c, shared, |s, i| async move {
+        let r = &s.requests[i];
+        let (registration, _) = s.added[i].get().expect("added");
+        let challenged = s
+            .service
+            .challenge(
+                &r.caller,
+                ChallengeRequest::new(r.user_id.clone(), format!("session-{i}"))
+                    .for_registration(registration.clone())
+                    .returning_code(),
+            )
+            .await
+            .expect("challenge");
+        let code = challenged.code.expect("returned").expose().to_owned();
+        let _ = s.challenged[i].set(code);
+    })
+    .await;
+    eprintln!("checking {n} challenges from {c} tasks");
+    let (check_time, mut latencies) = run_concurrently(n, c, shared, |s, i| async move {
+        let r = &s.requests[i];
+        let (registration, _) = s.added[i].get().expect("added");
+        let code = s.challenged[i].get().expect("challenged").clone();
+        s.service
+            .check(
+                &r.caller,
+                CheckRequest::new(r.user_id.clone(), format!("session-{i}"), code)
+                    .for_registration(registration.clone()),
+            )
+            .await
+            .expect("check");
+    })
+    .await;
+    latencies.sort_unstable();
+    if let Some(fields) = line.as_object_mut() {
+        let rate = |t: Duration| (n as f64 / t.as_secs_f64()).round();
+        fields.insert("challenge_per_sec".into(), rate(challenge_time).into());
+        fields.insert("check_per_sec".into(), rate(check_time).into());
+        fields.insert("check_p50_us".into(), percentile(&latencies, 50.0).into());
+        fields.insert("check_p99_us".into(), percentile(&latencies, 99.0).into());
+    }
 }
 
 fn main() -> ExitCode {

@@ -1,7 +1,8 @@
 //! The benchmark's server modes, end to end on loopback: the configuration it prints starts a
 //! server; each protocol's run adds and verifies every registration (a failed call fails the
 //! run); the baseline is served and driven; and the idle-connection mode reads the server's
-//! memory. Small counts: this checks the harness, it measures nothing.
+//! memory; in process, the sign-in mode runs. Small counts: this checks the harness, it measures
+//! nothing.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -132,4 +133,26 @@ async fn every_protocol_adds_and_verifies_against_a_server_run_with_the_printed_
     let _ = baseline.wait();
     assert_eq!(line["target"], "baseline", "{line}");
     assert!(line["verify_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+/// In process, `--sign-in` challenges and checks every verified registration (a failed call
+/// fails the run) and reports both phases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_mode_challenges_and_checks_every_registration_in_process() {
+    let line = bench(&[
+        "--store",
+        "memory",
+        "--registrations",
+        "50",
+        "--concurrency",
+        "4",
+        "--sign-in",
+    ])
+    .await;
+    for field in ["challenge_per_sec", "check_per_sec", "check_p99_us"] {
+        assert!(
+            line[field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {line}"
+        );
+    }
 }

@@ -88,6 +88,12 @@ pub enum Precondition {
     /// (NIST SP 800-63B: at most 100): no code is checked until the lock ends or a holder of
     /// `user.write` lifts it.
     VerificationLocked,
+    /// The registration is not verified yet: it cannot serve a sign-in.
+    NotVerified,
+    /// The user has no verified OTP SMS registration to send a sign-in code to.
+    NoVerifiedRegistration,
+    /// The sign-in challenge was completed already; a code is good for one sign-in.
+    ChallengeUsed,
 }
 
 impl Precondition {
@@ -103,6 +109,15 @@ impl Precondition {
             Precondition::VerificationLocked => {
                 "too many wrong codes in a row: verification is locked for this user; \
                  an administrator can unlock it"
+            }
+            Precondition::NotVerified => {
+                "the OTP SMS registration is not verified; it cannot be used to sign in"
+            }
+            Precondition::NoVerifiedRegistration => {
+                "the user has no verified OTP SMS registration to sign in with"
+            }
+            Precondition::ChallengeUsed => {
+                "the sign-in code was used already; request a new challenge"
             }
         }
     }
@@ -227,6 +242,9 @@ impl Error {
                 Precondition::TooManyAttempts => "OTPSMS-TOO_MANY_ATTEMPTS",
                 Precondition::CodeSuperseded => "OTPSMS-CODE_SUPERSEDED",
                 Precondition::VerificationLocked => "OTPSMS-VERIFICATION_LOCKED",
+                Precondition::NotVerified => "OTPSMS-NOT_VERIFIED",
+                Precondition::NoVerifiedRegistration => "OTPSMS-NO_VERIFIED_REGISTRATION",
+                Precondition::ChallengeUsed => "OTPSMS-CHALLENGE_USED",
             },
             Error::RateLimited { .. } => "OTPSMS-RATE_LIMITED",
             Error::SendRefused { .. } => "OTPSMS-SEND_REFUSED",

@@ -1,11 +1,13 @@
-//! The events of an OTP SMS registration: stable names, revisions and JSON payloads.
+//! The events of an OTP SMS registration, its sign-in challenges included: stable names,
+//! revisions and JSON payloads.
 //!
-//! No event holds a code in clear or in a recoverable form: `code added` keeps only the keyed
-//! hash. The encrypted copy for the SMS travels in the outbox, which is deleted after delivery.
+//! No event holds a code in clear or in a recoverable form: `code added` and `challenge
+//! issued` keep only the keyed hash, and a challenge's binding only as a digest. The encrypted copy for the SMS travels in the outbox, which is deleted after delivery.
 
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::binding::BindingDigest;
 use crate::ids::{OrganizationId, RegistrationId, UserId};
 use crate::keys::CodeHash;
 use crate::payload::{CodecError, EventPayload};
@@ -144,8 +146,86 @@ pub struct SendRefused {
     pub retry_after_secs: Option<u64>,
 }
 
+/// A sign-in challenge was issued for a verified registration: a fresh code, bound to the
+/// host's binding (its session or transaction id). A challenge issued later under the same
+/// binding replaces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeIssued {
+    /// The code's number within the registration, from the one count that registration
+    /// codes use too: `code sent`, `code delivered` and `delivery failed` name it.
+    pub number: u32,
+    /// The digest of the host's binding.
+    pub binding: BindingDigest,
+    /// The keyed hash of the code; the code itself is not kept.
+    pub hash: CodeHash,
+    /// When it was issued (the command service's clock).
+    pub issued_at: DateTime<Utc>,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// How it reaches the user.
+    pub delivery: Delivery,
+}
+
+/// The challenge's code was handed to the SMS provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeSent {
+    /// Which challenge.
+    pub number: u32,
+}
+
+/// A check with the right code, in time and under the challenge's binding: the user proved
+/// they hold the phone. The challenge is consumed; a host stamps its session from this event
+/// (the factor `sms`, checked at `checked_at`, by the registration of the stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeSucceeded {
+    /// Which challenge.
+    pub number: u32,
+    /// The binding it was checked under.
+    pub binding: BindingDigest,
+    /// When (the command service's clock).
+    pub checked_at: DateTime<Utc>,
+}
+
+/// A sign-in check failed on its code: a wrong code for the binding's challenge, or a code
+/// under a binding that has no challenge of this registration (`number` is then `None`). It
+/// counts toward the user's consecutive-failure lock like a registration's `check failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeCheckFailed {
+    /// The challenge tried against, if the binding had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
+    /// The binding the check came under.
+    pub binding: BindingDigest,
+}
+
+/// The challenge took as many wrong codes as the policy allows and is void; it follows the
+/// `challenge check failed` that burnt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeBurnt {
+    /// Which challenge.
+    pub number: u32,
+}
+
+/// A check came after the challenge's lifetime: the challenge is void (recorded by that
+/// check; an expired challenge nobody checks records nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChallengeExpired {
+    /// Which challenge.
+    pub number: u32,
+}
+
 /// Every event of a registration.
+///
+/// Non-exhaustive: a host's projection keeps a `_` arm, so that a later event type (a new
+/// capability) does not break it; it ignores what it does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// See [`Added`].
     Added(Added),
@@ -169,6 +249,18 @@ pub enum Event {
     DeliveryFailed(DeliveryFailed),
     /// See [`CodeDelivered`].
     CodeDelivered(CodeDelivered),
+    /// See [`ChallengeIssued`].
+    ChallengeIssued(ChallengeIssued),
+    /// See [`ChallengeSent`].
+    ChallengeSent(ChallengeSent),
+    /// See [`ChallengeSucceeded`].
+    ChallengeSucceeded(ChallengeSucceeded),
+    /// See [`ChallengeCheckFailed`].
+    ChallengeCheckFailed(ChallengeCheckFailed),
+    /// See [`ChallengeBurnt`].
+    ChallengeBurnt(ChallengeBurnt),
+    /// See [`ChallengeExpired`].
+    ChallengeExpired(ChallengeExpired),
 }
 
 impl Event {
@@ -194,9 +286,21 @@ impl Event {
     pub const DELIVERY_FAILED: &'static str = "user.otp_sms.delivery.failed";
     /// The stable type name of [`CodeDelivered`]: `user.otp_sms.code.delivered`.
     pub const CODE_DELIVERED: &'static str = "user.otp_sms.code.delivered";
+    /// The stable type name of [`ChallengeIssued`]: `user.otp_sms.challenge.issued`.
+    pub const CHALLENGE_ISSUED: &'static str = "user.otp_sms.challenge.issued";
+    /// The stable type name of [`ChallengeSent`]: `user.otp_sms.challenge.sent`.
+    pub const CHALLENGE_SENT: &'static str = "user.otp_sms.challenge.sent";
+    /// The stable type name of [`ChallengeSucceeded`]: `user.otp_sms.challenge.succeeded`.
+    pub const CHALLENGE_SUCCEEDED: &'static str = "user.otp_sms.challenge.succeeded";
+    /// The stable type name of [`ChallengeCheckFailed`]: `user.otp_sms.challenge.check.failed`.
+    pub const CHALLENGE_CHECK_FAILED: &'static str = "user.otp_sms.challenge.check.failed";
+    /// The stable type name of [`ChallengeBurnt`]: `user.otp_sms.challenge.burnt`.
+    pub const CHALLENGE_BURNT: &'static str = "user.otp_sms.challenge.burnt";
+    /// The stable type name of [`ChallengeExpired`]: `user.otp_sms.challenge.expired`.
+    pub const CHALLENGE_EXPIRED: &'static str = "user.otp_sms.challenge.expired";
 
     /// Every stable type name, in the order of the enum.
-    pub const TYPES: [&'static str; 11] = [
+    pub const TYPES: [&'static str; 17] = [
         Self::ADDED,
         Self::CODE_ADDED,
         Self::CODE_SENT,
@@ -208,6 +312,12 @@ impl Event {
         Self::VERIFICATION_UNLOCKED,
         Self::DELIVERY_FAILED,
         Self::CODE_DELIVERED,
+        Self::CHALLENGE_ISSUED,
+        Self::CHALLENGE_SENT,
+        Self::CHALLENGE_SUCCEEDED,
+        Self::CHALLENGE_CHECK_FAILED,
+        Self::CHALLENGE_BURNT,
+        Self::CHALLENGE_EXPIRED,
     ];
 
     fn index(&self) -> usize {
@@ -223,6 +333,12 @@ impl Event {
             Event::VerificationUnlocked(_) => 8,
             Event::DeliveryFailed(_) => 9,
             Event::CodeDelivered(_) => 10,
+            Event::ChallengeIssued(_) => 11,
+            Event::ChallengeSent(_) => 12,
+            Event::ChallengeSucceeded(_) => 13,
+            Event::ChallengeCheckFailed(_) => 14,
+            Event::ChallengeBurnt(_) => 15,
+            Event::ChallengeExpired(_) => 16,
         }
     }
 }
@@ -262,6 +378,12 @@ impl EventPayload for Event {
             Event::VerificationUnlocked(e) => encode(e),
             Event::DeliveryFailed(e) => encode(e),
             Event::CodeDelivered(e) => encode(e),
+            Event::ChallengeIssued(e) => encode(e),
+            Event::ChallengeSent(e) => encode(e),
+            Event::ChallengeSucceeded(e) => encode(e),
+            Event::ChallengeCheckFailed(e) => encode(e),
+            Event::ChallengeBurnt(e) => encode(e),
+            Event::ChallengeExpired(e) => encode(e),
         }
     }
 
@@ -291,6 +413,18 @@ impl EventPayload for Event {
             }
             "user.otp_sms.delivery.failed" => Event::DeliveryFailed(decode(event_type, payload)?),
             "user.otp_sms.code.delivered" => Event::CodeDelivered(decode(event_type, payload)?),
+            "user.otp_sms.challenge.issued" => Event::ChallengeIssued(decode(event_type, payload)?),
+            "user.otp_sms.challenge.sent" => Event::ChallengeSent(decode(event_type, payload)?),
+            "user.otp_sms.challenge.succeeded" => {
+                Event::ChallengeSucceeded(decode(event_type, payload)?)
+            }
+            "user.otp_sms.challenge.check.failed" => {
+                Event::ChallengeCheckFailed(decode(event_type, payload)?)
+            }
+            "user.otp_sms.challenge.burnt" => Event::ChallengeBurnt(decode(event_type, payload)?),
+            "user.otp_sms.challenge.expired" => {
+                Event::ChallengeExpired(decode(event_type, payload)?)
+            }
             other => return Err(CodecError(format!("unknown event type `{other}`"))),
         })
     }

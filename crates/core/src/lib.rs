@@ -53,6 +53,7 @@ mod abuse;
 mod aggregate;
 mod api;
 mod authentication;
+mod binding;
 mod caller;
 mod code;
 pub mod conversion;
@@ -81,20 +82,24 @@ pub use abuse::{
     TestNumber,
 };
 pub use aggregate::{
-    AddVerification, Command, Context, Decision, PendingCode, Registration, Status,
+    AddVerification, Challenge, ChallengeState, Command, Context, Decision, Handover, PendingCode,
+    Registration, Status, MAX_TRACKED_CHALLENGES,
 };
 pub use api::{
-    AddRequest, AddResponse, Details, OrganizationRef, Owner, OwnerType, PhoneVerification,
-    RegistrationRequest, ResendResponse, UserRequest, VerifyRequest,
+    AddRequest, AddResponse, ChallengeRequest, ChallengeResponse, CheckRequest, CheckResponse,
+    Details, OrganizationRef, Owner, OwnerType, PhoneVerification, RegistrationRequest,
+    ResendResponse, UserRequest, VerifyRequest,
 };
 pub use authentication::{authenticate, request_caller, resolve_caller, CallerEvidence};
+pub use binding::{Binding, BindingDigest};
 pub use caller::{bearer_token, Caller, ClientAddress, InstanceRef, TrustedProxies};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
-    Added, CheckFailed, CodeAdded, CodeDelivered, CodeSent, Delivery, DeliveryFailed, Event,
-    Removed, SendRefused, VerificationLocked, VerificationUnlocked, Verified, AGGREGATE_TYPE,
-    REFUSAL_AGGREGATE_TYPE,
+    Added, ChallengeBurnt, ChallengeCheckFailed, ChallengeExpired, ChallengeIssued, ChallengeSent,
+    ChallengeSucceeded, CheckFailed, CodeAdded, CodeDelivered, CodeSent, Delivery, DeliveryFailed,
+    Event, Removed, SendRefused, VerificationLocked, VerificationUnlocked, Verified,
+    AGGREGATE_TYPE, REFUSAL_AGGREGATE_TYPE,
 };
 pub use idempotency::{
     Claim, IdempotencyKey, IdempotencyRecord, IdempotencyScope, IdempotencyStore,

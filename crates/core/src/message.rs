@@ -18,8 +18,26 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
+/// What a code is for: the SMS says which, with a text of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Proving a phone while registering it (the default: outbox messages written before
+    /// sign-in existed carry no purpose).
+    #[default]
+    Registration,
+    /// Signing in with a registered phone.
+    SignIn,
+}
+
 /// The default template: English, with every placeholder.
 pub const DEFAULT_TEMPLATE: &str = "Your {app} code is {code}. It expires in {minutes} minutes.";
+
+/// The default sign-in template: English, with every placeholder.
+pub const DEFAULT_SIGN_IN_TEMPLATE: &str =
+    "Your {app} sign-in code is {code}. It expires in {minutes} minutes.";
 
 /// The placeholders a template may use; `{code}` is required.
 pub const PLACEHOLDERS: [&str; 3] = ["{code}", "{minutes}", "{app}"];
@@ -85,6 +103,8 @@ pub struct MessageTemplates {
     app: String,
     default_template: String,
     by_locale: BTreeMap<String, String>,
+    sign_in_default: String,
+    sign_in_by_locale: BTreeMap<String, String>,
     webotp_domain: Option<String>,
     android_app_hash: Option<String>,
 }
@@ -96,6 +116,8 @@ impl MessageTemplates {
             app: app.into(),
             default_template: DEFAULT_TEMPLATE.to_owned(),
             by_locale: BTreeMap::new(),
+            sign_in_default: DEFAULT_SIGN_IN_TEMPLATE.to_owned(),
+            sign_in_by_locale: BTreeMap::new(),
             webotp_domain: None,
             android_app_hash: None,
         }
@@ -114,6 +136,28 @@ impl MessageTemplates {
             .ok_or_else(|| TemplateError::Invalid(format!("`{locale}` is not a locale tag")))?;
         check_template(&locale, template)?;
         self.by_locale.insert(locale, template.to_owned());
+        Ok(self)
+    }
+
+    /// The sign-in template for requests in no configured locale.
+    pub fn with_default_sign_in_template(mut self, template: &str) -> Result<Self, TemplateError> {
+        check_template("default (sign-in)", template)?;
+        self.sign_in_default = template.to_owned();
+        Ok(self)
+    }
+
+    /// The sign-in template for `locale` (and its regional variants, unless they have their
+    /// own). A locale without one gets the default sign-in template, never a registration
+    /// text: the user must be able to tell a sign-in code from a registration code.
+    pub fn with_sign_in_template(
+        mut self,
+        locale: &str,
+        template: &str,
+    ) -> Result<Self, TemplateError> {
+        let locale = normalise(locale)
+            .ok_or_else(|| TemplateError::Invalid(format!("`{locale}` is not a locale tag")))?;
+        check_template(&locale, template)?;
+        self.sign_in_by_locale.insert(locale, template.to_owned());
         Ok(self)
     }
 
@@ -142,24 +186,50 @@ impl MessageTemplates {
 
     /// The template for `locale`: its exact tag, else its language (`de-CH` → `de`), else the
     /// default.
-    fn template(&self, locale: Option<&str>) -> &str {
-        let Some(locale) = locale.and_then(normalise) else {
-            return &self.default_template;
+    fn template(&self, purpose: Purpose, locale: Option<&str>) -> &str {
+        let (default, by_locale) = match purpose {
+            Purpose::Registration => (&self.default_template, &self.by_locale),
+            Purpose::SignIn => (&self.sign_in_default, &self.sign_in_by_locale),
         };
-        if let Some(t) = self.by_locale.get(&locale) {
+        let Some(locale) = locale.and_then(normalise) else {
+            return default;
+        };
+        if let Some(t) = by_locale.get(&locale) {
             return t;
         }
         let language = locale.split('-').next().unwrap_or_default();
-        self.by_locale
+        by_locale
             .get(language)
-            .map_or(self.default_template.as_str(), String::as_str)
+            .map_or(default.as_str(), String::as_str)
     }
 
-    /// The SMS for `code`, valid for `minutes`, in `locale` (the user's preferred language, if
-    /// known).
+    /// The registration SMS for `code`, valid for `minutes`, in `locale` (the user's preferred
+    /// language, if known).
     pub fn render(&self, locale: Option<&str>, code: &str, minutes: u64) -> MessageText {
+        self.render_for(Purpose::Registration, locale, code, minutes)
+    }
+
+    /// The SMS for `code` of `purpose`, valid for `minutes`, in `locale`.
+    ///
+    /// ```
+    /// use otp_sms_core::message::{MessageTemplates, Purpose};
+    /// let templates = MessageTemplates::new("Acme")
+    ///     .with_sign_in_template("de", "Ihr {app}-Anmeldecode: {code}")
+    ///     .unwrap();
+    /// let text = templates.render_for(Purpose::SignIn, Some("de-AT"), "12345678", 5);
+    /// assert_eq!(text.body, "Ihr Acme-Anmeldecode: 12345678");
+    /// let text = templates.render_for(Purpose::SignIn, Some("fr"), "12345678", 5);
+    /// assert_eq!(text.body, "Your Acme sign-in code is 12345678. It expires in 5 minutes.");
+    /// ```
+    pub fn render_for(
+        &self,
+        purpose: Purpose,
+        locale: Option<&str>,
+        code: &str,
+        minutes: u64,
+    ) -> MessageText {
         let mut body = self
-            .template(locale)
+            .template(purpose, locale)
             .replace("{app}", &self.app)
             .replace("{minutes}", &minutes.to_string())
             .replace("{code}", code);
@@ -192,12 +262,20 @@ impl MessageTemplates {
         max_segments: usize,
     ) -> Result<(), TemplateError> {
         let code = "9".repeat(code_len.max(1));
-        let locales = std::iter::once(None).chain(self.by_locale.keys().map(|l| Some(l.as_str())));
-        for locale in locales {
-            let text = self.render(locale, &code, minutes);
+        let registration = std::iter::once(None)
+            .chain(self.by_locale.keys().map(|l| Some(l.as_str())))
+            .map(|l| (Purpose::Registration, l));
+        let sign_in = std::iter::once(None)
+            .chain(self.sign_in_by_locale.keys().map(|l| Some(l.as_str())))
+            .map(|l| (Purpose::SignIn, l));
+        for (purpose, locale) in registration.chain(sign_in) {
+            let text = self.render_for(purpose, locale, &code, minutes);
             if text.segments > max_segments {
                 return Err(TemplateError::TooLong {
-                    locale: locale.unwrap_or("default").to_owned(),
+                    locale: match purpose {
+                        Purpose::Registration => locale.unwrap_or("default").to_owned(),
+                        Purpose::SignIn => format!("{} (sign-in)", locale.unwrap_or("default")),
+                    },
                     segments: text.segments,
                     encoding: text.encoding,
                     code_len,

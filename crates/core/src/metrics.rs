@@ -88,6 +88,7 @@ fn delivery_label(delivery: Delivery) -> &'static str {
 pub(crate) fn issued<'e>(events: impl IntoIterator<Item = &'e Event>) -> Option<Delivery> {
     events.into_iter().find_map(|event| match event {
         Event::CodeAdded(code) => Some(code.delivery),
+        Event::ChallengeIssued(challenge) => Some(challenge.delivery),
         _ => None,
     })
 }

@@ -234,6 +234,8 @@ pub struct Sms {
     /// ([`UserDirectory::preferred_language`]): the sender picks the text's template by it
     /// ([`crate::message::MessageTemplates::render`]).
     pub locale: Option<String>,
+    /// What the code is for: a registration or a sign-in, each with its own text.
+    pub purpose: crate::message::Purpose,
 }
 
 impl fmt::Debug for Sms {
@@ -248,6 +250,7 @@ impl fmt::Debug for Sms {
             .field("message_id", &self.message_id)
             .field("deadline", &self.deadline)
             .field("locale", &self.locale)
+            .field("purpose", &self.purpose)
             .finish()
     }
 }

@@ -34,11 +34,13 @@ pub enum Scope {
     Instance,
     /// The user's verification lock (wrong codes in a row reached the cap).
     VerificationLock,
+    /// Sign-in challenges issued to one user, however they are delivered.
+    SignIn,
 }
 
 impl Scope {
     /// Every scope, for configuration and documentation.
-    pub const ALL: [Scope; 12] = [
+    pub const ALL: [Scope; 13] = [
         Scope::Registration,
         Scope::User,
         Scope::UserRegistrations,
@@ -51,6 +53,7 @@ impl Scope {
         Scope::Organization,
         Scope::Instance,
         Scope::VerificationLock,
+        Scope::SignIn,
     ];
 
     /// The scopes that may refuse silently: the send budgets. A refused number (type, region),
@@ -81,6 +84,7 @@ impl Scope {
             Scope::Organization => "organization",
             Scope::Instance => "instance",
             Scope::VerificationLock => "verification lock",
+            Scope::SignIn => "sign-in",
         }
     }
 
@@ -99,6 +103,7 @@ impl Scope {
             Scope::Organization => "organization",
             Scope::Instance => "instance",
             Scope::VerificationLock => "verification_lock",
+            Scope::SignIn => "sign_in",
         }
     }
 

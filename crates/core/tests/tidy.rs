@@ -205,6 +205,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "code.rs",
             "keys.rs",
             "payload.rs",
+            "binding.rs",
         ],
     ),
     (
@@ -212,7 +213,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "status.rs",
             "event.rs",
-            "aggregate.rs",
+            "aggregate/",
             "api.rs",
             "abuse/policy.rs",
             "abuse/plan.rs",
@@ -391,12 +392,12 @@ fn a_planted_back_import_is_found() {
 
     // The aggregate (domain) taking anything from the service is an import up two layers.
     graph
-        .get_mut(&src.join("aggregate.rs"))
-        .expect("aggregate.rs")
+        .get_mut(&src.join("aggregate/mod.rs"))
+        .expect("aggregate/mod.rs")
         .insert(src.join("service/command.rs"));
     let upward = imports_upward(&graph);
     assert_eq!(upward.len(), 1, "{upward:?}");
-    assert!(upward[0].0.starts_with("aggregate.rs (domain"));
+    assert!(upward[0].0.starts_with("aggregate/mod.rs (domain"));
     assert!(upward[0].1.starts_with("service/command.rs (service"));
 
     // A name re-exported by a module's `mod.rs` is the file that defines it.

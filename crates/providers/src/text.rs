@@ -7,5 +7,10 @@ use otp_sms_core::Sms;
 pub fn render(templates: &MessageTemplates, sms: &Sms) -> MessageText {
     let left = (sms.expires_at - chrono::Utc::now()).num_seconds().max(0) as u64;
     let minutes = left.div_ceil(60).max(1);
-    templates.render(sms.locale.as_deref(), sms.code.expose(), minutes)
+    templates.render_for(
+        sms.purpose,
+        sms.locale.as_deref(),
+        sms.code.expose(),
+        minutes,
+    )
 }

@@ -585,6 +585,7 @@ mod tests {
             message_id: uuid::Uuid::now_v7(),
             deadline: now,
             locale: None,
+            purpose: otp_sms_core::message::Purpose::Registration,
         };
         assert_eq!(
             receipt_url(&base, &sms),

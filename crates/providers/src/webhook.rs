@@ -403,6 +403,7 @@ mod tests {
             message_id: uuid::Uuid::now_v7(),
             deadline: now + chrono::Duration::seconds(5),
             locale: None,
+            purpose: otp_sms_core::message::Purpose::Registration,
         };
         let outcome = sender.send(&sms).await;
         assert!(

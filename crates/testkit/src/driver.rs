@@ -49,14 +49,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
-    AbusePolicy, AddRequest, Caller, Clock, CodeKey, CodeKeyRing, CodePolicy, CommandService,
-    Delivery, Error, Event, EventPayload, EventStore, InstanceId, KeyId, ManualClock,
-    OrganizationId, PhoneVerification, PrincipalId, Registration, RegistrationId,
-    RegistrationRequest, UserRecord, VerifyRequest, USER_WRITE,
+    AbusePolicy, AddRequest, Caller, ChallengeRequest, CheckRequest, Clock, CodeKey, CodeKeyRing,
+    CodePolicy, CommandService, Delivery, Error, Event, EventPayload, EventStore, InstanceId,
+    KeyId, ManualClock, OrganizationId, PhoneVerification, PrincipalId, Registration,
+    RegistrationId, RegistrationRequest, UserRecord, VerifyRequest, USER_WRITE,
 };
 
 use crate::doubles::{RecordingSender, StaticAuthorizer, StaticUsers};
-use crate::scenario::{wrong_code, AddKind, Aimed, ErrorKind, Outcome, Step};
+use crate::scenario::{binding_name, wrong_code, AddKind, Aimed, ErrorKind, Outcome, Step};
 
 /// The instance every driver's users live in.
 pub const INSTANCE: &str = "inst-1";
@@ -82,6 +82,17 @@ struct Slot {
     registration: RegistrationId,
     /// The code a `VerifyRight` sends: the last one the response or an SMS carried.
     code: String,
+    /// The sign-in code of each binding: the last one a challenge's response or SMS carried.
+    challenge_codes: HashMap<u8, String>,
+}
+
+impl Slot {
+    fn challenge_code(&self, b: u8) -> String {
+        self.challenge_codes
+            .get(&b)
+            .cloned()
+            .unwrap_or_else(|| "12345678".to_owned())
+    }
 }
 
 /// Runs [`Aimed`] steps (or single-registration [`Step`]s) through a [`CommandService`].
@@ -266,7 +277,12 @@ impl ServiceDriver {
         let events = self.stream_types(slot.as_ref(), from).await;
         let sends = matches!(
             aimed.step,
-            Step::Add(AddKind::Send) | Step::Resend(Delivery::Send)
+            Step::Add(AddKind::Send)
+                | Step::Resend(Delivery::Send)
+                | Step::Challenge {
+                    delivery: Delivery::Send,
+                    ..
+                }
         );
         let mut notified = Vec::new();
         if sends && result.is_ok() {
@@ -284,7 +300,13 @@ impl ServiceDriver {
                 .find(|s| s.registration == slot.registration)
                 .expect("the SMS went out");
             if let Some(s) = self.slots.get_mut(&key) {
-                s.code = sms.code.expose().to_owned();
+                let code = sms.code.expose().to_owned();
+                match aimed.step {
+                    Step::Challenge { binding, .. } => {
+                        s.challenge_codes.insert(binding, code);
+                    }
+                    _ => s.code = code,
+                }
             }
             notified = self.stream_types(Some(&slot), after).await;
         }
@@ -357,6 +379,7 @@ impl ServiceDriver {
                     Slot {
                         registration: added.registration_id,
                         code,
+                        challenge_codes: HashMap::new(),
                     },
                 );
                 Ok(())
@@ -421,6 +444,36 @@ impl ServiceDriver {
                 .remove(&caller, self.target(key))
                 .await
                 .map(drop),
+            Step::Challenge { binding, delivery } => {
+                let target = self.target(key);
+                let mut request = ChallengeRequest::new(target.user_id, binding_name(binding))
+                    .for_registration(target.registration_id);
+                if delivery == Delivery::Return {
+                    request = request.returning_code();
+                }
+                let challenged = self.service.challenge(&caller, request).await?;
+                if let (Some(code), Some(slot)) = (challenged.code, self.slots.get_mut(&key)) {
+                    slot.challenge_codes
+                        .insert(binding, code.expose().to_owned());
+                }
+                Ok(())
+            }
+            Step::Check { .. } | Step::CheckWrong { .. } => {
+                let (code, on) = match (aimed.step, self.slots.get(&key)) {
+                    (Step::Check { code_of, on }, Some(slot)) => (slot.challenge_code(code_of), on),
+                    (Step::CheckWrong { on }, Some(slot)) => {
+                        (wrong_code(&slot.challenge_code(on)), on)
+                    }
+                    (Step::Check { on, .. } | Step::CheckWrong { on }, None) => {
+                        ("12345678".to_owned(), on)
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                let target = self.target(key);
+                let request = CheckRequest::new(target.user_id, binding_name(on), code)
+                    .for_registration(target.registration_id);
+                self.service.check(&caller, request).await.map(drop)
+            }
         }
     }
 }

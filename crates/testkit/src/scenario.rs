@@ -1,18 +1,35 @@
-//! Scenarios of one registration, a reference model of what each step must do, and a
-//! simulator that runs steps through the real aggregate.
+//! Scenarios of one registration (its own codes, and sign-in challenges once verified), a
+//! reference model of what each step must do, and a simulator that runs steps through the
+//! real aggregate.
 //!
 //! The model is written independently of `otp_sms_core::Registration`, from the rules as
 //! `docs/architecture.md` states them, so that a model-based test compares two
 //! implementations. With the `proptest` feature, `crate::strategies` generates scenarios.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use otp_sms_core::{
-    AddVerification, CodeKey, CodeKeyRing, CodePolicy, Command, Context, Decision, Delivery, Error,
-    Event, EventPayload, KeyId, OrganizationId, Phone, Precondition, Registration, RegistrationId,
-    UserId, VerificationCode,
+    AddVerification, Binding, BindingDigest, CodeKey, CodeKeyRing, CodePolicy, Command, Context,
+    Decision, Delivery, Error, Event, EventPayload, KeyId, OrganizationId, Phone, Precondition,
+    Registration, RegistrationId, UserId, VerificationCode,
 };
+
+/// How many bindings (sessions) scenarios sign in under: `session-0` …
+pub const BINDINGS: u8 = 3;
+
+/// The binding (a host's session id) of index `b`.
+pub fn binding_name(b: u8) -> String {
+    format!("session-{b}")
+}
+
+/// The digest of binding `b`.
+pub fn binding_digest(b: u8) -> BindingDigest {
+    Binding::parse("binding", binding_name(b))
+        .expect("a valid binding")
+        .digest()
+}
 
 /// How the first code of a registration reaches the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,7 +76,10 @@ impl OddCode {
 }
 
 /// One step of a scenario.
+///
+/// Non-exhaustive: a host that matches steps keeps a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Step {
     /// Add the registration (scenarios start with it).
     Add(AddKind),
@@ -80,6 +100,26 @@ pub enum Step {
     Remove,
     /// Let this many seconds pass.
     Advance(u32),
+    /// Issue a sign-in challenge under binding `binding` (below [`BINDINGS`]).
+    Challenge {
+        /// Which binding.
+        binding: u8,
+        /// How its code reaches the user.
+        delivery: Delivery,
+    },
+    /// Check, under binding `on`, the code of the latest challenge issued under `code_of`:
+    /// the right code when both are the same binding.
+    Check {
+        /// Whose code.
+        code_of: u8,
+        /// Under which binding.
+        on: u8,
+    },
+    /// Check a wrong code under binding `on`.
+    CheckWrong {
+        /// Under which binding.
+        on: u8,
+    },
 }
 
 /// What a step's outcome looks like, with errors reduced to what the contract fixes.
@@ -142,6 +182,12 @@ const CODE_SENT: &str = Event::CODE_SENT;
 const CHECK_FAILED: &str = Event::CHECK_FAILED;
 const VERIFIED: &str = Event::VERIFIED;
 const REMOVED: &str = Event::REMOVED;
+const CHALLENGE_ISSUED: &str = Event::CHALLENGE_ISSUED;
+const CHALLENGE_SENT: &str = Event::CHALLENGE_SENT;
+const CHALLENGE_SUCCEEDED: &str = Event::CHALLENGE_SUCCEEDED;
+const CHALLENGE_CHECK_FAILED: &str = Event::CHALLENGE_CHECK_FAILED;
+const CHALLENGE_BURNT: &str = Event::CHALLENGE_BURNT;
+const CHALLENGE_EXPIRED: &str = Event::CHALLENGE_EXPIRED;
 
 /// Where a registration is in its life, as the model sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,14 +215,48 @@ pub struct ModelCode {
     pub sent: bool,
 }
 
+/// Where a sign-in challenge is, as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChallengeLife {
+    /// Waiting for its code.
+    Open,
+    /// Completed.
+    Succeeded,
+    /// Took too many wrong codes.
+    Burnt,
+    /// Checked too late.
+    Expired,
+}
+
+/// A sign-in challenge, as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChallenge {
+    /// Its code's number within the registration (one count with the registration's codes).
+    pub number: u32,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// Wrong codes tried against it.
+    pub failures: u32,
+    /// Whether its SMS was recorded as sent.
+    pub sent: bool,
+    /// Open, or how it closed.
+    pub life: ChallengeLife,
+}
+
 /// The reference model: the rules of one registration, stated as plainly as possible. Its
 /// state is readable, so a host's property test can derive what its own projection must show.
+///
+/// Scenarios use fewer bindings ([`BINDINGS`]) than a registration keeps challenges, so the
+/// model never drops one.
 #[derive(Debug, Clone)]
 pub struct Model {
     policy: CodePolicy,
     life: Life,
     code: Option<ModelCode>,
     issued: Vec<DateTime<Utc>>,
+    numbers: u32,
+    challenges: BTreeMap<u8, ModelChallenge>,
+    signed_in: Option<DateTime<Utc>>,
 }
 
 impl Model {
@@ -187,6 +267,9 @@ impl Model {
             life: Life::Absent,
             code: None,
             issued: Vec::new(),
+            numbers: 0,
+            challenges: BTreeMap::new(),
+            signed_in: None,
         }
     }
 
@@ -205,15 +288,26 @@ impl Model {
         self.code.as_ref()
     }
 
-    /// When each code was issued, oldest first.
+    /// When each registration code was issued, oldest first.
     pub fn issued(&self) -> &[DateTime<Utc>] {
         &self.issued
     }
 
+    /// The sign-in challenge of binding `b`, open or closed.
+    pub fn challenge(&self, b: u8) -> Option<&ModelChallenge> {
+        self.challenges.get(&b)
+    }
+
+    /// When a sign-in last succeeded.
+    pub fn signed_in(&self) -> Option<DateTime<Utc>> {
+        self.signed_in
+    }
+
     fn issue(&mut self, now: DateTime<Utc>) {
         self.issued.push(now);
+        self.numbers += 1;
         self.code = Some(ModelCode {
-            number: self.issued.len() as u32,
+            number: self.numbers,
             expires_at: now + chrono::Duration::from_std(self.policy.lifetime()).unwrap(),
             failures: 0,
             sent: false,
@@ -312,6 +406,15 @@ impl Model {
                 if !live {
                     return Outcome::err(ErrorKind::RegistrationNotFound);
                 }
+                let reported = self.reported_number(stale);
+                if let Some(challenge) = self.challenges.values_mut().find(|c| c.number == reported)
+                {
+                    if challenge.sent {
+                        return Outcome::ok(&[]);
+                    }
+                    challenge.sent = true;
+                    return Outcome::ok(&[CHALLENGE_SENT]);
+                }
                 if self.life == Verified {
                     return Outcome::err(ErrorKind::FailedPrecondition(
                         Precondition::AlreadyVerified,
@@ -333,14 +436,86 @@ impl Model {
                 }
                 self.life = Removed;
                 self.code = None;
+                self.challenges.clear();
                 Outcome::ok(&[REMOVED])
+            }
+            Step::Challenge { binding, .. } => {
+                if !live {
+                    return Outcome::err(ErrorKind::RegistrationNotFound);
+                }
+                if self.life != Verified {
+                    return Outcome::err(ErrorKind::FailedPrecondition(Precondition::NotVerified));
+                }
+                self.numbers += 1;
+                self.challenges.insert(
+                    binding,
+                    ModelChallenge {
+                        number: self.numbers,
+                        expires_at: now
+                            + chrono::Duration::from_std(self.policy.lifetime()).unwrap(),
+                        failures: 0,
+                        sent: false,
+                        life: ChallengeLife::Open,
+                    },
+                );
+                Outcome::ok(&[CHALLENGE_ISSUED])
+            }
+            Step::Check { on, .. } | Step::CheckWrong { on } => {
+                if !live {
+                    return Outcome::err(ErrorKind::RegistrationNotFound);
+                }
+                if self.life != Verified {
+                    return Outcome::err(ErrorKind::FailedPrecondition(Precondition::NotVerified));
+                }
+                let max = self.policy.max_failed_checks();
+                let Some(challenge) = self.challenges.get_mut(&on) else {
+                    return Outcome {
+                        events: vec![CHALLENGE_CHECK_FAILED.to_owned()],
+                        error: Some(ErrorKind::WrongCode),
+                    };
+                };
+                let closed = match challenge.life {
+                    ChallengeLife::Open if challenge.failures >= max => {
+                        Some(Precondition::TooManyAttempts)
+                    }
+                    ChallengeLife::Open => None,
+                    ChallengeLife::Succeeded => Some(Precondition::ChallengeUsed),
+                    ChallengeLife::Burnt => Some(Precondition::TooManyAttempts),
+                    ChallengeLife::Expired => Some(Precondition::CodeExpired),
+                };
+                if let Some(reason) = closed {
+                    return Outcome::err(ErrorKind::FailedPrecondition(reason));
+                }
+                if now >= challenge.expires_at {
+                    challenge.life = ChallengeLife::Expired;
+                    return Outcome {
+                        events: vec![CHALLENGE_EXPIRED.to_owned()],
+                        error: Some(ErrorKind::FailedPrecondition(Precondition::CodeExpired)),
+                    };
+                }
+                if step == (Step::Check { code_of: on, on }) {
+                    challenge.life = ChallengeLife::Succeeded;
+                    self.signed_in = Some(now);
+                    return Outcome::ok(&[CHALLENGE_SUCCEEDED]);
+                }
+                challenge.failures += 1;
+                let mut events = vec![CHALLENGE_CHECK_FAILED.to_owned()];
+                if challenge.failures >= max {
+                    challenge.life = ChallengeLife::Burnt;
+                    events.push(CHALLENGE_BURNT.to_owned());
+                }
+                Outcome {
+                    events,
+                    error: Some(ErrorKind::WrongCode),
+                }
             }
         }
     }
 
-    /// The number a `RecordCodeSent` step reports.
+    /// The number a `RecordCodeSent` step reports: the latest code's (a registration code's
+    /// or a challenge's: one count), or the one before it.
     pub fn reported_number(&self, stale: bool) -> u32 {
-        let current = self.issued.len() as u32;
+        let current = self.numbers;
         if stale {
             current.saturating_sub(1)
         } else {
@@ -418,8 +593,12 @@ pub struct AggregateSim {
     pub events: Vec<Event>,
     /// The state applied step by step.
     pub state: Registration,
-    /// Every code issued, in order (the last is the pending one).
+    /// Every code issued, in order (registration codes and sign-in codes).
     pub codes: Vec<String>,
+    /// The latest sign-in code issued under each binding.
+    pub challenge_codes: BTreeMap<u8, String>,
+    /// The latest registration code.
+    pending: Option<String>,
     keys: CodeKeyRing,
     registration: RegistrationId,
     user: UserId,
@@ -435,6 +614,8 @@ impl AggregateSim {
             events: Vec::new(),
             state: Registration::default(),
             codes: Vec::new(),
+            challenge_codes: BTreeMap::new(),
+            pending: None,
             keys: CodeKeyRing::new(CodeKey::new(KeyId::new("sim"), &[3; 32])),
             registration: RegistrationId::parse("otp_sms_id", "sim-registration").expect("id"),
             user: UserId::parse("id", "sim-user").expect("id"),
@@ -476,8 +657,15 @@ impl AggregateSim {
     }
 
     fn pending_code(&self) -> String {
-        self.codes
-            .last()
+        self.pending
+            .clone()
+            .unwrap_or_else(|| "12345678".to_owned())
+    }
+
+    /// The latest sign-in code of binding `b`, or a code no challenge has.
+    fn challenge_code(&self, b: u8) -> String {
+        self.challenge_codes
+            .get(&b)
             .cloned()
             .unwrap_or_else(|| "12345678".to_owned())
     }
@@ -529,6 +717,20 @@ impl AggregateSim {
                 }
             }
             Step::Remove => Command::Remove,
+            Step::Challenge { binding, delivery } => Command::IssueChallenge {
+                code: self.fresh_code(),
+                delivery,
+                binding: binding_digest(binding),
+            },
+            Step::Check { code_of, on } => Command::CheckChallenge {
+                code: VerificationCode::from_input(self.challenge_code(code_of)).expect("digits"),
+                binding: binding_digest(on),
+            },
+            Step::CheckWrong { on } => Command::CheckChallenge {
+                code: VerificationCode::from_input(wrong_code(&self.challenge_code(on)))
+                    .expect("digits"),
+                binding: binding_digest(on),
+            },
         };
         let ctx = Context {
             registration: &self.registration,
@@ -545,16 +747,27 @@ impl AggregateSim {
         };
         for event in &events {
             self.state = std::mem::take(&mut self.state).apply(event);
-            if let Event::CodeAdded(_) = event {
-                if let Command::Add {
-                    verification:
-                        AddVerification::SendCode(code) | AddVerification::ReturnCode(code),
-                    ..
-                }
-                | Command::ResendCode { code, .. } = &command
-                {
+            match (event, &command) {
+                (
+                    Event::CodeAdded(_),
+                    Command::Add {
+                        verification:
+                            AddVerification::SendCode(code) | AddVerification::ReturnCode(code),
+                        ..
+                    }
+                    | Command::ResendCode { code, .. },
+                ) => {
                     self.codes.push(code.expose().to_owned());
+                    self.pending = Some(code.expose().to_owned());
                 }
+                (Event::ChallengeIssued(_), Command::IssueChallenge { code, .. }) => {
+                    self.codes.push(code.expose().to_owned());
+                    if let Step::Challenge { binding, .. } = step {
+                        self.challenge_codes
+                            .insert(binding, code.expose().to_owned());
+                    }
+                }
+                _ => {}
             }
         }
         self.events.extend(events.iter().cloned());

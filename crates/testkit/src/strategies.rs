@@ -26,7 +26,7 @@
 use otp_sms_core::Delivery;
 use proptest::prelude::*;
 
-use crate::scenario::{AddKind, Aimed, OddCode, Step};
+use crate::scenario::{AddKind, Aimed, OddCode, Step, BINDINGS};
 
 /// Any way to add.
 pub fn add_kind() -> impl Strategy<Value = AddKind> {
@@ -70,7 +70,8 @@ pub fn advance() -> impl Strategy<Value = u32> {
     ]
 }
 
-/// Any step after the add, weighted towards the interesting ones.
+/// Any step after the add, weighted towards the interesting ones: the registration's own
+/// codes, and sign-in once it is verified ([`sign_in_step`]).
 pub fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => Just(Step::VerifyRight),
@@ -80,6 +81,19 @@ pub fn step() -> impl Strategy<Value = Step> {
         2 => any::<bool>().prop_map(|stale| Step::RecordCodeSent { stale }),
         1 => Just(Step::Remove),
         5 => advance().prop_map(Step::Advance),
+        10 => sign_in_step(),
+    ]
+}
+
+/// A sign-in step under one of the scenarios' bindings: a challenge, the right code, a code of
+/// another binding's challenge, a wrong code.
+pub fn sign_in_step() -> impl Strategy<Value = Step> {
+    let binding = || 0..BINDINGS;
+    prop_oneof![
+        4 => (binding(), delivery()).prop_map(|(binding, delivery)| Step::Challenge { binding, delivery }),
+        3 => binding().prop_map(|b| Step::Check { code_of: b, on: b }),
+        1 => (binding(), binding()).prop_map(|(code_of, on)| Step::Check { code_of, on }),
+        2 => binding().prop_map(|on| Step::CheckWrong { on }),
     ]
 }
 

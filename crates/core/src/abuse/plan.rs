@@ -172,7 +172,8 @@ impl AbusePolicy {
             Scope::Registration
             | Scope::User
             | Scope::UserRegistrations
-            | Scope::VerificationLock => user.as_str().to_owned(),
+            | Scope::VerificationLock
+            | Scope::SignIn => user.as_str().to_owned(),
         }
     }
 
@@ -259,6 +260,20 @@ impl AbusePolicy {
                 }],
             }],
         }
+    }
+
+    /// The budget one sign-in challenge takes of its user, whatever its delivery: a bound on
+    /// the codes an attacker who knows a user's password can have issued to guess at (each
+    /// takes a few wrong codes before it burns). `member` names the challenge's code.
+    pub fn sign_in_budget(&self, instance: &InstanceId, user: &UserId, member: &str) -> SendPlan {
+        let mut plan = SendPlan::default();
+        plan.push(
+            Scope::SignIn,
+            key(instance, Scope::SignIn, user.as_str()),
+            member,
+            windows(&self.sign_in),
+        );
+        plan
     }
 
     /// The key of a user's registration slots.

@@ -158,6 +158,9 @@ pub struct AbusePolicy {
     /// Scopes that refuse silently: the call answers as if the code were sent, and nothing
     /// is sent, so a pumper cannot see where the wall is.
     pub silent: BTreeSet<Scope>,
+    /// Sign-in challenges per user, whatever their delivery ([`Scope::SignIn`]); a challenge
+    /// sent by SMS takes the send budgets too. Default: 5 per 10 minutes.
+    pub sign_in: Vec<Limit>,
 }
 
 impl Default for AbusePolicy {
@@ -196,6 +199,7 @@ impl Default for AbusePolicy {
             failure_lockout: Duration::from_secs(24 * 3600),
             test_numbers: Vec::new(),
             silent: BTreeSet::new(),
+            sign_in: vec![Limit::new(5, Duration::from_secs(600))],
         }
     }
 }
@@ -225,6 +229,7 @@ impl AbusePolicy {
             address: Vec::new(),
             organization: Vec::new(),
             instance: Vec::new(),
+            sign_in: Vec::new(),
             ..Self::default()
         }
     }
@@ -249,6 +254,7 @@ impl AbusePolicy {
             ("client_address", &self.address),
             ("organization", &self.organization),
             ("instance", &self.instance),
+            ("sign_in", &self.sign_in),
         ];
         for (name, limits) in limits {
             for limit in limits {

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::event::{Delivery, Event};
 use crate::ids::{OrganizationId, PrincipalId, RegistrationId};
 use crate::keys::CodeBinding;
+use crate::message::Purpose;
 use crate::metrics::{self, AppendOutcome, Retry};
 use crate::store::{
     Append, CommandId, ExpectedVersion, NewEvent, NewOutboxMessage, Recorded, RecordedEvent,
@@ -362,11 +363,8 @@ impl CommandService {
         ended.follow_ups = Permit::for_events(ours.iter().map(|r| &r.event))
             .settle(self, a, &recorded)
             .await;
-        if ours
-            .iter()
-            .any(|r| matches!(r.event, Event::CheckFailed(_)))
-        {
-            return Err(Error::WrongCode);
+        if let Some(error) = recorded_refusal(ours.iter().map(|r| &r.event)) {
+            return Err(error);
         }
         let organization = ours[0].owner.clone();
         Ok(details(
@@ -378,7 +376,8 @@ impl CommandService {
         ))
     }
 
-    /// A delivery message for every code that must go out by SMS.
+    /// A delivery message for every code that must go out by SMS: a registration's, or a
+    /// sign-in challenge's.
     fn outbox_for(
         &self,
         caller: &Caller,
@@ -389,12 +388,15 @@ impl CommandService {
     ) -> Result<Vec<NewOutboxMessage>, Error> {
         let mut outbox = Vec::new();
         for event in events {
-            let Event::CodeAdded(added) = event else {
-                continue;
+            let (number, expires_at, purpose) = match event {
+                Event::CodeAdded(c) if c.delivery == Delivery::Send => {
+                    (c.number, c.expires_at, Purpose::Registration)
+                }
+                Event::ChallengeIssued(c) if c.delivery == Delivery::Send => {
+                    (c.number, c.expires_at, Purpose::SignIn)
+                }
+                _ => continue,
             };
-            if added.delivery != Delivery::Send {
-                continue;
-            }
             let (Some(code), Some(phone), Some(user), Some(organization)) =
                 (fresh, &state.phone, &state.user, &state.organization)
             else {
@@ -402,7 +404,7 @@ impl CommandService {
             };
             let binding = CodeBinding {
                 registration,
-                number: added.number,
+                number,
             };
             let sealed = self.keys.seal(binding, code, &mut rand::thread_rng());
             let body = CodeDelivery {
@@ -410,10 +412,11 @@ impl CommandService {
                 user: user.clone(),
                 organization: organization.clone(),
                 registration: registration.clone(),
-                number: added.number,
+                number,
                 phone: phone.clone(),
                 sealed,
-                expires_at: added.expires_at,
+                expires_at,
+                purpose,
             };
             outbox.push(NewOutboxMessage {
                 id: self.ids.message_id(),
@@ -422,6 +425,18 @@ impl CommandService {
         }
         Ok(outbox)
     }
+}
+
+/// The error a command's recorded events stand for, when they record a refusal: a wrong
+/// code (registration or sign-in), or a sign-in challenge found expired.
+fn recorded_refusal<'e>(events: impl IntoIterator<Item = &'e Event>) -> Option<Error> {
+    events.into_iter().find_map(|event| match event {
+        Event::CheckFailed(_) | Event::ChallengeCheckFailed(_) => Some(Error::WrongCode),
+        Event::ChallengeExpired(_) => Some(Error::FailedPrecondition(
+            crate::error::Precondition::CodeExpired,
+        )),
+        _ => None,
+    })
 }
 
 /// How a command ended, besides its answer: the code its events issued (for the metrics) and

@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::attempt::Attempt;
 use super::CommandService;
-use crate::aggregate::{Command, Registration, Status};
+use crate::aggregate::{Command, Registration};
 use crate::caller::Caller;
 use crate::error::Error;
 use crate::ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId};
 use crate::keys::{CodeBinding, SealedCode};
+use crate::message::Purpose;
 use crate::phone::Phone;
 use crate::ports::{PortError, Sms, SmsSender, UserRecord};
 use crate::store::{OutboxMessage, OutboxStats};
@@ -126,6 +127,9 @@ pub struct CodeDelivery {
     pub sealed: SealedCode,
     /// After this the code is dropped, not sent late.
     pub expires_at: DateTime<Utc>,
+    /// What the code is for (messages written before sign-in existed: a registration).
+    #[serde(default)]
+    pub purpose: Purpose,
 }
 
 /// How long before its lease ends a pass stops sending: a quarter of the lease, at least half
@@ -342,12 +346,8 @@ impl CommandService {
         let stream = Self::stream_id(&d.instance, &d.registration);
         let history = self.store.read_stream(&stream).await.map_err(Error::from)?;
         let state = Registration::from_events(history.iter().map(|r| &r.event));
-        let due = state.status == Status::Unverified
-            && state.user.as_ref() == Some(&d.user)
-            && state
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.number == d.number && !p.sent && !p.undeliverable)
+        let due = state.user.as_ref() == Some(&d.user)
+            && state.awaits_sms(d.number)
             && self.clock.now() < d.expires_at;
         if !due {
             return Ok(false);
@@ -378,6 +378,7 @@ impl CommandService {
             message_id,
             deadline: deadline.min(d.expires_at),
             locale,
+            purpose: d.purpose,
         };
         let held = if attempts > 1 {
             sender.was_sent(&sms).await.map_err(Failure::Send)?

@@ -102,25 +102,26 @@ impl CommandService {
                     plan.extend(policy.registration_slot(&caller.instance, &user.id, registration));
                 }
                 Event::CodeAdded(code) if code.delivery == Delivery::Send => {
-                    let Some(phone) = phone else {
-                        return Err(Error::Internal("a code to send without a phone".into()));
-                    };
-                    let member = format!("{registration}#{}", code.number);
-                    let range = if policy.range_collapse.is_some() {
-                        self.range_signal.rate(phone.range())
-                    } else {
-                        crate::conversion::Rate::default()
-                    };
-                    let sends = policy.send_budgets(
-                        &caller.instance,
-                        &user.id,
-                        &user.organization,
+                    plan.extend(self.send_budgets(
+                        caller,
+                        user,
+                        registration,
                         phone,
-                        caller.address,
-                        range,
-                        &member,
-                    );
-                    plan.extend(sends);
+                        code.number,
+                    )?);
+                }
+                Event::ChallengeIssued(challenge) => {
+                    let member = format!("{registration}#{}", challenge.number);
+                    plan.extend(policy.sign_in_budget(&caller.instance, &user.id, &member));
+                    if challenge.delivery == Delivery::Send {
+                        plan.extend(self.send_budgets(
+                            caller,
+                            user,
+                            registration,
+                            phone,
+                            challenge.number,
+                        )?);
+                    }
                 }
                 _ => {}
             }
@@ -168,9 +169,11 @@ impl CommandService {
                 let existing = (!events.iter().any(|e| matches!(e, Event::Added(_))))
                     .then(|| registration.clone());
                 // Silence only hides a send budget from a code that would be sent.
-                let sends = events
-                    .iter()
-                    .any(|e| matches!(e, Event::CodeAdded(c) if c.delivery == Delivery::Send));
+                let sends = events.iter().any(|e| match e {
+                    Event::CodeAdded(c) => c.delivery == Delivery::Send,
+                    Event::ChallengeIssued(c) => c.delivery == Delivery::Send,
+                    _ => false,
+                });
                 let silent = sends && policy.silent.contains(&scope);
                 let refusal = Refusal {
                     registration: existing,
@@ -189,6 +192,36 @@ impl CommandService {
                 Err(Error::SendRefused { scope, retry_after })
             }
         }
+    }
+
+    /// The send budgets of code `number` of `registration`, sent by SMS to `phone`.
+    fn send_budgets(
+        &self,
+        caller: &Caller,
+        user: &UserRecord,
+        registration: &RegistrationId,
+        phone: Option<&Phone>,
+        number: u32,
+    ) -> Result<crate::abuse::SendPlan, Error> {
+        let Some(phone) = phone else {
+            return Err(Error::Internal("a code to send without a phone".into()));
+        };
+        let policy = self.abuse_policy(&caller.instance);
+        let member = format!("{registration}#{number}");
+        let range = if policy.range_collapse.is_some() {
+            self.range_signal.rate(phone.range())
+        } else {
+            crate::conversion::Rate::default()
+        };
+        Ok(policy.send_budgets(
+            &caller.instance,
+            &user.id,
+            &user.organization,
+            phone,
+            caller.address,
+            range,
+            &member,
+        ))
     }
 
     /// Records a refusal in the event log, at most once per scope, subject, user and
@@ -286,13 +319,17 @@ fn audit_stream_id(scope: Scope, subject: &str, user: &crate::ids::UserId, windo
         .collect()
 }
 
-/// Whether `events` meet the abuse rules: only a new registration or a new code does (the
-/// lock gate, the number's rules, the slot, the send budgets). Without them,
+/// Whether `events` meet the abuse rules: only a new registration or a new code (a
+/// registration's or a sign-in challenge's) does (the lock gate, the number's rules, the slot,
+/// the send and sign-in budgets). Without them,
 /// [`CommandService::admit`] admits with nothing to take.
 pub(super) fn needs_admission(events: &[Event]) -> bool {
-    events
-        .iter()
-        .any(|e| matches!(e, Event::Added(_) | Event::CodeAdded(_)))
+    events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Added(_) | Event::CodeAdded(_) | Event::ChallengeIssued(_)
+        )
+    })
 }
 
 impl Permit {
@@ -306,7 +343,7 @@ impl Permit {
         Permit {
             settles: events.into_iter().find_map(|e| match e {
                 Event::Removed(_) => Some(Settle::Removed),
-                Event::CheckFailed(_) => Some(Settle::WrongCode),
+                Event::CheckFailed(_) | Event::ChallengeCheckFailed(_) => Some(Settle::WrongCode),
                 _ => None,
             }),
         }
@@ -404,7 +441,7 @@ impl CommandService {
     }
 
     /// The user's registrations (slot members) as their streams say they are now.
-    async fn user_registrations(
+    pub(super) async fn user_registrations(
         &self,
         caller: &Caller,
         user: &UserRecord,
@@ -470,7 +507,8 @@ impl CommandService {
     }
 
     /// Ends the runs of wrong codes that a right code followed: releases the user's failure
-    /// entries recorded before the latest `verified` event of any of the user's registrations.
+    /// entries recorded before the latest right code (`verified`, or `challenge succeeded`)
+    /// of any of the user's registrations.
     /// Returns how many were released.
     async fn end_runs_before_success(
         &self,
@@ -482,7 +520,7 @@ impl CommandService {
             .await?
             .iter()
             .flat_map(|(_, history)| history.iter())
-            .filter(|r| matches!(r.event, Event::Verified(_)))
+            .filter(|r| matches!(r.event, Event::Verified(_) | Event::ChallengeSucceeded(_)))
             .map(|r| r.position)
             .max();
         let Some(last_success) = last_success else {

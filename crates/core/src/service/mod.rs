@@ -7,6 +7,7 @@ mod command;
 mod delivery;
 mod guard;
 mod idempotency;
+mod sign_in;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -81,6 +81,8 @@ pub struct AbuseConfig {
     pub test_numbers: Option<Vec<TestNumberConfig>>,
     /// Scopes that refuse silently, by configuration key (`destination_number`, …).
     pub silent: Option<Vec<String>>,
+    /// Sign-in challenges per user, however delivered (default: 5 per 10 minutes).
+    pub sign_in: Option<Vec<LimitConfig>>,
 }
 
 /// A test number in the configuration.
@@ -143,6 +145,7 @@ impl AbuseConfig {
         limits(&self.client_address, &mut p.address);
         limits(&self.organization, &mut p.organization);
         limits(&self.instance, &mut p.instance);
+        limits(&self.sign_in, &mut p.sign_in);
         if let Some(v) = &self.region_allow {
             p.region_allow = Some(v.iter().cloned().collect());
         }

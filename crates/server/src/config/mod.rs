@@ -168,6 +168,7 @@ mod tests {
             [abuse]
             destination_number = [{ max = 3, window_secs = 600 }]
             region_deny = ["XK"]
+            sign_in = [{ max = 2, window_secs = 300 }]
             [[instances]]
             id = "a"
             [[instances]]
@@ -182,6 +183,10 @@ mod tests {
             [otp_sms_core::Limit::new(3, Duration::from_secs(600))]
         );
         assert!(default.region_deny.contains("XK"));
+        assert_eq!(
+            default.sign_in,
+            [otp_sms_core::Limit::new(2, Duration::from_secs(300))]
+        );
         assert!(!default.allow_self_return_code);
         assert_eq!(default.user, AbusePolicy::default().user);
         let (id, b) = &own[0];
@@ -191,6 +196,7 @@ mod tests {
         assert_eq!(b.refused_types.len(), 1);
         for bad in [
             "[abuse]\ninstance = [{ max = 0, window_secs = 60 }]\n",
+            "[abuse]\nsign_in = [{ max = 5, window_secs = 0 }]\n",
             "[abuse]\nrefused_types = [\"expensive\"]\n",
             "[abuse]\nregion_deny = [\"Swiss\"]\n",
             "[abuse]\nmax_consecutive_failures = 101\n",

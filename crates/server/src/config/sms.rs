@@ -339,6 +339,12 @@ pub struct TextConfig {
     pub default_template: Option<String>,
     /// Templates by language tag (`de = "Ihr {app}-Code: {code}"`).
     pub templates: std::collections::BTreeMap<String, String>,
+    /// The sign-in template for users of no configured language (default: "Your {app}
+    /// sign-in code is {code}. …").
+    pub default_sign_in_template: Option<String>,
+    /// Sign-in templates by language tag; a language without one gets the default sign-in
+    /// template, never a registration text.
+    pub sign_in_templates: std::collections::BTreeMap<String, String>,
     /// The site's host for the WebOTP line `@host #code` that ends every text, so that
     /// browsers and phones autofill the code only there.
     pub webotp_domain: Option<String>,
@@ -354,6 +360,8 @@ impl Default for TextConfig {
             app_name: "otp-sms".into(),
             default_template: None,
             templates: Default::default(),
+            default_sign_in_template: None,
+            sign_in_templates: Default::default(),
             webotp_domain: None,
             android_app_hash: None,
             max_segments: 1,
@@ -376,6 +384,12 @@ impl TextConfig {
         }
         for (locale, template) in &self.templates {
             t = t.with_template(locale, template).map_err(fail)?;
+        }
+        if let Some(template) = &self.default_sign_in_template {
+            t = t.with_default_sign_in_template(template).map_err(fail)?;
+        }
+        for (locale, template) in &self.sign_in_templates {
+            t = t.with_sign_in_template(locale, template).map_err(fail)?;
         }
         if let Some(domain) = &self.webotp_domain {
             t = t.with_webotp_domain(domain);

@@ -3,21 +3,34 @@
 //! Neither does I/O nor reads a clock or a random source: the current time, the policy, the
 //! keys and any fresh code come in through [`Context`] and [`Command`], so the same inputs always
 //! give the same output. That is what lets property tests drive it.
+//!
+//! This file holds the state, how events change it, and which decision a command meets; the
+//! decisions are in `verification.rs` (the registration's own codes) and `sign_in.rs` (the
+//! sign-in challenges of a verified registration).
+
+mod sign_in;
+mod verification;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::binding::BindingDigest;
 use crate::code::{CodePolicy, VerificationCode, MAX_TRACKED_ISSUES};
 use crate::error::{Error, Precondition};
 use crate::event::{
-    Added, CheckFailed, CodeAdded, CodeDelivered, CodeSent, Delivery, DeliveryFailed, Event,
-    Removed, VerificationLocked, VerificationUnlocked, Verified,
+    Added, ChallengeBurnt, ChallengeCheckFailed, ChallengeExpired, ChallengeIssued, ChallengeSent,
+    ChallengeSucceeded, CheckFailed, CodeDelivered, CodeSent, Delivery, DeliveryFailed, Event,
+    Removed, VerificationLocked, VerificationUnlocked,
 };
 use crate::ids::{OrganizationId, RegistrationId, UserId};
 use crate::keys::{CodeBinding, CodeHash, CodeKeyRing};
 use crate::phone::Phone;
+
+/// How many sign-in challenges a registration keeps, one per binding: the most recent ones.
+/// An older challenge falls out (a check under its binding then meets no challenge).
+pub const MAX_TRACKED_CHALLENGES: usize = 8;
 
 /// Where a registration is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -46,17 +59,61 @@ pub struct PendingCode {
     pub failed_checks: u32,
     /// How it reaches the user.
     pub delivery: Delivery,
-    /// Whether the SMS was handed over.
+    /// What happened to the SMS.
+    pub handover: Handover,
+}
+
+/// Where a sign-in challenge is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChallengeState {
+    /// Waiting for its code.
+    Open,
+    /// Checked with the right code: consumed.
+    Succeeded,
+    /// Took too many wrong codes: void.
+    Burnt,
+    /// Checked after its lifetime: void.
+    Expired,
+}
+
+/// A sign-in challenge of a registration, open or closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Its code's number within the registration.
+    pub number: u32,
+    /// The digest of the binding it was issued under.
+    pub binding: BindingDigest,
+    /// Its code's keyed hash.
+    pub hash: CodeHash,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+    /// Wrong codes tried against it so far.
+    pub failed_checks: u32,
+    /// How its code reaches the user.
+    pub delivery: Delivery,
+    /// What happened to the SMS.
+    pub handover: Handover,
+    /// Open, or how it closed.
+    pub state: ChallengeState,
+}
+
+/// What is known of a code's SMS: handed over, given up on, reported delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Handover {
+    /// Handed to the SMS provider (`code sent`, `challenge sent`).
     pub sent: bool,
-    /// Whether the notifier gave up on it, or the provider reported it undelivered
-    /// (`delivery failed`).
+    /// The notifier gave up on it, or the provider reported it undelivered.
     pub undeliverable: bool,
-    /// Whether the provider reported it delivered (`code delivered`).
+    /// The provider reported it delivered.
     pub delivered: bool,
 }
 
 /// The state of one registration, rebuilt from its events.
+///
+/// Non-exhaustive: built by [`Registration::from_events`] or `Default`, so that a new field is
+/// not a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Registration {
     /// Where it is in its life.
     pub status: Status,
@@ -72,12 +129,21 @@ pub struct Registration {
     pub codes_issued: u32,
     /// Issue times of the most recent codes, oldest first, at most [`MAX_TRACKED_ISSUES`].
     pub recent_issues: VecDeque<DateTime<Utc>>,
-    /// Until when verification is locked (the user's wrong codes in a row reached the cap).
+    /// Until when verification is locked (the user's wrong codes in a row reached the cap):
+    /// of the registration's codes and of its sign-in challenges.
     pub locked_until: Option<DateTime<Utc>>,
+    /// The sign-in challenges, one per binding, oldest first, at most
+    /// [`MAX_TRACKED_CHALLENGES`].
+    pub challenges: Vec<Challenge>,
+    /// When a sign-in challenge last succeeded.
+    pub last_sign_in: Option<DateTime<Utc>>,
 }
 
 /// What the caller asks of a registration.
+///
+/// Non-exhaustive: a host that matches commands keeps a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Command {
     /// Register a phone for a user.
     Add {
@@ -132,6 +198,23 @@ pub enum Command {
     },
     /// Lift a verification lock.
     UnlockVerification,
+    /// Issue a sign-in challenge under `binding`: the registration must be verified. A
+    /// challenge open under the same binding is replaced.
+    IssueChallenge {
+        /// The fresh code (drawn by the caller, so that `decide` stays deterministic).
+        code: VerificationCode,
+        /// How it reaches the user.
+        delivery: Delivery,
+        /// The digest of the host's binding.
+        binding: BindingDigest,
+    },
+    /// Check a code the user submitted at sign-in, under `binding`.
+    CheckChallenge {
+        /// The submitted code.
+        code: VerificationCode,
+        /// The digest of the host's binding.
+        binding: BindingDigest,
+    },
 }
 
 impl Command {
@@ -147,6 +230,8 @@ impl Command {
             Command::Remove => "remove",
             Command::LockVerification { .. } => "lock_verification",
             Command::UnlockVerification => "unlock_verification",
+            Command::IssueChallenge { .. } => "issue_challenge",
+            Command::CheckChallenge { .. } => "check_challenge",
         }
     }
 }
@@ -259,28 +344,27 @@ impl Registration {
                     expires_at: e.expires_at,
                     failed_checks: 0,
                     delivery: e.delivery,
-                    sent: false,
-                    undeliverable: false,
-                    delivered: false,
+                    handover: Handover::default(),
                 });
                 if self.recent_issues.len() == MAX_TRACKED_ISSUES {
                     self.recent_issues.pop_front();
                 }
                 self.recent_issues.push_back(e.issued_at);
             }
-            Event::CodeSent(CodeSent { number }) => {
-                if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
-                    p.sent = true;
+            Event::CodeSent(CodeSent { number })
+            | Event::ChallengeSent(ChallengeSent { number }) => {
+                if let Some(h) = self.handover_mut(*number) {
+                    h.sent = true;
                 }
             }
             Event::CodeDelivered(CodeDelivered { number }) => {
-                if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
-                    p.delivered = true;
+                if let Some(h) = self.handover_mut(*number) {
+                    h.delivered = true;
                 }
             }
             Event::DeliveryFailed(DeliveryFailed { number, .. }) => {
-                if let Some(p) = self.pending.as_mut().filter(|p| p.number == *number) {
-                    p.undeliverable = true;
+                if let Some(h) = self.handover_mut(*number) {
+                    h.undeliverable = true;
                 }
             }
             Event::CheckFailed(CheckFailed { number }) => {
@@ -295,6 +379,7 @@ impl Registration {
             Event::Removed(_) => {
                 self.status = Status::Removed;
                 self.pending = None;
+                self.challenges.clear();
             }
             // Refusals live in streams of their own.
             Event::SendRefused(_) => {}
@@ -302,7 +387,96 @@ impl Registration {
                 self.locked_until = Some(*until);
             }
             Event::VerificationUnlocked(_) => self.locked_until = None,
+            Event::ChallengeIssued(e) => self.apply_challenge_issued(e),
+            Event::ChallengeSucceeded(ChallengeSucceeded {
+                number, checked_at, ..
+            }) => {
+                if let Some(c) = self.challenge_mut(*number) {
+                    c.state = ChallengeState::Succeeded;
+                }
+                self.last_sign_in = Some(*checked_at);
+            }
+            Event::ChallengeCheckFailed(ChallengeCheckFailed { number, .. }) => {
+                if let Some(c) = number.and_then(|n| self.challenge_mut(n)) {
+                    c.failed_checks = c.failed_checks.saturating_add(1);
+                }
+            }
+            Event::ChallengeBurnt(ChallengeBurnt { number }) => {
+                if let Some(c) = self.challenge_mut(*number) {
+                    c.state = ChallengeState::Burnt;
+                }
+            }
+            Event::ChallengeExpired(ChallengeExpired { number }) => {
+                if let Some(c) = self.challenge_mut(*number) {
+                    c.state = ChallengeState::Expired;
+                }
+            }
         }
+    }
+
+    /// A new challenge replaces the one of its binding; past the tracked number, the oldest
+    /// falls out.
+    fn apply_challenge_issued(&mut self, e: &ChallengeIssued) {
+        self.codes_issued = self.codes_issued.max(e.number);
+        self.challenges.retain(|c| c.binding != e.binding);
+        if self.challenges.len() == MAX_TRACKED_CHALLENGES {
+            self.challenges.remove(0);
+        }
+        self.challenges.push(Challenge {
+            number: e.number,
+            binding: e.binding,
+            hash: e.hash.clone(),
+            expires_at: e.expires_at,
+            failed_checks: 0,
+            delivery: e.delivery,
+            handover: Handover::default(),
+            state: ChallengeState::Open,
+        });
+    }
+
+    /// The challenge of code `number`, if the registration still keeps it.
+    pub fn challenge(&self, number: u32) -> Option<&Challenge> {
+        self.challenges.iter().find(|c| c.number == number)
+    }
+
+    /// The challenge issued under `binding`, if the registration still keeps it.
+    pub fn challenge_for(&self, binding: &BindingDigest) -> Option<&Challenge> {
+        self.challenges.iter().find(|c| c.binding == *binding)
+    }
+
+    fn challenge_mut(&mut self, number: u32) -> Option<&mut Challenge> {
+        self.challenges.iter_mut().find(|c| c.number == number)
+    }
+
+    /// What is known of the SMS of code `number`: the pending registration code's or a
+    /// challenge's (they share one count).
+    fn handover_mut(&mut self, number: u32) -> Option<&mut Handover> {
+        if self.pending.as_ref().is_some_and(|p| p.number == number) {
+            return self.pending.as_mut().map(|p| &mut p.handover);
+        }
+        self.challenge_mut(number).map(|c| &mut c.handover)
+    }
+
+    /// Whether the SMS of code `number` is still worth sending: the pending code of an
+    /// unverified registration, or an open challenge of a verified one, neither handed over
+    /// nor given up on. (Its expiry is the sender's to check, against its own clock.)
+    pub fn awaits_sms(&self, number: u32) -> bool {
+        let unsent = |h: &Handover| !h.sent && !h.undeliverable;
+        match self.status {
+            Status::Unverified => self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.number == number && unsent(&p.handover)),
+            Status::Verified => self
+                .challenge(number)
+                .is_some_and(|c| c.state == ChallengeState::Open && unsent(&c.handover)),
+            Status::Absent | Status::Removed => false,
+        }
+    }
+
+    /// Whether verification of codes (registration and sign-in) is locked at `now`.
+    fn is_locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
     }
 
     /// Whether the registration exists for `user` and is not removed.
@@ -337,8 +511,9 @@ impl Registration {
                 }
                 Decision::Accepted(vec![Event::Removed(Removed {})])
             }
-            // Only an unverified registration has codes to guess; a lock already ending at
-            // or after `until` stands.
+            // Both an unverified registration (its code) and a verified one (its sign-in
+            // challenges) have codes to guess; a lock already ending at or after `until`
+            // stands.
             Command::LockVerification { until } => {
                 if !self.is_live_for(ctx.user) {
                     return Decision::reject(Error::RegistrationNotFound);
@@ -346,7 +521,7 @@ impl Registration {
                 let stands = self
                     .locked_until
                     .is_some_and(|t| t >= *until && t > ctx.now);
-                if self.status == Status::Verified || stands {
+                if stands {
                     return Decision::Accepted(Vec::new());
                 }
                 Decision::Accepted(vec![Event::VerificationLocked(VerificationLocked {
@@ -362,10 +537,18 @@ impl Registration {
                 }
                 Decision::Accepted(vec![Event::VerificationUnlocked(VerificationUnlocked {})])
             }
+            Command::IssueChallenge {
+                code,
+                delivery,
+                binding,
+            } => self.decide_challenge(code, *delivery, binding, ctx),
+            Command::CheckChallenge { code, binding } => self.decide_check(code, binding, ctx),
         }
     }
 
-    fn issue(&self, code: &VerificationCode, delivery: Delivery, ctx: &Context<'_>) -> Event {
+    /// A fresh code's number, hash and times, as `code added` and `challenge issued` record
+    /// them. A test number's fixed code replaces the drawn one, sent nowhere.
+    fn fresh(&self, code: &VerificationCode, delivery: Delivery, ctx: &Context<'_>) -> Fresh {
         let (code, delivery) = match ctx.test_code {
             Some(fixed) => (fixed, Delivery::Test),
             None => (code, delivery),
@@ -375,199 +558,56 @@ impl Registration {
             registration: ctx.registration,
             number,
         };
-        Event::CodeAdded(CodeAdded {
+        Fresh {
             number,
             hash: ctx.keys.hash(binding, code),
             issued_at: ctx.now,
             expires_at: ctx.now + std_to_chrono(ctx.policy.lifetime()),
             delivery,
-        })
-    }
-
-    fn decide_add(
-        &self,
-        user: &UserId,
-        organization: &OrganizationId,
-        phone: &Phone,
-        verification: &AddVerification,
-        ctx: &Context<'_>,
-    ) -> Decision {
-        if self.status != Status::Absent {
-            // Registration ids are generated; a used one means a broken id generator.
-            return Decision::reject(Error::Internal("registration id already in use".into()));
-        }
-        // Room for the second event up front: growing the Vec would move the first.
-        let mut events = Vec::with_capacity(2);
-        events.push(Event::Added(Added {
-            user: user.clone(),
-            organization: organization.clone(),
-            phone: phone.clone(),
-        }));
-        match verification {
-            AddVerification::SendCode(code) => events.push(self.issue(code, Delivery::Send, ctx)),
-            AddVerification::ReturnCode(code) => {
-                events.push(self.issue(code, Delivery::Return, ctx))
-            }
-            AddVerification::AlreadyVerified => {
-                events.push(Event::Verified(Verified { code: None }))
-            }
-        }
-        Decision::Accepted(events)
-    }
-
-    fn decide_verify(&self, code: &VerificationCode, ctx: &Context<'_>) -> Decision {
-        if !self.is_live_for(ctx.user) {
-            return Decision::reject(Error::RegistrationNotFound);
-        }
-        if self.status == Status::Verified {
-            return Decision::reject(Error::FailedPrecondition(Precondition::AlreadyVerified));
-        }
-        if self.locked_until.is_some_and(|until| ctx.now < until) {
-            return Decision::reject(Error::FailedPrecondition(Precondition::VerificationLocked));
-        }
-        let Some(pending) = &self.pending else {
-            return Decision::reject(Error::FailedPrecondition(Precondition::NoActiveCode));
-        };
-        if pending.failed_checks >= ctx.policy.max_failed_checks() {
-            return Decision::reject(Error::FailedPrecondition(Precondition::TooManyAttempts));
-        }
-        if ctx.now >= pending.expires_at {
-            return Decision::reject(Error::FailedPrecondition(Precondition::CodeExpired));
-        }
-        let binding = CodeBinding {
-            registration: ctx.registration,
-            number: pending.number,
-        };
-        match ctx.keys.matches(binding, code, &pending.hash) {
-            Ok(true) => Decision::Accepted(vec![Event::Verified(Verified {
-                code: Some(pending.number),
-            })]),
-            Ok(false) => Decision::Rejected {
-                events: vec![Event::CheckFailed(CheckFailed {
-                    number: pending.number,
-                })],
-                error: Error::WrongCode,
-            },
-            Err(e) => Decision::reject(Error::Internal(e.to_string())),
         }
     }
+}
 
-    fn decide_resend(
-        &self,
-        code: &VerificationCode,
-        delivery: Delivery,
-        ctx: &Context<'_>,
-    ) -> Decision {
-        if !self.is_live_for(ctx.user) {
-            return Decision::reject(Error::RegistrationNotFound);
-        }
-        if self.status == Status::Verified {
-            return Decision::reject(Error::FailedPrecondition(Precondition::AlreadyVerified));
-        }
-        if let Some(retry_after) = self.resend_wait(ctx) {
-            return Decision::reject(Error::RateLimited { retry_after });
-        }
-        Decision::Accepted(vec![self.issue(code, delivery, ctx)])
-    }
+/// A fresh code, as events record it.
+struct Fresh {
+    number: u32,
+    hash: CodeHash,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    delivery: Delivery,
+}
 
-    /// How long until the policy allows another code, or `None` if it allows one now.
-    fn resend_wait(&self, ctx: &Context<'_>) -> Option<Duration> {
-        let interval = std_to_chrono(ctx.policy.resend_interval());
-        let hour = chrono::Duration::hours(1);
-        let mut earliest = ctx.now;
-        if let Some(last) = self.recent_issues.back() {
-            earliest = earliest.max(*last + interval);
-        }
-        let max = ctx.policy.max_codes_per_hour() as usize;
-        let in_window: Vec<_> = self
-            .recent_issues
-            .iter()
-            .filter(|t| **t > ctx.now - hour)
-            .collect();
-        if in_window.len() >= max {
-            // The window admits one more once the oldest code that must drop out is an hour old.
-            let oldest_to_expire = in_window[in_window.len() - max];
-            earliest = earliest.max(*oldest_to_expire + hour);
-        }
-        (earliest > ctx.now).then(|| (earliest - ctx.now).to_std().unwrap_or(Duration::ZERO))
-    }
-
-    fn decide_delivery_failed(
-        &self,
-        number: u32,
-        attempts: u32,
-        reason: &str,
-        ctx: &Context<'_>,
-    ) -> Decision {
-        if !self.is_live_for(ctx.user) {
-            return Decision::reject(Error::RegistrationNotFound);
-        }
-        if self.status == Status::Verified {
-            return Decision::reject(Error::FailedPrecondition(Precondition::AlreadyVerified));
-        }
-        match &self.pending {
+impl Handover {
+    /// The notifier gave up on a code (`number`): recorded once, and only before a hand-over.
+    fn gave_up(self, number: u32, attempts: u32, reason: &str) -> Decision {
+        if self.undeliverable {
             // Recorded already (a report repeated after a crash): nothing more.
-            Some(p) if p.number == number && p.undeliverable => Decision::Accepted(Vec::new()),
-            Some(p) if p.number == number && !p.sent => {
-                Decision::Accepted(vec![Event::DeliveryFailed(DeliveryFailed {
-                    number,
-                    attempts,
-                    reason: reason.to_owned(),
-                })])
-            }
-            _ => Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded)),
-        }
-    }
-
-    /// A provider's report after the hand-over: `code delivered`, or `delivery failed` (the
-    /// code will not arrive; the user may ask for a new one). Reports come late and may repeat:
-    /// a repeat, or a report on a verified registration, changes nothing; one on a code that is
-    /// no longer pending is CODE_SUPERSEDED.
-    fn decide_delivery_report(
-        &self,
-        number: u32,
-        failure: Option<&str>,
-        ctx: &Context<'_>,
-    ) -> Decision {
-        if !self.is_live_for(ctx.user) {
-            return Decision::reject(Error::RegistrationNotFound);
-        }
-        if self.status == Status::Verified {
             return Decision::Accepted(Vec::new());
         }
-        let Some(p) = self
-            .pending
-            .as_ref()
-            .filter(|p| p.number == number && p.sent)
-        else {
+        if self.sent {
             return Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded));
-        };
+        }
+        Decision::Accepted(vec![Event::DeliveryFailed(DeliveryFailed {
+            number,
+            attempts,
+            reason: reason.to_owned(),
+        })])
+    }
+
+    /// A provider's report on a handed-over code: a repeat changes nothing.
+    fn reported(self, number: u32, failure: Option<&str>) -> Decision {
+        if !self.sent {
+            return Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded));
+        }
         match failure {
-            None if p.delivered => Decision::Accepted(Vec::new()),
+            None if self.delivered => Decision::Accepted(Vec::new()),
             None => Decision::Accepted(vec![Event::CodeDelivered(CodeDelivered { number })]),
-            Some(_) if p.undeliverable => Decision::Accepted(Vec::new()),
+            Some(_) if self.undeliverable => Decision::Accepted(Vec::new()),
             Some(reason) => Decision::Accepted(vec![Event::DeliveryFailed(DeliveryFailed {
                 number,
                 attempts: 1,
                 reason: reason.to_owned(),
             })]),
-        }
-    }
-
-    fn decide_code_sent(&self, number: u32, ctx: &Context<'_>) -> Decision {
-        if !self.is_live_for(ctx.user) {
-            return Decision::reject(Error::RegistrationNotFound);
-        }
-        if self.status == Status::Verified {
-            return Decision::reject(Error::FailedPrecondition(Precondition::AlreadyVerified));
-        }
-        match &self.pending {
-            // At-least-once delivery may report twice; the second report changes nothing.
-            Some(p) if p.number == number && p.sent => Decision::Accepted(Vec::new()),
-            Some(p) if p.number == number => {
-                Decision::Accepted(vec![Event::CodeSent(CodeSent { number })])
-            }
-            _ => Decision::reject(Error::FailedPrecondition(Precondition::CodeSuperseded)),
         }
     }
 }
