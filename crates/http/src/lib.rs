@@ -58,6 +58,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod error;
+mod sign_in;
 pub mod wire;
 
 use error::invalid;
@@ -81,7 +82,7 @@ struct Api {
 #[openapi(
     info(
         title = "otp-sms: ZITADEL v3alpha OTP SMS registration",
-        description = "Add a phone as a second factor, verify it with a one-time code, remove it. \
+        description = "Add a phone as a second factor, verify it with a one-time code, remove it; sign in with it (a challenge, then a check). \
                        Errors are google.rpc.Status bodies."
     ),
     components(schemas(StatusJson, DetailsJson, wire::OwnerJson, wire::Empty)),
@@ -113,6 +114,8 @@ fn documented_routes() -> OpenApiRouter<Api> {
         .routes(routes!(remove))
         .routes(routes!(resend_code))
         .routes(routes!(unlock_verification))
+        .routes(routes!(sign_in::challenge))
+        .routes(routes!(sign_in::check))
 }
 
 /// The OpenAPI document of the calls, generated from the handlers' annotations, which also

@@ -206,3 +206,133 @@ impl fmt::Debug for ResendResponseJson {
             .finish()
     }
 }
+
+/// `RequestChallenges.OTPSMS` of ZITADEL's session API: how the sign-in code travels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = v1RequestChallengesOTPSMS)]
+pub struct OtpSmsChallengeJson {
+    /// Return the code in the response instead of sending it (needs `user.write`).
+    #[serde(default, alias = "return_code")]
+    pub return_code: bool,
+}
+
+/// The body of a sign-in challenge: which registration (default: the user's most recently
+/// verified one), the host's binding, and the session API's `otpSms` options.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = v1RequestOTPSMSChallengeRequest)]
+pub struct ChallengeBody {
+    /// The registration to send to; absent: the user's most recently verified one.
+    #[serde(default, alias = "otp_sms_id")]
+    pub otp_sms_id: Option<String>,
+    /// The host's session or transaction id (1..=200 characters): only a check under it can
+    /// complete the challenge.
+    #[serde(default)]
+    #[schema(example = "session-7f3a")]
+    pub binding: String,
+    /// How the code travels (absent: sent by SMS).
+    #[serde(default, alias = "otp_sms")]
+    pub otp_sms: Option<OtpSmsChallengeJson>,
+}
+
+/// `Challenges` of ZITADEL's session API: the code, when it was asked for.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = v1OTPSMSChallenges)]
+pub struct ChallengesJson {
+    /// The code, present only with `returnCode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otp_sms: Option<String>,
+}
+
+/// The answer of a sign-in challenge. `Debug` hides the code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = v1RequestOTPSMSChallengeResponse)]
+pub struct ChallengeResponseJson {
+    /// Details of the registration the code went to.
+    pub details: DetailsJson,
+    /// The registration the code went to.
+    pub otp_sms_id: String,
+    /// The code, when asked for.
+    pub challenges: ChallengesJson,
+}
+
+/// `CheckOTP` of ZITADEL's session API: the code the user typed.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = v1CheckOTP)]
+pub struct CheckOtpJson {
+    /// The code (1..=200 characters).
+    #[serde(default)]
+    #[schema(example = "12345678")]
+    pub code: String,
+}
+
+/// The body of a sign-in check: the binding the challenge was issued under, the code, and
+/// which registration (absent: the one that issued the latest challenge under the binding).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = v1CheckOTPSMSChallengeRequest)]
+pub struct CheckBody {
+    /// The registration the challenge was issued for; absent: found by the binding.
+    #[serde(default, alias = "otp_sms_id")]
+    pub otp_sms_id: Option<String>,
+    /// The binding the challenge was issued under.
+    #[serde(default)]
+    #[schema(example = "session-7f3a")]
+    pub binding: String,
+    /// The code.
+    #[serde(default, alias = "otp_sms")]
+    pub otp_sms: CheckOtpJson,
+}
+
+/// The answer of a successful sign-in check: the factor's registration, and in
+/// `details.changed` when the success was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = v1CheckOTPSMSChallengeResponse)]
+pub struct CheckResponseJson {
+    /// Details of the registration that proved the factor.
+    pub details: DetailsJson,
+    /// The registration whose code was checked.
+    pub otp_sms_id: String,
+}
+
+impl fmt::Debug for ChallengesJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChallengesJson")
+            .field("otp_sms", &hidden(&self.otp_sms))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ChallengeResponseJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChallengeResponseJson")
+            .field("details", &self.details)
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("challenges", &self.challenges)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ChallengeBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChallengeBody")
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("binding", &"<redacted>")
+            .field("otp_sms", &self.otp_sms)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CheckBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckBody")
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("binding", &"<redacted>")
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}

@@ -446,6 +446,18 @@ async fn the_openapi_document_lists_the_served_calls() {
         doc["paths"]["/resources/v3alpha/users/{id}/otp_sms/{otpSmsId}"]["delete"]["operationId"],
         json!("ZITADELUsers_RemoveOTPSMSAuthenticator")
     );
+    for (path, operation) in [
+        (
+            "/resources/v3alpha/users/{id}/otp_sms/_challenge",
+            "OTPSMSSignIn_RequestOTPSMSChallenge",
+        ),
+        (
+            "/resources/v3alpha/users/{id}/otp_sms/_check",
+            "OTPSMSSignIn_CheckOTPSMSChallenge",
+        ),
+    ] {
+        assert_eq!(doc["paths"][path]["post"]["operationId"], json!(operation));
+    }
     // Every documented path is served: a call to each answers from its handler (401 without
     // a token), never the fallback's 404.
     for (path, item) in paths {
@@ -729,4 +741,93 @@ async fn a_known_path_with_a_wrong_method_is_405_unimplemented() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     // As protojson writes a google.rpc.Status: no empty details.
     assert_eq!(body, json!({"code": 12, "message": "Method Not Allowed"}));
+}
+
+const CHALLENGE: &str = "/resources/v3alpha/users/alice/otp_sms/_challenge";
+const CHECK: &str = "/resources/v3alpha/users/alice/otp_sms/_check";
+
+/// Alice's phone, added with the code returned and verified: the registration id.
+async fn verified(app: &Router) -> String {
+    let (id, code) = add_returning(app).await;
+    let (status, body) = call(app, "POST", &verify_uri(&id), Some(&format!("\"{code}\""))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    id
+}
+
+#[tokio::test]
+async fn sign_in_over_json_challenges_and_checks_once_with_the_session_apis_bodies() {
+    let app = app();
+    let id = verified(&app).await;
+    let (status, body) = call(
+        &app,
+        "POST",
+        CHALLENGE,
+        Some(r#"{"binding":"session-1","otpSms":{"returnCode":true}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["otpSmsId"], json!(id), "the most recently verified");
+    assert_eq!(body["details"]["id"], json!(id));
+    let code = body["challenges"]["otpSms"].as_str().unwrap().to_owned();
+    let check = format!(r#"{{"binding":"session-1","otpSms":{{"code":"{code}"}}}}"#);
+    // Under another binding the code is wrong.
+    let elsewhere = check.replace("session-1", "session-2");
+    let (status, body) = call(&app, "POST", CHECK, Some(&elsewhere)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_status(&body, 3);
+    assert_eq!(body["details"][0]["id"], json!("OTPSMS-WRONG_CODE"));
+    let (status, body) = call(&app, "POST", CHECK, Some(&check)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["otpSmsId"], json!(id));
+    chrono::DateTime::parse_from_rfc3339(body["details"]["changed"].as_str().unwrap()).unwrap();
+    // A replay of the right code.
+    let (status, body) = call(&app, "POST", CHECK, Some(&check)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_status(&body, 9);
+    assert_eq!(body["details"][0]["id"], json!("OTPSMS-CHALLENGE_USED"));
+    // Sent by SMS (no `otpSms`): no code in the answer, named registration, snake_case too.
+    let (status, body) = call(
+        &app,
+        "POST",
+        CHALLENGE,
+        Some(&format!(r#"{{"binding":"session-3","otp_sms_id":"{id}"}}"#)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["challenges"], json!({}));
+}
+
+#[tokio::test]
+async fn sign_in_bodies_are_checked_before_anything_is_written() {
+    let app = app();
+    let (status, body) = call(&app, "POST", CHALLENGE, Some(r#"{"binding":""}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_status(&body, 3);
+    assert_eq!(
+        body["details"][1]["fieldViolations"][0]["field"],
+        json!("binding")
+    );
+    let (status, body) = call(
+        &app,
+        "POST",
+        CHALLENGE,
+        Some(r#"{"binding":"secret-session","#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(!body.to_string().contains("secret-session"), "{body}");
+    let (status, body) = call(&app, "POST", CHECK, Some(r#"{"binding":"s"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["details"][1]["fieldViolations"][0]["field"],
+        json!("code")
+    );
+    // No verified registration: nothing to challenge.
+    let (status, body) = call(&app, "POST", CHALLENGE, Some(r#"{"binding":"s"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_status(&body, 9);
+    assert_eq!(
+        body["details"][0]["id"],
+        json!("OTPSMS-NO_VERIFIED_REGISTRATION")
+    );
 }
