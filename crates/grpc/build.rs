@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compiler.include_imports(true).open_files([
         "zitadel/resources/user/v3alpha/user_service.proto",
         "otpsms/v1/extensions.proto",
+        "otpsms/v1/sign_in.proto",
         "zitadel/message.proto",
     ])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
@@ -28,6 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "zitadel.resources.user.v3alpha.SetPhone",
             "zitadel.resources.user.v3alpha.VerifyOTPSMSRegistrationRequest",
             "zitadel.resources.user.v3alpha.AddOTPSMSAuthenticatorResponse",
+            "otpsms.v1.Challenges",
+            "otpsms.v1.CheckOTP",
+            "otpsms.v1.RequestOTPSMSChallengeRequest",
+            "otpsms.v1.CheckOTPSMSChallengeRequest",
         ])
         .compile_fds(fds)?;
     Ok(())

@@ -690,13 +690,14 @@ proptest! {
     }
 }
 
-/// A method of the two services (with its input type), or a name neither has.
+/// A method of the three services (with its input type), or a name none has.
 fn method() -> impl Strategy<Value = (String, String, Option<MessageDescriptor>)> {
     let pool = &fixture().pool;
     let mut known: Vec<(String, String, Option<MessageDescriptor>)> = Vec::new();
     for service in [
         otp_sms_grpc::SERVICE_NAME,
         otp_sms_grpc::EXTENSIONS_SERVICE_NAME,
+        otp_sms_grpc::SIGN_IN_SERVICE_NAME,
     ] {
         let descriptor = pool.get_service_by_name(service).unwrap();
         for m in descriptor.methods() {

@@ -424,3 +424,60 @@ async fn a_refusal_with_a_wait_carries_retry_info() {
     let delay = info.retry_delay.expect("a delay");
     assert!(delay.seconds > 0, "{delay:?}");
 }
+
+/// Sign-in over Connect in JSON, at `otpsms.v1.OTPSMSSignIn`, with the session API's field
+/// names: the challenge's code in `challenges.otpSms`, the check's in `otpSms.code`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_in_json() {
+    let s = server();
+    let (status, added) = json_call(
+        &s,
+        "AddOTPSMSAuthenticator",
+        json!({"id": "alice", "phone": {"number": "+41791234567", "returnCode": {}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    let id = added["otpSmsId"].as_str().unwrap().to_owned();
+    let code = added["verificationCode"].as_str().unwrap().to_owned();
+    let (status, body) = json_call(
+        &s,
+        "VerifyOTPSMSRegistration",
+        json!({"id": "alice", "otpSmsId": id, "code": code}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sign_in = |method: &'static str, body: Value| {
+        let s = &s;
+        async move {
+            let response = reqwest::Client::new()
+                .post(s.url(&format!("/otpsms.v1.OTPSMSSignIn/{method}")))
+                .header("content-type", "application/json")
+                .header("connect-protocol-version", "1")
+                .header(ALICE.0, ALICE.1)
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("the call");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let (status, challenged) = sign_in(
+        "RequestOTPSMSChallenge",
+        json!({"id": "alice", "binding": "session-1", "otpSms": {"returnCode": true}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{challenged}");
+    assert_eq!(challenged["otpSmsId"], json!(id));
+    let code = challenged["challenges"]["otpSms"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let check = json!({"id": "alice", "binding": "session-1", "otpSms": {"code": code}});
+    let (status, checked) = sign_in("CheckOTPSMSChallenge", check.clone()).await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["otpSmsId"], json!(id));
+    let (status, replay) = sign_in("CheckOTPSMSChallenge", check).await;
+    assert_eq!(status, 400, "{replay}");
+    assert_eq!(replay["code"], json!("failed_precondition"));
+}

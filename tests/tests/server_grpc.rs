@@ -565,3 +565,139 @@ async fn messages_over_64_kib_are_refused() {
         .unwrap_err();
     assert_eq!(under.code(), Code::InvalidArgument, "{under:?}");
 }
+
+/// Sign-in over gRPC with the generated client of `otpsms.v1.OTPSMSSignIn`: challenge (the
+/// code returned), check, a replay refused; a wrong binding's code INVALID_ARGUMENT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_over_grpc() {
+    use otp_sms_grpc::proto::otpsms::v1::{
+        otpsms_sign_in_client::OtpsmsSignInClient, request_challenges, CheckOtp,
+        CheckOtpsmsChallengeRequest, RequestOtpsmsChallengeRequest,
+    };
+    let s = server();
+    let mut users = client(&s).await;
+    let added = users
+        .add_otpsms_authenticator(authed(add_request("alice"), Some("token-alice")))
+        .await
+        .expect("add")
+        .into_inner();
+    users
+        .verify_otpsms_registration(authed(
+            verify_request(
+                "alice",
+                &added.otp_sms_id,
+                &added.verification_code.clone().unwrap(),
+            ),
+            Some("token-alice"),
+        ))
+        .await
+        .expect("verify");
+    let mut sign_in = OtpsmsSignInClient::connect(s.base_url.clone())
+        .await
+        .expect("connect");
+    let challenged = sign_in
+        .request_otpsms_challenge(authed(
+            RequestOtpsmsChallengeRequest {
+                id: "alice".into(),
+                binding: "session-1".into(),
+                otp_sms: Some(request_challenges::Otpsms { return_code: true }),
+                ..Default::default()
+            },
+            Some("token-alice"),
+        ))
+        .await
+        .expect("challenge")
+        .into_inner();
+    assert_eq!(challenged.otp_sms_id, added.otp_sms_id);
+    let code = challenged.challenges.unwrap().otp_sms.expect("returned");
+    let check = |binding: &str| CheckOtpsmsChallengeRequest {
+        id: "alice".into(),
+        binding: binding.into(),
+        otp_sms: Some(CheckOtp { code: code.clone() }),
+        ..Default::default()
+    };
+    let wrong = sign_in
+        .check_otpsms_challenge(authed(check("session-2"), Some("token-alice")))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::InvalidArgument, "{wrong:?}");
+    let checked = sign_in
+        .check_otpsms_challenge(authed(check("session-1"), Some("token-alice")))
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(checked.otp_sms_id, added.otp_sms_id);
+    assert!(checked.details.unwrap().changed.is_some());
+    let replay = sign_in
+        .check_otpsms_challenge(authed(check("session-1"), Some("token-alice")))
+        .await
+        .unwrap_err();
+    assert_eq!(replay.code(), Code::FailedPrecondition, "{replay:?}");
+    let unauthenticated = sign_in
+        .check_otpsms_challenge(authed(check("session-1"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+}
+
+/// Sign-in over gRPC-web on HTTP/1.1: the challenge and its check, framed as browsers send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_over_grpc_web_on_http1() {
+    use otp_sms_grpc::proto::otpsms::v1::{
+        request_challenges, CheckOtp, CheckOtpsmsChallengeRequest, CheckOtpsmsChallengeResponse,
+        RequestOtpsmsChallengeRequest, RequestOtpsmsChallengeResponse,
+    };
+    let s = server();
+    let mut users = client(&s).await;
+    let added = users
+        .add_otpsms_authenticator(authed(add_request("alice"), Some("token-alice")))
+        .await
+        .expect("add")
+        .into_inner();
+    users
+        .verify_otpsms_registration(authed(
+            verify_request(
+                "alice",
+                &added.otp_sms_id,
+                &added.verification_code.clone().unwrap(),
+            ),
+            Some("token-alice"),
+        ))
+        .await
+        .expect("verify");
+    let http = reqwest::Client::builder().http1_only().build().unwrap();
+    let call = |method: &'static str, body: Vec<u8>| {
+        http.post(s.url(&format!("/otpsms.v1.OTPSMSSignIn/{method}")))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .bearer_auth("token-alice")
+            .body(frame(0, &body))
+            .send()
+    };
+    let challenge = RequestOtpsmsChallengeRequest {
+        id: "alice".into(),
+        binding: "session-1".into(),
+        otp_sms: Some(request_challenges::Otpsms { return_code: true }),
+        ..Default::default()
+    };
+    let res = call("RequestOTPSMSChallenge", challenge.encode_to_vec())
+        .await
+        .unwrap();
+    let (message, trailers) = unframe(&res.bytes().await.unwrap());
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let challenged = RequestOtpsmsChallengeResponse::decode(message.unwrap().as_slice()).unwrap();
+    let code = challenged.challenges.unwrap().otp_sms.unwrap();
+    let check = CheckOtpsmsChallengeRequest {
+        id: "alice".into(),
+        binding: "session-1".into(),
+        otp_sms: Some(CheckOtp { code }),
+        ..Default::default()
+    };
+    let res = call("CheckOTPSMSChallenge", check.encode_to_vec())
+        .await
+        .unwrap();
+    let (message, trailers) = unframe(&res.bytes().await.unwrap());
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let checked = CheckOtpsmsChallengeResponse::decode(message.unwrap().as_slice()).unwrap();
+    assert_eq!(checked.otp_sms_id, added.otp_sms_id);
+}

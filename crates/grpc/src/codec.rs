@@ -38,12 +38,16 @@ directions!(Code::InvalidArgument =>
     user::VerifyOtpsmsRegistrationRequest,
     user::RemoveOtpsmsAuthenticatorRequest,
     ext::UnlockOtpsmsVerificationRequest,
+    ext::RequestOtpsmsChallengeRequest,
+    ext::CheckOtpsmsChallengeRequest,
 );
 directions!(Code::Internal =>
     user::AddOtpsmsAuthenticatorResponse,
     user::VerifyOtpsmsRegistrationResponse,
     user::RemoveOtpsmsAuthenticatorResponse,
     ext::UnlockOtpsmsVerificationResponse,
+    ext::RequestOtpsmsChallengeResponse,
+    ext::CheckOtpsmsChallengeResponse,
 );
 
 /// The codec of the generated services and clients (`tonic_prost_build`'s `codec_path`).

@@ -31,6 +31,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::ext::otpsms_extensions_server::OtpsmsExtensions;
+use crate::ext::otpsms_sign_in_server::OtpsmsSignIn;
 use crate::user::zitadel_users_server::ZitadelUsers;
 use crate::{
     RpcStatus, UsersService, EXTENSIONS_SERVICE_NAME, FILE_DESCRIPTOR_SET, MAX_MESSAGE_BYTES,
@@ -183,7 +184,8 @@ fn gunzip(compressed: &[u8]) -> Result<Option<Bytes>, ConnectError> {
 }
 
 /// Whether a request is a Connect unary call of this server's services: a `POST` to
-/// `/<package.Service>/<Method>` of `ZITADELUsers` or `OTPSMSExtensions` that is not gRPC.
+/// `/<package.Service>/<Method>` of `ZITADELUsers`, `OTPSMSExtensions` or `OTPSMSSignIn` that
+/// is not gRPC.
 pub fn is_connect(method: &Method, path: &str, headers: &HeaderMap) -> bool {
     let Some(service) = path
         .strip_prefix('/')
@@ -195,7 +197,8 @@ pub fn is_connect(method: &Method, path: &str, headers: &HeaderMap) -> bool {
     method == Method::POST
         && !crate::is_grpc(headers)
         && (service == crate::user::zitadel_users_server::SERVICE_NAME
-            || service == EXTENSIONS_SERVICE_NAME)
+            || service == EXTENSIONS_SERVICE_NAME
+            || service == crate::SIGN_IN_SERVICE_NAME)
 }
 
 /// The Connect answer for `error` (the protocol's error JSON and HTTP status), for a layer in
@@ -204,8 +207,8 @@ pub fn error_response(error: &otp_sms_core::Error) -> Response {
     ConnectError(crate::status(error)).into_response()
 }
 
-/// Serves one Connect unary call of `ZITADELUsers` or `OTPSMSExtensions`: `service` and
-/// `method` from the path, the request as it came.
+/// Serves one Connect unary call of `ZITADELUsers`, `OTPSMSExtensions` or `OTPSMSSignIn`:
+/// `service` and `method` from the path, the request as it came.
 pub(crate) async fn serve(
     users: &UsersService,
     service: &str,
@@ -329,6 +332,24 @@ async fn call(
                     "otpsms.v1.UnlockOTPSMSVerificationRequest",
                     "otpsms.v1.UnlockOTPSMSVerificationResponse",
                     |r| users.unlock_otpsms_verification(r),
+                )
+                .await
+        }
+        (crate::SIGN_IN_SERVICE_NAME, "RequestOTPSMSChallenge") => {
+            context
+                .unary::<ext::RequestOtpsmsChallengeRequest, _, _, _>(
+                    "otpsms.v1.RequestOTPSMSChallengeRequest",
+                    "otpsms.v1.RequestOTPSMSChallengeResponse",
+                    |r| users.request_otpsms_challenge(r),
+                )
+                .await
+        }
+        (crate::SIGN_IN_SERVICE_NAME, "CheckOTPSMSChallenge") => {
+            context
+                .unary::<ext::CheckOtpsmsChallengeRequest, _, _, _>(
+                    "otpsms.v1.CheckOTPSMSChallengeRequest",
+                    "otpsms.v1.CheckOTPSMSChallengeResponse",
+                    |r| users.check_otpsms_challenge(r),
                 )
                 .await
         }

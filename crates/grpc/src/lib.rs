@@ -29,9 +29,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use otp_sms_core::{
-    request_caller, AddRequest, Authenticator, Caller, CallerEvidence, ClientAddress,
-    CommandService, Details, Error, ErrorStatus, InstanceRef, OrganizationRef, OwnerType,
-    PhoneVerification, RegistrationRequest, StatusDetail, UserRequest, VerifyRequest,
+    request_caller, AddRequest, Authenticator, Caller, CallerEvidence, ChallengeRequest,
+    CheckRequest, ClientAddress, CommandService, Details, Error, ErrorStatus, InstanceRef,
+    OrganizationRef, OwnerType, PhoneVerification, RegistrationRequest, StatusDetail, UserRequest,
+    VerifyRequest,
 };
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -86,6 +87,7 @@ pub mod proto {
 }
 
 use ext::otpsms_extensions_server::{OtpsmsExtensions, OtpsmsExtensionsServer};
+use ext::otpsms_sign_in_server::{OtpsmsSignIn, OtpsmsSignInServer};
 use proto::otpsms::v1 as ext;
 use proto::zitadel::object::v3alpha as object;
 use proto::zitadel::resources::object::v3alpha as resources_object;
@@ -436,8 +438,107 @@ impl OtpsmsExtensions for UsersService {
     }
 }
 
+/// `otpsms.v1.OTPSMSSignIn`: sign-in with a registered phone (`CommandService::challenge` and
+/// `check`).
+#[tonic::async_trait]
+impl OtpsmsSignIn for UsersService {
+    async fn request_otpsms_challenge(
+        &self,
+        request: Request<ext::RequestOtpsmsChallengeRequest>,
+    ) -> Result<Response<ext::RequestOtpsmsChallengeResponse>, Status> {
+        let caller = self
+            .caller(&request, request.get_ref().instance.clone())
+            .await?;
+        let req = request.into_inner();
+        let mut challenge = ChallengeRequest::new(req.id, req.binding);
+        challenge.organization = organization_ref(req.organization)?;
+        challenge.registration_id = req.otp_sms_id;
+        challenge.return_code = req.otp_sms.is_some_and(|o| o.return_code);
+        let challenged = self
+            .service
+            .challenge(&caller, challenge)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(ext::RequestOtpsmsChallengeResponse {
+            details: Some(details(&challenged.details)),
+            otp_sms_id: challenged.registration_id.to_string(),
+            challenges: Some(ext::Challenges {
+                otp_sms: challenged.code.map(|c| c.expose().to_owned()),
+            }),
+        }))
+    }
+
+    async fn check_otpsms_challenge(
+        &self,
+        request: Request<ext::CheckOtpsmsChallengeRequest>,
+    ) -> Result<Response<ext::CheckOtpsmsChallengeResponse>, Status> {
+        let caller = self
+            .caller(&request, request.get_ref().instance.clone())
+            .await?;
+        let req = request.into_inner();
+        let code = req.otp_sms.map(|o| o.code).unwrap_or_default();
+        let mut check = CheckRequest::new(req.id, req.binding, code);
+        check.organization = organization_ref(req.organization)?;
+        check.registration_id = req.otp_sms_id;
+        let checked = self
+            .service
+            .check(&caller, check)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(ext::CheckOtpsmsChallengeResponse {
+            details: Some(details(&checked.details)),
+            otp_sms_id: checked.registration_id.to_string(),
+        }))
+    }
+}
+
+impl fmt::Debug for ext::Challenges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Challenges")
+            .field("otp_sms", &self.otp_sms.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ext::CheckOtp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckOtp")
+            .field("code", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for ext::RequestOtpsmsChallengeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestOtpsmsChallengeRequest")
+            .field("instance", &self.instance)
+            .field("organization", &self.organization)
+            .field("id", &self.id)
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("binding", &"<redacted>")
+            .field("otp_sms", &self.otp_sms)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ext::CheckOtpsmsChallengeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckOtpsmsChallengeRequest")
+            .field("instance", &self.instance)
+            .field("organization", &self.organization)
+            .field("id", &self.id)
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("binding", &"<redacted>")
+            .field("otp_sms", &self.otp_sms)
+            .finish()
+    }
+}
+
 /// The extension service's name, `otpsms.v1.OTPSMSExtensions`.
 pub const EXTENSIONS_SERVICE_NAME: &str = ext::otpsms_extensions_server::SERVICE_NAME;
+
+/// The sign-in service's name, `otpsms.v1.OTPSMSSignIn`.
+pub const SIGN_IN_SERVICE_NAME: &str = ext::otpsms_sign_in_server::SERVICE_NAME;
 
 /// The largest request message the services decode (64 KiB, as the JSON API's body); a
 /// larger one is answered OUT_OF_RANGE (tonic's code for it) and never reaches a call.
@@ -453,6 +554,9 @@ pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Ro
     // The same bound as the JSON API's body: the calls' messages are small.
     // gzip-compressed requests are read (answers go uncompressed: they are a few bytes).
     let extensions = OtpsmsExtensionsServer::new(users_service.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let sign_in = OtpsmsSignInServer::new(users_service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let users = ZitadelUsersServer::new(users_service)
@@ -486,8 +590,18 @@ pub fn router(service: CommandService, auth: Arc<dyn Authenticator>) -> axum::Ro
                 tower::ServiceBuilder::new()
                     .layer(tonic_web::GrpcWebLayer::new())
                     .service(extensions),
-                connect_service,
+                connect_service.clone(),
                 EXTENSIONS_SERVICE_NAME,
+            ),
+        )
+        .route_service(
+            &format!("/{}/{{*rest}}", SIGN_IN_SERVICE_NAME),
+            one_handler(
+                tower::ServiceBuilder::new()
+                    .layer(tonic_web::GrpcWebLayer::new())
+                    .service(sign_in),
+                connect_service,
+                SIGN_IN_SERVICE_NAME,
             ),
         )
         .route_service(
@@ -558,6 +672,8 @@ pub const METHODS: &[(&str, &str)] = &[
     (SERVICE_NAME, "VerifyOTPSMSRegistration"),
     (SERVICE_NAME, "RemoveOTPSMSAuthenticator"),
     (EXTENSIONS_SERVICE_NAME, "UnlockOTPSMSVerification"),
+    (SIGN_IN_SERVICE_NAME, "RequestOTPSMSChallenge"),
+    (SIGN_IN_SERVICE_NAME, "CheckOTPSMSChallenge"),
 ];
 
 /// The service and method a call's path names, if this server serves that method: for labels
