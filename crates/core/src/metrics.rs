@@ -31,6 +31,9 @@ pub const CODES_ISSUED: &str = "otp_sms_codes_issued_total";
 /// Counter: verifications, by `outcome` (`verified`, `wrong_code`, `expired`, `burnt`,
 /// `locked`).
 pub const VERIFICATIONS: &str = "otp_sms_verifications_total";
+/// Counter: sign-in checks, by `outcome` (`signed_in`, `wrong_code`, `expired`, `burnt`,
+/// `locked`, `used`).
+pub const SIGN_IN_CHECKS: &str = "otp_sms_sign_in_checks_total";
 /// Counter: codes an abuse rule refused, by `scope` (the configuration's key) and `silent`.
 pub const BUDGET_REFUSALS: &str = "otp_sms_budget_refusals_total";
 /// Counter: SMS handed over to the sender.
@@ -105,6 +108,25 @@ pub(crate) fn refused(scope: Scope, silent: bool) {
 
 /// Append outcomes, in the order of [`AppendOutcome`].
 const APPEND_OUTCOMES: [&str; 4] = ["ok", "conflict", "unknown", "error"];
+/// The outcome a sign-in check's result stands for, if it is one of the six: its index in
+/// [`SIGN_IN_OUTCOMES`].
+fn sign_in_outcome(result: &Result<impl Sized, Error>) -> Option<usize> {
+    match result {
+        Err(Error::FailedPrecondition(Precondition::ChallengeUsed)) => Some(5),
+        // The others as a verification's, by the same index.
+        other => verification_outcome(other),
+    }
+}
+
+/// Sign-in check outcomes, in the order of [`Handles::sign_in_checks`].
+const SIGN_IN_OUTCOMES: [&str; 6] = [
+    "signed_in",
+    "wrong_code",
+    "expired",
+    "burnt",
+    "locked",
+    "used",
+];
 /// Verification outcomes, in the order of [`Handles::verifications`].
 const VERIFICATION_OUTCOMES: [&str; 5] = ["verified", "wrong_code", "expired", "burnt", "locked"];
 /// Code deliveries, in the order of [`Handles::codes_issued`].
@@ -138,6 +160,7 @@ pub(crate) struct Instruments(OnceLock<Handles>);
 #[derive(Debug)]
 struct Handles {
     verifications: [Counter; 5],
+    sign_in_checks: [Counter; 6],
     codes_issued: [Counter; 3],
     append: [Histogram; 4],
     write_conflicts: Counter,
@@ -151,6 +174,8 @@ impl Handles {
         Self {
             verifications: VERIFICATION_OUTCOMES
                 .map(|outcome| metrics::counter!(VERIFICATIONS, "outcome" => outcome)),
+            sign_in_checks: SIGN_IN_OUTCOMES
+                .map(|outcome| metrics::counter!(SIGN_IN_CHECKS, "outcome" => outcome)),
             codes_issued: DELIVERIES.map(
                 |delivery| metrics::counter!(CODES_ISSUED, "delivery" => delivery_label(delivery)),
             ),
@@ -179,10 +204,18 @@ impl Instruments {
         issued: Option<Delivery>,
     ) {
         let handles = self.handles();
-        if let Command::Verify { .. } = command {
-            if let Some(outcome) = verification_outcome(result) {
-                handles.verifications[outcome].increment(1);
+        match command {
+            Command::Verify { .. } => {
+                if let Some(outcome) = verification_outcome(result) {
+                    handles.verifications[outcome].increment(1);
+                }
             }
+            Command::CheckChallenge { .. } => {
+                if let Some(outcome) = sign_in_outcome(result) {
+                    handles.sign_in_checks[outcome].increment(1);
+                }
+            }
+            _ => {}
         }
         if let Some(delivery) = issued {
             handles.codes_issued[delivery_index(delivery)].increment(1);
@@ -322,7 +355,7 @@ mod tests {
             instruments.command_finished(&verify, &Err::<(), _>(Error::WrongCode), None);
         });
         let registered = *recorder.registered.lock().unwrap();
-        assert_eq!(registered, 5 + 3 + 4 + 1 + 2 + 2);
+        assert_eq!(registered, 5 + 6 + 3 + 4 + 1 + 2 + 2);
         // Outside the recorder's scope: the handles registered with it still record.
         instruments.command_finished(
             &verify,
@@ -333,6 +366,18 @@ mod tests {
         instruments.append(Duration::from_millis(1), AppendOutcome::Unknown);
         instruments.retry(Retry::UnknownOutcome);
         instruments.stream_cache(false);
+        let check = Command::CheckChallenge {
+            code: crate::code::VerificationCode::from_input(String::from("123456")).unwrap(),
+            binding: crate::binding::Binding::parse("binding", "s")
+                .unwrap()
+                .digest(),
+        };
+        instruments.command_finished(
+            &check,
+            &Err::<(), _>(Error::FailedPrecondition(Precondition::ChallengeUsed)),
+            None,
+        );
+        instruments.command_finished(&check, &Ok::<(), Error>(()), None);
         assert_eq!(*recorder.registered.lock().unwrap(), registered);
         let log = recorder.log.lock().unwrap().clone();
         assert_eq!(
@@ -346,6 +391,8 @@ mod tests {
                 (format!("{APPEND_DURATION}{{outcome=unknown}}"), 0.001),
                 (format!("{COMMAND_RETRIES}{{reason=unknown_outcome}}"), 1.0),
                 (format!("{STREAM_CACHE_LOOKUPS}{{result=miss}}"), 1.0),
+                (format!("{SIGN_IN_CHECKS}{{outcome=used}}"), 1.0),
+                (format!("{SIGN_IN_CHECKS}{{outcome=signed_in}}"), 1.0),
             ]
         );
     }
