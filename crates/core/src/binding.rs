@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::ids::{check_length, MAX_ID_CHARS};
+use crate::ids::{check_length, has_control, MAX_ID_CHARS};
 
 /// A host's binding for a sign-in challenge, as the caller sent it: 1..=200 characters, no
 /// control characters. A code issued under one binding never completes a check under another.
@@ -30,7 +30,7 @@ impl Binding {
     pub fn parse(field: &'static str, value: impl Into<String>) -> Result<Self, Error> {
         let value = value.into();
         check_length(field, &value, MAX_ID_CHARS)?;
-        if value.chars().any(char::is_control) {
+        if has_control(&value) {
             return Err(Error::invalid(field, "must not contain control characters"));
         }
         Ok(Self(value))

@@ -29,7 +29,7 @@ pub(crate) fn check_length(field: &'static str, value: &str, max: usize) -> Resu
 
 /// Whether `value` holds a control character (Unicode category Cc). Ids are nearly always
 /// ASCII, where a byte test answers without decoding characters.
-fn has_control(value: &str) -> bool {
+pub(crate) fn has_control(value: &str) -> bool {
     if value.is_ascii() {
         value.bytes().any(|b| b.is_ascii_control())
     } else {
