@@ -100,6 +100,21 @@ allow_self_return_code = true
     )
 }
 
+/// A user `hans` of `org-1` in `inst-1` who prefers `de-CH`, with the token `token-hans`: lines
+/// to add to a server's configuration, for the SMS text's language.
+pub const HANS: &str = r#"
+[[users]]
+instance = "inst-1"
+id = "hans"
+organization = "org-1"
+language = "de-CH"
+
+[[tokens]]
+token = "token-hans"
+instance = "inst-1"
+user = "hans"
+"#;
+
 /// The `[sms]` table of a server that posts to the test webhook `url` (plain http on loopback,
 /// signed with [`crate::net::WEBHOOK_SECRET`]), with `extra` lines of the same table.
 pub fn webhook_sms(url: &str, extra: &str) -> String {

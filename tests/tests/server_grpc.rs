@@ -575,23 +575,7 @@ async fn sign_in_over_grpc() {
         CheckOtpsmsChallengeRequest, RequestOtpsmsChallengeRequest,
     };
     let s = server();
-    let mut users = client(&s).await;
-    let added = users
-        .add_otpsms_authenticator(authed(add_request("alice"), Some("token-alice")))
-        .await
-        .expect("add")
-        .into_inner();
-    users
-        .verify_otpsms_registration(authed(
-            verify_request(
-                "alice",
-                &added.otp_sms_id,
-                &added.verification_code.clone().unwrap(),
-            ),
-            Some("token-alice"),
-        ))
-        .await
-        .expect("verify");
+    let registration = verified_alice(&s).await;
     let mut sign_in = OtpsmsSignInClient::connect(s.base_url.clone())
         .await
         .expect("connect");
@@ -608,7 +592,7 @@ async fn sign_in_over_grpc() {
         .await
         .expect("challenge")
         .into_inner();
-    assert_eq!(challenged.otp_sms_id, added.otp_sms_id);
+    assert_eq!(challenged.otp_sms_id, registration);
     let code = challenged.challenges.unwrap().otp_sms.expect("returned");
     let check = |binding: &str| CheckOtpsmsChallengeRequest {
         id: "alice".into(),
@@ -626,7 +610,7 @@ async fn sign_in_over_grpc() {
         .await
         .expect("check")
         .into_inner();
-    assert_eq!(checked.otp_sms_id, added.otp_sms_id);
+    assert_eq!(checked.otp_sms_id, registration);
     assert!(checked.details.unwrap().changed.is_some());
     let replay = sign_in
         .check_otpsms_challenge(authed(check("session-1"), Some("token-alice")))
@@ -640,6 +624,25 @@ async fn sign_in_over_grpc() {
     assert_eq!(unauthenticated.code(), Code::Unauthenticated);
 }
 
+/// Alice's phone, added with the code returned and verified over gRPC: its `otp_sms_id`.
+async fn verified_alice(s: &Server) -> String {
+    let mut users = client(s).await;
+    let added = users
+        .add_otpsms_authenticator(authed(add_request("alice"), Some("token-alice")))
+        .await
+        .expect("add")
+        .into_inner();
+    let code = added.verification_code.clone().expect("returned");
+    users
+        .verify_otpsms_registration(authed(
+            verify_request("alice", &added.otp_sms_id, &code),
+            Some("token-alice"),
+        ))
+        .await
+        .expect("verify");
+    added.otp_sms_id
+}
+
 /// Sign-in over gRPC-web on HTTP/1.1: the challenge and its check, framed as browsers send them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_over_grpc_web_on_http1() {
@@ -648,23 +651,7 @@ async fn sign_in_over_grpc_web_on_http1() {
         RequestOtpsmsChallengeRequest, RequestOtpsmsChallengeResponse,
     };
     let s = server();
-    let mut users = client(&s).await;
-    let added = users
-        .add_otpsms_authenticator(authed(add_request("alice"), Some("token-alice")))
-        .await
-        .expect("add")
-        .into_inner();
-    users
-        .verify_otpsms_registration(authed(
-            verify_request(
-                "alice",
-                &added.otp_sms_id,
-                &added.verification_code.clone().unwrap(),
-            ),
-            Some("token-alice"),
-        ))
-        .await
-        .expect("verify");
+    let registration = verified_alice(&s).await;
     let http = reqwest::Client::builder().http1_only().build().unwrap();
     let call = |method: &'static str, body: Vec<u8>| {
         http.post(s.url(&format!("/otpsms.v1.OTPSMSSignIn/{method}")))
@@ -699,5 +686,5 @@ async fn sign_in_over_grpc_web_on_http1() {
     let (message, trailers) = unframe(&res.bytes().await.unwrap());
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
     let checked = CheckOtpsmsChallengeResponse::decode(message.unwrap().as_slice()).unwrap();
-    assert_eq!(checked.otp_sms_id, added.otp_sms_id);
+    assert_eq!(checked.otp_sms_id, registration);
 }

@@ -7,23 +7,10 @@
 use std::time::Duration;
 
 use otp_sms_tests::net::WebhookReceiver;
-use otp_sms_tests::server::{configured_server, webhook_sms, Server};
+use otp_sms_tests::server::{configured_server, webhook_sms, Server, HANS};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
-
-const HANS: &str = r#"
-[[users]]
-instance = "inst-1"
-id = "hans"
-organization = "org-1"
-language = "de-CH"
-
-[[tokens]]
-token = "token-hans"
-instance = "inst-1"
-user = "hans"
-"#;
 
 const TEXT: &str = r#"
 [sms.text]

@@ -5,22 +5,9 @@
 use std::time::Duration;
 
 use otp_sms_tests::net::WebhookReceiver;
-use otp_sms_tests::server::{add_sending, configured_server, refused_at_start, webhook_sms};
+use otp_sms_tests::server::{add_sending, configured_server, refused_at_start, webhook_sms, HANS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
-
-const USERS: &str = r#"
-[[users]]
-instance = "inst-1"
-id = "hans"
-organization = "org-1"
-language = "de-CH"
-
-[[tokens]]
-token = "token-hans"
-instance = "inst-1"
-user = "hans"
-"#;
 
 const TEXT: &str = r#"
 [sms.text]
@@ -33,7 +20,7 @@ templates = { de = "Ihr {app}-Code: {code}. Gültig {minutes} Min." }
 async fn the_text_is_in_the_users_language_and_ends_with_the_webotp_line() {
     let receiver = WebhookReceiver::start().await;
     let extra = format!(
-        "{USERS}{}{TEXT}[notifier]\ninterval_ms = 50\n",
+        "{HANS}{}{TEXT}[notifier]\ninterval_ms = 50\n",
         webhook_sms(&receiver.url, "")
     );
     let s = configured_server(BIN, &extra, None);

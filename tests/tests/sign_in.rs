@@ -107,6 +107,13 @@ fn host() -> Caller {
     Fixture::caller("admin")
 }
 
+/// A check by the host that must fail: its error.
+async fn refused(f: &Fixture, binding: &str, code: &str) -> Error {
+    check(f, &host(), binding, code)
+        .await
+        .expect_err("the check is refused")
+}
+
 /// How many `challenge succeeded` events the store holds.
 async fn successes(f: &Fixture) -> usize {
     f.feed()
@@ -139,7 +146,7 @@ async fn register_verify_challenge_and_check_sign_in_once(backend: Backend) {
     assert_eq!(signed_in.details.changed, success.created_at);
     // The same code again: a replay.
     assert_eq!(
-        check(&f, &host(), "session-1", &code).await.unwrap_err(),
+        refused(&f, "session-1", &code).await,
         Error::FailedPrecondition(Precondition::ChallengeUsed)
     );
     assert_eq!(successes(&f).await, 1);
@@ -194,25 +201,14 @@ async fn a_code_under_another_binding_fails_and_counts_as_wrong(backend: Backend
     let registration = verified(&f).await;
     let code = returned(&f, &registration, "session-1").await;
     // Under a binding without a challenge, and under one with its own.
-    assert_eq!(
-        check(&f, &host(), "session-2", &code).await.unwrap_err(),
-        Error::WrongCode
-    );
+    assert_eq!(refused(&f, "session-2", &code).await, Error::WrongCode);
     let other = returned(&f, &registration, "session-3").await;
     assert_ne!(other, code);
-    assert_eq!(
-        check(&f, &host(), "session-3", &code).await.unwrap_err(),
-        Error::WrongCode
-    );
+    assert_eq!(refused(&f, "session-3", &code).await, Error::WrongCode);
     // Both counted: the third wrong code in a row locks the user.
+    assert_eq!(refused(&f, "session-3", "00000000").await, Error::WrongCode);
     assert_eq!(
-        check(&f, &host(), "session-3", "00000000")
-            .await
-            .unwrap_err(),
-        Error::WrongCode
-    );
-    assert_eq!(
-        check(&f, &host(), "session-1", &code).await.unwrap_err(),
+        refused(&f, "session-1", &code).await,
         Error::FailedPrecondition(Precondition::VerificationLocked)
     );
     assert_eq!(successes(&f).await, 0);
@@ -268,7 +264,7 @@ async fn a_removed_registration_takes_its_challenge_with_it(backend: Backend) {
         .await
         .expect("removed");
     assert_eq!(
-        check(&f, &host(), "session-1", &code).await.unwrap_err(),
+        refused(&f, "session-1", &code).await,
         Error::FailedPrecondition(Precondition::NoVerifiedRegistration),
         "no registration of the user holds the challenge any more"
     );
@@ -314,12 +310,7 @@ async fn the_failure_lock_is_shared_with_registration_and_a_success_ends_the_run
     // Two wrong sign-in codes, then a right one: the run of five ends.
     let code = returned(&f, &registration, "session-1").await;
     for _ in 0..2 {
-        assert_eq!(
-            check(&f, &host(), "session-1", "00000000")
-                .await
-                .unwrap_err(),
-            Error::WrongCode
-        );
+        assert_eq!(refused(&f, "session-1", "00000000").await, Error::WrongCode);
     }
     check(&f, &host(), "session-1", &code)
         .await
@@ -328,23 +319,16 @@ async fn the_failure_lock_is_shared_with_registration_and_a_success_ends_the_run
     let code = returned(&f, &registration, "session-2").await;
     for _ in 0..5 {
         assert_eq!(
-            check(&f, &host(), "session-2", "00000000")
-                .await
-                .unwrap_err(),
+            refused(&f, "session-2", "00000000").await,
             Error::WrongCode,
             "the challenge burns at five; the sixth meets a burnt challenge"
         );
     }
     let fresh = returned(&f, &registration, "session-3").await;
-    assert_eq!(
-        check(&f, &host(), "session-3", "00000000")
-            .await
-            .unwrap_err(),
-        Error::WrongCode
-    );
+    assert_eq!(refused(&f, "session-3", "00000000").await, Error::WrongCode);
     // Locked: not even the right code, and no new challenge.
     assert_eq!(
-        check(&f, &host(), "session-3", &fresh).await.unwrap_err(),
+        refused(&f, "session-3", &fresh).await,
         Error::FailedPrecondition(Precondition::VerificationLocked)
     );
     let refused = f

@@ -508,31 +508,26 @@ impl fmt::Debug for ext::CheckOtp {
     }
 }
 
-impl fmt::Debug for ext::RequestOtpsmsChallengeRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestOtpsmsChallengeRequest")
-            .field("instance", &self.instance)
-            .field("organization", &self.organization)
-            .field("id", &self.id)
-            .field("otp_sms_id", &self.otp_sms_id)
-            .field("binding", &"<redacted>")
-            .field("otp_sms", &self.otp_sms)
-            .finish()
-    }
+/// `Debug` for the sign-in requests: every field but the binding, which may be a host's
+/// secret session id (the code is redacted by its own message's `Debug`).
+macro_rules! sign_in_request_debug {
+    ($($message:ident),+) => {$(
+        impl fmt::Debug for ext::$message {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($message))
+                    .field("instance", &self.instance)
+                    .field("organization", &self.organization)
+                    .field("id", &self.id)
+                    .field("otp_sms_id", &self.otp_sms_id)
+                    .field("binding", &"<redacted>")
+                    .field("otp_sms", &self.otp_sms)
+                    .finish()
+            }
+        }
+    )+};
 }
 
-impl fmt::Debug for ext::CheckOtpsmsChallengeRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CheckOtpsmsChallengeRequest")
-            .field("instance", &self.instance)
-            .field("organization", &self.organization)
-            .field("id", &self.id)
-            .field("otp_sms_id", &self.otp_sms_id)
-            .field("binding", &"<redacted>")
-            .field("otp_sms", &self.otp_sms)
-            .finish()
-    }
-}
+sign_in_request_debug!(RequestOtpsmsChallengeRequest, CheckOtpsmsChallengeRequest);
 
 /// The extension service's name, `otpsms.v1.OTPSMSExtensions`.
 pub const EXTENSIONS_SERVICE_NAME: &str = ext::otpsms_extensions_server::SERVICE_NAME;
