@@ -54,7 +54,20 @@ async fn each_component_creates_only_its_own_tables() {
         tables(&pool, &schema).await,
         ["budget_entries", "events", "idempotency_keys", "outbox"]
     );
+    let checkpoints = otp_sms_postgres::PgCheckpoints::new(pool.clone(), &schema).unwrap();
+    checkpoints.migrate().await.unwrap();
+    assert_eq!(
+        tables(&pool, &schema).await,
+        [
+            "budget_entries",
+            "checkpoints",
+            "events",
+            "idempotency_keys",
+            "outbox"
+        ]
+    );
     // Again, in any order: nothing to do.
+    checkpoints.migrate().await.unwrap();
     records.migrate().await.unwrap();
     store.migrate().await.unwrap();
     budgets.migrate().await.unwrap();
@@ -97,6 +110,11 @@ async fn a_schema_migrated_whole_by_an_earlier_release_is_up_to_date_for_each() 
         .await
         .unwrap();
     PgIdempotency::new(pool.clone(), &schema)
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    otp_sms_postgres::PgCheckpoints::new(pool.clone(), &schema)
         .unwrap()
         .migrate()
         .await

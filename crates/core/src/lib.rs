@@ -55,6 +55,7 @@ mod api;
 mod authentication;
 mod binding;
 mod caller;
+mod checkpoint;
 mod code;
 pub mod conversion;
 mod error;
@@ -75,6 +76,7 @@ mod service;
 mod status;
 mod store;
 mod stream_cache;
+mod subscription;
 
 pub use abuse::{
     redact_phone, AbusePolicy, AbusePolicyError, BudgetStore, BudgetTake, Limit, Member,
@@ -93,6 +95,7 @@ pub use api::{
 pub use authentication::{authenticate, request_caller, resolve_caller, CallerEvidence};
 pub use binding::{Binding, BindingDigest};
 pub use caller::{bearer_token, Caller, ClientAddress, InstanceRef, TrustedProxies};
+pub use checkpoint::{CheckpointStore, MemoryCheckpoints};
 pub use code::{CodePolicy, PolicyError, VerificationCode, MAX_CODE_CHARS, MAX_TRACKED_ISSUES};
 pub use error::{Error, Precondition, RpcCode};
 pub use event::{
@@ -123,6 +126,7 @@ pub use store::{
     StoreError, StreamId, Version,
 };
 pub use stream_cache::StreamCache;
+pub use subscription::{Projection, Subscription};
 
 #[cfg(feature = "notifier")]
 pub use notifier::{spawn_notifier, Notifier, NotifierHeartbeat, NotifierSettings};

@@ -233,6 +233,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "idempotency/mod.rs",
             "idempotency/memory.rs",
             "stream_cache.rs",
+            "checkpoint.rs",
+            "subscription.rs",
             "conversion.rs",
             "metrics.rs",
         ],

@@ -33,6 +33,7 @@
 //! ```
 
 mod budgets;
+mod checkpoints;
 mod hosts;
 mod idempotency;
 mod migrations;
@@ -40,6 +41,7 @@ mod migrations;
 pub mod testing;
 
 pub use budgets::{PgBudgets, BUDGET_BATCH_SIZE};
+pub use checkpoints::PgCheckpoints;
 pub use hosts::{DatabaseHosts, TargetSession};
 pub use idempotency::PgIdempotency;
 

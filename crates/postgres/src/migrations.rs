@@ -28,6 +28,8 @@ pub enum Component {
     Budgets,
     /// Idempotency records.
     Idempotency,
+    /// Subscription checkpoints.
+    Checkpoints,
 }
 
 impl Component {
@@ -36,6 +38,7 @@ impl Component {
         match version {
             5 | 6 | 9 | 11 => Self::Budgets,
             8 => Self::Idempotency,
+            12 => Self::Checkpoints,
             _ => Self::EventStore,
         }
     }
@@ -96,6 +99,7 @@ mod tests {
             Component::EventStore,
             Component::Budgets,
             Component::Idempotency,
+            Component::Checkpoints,
         ]
         .into_iter()
         .flat_map(|c| {
@@ -120,6 +124,7 @@ mod tests {
                 ["budget_entries", "take_budget", "release_budget"].as_slice(),
             ),
             (Component::Idempotency, ["idempotency_keys"].as_slice()),
+            (Component::Checkpoints, ["checkpoints"].as_slice()),
         ];
         for m in MIGRATOR.iter() {
             let sql: String = m

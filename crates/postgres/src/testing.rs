@@ -221,8 +221,8 @@ async fn sweep_stale(pool: &PgPool) {
     }
 }
 
-/// A store in a schema of its own, migrated whole: the events' tables, and the budget and
-/// idempotency stores' (which tests build on the same schema).
+/// A store in a schema of its own, migrated whole: the events' tables, and the budget,
+/// idempotency and checkpoint stores' (which tests build on the same schema).
 pub async fn fresh_store<E: EventPayload>() -> PgStore<E> {
     let pool = pool().await;
     sweep_stale(&pool).await;
@@ -231,8 +231,8 @@ pub async fn fresh_store<E: EventPayload>() -> PgStore<E> {
     store
 }
 
-/// Migrates `store`'s schema whole: the events' tables, and the budget and idempotency
-/// stores' (which tests build on the same schema).
+/// Migrates `store`'s schema whole: the events' tables, and the budget, idempotency and
+/// checkpoint stores' (which tests build on the same schema).
 pub async fn migrate_whole<E: EventPayload>(store: &PgStore<E>) {
     store.migrate().await.expect("migrations apply");
     let (pool, schema) = (store.pool().clone(), store.schema().to_owned());
@@ -241,11 +241,16 @@ pub async fn migrate_whole<E: EventPayload>(store: &PgStore<E>) {
         .migrate()
         .await
         .expect("budget migrations apply");
-    PgIdempotency::new(pool, &schema)
+    PgIdempotency::new(pool.clone(), &schema)
         .expect("valid schema name")
         .migrate()
         .await
         .expect("idempotency migrations apply");
+    crate::PgCheckpoints::new(pool, &schema)
+        .expect("valid schema name")
+        .migrate()
+        .await
+        .expect("checkpoint migrations apply");
 }
 
 /// Drops the store's schema and closes its pool.
@@ -343,6 +348,38 @@ impl BudgetStoreFactory for PgBudgetsFactory {
 /// The idempotency store conformance suite's factory: [`PgIdempotency`] in a fresh schema.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PgIdempotencyFactory;
+
+/// Fresh PostgreSQL checkpoint stores for the checkpoint conformance suite, each in a schema of
+/// its own beside its event store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PgCheckpointsFactory;
+
+#[async_trait]
+impl otp_sms_testkit::checkpoints::CheckpointStoreFactory for PgCheckpointsFactory {
+    type Store = InSchema<crate::PgCheckpoints>;
+    async fn create(&self) -> (Self::Store, Arc<dyn otp_sms_core::EventStore<Event>>) {
+        let store = fresh_store::<Event>().await;
+        let inner =
+            crate::PgCheckpoints::new(store.pool().clone(), store.schema()).expect("schema");
+        // Another handle on the same schema: the one in `InSchema` drops it at the end.
+        let events: Arc<dyn otp_sms_core::EventStore<Event>> =
+            Arc::new(PgStore::<Event>::new(store.pool().clone(), store.schema()).expect("schema"));
+        (InSchema { inner, store }, events)
+    }
+    async fn dispose(&self, checkpoints: Arc<Self::Store>) {
+        drop_store(&checkpoints.store).await;
+    }
+}
+
+#[async_trait]
+impl otp_sms_core::CheckpointStore for InSchema<crate::PgCheckpoints> {
+    async fn load(&self, name: &str) -> Result<u64, PortError> {
+        self.inner.load(name).await
+    }
+    async fn save(&self, name: &str, position: u64) -> Result<(), PortError> {
+        self.inner.save(name, position).await
+    }
+}
 
 #[async_trait]
 impl IdempotencyStoreFactory for PgIdempotencyFactory {

@@ -9,6 +9,8 @@
 //!   ([`budget_conformance_tests!`]).
 //! - [`idempotency`]: the suite every [`otp_sms_core::IdempotencyStore`] passes
 //!   ([`idempotency_conformance_tests!`]).
+//! - [`checkpoints`]: the suite every [`otp_sms_core::CheckpointStore`] passes, with a
+//!   [`otp_sms_core::Subscription`] over it ([`checkpoint_conformance_tests!`]).
 //! - [`doubles`]: in-memory user directory, authorizer and SMS sender for tests.
 //! - [`scenario`]: steps of a registration's life (or of many: [`scenario::Aimed`]), a
 //!   reference model of what each must do with its state readable, and a simulator that runs
@@ -22,6 +24,7 @@
 //!   registration or of several users with several registrations each.
 
 pub mod budgets;
+pub mod checkpoints;
 pub mod conformance;
 pub mod doubles;
 pub mod driver;
