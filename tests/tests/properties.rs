@@ -16,7 +16,9 @@ use otp_sms_core::{
 };
 use otp_sms_memory::MemoryStore;
 use otp_sms_testkit::driver::{ServiceDriver, INSTANCE};
-use otp_sms_testkit::scenario::{AddKind, AggregateSim, Aimed, FleetModel, Model, Outcome, Step};
+use otp_sms_testkit::scenario::{
+    AddKind, AggregateSim, Aimed, FleetModel, Life, Model, Outcome, Step,
+};
 use otp_sms_testkit::strategies::{fleet, scenario};
 use otp_sms_tests::pg;
 use proptest::prelude::*;
@@ -405,6 +407,31 @@ proptest! {
                     let sent = Aimed { step: Step::RecordCodeSent { stale: false }, ..aimed };
                     prop_assert_eq!(model.step(sent, driver.now()).events, ran.notified);
                 }
+            }
+            // The read model of the feed lists what the model says each user holds.
+            for user in 0..3 {
+                let listed: Vec<(String, bool)> = driver
+                    .service()
+                    .list_phones(&driver.caller(user), otp_sms_core::UserRequest {
+                        user_id: format!("user-{user}"),
+                        organization: None,
+                    })
+                    .await
+                    .expect("list")
+                    .into_iter()
+                    .map(|p| (p.id.to_string(), p.is_verified))
+                    .collect();
+                let mut expected: Vec<(String, bool)> = model
+                    .slots()
+                    .filter(|((u, _), m)| *u == user && matches!(m.life(), Life::Unverified | Life::Verified))
+                    .filter_map(|((u, r), m)| {
+                        driver.registration(u, r).map(|id| (id.to_string(), m.life() == Life::Verified))
+                    })
+                    .collect();
+                let mut listed_sorted = listed.clone();
+                listed_sorted.sort();
+                expected.sort();
+                prop_assert_eq!(listed_sorted, expected, "user {}", user);
             }
             Ok(())
         })?;

@@ -70,6 +70,7 @@ pub mod metrics;
 mod notifier;
 mod payload;
 mod phone;
+mod phones;
 mod ports;
 mod scope;
 mod service;
@@ -111,6 +112,7 @@ pub use idempotency::{
 pub use ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, MAX_ID_CHARS};
 pub use keys::{CodeBinding, CodeHash, CodeKey, CodeKeyRing, KeyError, KeyId, SealedCode};
 pub use phone::{mask_number, NumberType, Phone, MAX_PHONE_CHARS};
+pub use phones::{PhoneList, PhoneSummary};
 pub use ports::{
     Authenticator, Authorizer, Clock, IdGenerator, ManualClock, PortError, Sms, SmsSender,
     SystemClock, UserDirectory, UserRecord, UuidV7Ids, USER_WRITE,

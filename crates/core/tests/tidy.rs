@@ -235,6 +235,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "stream_cache.rs",
             "checkpoint.rs",
             "subscription.rs",
+            "phones.rs",
             "conversion.rs",
             "metrics.rs",
         ],

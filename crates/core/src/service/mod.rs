@@ -7,6 +7,7 @@ mod command;
 mod delivery;
 mod guard;
 mod idempotency;
+mod phones;
 mod sign_in;
 
 use std::collections::HashMap;
@@ -76,6 +77,8 @@ pub struct CommandService {
     range_signal: crate::conversion::RangeSignal,
     /// What every command reports, registered at the first one.
     instruments: Arc<crate::metrics::Instruments>,
+    /// The users' phones, for [`CommandService::list_phones`].
+    phones: Arc<phones::PhoneIndex>,
 }
 
 /// What a call needs of its caller besides naming an existing user.
@@ -101,6 +104,7 @@ impl CommandService {
         keys: CodeKeyRing,
     ) -> Self {
         Self {
+            phones: Arc::new(phones::PhoneIndex::new(Arc::clone(&store))),
             store,
             users,
             authorizer,
