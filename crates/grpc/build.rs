@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "zitadel.resources.user.v3alpha.SetPhone",
             "zitadel.resources.user.v3alpha.VerifyOTPSMSRegistrationRequest",
             "zitadel.resources.user.v3alpha.AddOTPSMSAuthenticatorResponse",
+            "otpsms.v1.OTPSMS",
             "otpsms.v1.Challenges",
             "otpsms.v1.CheckOTP",
             "otpsms.v1.RequestOTPSMSChallengeRequest",

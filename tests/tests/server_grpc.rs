@@ -688,3 +688,48 @@ async fn sign_in_over_grpc_web_on_http1() {
     let checked = CheckOtpsmsChallengeResponse::decode(message.unwrap().as_slice()).unwrap();
     assert_eq!(checked.otp_sms_id, registration);
 }
+
+/// The user's phones over gRPC (`otpsms.v1.OTPSMSExtensions/ListOTPSMSAuthenticators`),
+/// masked for the user, in full for a holder of `user.write`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_are_listed_over_grpc() {
+    use otp_sms_grpc::proto::otpsms::v1::{
+        otpsms_extensions_client::OtpsmsExtensionsClient, ListOtpsmsAuthenticatorsRequest,
+    };
+    let s = server();
+    let registration = verified_alice(&s).await;
+    let mut extensions = OtpsmsExtensionsClient::connect(s.base_url.clone())
+        .await
+        .expect("connect");
+    let list = |token: &'static str| {
+        authed(
+            ListOtpsmsAuthenticatorsRequest {
+                id: "alice".into(),
+                ..Default::default()
+            },
+            Some(token),
+        )
+    };
+    let own = extensions
+        .list_otpsms_authenticators(list("token-alice"))
+        .await
+        .expect("list")
+        .into_inner()
+        .otp_sms;
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].otp_sms_id, registration);
+    assert!(own[0].is_verified && own[0].verified_at.is_some());
+    assert_eq!(own[0].phone, "+41*******67");
+    let full = extensions
+        .list_otpsms_authenticators(list("token-admin"))
+        .await
+        .expect("list")
+        .into_inner()
+        .otp_sms;
+    assert_eq!(full[0].phone, "+41791234567");
+    let denied = extensions
+        .list_otpsms_authenticators(list("token-stranger"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}

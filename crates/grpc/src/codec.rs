@@ -38,6 +38,7 @@ directions!(Code::InvalidArgument =>
     user::VerifyOtpsmsRegistrationRequest,
     user::RemoveOtpsmsAuthenticatorRequest,
     ext::UnlockOtpsmsVerificationRequest,
+    ext::ListOtpsmsAuthenticatorsRequest,
     ext::RequestOtpsmsChallengeRequest,
     ext::CheckOtpsmsChallengeRequest,
 );
@@ -46,6 +47,7 @@ directions!(Code::Internal =>
     user::VerifyOtpsmsRegistrationResponse,
     user::RemoveOtpsmsAuthenticatorResponse,
     ext::UnlockOtpsmsVerificationResponse,
+    ext::ListOtpsmsAuthenticatorsResponse,
     ext::RequestOtpsmsChallengeResponse,
     ext::CheckOtpsmsChallengeResponse,
 );

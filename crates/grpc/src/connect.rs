@@ -335,6 +335,15 @@ async fn call(
                 )
                 .await
         }
+        (EXTENSIONS_SERVICE_NAME, "ListOTPSMSAuthenticators") => {
+            context
+                .unary::<ext::ListOtpsmsAuthenticatorsRequest, _, _, _>(
+                    "otpsms.v1.ListOTPSMSAuthenticatorsRequest",
+                    "otpsms.v1.ListOTPSMSAuthenticatorsResponse",
+                    |r| users.list_otpsms_authenticators(r),
+                )
+                .await
+        }
         (crate::SIGN_IN_SERVICE_NAME, "RequestOTPSMSChallenge") => {
             context
                 .unary::<ext::RequestOtpsmsChallengeRequest, _, _, _>(

@@ -436,6 +436,40 @@ impl OtpsmsExtensions for UsersService {
             .map_err(|e| status(&e))?;
         Ok(Response::new(ext::UnlockOtpsmsVerificationResponse {}))
     }
+
+    async fn list_otpsms_authenticators(
+        &self,
+        request: Request<ext::ListOtpsmsAuthenticatorsRequest>,
+    ) -> Result<Response<ext::ListOtpsmsAuthenticatorsResponse>, Status> {
+        let caller = self
+            .caller(&request, request.get_ref().instance.clone())
+            .await?;
+        let req = request.into_inner();
+        let phones = self
+            .service
+            .list_phones(
+                &caller,
+                UserRequest {
+                    user_id: req.id,
+                    organization: organization_ref(req.organization)?,
+                },
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(ext::ListOtpsmsAuthenticatorsResponse {
+            otp_sms: phones
+                .into_iter()
+                .map(|p| ext::Otpsms {
+                    otp_sms_id: p.id.to_string(),
+                    phone: p.phone,
+                    is_verified: p.is_verified,
+                    created: Some(timestamp(p.created)),
+                    verified_at: p.verified_at.map(timestamp),
+                    last_sign_in: p.last_sign_in.map(timestamp),
+                })
+                .collect(),
+        }))
+    }
 }
 
 /// `otpsms.v1.OTPSMSSignIn`: sign-in with a registered phone (`CommandService::challenge` and
@@ -496,6 +530,19 @@ impl fmt::Debug for ext::Challenges {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Challenges")
             .field("otp_sms", &self.otp_sms.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ext::Otpsms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Otpsms")
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("phone", &otp_sms_core::mask_number(&self.phone))
+            .field("is_verified", &self.is_verified)
+            .field("created", &self.created)
+            .field("verified_at", &self.verified_at)
+            .field("last_sign_in", &self.last_sign_in)
             .finish()
     }
 }
@@ -667,6 +714,7 @@ pub const METHODS: &[(&str, &str)] = &[
     (SERVICE_NAME, "VerifyOTPSMSRegistration"),
     (SERVICE_NAME, "RemoveOTPSMSAuthenticator"),
     (EXTENSIONS_SERVICE_NAME, "UnlockOTPSMSVerification"),
+    (EXTENSIONS_SERVICE_NAME, "ListOTPSMSAuthenticators"),
     (SIGN_IN_SERVICE_NAME, "RequestOTPSMSChallenge"),
     (SIGN_IN_SERVICE_NAME, "CheckOTPSMSChallenge"),
 ];

@@ -114,6 +114,7 @@ fn documented_routes() -> OpenApiRouter<Api> {
         .routes(routes!(remove))
         .routes(routes!(resend_code))
         .routes(routes!(unlock_verification))
+        .routes(routes!(list_phones))
         .routes(routes!(sign_in::challenge))
         .routes(routes!(sign_in::check))
 }
@@ -648,4 +649,47 @@ async fn unlock_verification(
         )
         .await?;
     Ok(Json(wire::Empty {}))
+}
+
+/// List the user's OTP SMS authenticators (extension: not in the v3alpha contract).
+///
+/// The user's live registrations, oldest first: `otpSmsId`, `phone`, `isVerified` (upstream's
+/// `OTPSMS`), and `created`, `verifiedAt`, `lastSignIn`. The number is masked but for its
+/// country code and last two digits unless the caller holds `user.write`.
+#[utoipa::path(
+    get,
+    path = "/resources/v3alpha/users/{id}/otp_sms",
+    operation_id = "OTPSMSExtensions_ListOTPSMSAuthenticators",
+    params(
+        ("id" = String, Path, description = "The user (1..=200 characters)."),
+        ContextParams,
+    ),
+    responses(
+        (status = 200, description = "The user's registrations", body = wire::ListResponseJson),
+        (status = 400, description = "INVALID_ARGUMENT", body = StatusJson),
+        (status = 401, description = "UNAUTHENTICATED", body = StatusJson),
+        (status = 403, description = "PERMISSION_DENIED", body = StatusJson),
+        (status = 404, description = "NOT_FOUND", body = StatusJson),
+        (status = "default", description = "An unexpected error", body = StatusJson),
+    )
+)]
+async fn list_phones(
+    State(api): State<Api>,
+    Call { caller, query }: Call,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<wire::ListResponseJson>, ApiError> {
+    let Path(user_id) = path.map_err(path_error)?;
+    let phones = api
+        .service
+        .list_phones(
+            &caller,
+            UserRequest {
+                user_id,
+                organization: query.organization(),
+            },
+        )
+        .await?;
+    Ok(Json(wire::ListResponseJson {
+        otp_sms: phones.into_iter().map(wire::OtpSmsJson::from).collect(),
+    }))
 }

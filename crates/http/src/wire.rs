@@ -336,3 +336,60 @@ impl fmt::Debug for CheckBody {
             .finish()
     }
 }
+
+/// One registration in a user's list: upstream's `OTPSMS` (`otpSmsId`, `phone`, `isVerified`)
+/// with the times. `Debug` masks the number.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = v1OTPSMS)]
+pub struct OtpSmsJson {
+    /// The registration.
+    pub otp_sms_id: String,
+    /// The number in E.164, masked (`+41*******67`) for a caller without `user.write`.
+    pub phone: String,
+    /// Whether the phone was verified.
+    pub is_verified: bool,
+    /// When it was added.
+    pub created: String,
+    /// When it was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
+    /// When a sign-in with it last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sign_in: Option<String>,
+}
+
+/// The user's live registrations, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = v1ListOTPSMSAuthenticatorsResponse)]
+pub struct ListResponseJson {
+    /// The registrations.
+    pub otp_sms: Vec<OtpSmsJson>,
+}
+
+impl From<otp_sms_core::PhoneSummary> for OtpSmsJson {
+    fn from(p: otp_sms_core::PhoneSummary) -> Self {
+        Self {
+            otp_sms_id: p.id.to_string(),
+            phone: p.phone,
+            is_verified: p.is_verified,
+            created: timestamp(p.created),
+            verified_at: p.verified_at.map(timestamp),
+            last_sign_in: p.last_sign_in.map(timestamp),
+        }
+    }
+}
+
+impl fmt::Debug for OtpSmsJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtpSmsJson")
+            .field("otp_sms_id", &self.otp_sms_id)
+            .field("phone", &otp_sms_core::mask_number(&self.phone))
+            .field("is_verified", &self.is_verified)
+            .field("created", &self.created)
+            .field("verified_at", &self.verified_at)
+            .field("last_sign_in", &self.last_sign_in)
+            .finish()
+    }
+}

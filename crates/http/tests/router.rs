@@ -831,3 +831,29 @@ async fn sign_in_bodies_are_checked_before_anything_is_written() {
         json!("OTPSMS-NO_VERIFIED_REGISTRATION")
     );
 }
+
+#[tokio::test]
+async fn the_users_phones_are_listed_masked_for_the_user_and_in_full_for_user_write() {
+    let app = app();
+    let id = verified(&app).await;
+    let (status, own) = call(&app, "GET", ADD, None).await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(own["otpSms"][0]["otpSmsId"], json!(id));
+    assert_eq!(own["otpSms"][0]["phone"], json!("+41*******67"));
+    assert_eq!(own["otpSms"][0]["isVerified"], json!(true));
+    assert!(own["otpSms"][0]["verifiedAt"].is_string(), "{own}");
+    assert!(own["otpSms"][0].get("lastSignIn").is_none(), "{own}");
+    let (status, full) = call_with(
+        &app,
+        "GET",
+        ADD,
+        None,
+        "application/json",
+        Some("admin-token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{full}");
+    assert_eq!(full["otpSms"][0]["phone"], json!("+41791234567"));
+    let (status, body) = call(&app, "GET", "/resources/v3alpha/users/bob/otp_sms", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
