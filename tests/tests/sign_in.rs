@@ -585,6 +585,16 @@ async fn an_idempotency_key_replays_a_challenge_and_a_check(backend: Backend) {
             CheckRequest::new("user-1", "session-1", "11111111"),
         )
         .await;
-    assert!(other.is_err());
+    assert!(
+        matches!(
+            other,
+            Err(Error::InvalidArgument {
+                field: "Idempotency-Key",
+                ..
+            })
+        ),
+        "{other:?}"
+    );
+    assert_eq!(successes(&f).await, 1, "nothing more was recorded");
     f.finish().await;
 }
