@@ -1,0 +1,295 @@
+//! Send budgets in the database file: one [`BudgetStore`] shared by every process on it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use otp_sms_core::{
+    BudgetStore, BudgetTake, Member, PortError, Rule, StoreError, TakeOutcome, TakeRequest,
+};
+use sqlx::sqlite::SqliteConnection;
+
+use crate::database::Database;
+use crate::error::{map_error, port};
+use crate::time::{from_micros, micros, until};
+use crate::writer::Outcome;
+
+/// The send budgets of `otp_sms_core` in a SQLite file ([`Database`]).
+///
+/// A take runs in the database's one writer, inside the write lock of the file: it checks
+/// every rule of every budget and inserts every entry, or inserts nothing, and no take of this
+/// or another process on the file runs between its check and its write, so budgets are exact
+/// across processes. A window is checked with one probe: a key's entries are numbered without
+/// gaps, and the entry `max` places back from the newest decides. Windows are measured on the
+/// clock of the process that takes (processes sharing a file share a host). Passes
+/// `otp-sms-testkit`'s budget conformance suite.
+#[derive(Debug, Clone)]
+pub struct SqliteBudgets {
+    database: Database,
+}
+
+impl SqliteBudgets {
+    /// The budgets in `database`.
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+}
+
+fn micros_of(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+async fn last_seq(conn: &mut SqliteConnection, key: &str) -> Result<i64, StoreError> {
+    sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM budget_entries WHERE key = ?1")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_error)
+}
+
+/// Ends `member`'s entry under `key` and moves the newer entries down by one, so that the
+/// key's numbers stay without gaps (two passes through negative numbers keep them unique).
+async fn remove(conn: &mut SqliteConnection, key: &str, member: &str) -> Result<bool, StoreError> {
+    let gone: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM budget_entries WHERE key = ?1 AND member = ?2 RETURNING seq",
+    )
+    .bind(key)
+    .bind(member)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_error)?;
+    let Some(gone) = gone else {
+        return Ok(false);
+    };
+    for sql in [
+        "UPDATE budget_entries SET seq = -(seq - 1) WHERE key = ?1 AND seq > ?2",
+        "UPDATE budget_entries SET seq = -seq WHERE key = ?1 AND seq < 0",
+    ] {
+        sqlx::query(sql)
+            .bind(key)
+            .bind(gone)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_error)?;
+    }
+    Ok(true)
+}
+
+/// `None` if `rule` admits one more entry under `take.key` (whose newest entry is numbered
+/// `last`), else when it will (inner `None`: not by time alone).
+async fn refusal(
+    conn: &mut SqliteConnection,
+    take: &BudgetTake,
+    rule: &Rule,
+    last: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Option<std::time::Duration>>, StoreError> {
+    let now_us = micros(now);
+    match *rule {
+        Rule::Window { max: 0, .. } => Ok(Some(None)),
+        Rule::Window { max, window } => {
+            // Fewer entries than the max cannot fill any window.
+            if last < i64::from(max) {
+                return Ok(None);
+            }
+            let probe: Option<i64> =
+                sqlx::query_scalar("SELECT at FROM budget_entries WHERE key = ?1 AND seq = ?2")
+                    .bind(&take.key)
+                    .bind(last - i64::from(max) + 1)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_error)?;
+            let window = micros_of(window);
+            Ok(probe
+                .filter(|&at| at > now_us.saturating_sub(window))
+                .map(|at| until(now, at.saturating_add(window))))
+        }
+        Rule::Held { .. } | Rule::Absent => {
+            let cap = max_of(rule);
+            // A key whose newest number is below the cap cannot hold it full: no count (a
+            // user with many registrations under a large cap).
+            if last < i64::from(cap) {
+                return Ok(None);
+            }
+            let (held, soonest): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT count(*), min(until) FROM budget_entries WHERE key = ?1 AND until > ?2",
+            )
+            .bind(&take.key)
+            .bind(now_us)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(map_error)?;
+            Ok((held >= i64::from(cap)).then(|| soonest.and_then(|s| until(now, s))))
+        }
+    }
+}
+
+fn max_of(rule: &Rule) -> u32 {
+    match *rule {
+        Rule::Window { max, .. } | Rule::Held { max, .. } => max,
+        Rule::Absent => 1,
+    }
+}
+
+/// A take, in the writer: every budget checked, then every entry written, or none.
+async fn take(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    request: TakeRequest,
+) -> Result<Outcome<TakeOutcome>, StoreError> {
+    let now_us = micros(now);
+    let mut entries: Vec<(usize, i64, i64)> = Vec::with_capacity(request.takes.len());
+    for (i, budget) in request.takes.iter().enumerate() {
+        let adds = budget.rules.iter().any(Rule::adds);
+        if adds {
+            let counted: Option<i64> = sqlx::query_scalar(
+                "SELECT until FROM budget_entries WHERE key = ?1 AND member = ?2",
+            )
+            .bind(&budget.key)
+            .bind(&budget.member)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_error)?;
+            match counted {
+                // Counted already: a repeated take is admitted and adds nothing.
+                Some(until) if until > now_us => continue,
+                // A lapsed entry of the same member makes way.
+                Some(_) => {
+                    remove(conn, &budget.key, &budget.member).await?;
+                }
+                None => {}
+            }
+        }
+        let last = last_seq(conn, &budget.key).await?;
+        for rule in &budget.rules {
+            if let Some(retry_after) = refusal(conn, budget, rule, last, now).await? {
+                return Ok(Outcome::Discard(TakeOutcome::Refused {
+                    take: i,
+                    retry_after,
+                }));
+            }
+        }
+        if adds {
+            let keep = budget
+                .rules
+                .iter()
+                .map(Rule::keep)
+                .max()
+                .unwrap_or_default();
+            entries.push((i, last + 1, now_us.saturating_add(micros_of(keep))));
+        }
+    }
+    for (i, seq, until) in entries {
+        let budget = &request.takes[i];
+        sqlx::query(
+            "INSERT INTO budget_entries (key, seq, member, at, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&budget.key)
+        .bind(seq)
+        .bind(&budget.member)
+        .bind(now_us)
+        .bind(until)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
+        // A windowed key's entries deeper than its deepest window can never be probed again.
+        let windows: Vec<u32> = budget
+            .rules
+            .iter()
+            .filter_map(|r| match r {
+                Rule::Window { max, .. } => Some(*max),
+                _ => None,
+            })
+            .collect();
+        if seq % 16 == 0 && windows.len() == budget.rules.len() {
+            let deepest = windows.into_iter().max().unwrap_or(0);
+            sqlx::query("DELETE FROM budget_entries WHERE key = ?1 AND seq <= ?2")
+                .bind(&budget.key)
+                .bind(seq - i64::from(deepest))
+                .execute(&mut *conn)
+                .await
+                .map_err(map_error)?;
+        }
+    }
+    // Lapsed entries of keys no take visits again: a few per take. A windowed key's lapse in
+    // the order of their numbers, so the newest stay numbered without gaps.
+    sqlx::query(
+        "DELETE FROM budget_entries WHERE (key, seq) IN \
+         (SELECT key, seq FROM budget_entries WHERE until <= ?1 ORDER BY until LIMIT 16)",
+    )
+    .bind(now_us)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_error)?;
+    Ok(Outcome::Keep(TakeOutcome::Taken))
+}
+
+#[async_trait]
+impl BudgetStore for SqliteBudgets {
+    async fn take(&self, request: &TakeRequest) -> Result<TakeOutcome, PortError> {
+        let request = request.clone();
+        self.database
+            .inner
+            .writer
+            .write(Box::new(move |conn, now| {
+                Box::pin(take(conn, now, request))
+            }))
+            .await
+            .map_err(port)
+    }
+
+    async fn release(&self, key: &str, member: &str) -> Result<bool, PortError> {
+        let (key, member) = (key.to_owned(), member.to_owned());
+        self.database
+            .inner
+            .writer
+            .write(Box::new(move |conn, _| {
+                Box::pin(async move { Ok(Outcome::Keep(remove(conn, &key, &member).await?)) })
+            }))
+            .await
+            .map_err(port)
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<Member>, PortError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT member, at FROM budget_entries WHERE key = ?1 AND until > ?2 ORDER BY seq",
+        )
+        .bind(key)
+        .bind(micros(Utc::now()))
+        .fetch_all(&self.database.inner.readers)
+        .await
+        .map_err(|e| port(map_error(e)))?;
+        Ok(rows
+            .into_iter()
+            .map(|(member, at)| Member {
+                member,
+                at: from_micros(at),
+            })
+            .collect())
+    }
+
+    async fn clear(&self, key: &str) -> Result<u64, PortError> {
+        let key = key.to_owned();
+        self.database
+            .inner
+            .writer
+            .write(Box::new(move |conn, now| {
+                Box::pin(async move {
+                    let counted: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM budget_entries WHERE key = ?1 AND until > ?2",
+                    )
+                    .bind(&key)
+                    .bind(micros(now))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(map_error)?;
+                    sqlx::query("DELETE FROM budget_entries WHERE key = ?1")
+                        .bind(&key)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(Outcome::Keep(counted.max(0) as u64))
+                })
+            }))
+            .await
+            .map_err(port)
+    }
+}
