@@ -475,3 +475,43 @@ pub async fn closed_within(
         }
     }
 }
+
+/// Configuration of an instance `inst-load` with the abuse table `abuse` (inline TOML) and
+/// users `u0` … with tokens `token-u0` …
+pub fn load_instance(abuse: &str, users: usize) -> String {
+    let mut extra = format!(
+        "[[instances]]\nid = \"inst-load\"\nabuse = {abuse}\n\
+         [[organizations]]\ninstance = \"inst-load\"\nid = \"org-l\"\n"
+    );
+    for i in 0..users {
+        extra.push_str(&format!(
+            "[[users]]\ninstance = \"inst-load\"\nid = \"u{i}\"\norganization = \"org-l\"\n\
+             [[tokens]]\ntoken = \"token-u{i}\"\ninstance = \"inst-load\"\nuser = \"u{i}\"\n"
+        ));
+    }
+    extra
+}
+
+/// What `receiver` got once `n` messages arrived (within `within`) and `then` more passed for
+/// any repeat: the bodies, and how many distinct message ids among them.
+pub async fn handed_over(
+    receiver: &crate::net::WebhookReceiver,
+    n: usize,
+    within: Duration,
+    then: Duration,
+) -> (Vec<serde_json::Value>, usize) {
+    let deadline = tokio::time::Instant::now() + within;
+    while receiver.received().len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(then).await;
+    let received = receiver.received();
+    let mut ids: Vec<&str> = received
+        .iter()
+        .map(|r| r["messageId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let distinct = ids.len();
+    (received, distinct)
+}

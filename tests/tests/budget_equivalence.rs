@@ -1,5 +1,5 @@
-//! Property: the in-process budget store and PostgreSQL's answer every sequence of takes,
-//! releases and clears alike, so a host that moves from one to the other keeps its limits.
+//! Property: the in-process budget store, PostgreSQL's and SQLite's answer every sequence of
+//! takes, releases and clears alike, so a host that moves from one to another keeps its limits.
 //! Windows and holds are an hour long, so the two clocks (the process's and the database's)
 //! never decide an outcome; what is compared is each take's outcome (taken, or which budget
 //! refused and whether a time is given), each release's and clear's answer, and the members
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use otp_sms_core::{BudgetStore, BudgetTake, MemoryBudgets, Rule, TakeOutcome, TakeRequest};
 use otp_sms_postgres::testing::PgBudgetsFactory;
+use otp_sms_sqlite::testing::SqliteBudgetsFactory;
 use otp_sms_testkit::budgets::BudgetStoreFactory;
 use proptest::prelude::*;
 
@@ -152,12 +153,16 @@ async fn run(keys: Keys, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let memory = MemoryBudgets::new();
     let factory = PgBudgetsFactory;
     let postgres = Arc::new(factory.create().await);
+    let sqlite = SqliteBudgetsFactory.create().await;
     for (i, step) in steps.iter().enumerate() {
         let in_memory = answer(&memory, &keys, step).await;
         let in_postgres = answer(&*postgres, &keys, step).await;
-        prop_assert_eq!(in_memory, in_postgres, "step {}: {:?}", i, step);
+        let in_sqlite = answer(&sqlite, &keys, step).await;
+        prop_assert_eq!(&in_memory, &in_postgres, "step {}: {:?} (PostgreSQL)", i, step);
+        prop_assert_eq!(&in_memory, &in_sqlite, "step {}: {:?} (SQLite)", i, step);
     }
     prop_assert_eq!(members(&memory).await, members(&*postgres).await);
+    prop_assert_eq!(members(&memory).await, members(&sqlite).await);
     factory.dispose(postgres).await;
     Ok(())
 }
@@ -168,7 +173,7 @@ proptest! {
     ))]
 
     #[test]
-    fn memory_and_postgres_budgets_answer_alike(keys in keys(), steps in prop::collection::vec(step(), 1..40)) {
+    fn memory_postgres_and_sqlite_budgets_answer_alike(keys in keys(), steps in prop::collection::vec(step(), 1..40)) {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -332,17 +332,29 @@ async fn run_on(
     (outcomes, normalised)
 }
 
-/// The same random scenario through the command service on the in-memory store and on
-/// PostgreSQL gives the same outcomes and the same stream.
+/// The same random scenario through the command service on the in-memory store, on
+/// PostgreSQL and on SQLite gives the same outcomes and the same stream.
 #[test]
 fn stores_are_equivalent() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (memory, postgres, pg_store) = rt.block_on(async {
+    let (memory, postgres, pg_store, sqlite, _sqlite_dir) = rt.block_on(async {
         let clock = Arc::new(ManualClock::new(start()));
         let memory = ServiceDriver::new(Arc::new(MemoryStore::with_clock(clock.clone())), clock, 1);
         let pg_store = Arc::new(pg::fresh_store::<Event>().await);
         let postgres = ServiceDriver::new(pg_store.clone(), Arc::new(ManualClock::new(start())), 1);
-        (Mutex::new(memory), Mutex::new(postgres), pg_store)
+        let (database, dir) = otp_sms_sqlite::testing::fresh_database().await;
+        let sqlite = ServiceDriver::new(
+            Arc::new(otp_sms_sqlite::SqliteStore::<Event>::new(database)),
+            Arc::new(ManualClock::new(start())),
+            1,
+        );
+        (
+            Mutex::new(memory),
+            Mutex::new(postgres),
+            pg_store,
+            Mutex::new(sqlite),
+            dir,
+        )
     });
     let mut runner = TestRunner::new(Config {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
@@ -352,14 +364,17 @@ fn stores_are_equivalent() {
         ..Config::default()
     });
     let result = runner.run(&scenario(15), |steps| {
-        let (on_memory, on_postgres) = rt.block_on(async {
+        let (on_memory, on_postgres, on_sqlite) = rt.block_on(async {
             (
                 run_on(&mut *memory.lock().await, &steps).await,
                 run_on(&mut *postgres.lock().await, &steps).await,
+                run_on(&mut *sqlite.lock().await, &steps).await,
             )
         });
-        prop_assert_eq!(&on_memory.0, &on_postgres.0, "outcomes differ");
-        prop_assert_eq!(&on_memory.1, &on_postgres.1, "streams differ");
+        prop_assert_eq!(&on_memory.0, &on_postgres.0, "outcomes differ (PostgreSQL)");
+        prop_assert_eq!(&on_memory.1, &on_postgres.1, "streams differ (PostgreSQL)");
+        prop_assert_eq!(&on_memory.0, &on_sqlite.0, "outcomes differ (SQLite)");
+        prop_assert_eq!(&on_memory.1, &on_sqlite.1, "streams differ (SQLite)");
         Ok(())
     });
     rt.block_on(pg::drop_store(&pg_store));

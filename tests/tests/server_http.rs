@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use otp_sms_tests::net::{TcpProxy, WebhookReceiver};
 use otp_sms_tests::pg;
-use otp_sms_tests::server::{config, webhook_sms, Options, Server, TEST_KEYS};
+use otp_sms_tests::server::{
+    config, handed_over, load_instance, webhook_sms, Options, Server, TEST_KEYS,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otp-sms-server-under-test");
@@ -531,46 +533,6 @@ async fn an_idempotency_key_holds_across_two_servers_on_one_database() {
     assert_eq!(added, 1);
     drop((a, b));
     pg::drop_schema(&schema).await;
-}
-
-/// Configuration of an instance `inst-load` with the abuse table `abuse` (inline TOML) and
-/// users `u0` … with tokens `token-u0` …
-fn load_instance(abuse: &str, users: usize) -> String {
-    let mut extra = format!(
-        "[[instances]]\nid = \"inst-load\"\nabuse = {abuse}\n\
-         [[organizations]]\ninstance = \"inst-load\"\nid = \"org-l\"\n"
-    );
-    for i in 0..users {
-        extra.push_str(&format!(
-            "[[users]]\ninstance = \"inst-load\"\nid = \"u{i}\"\norganization = \"org-l\"\n\
-             [[tokens]]\ntoken = \"token-u{i}\"\ninstance = \"inst-load\"\nuser = \"u{i}\"\n"
-        ));
-    }
-    extra
-}
-
-/// What `receiver` got once `n` messages arrived (within `within`) and `then` more passed for
-/// any repeat: the bodies, and how many distinct message ids among them.
-async fn handed_over(
-    receiver: &WebhookReceiver,
-    n: usize,
-    within: Duration,
-    then: Duration,
-) -> (Vec<Value>, usize) {
-    let deadline = tokio::time::Instant::now() + within;
-    while receiver.received().len() < n && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(then).await;
-    let received = receiver.received();
-    let mut ids: Vec<&str> = received
-        .iter()
-        .map(|r| r["messageId"].as_str().unwrap())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    let distinct = ids.len();
-    (received, distinct)
 }
 
 /// A provider that takes 4 s to answer each SMS, behind a notifier whose lease is 2 s (the

@@ -44,6 +44,8 @@ use otp_sms_postgres::PgStore;
 enum StoreKind {
     Memory,
     Postgres,
+    /// A fresh SQLite file in the system's temporary directory (removed after the run).
+    Sqlite,
 }
 
 /// The verify path, end to end, on one store in process, or over the wire against a server.
@@ -105,8 +107,12 @@ struct Args {
     /// only codes to send take send budgets).
     #[arg(long, value_enum, default_value = "return")]
     add_delivery: AddDelivery,
+    /// SQLite: what a commit waits for (`full`: the disk, as the server runs; `normal`: the
+    /// operating system).
+    #[arg(long, value_enum, default_value = "full")]
+    sqlite_durability: SqliteDurability,
     /// After the verifies, challenge each registration for sign-in (the code returned) and
-    /// check it, timing both phases.
+    /// check it, timing both phases (in process, or over the wire with `--server`).
     #[arg(long)]
     sign_in: bool,
 }
@@ -115,6 +121,12 @@ struct Args {
 enum Switch {
     On,
     Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SqliteDurability {
+    Full,
+    Normal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -409,6 +421,8 @@ permissions = ["user.write"]
 
 [abuse]
 max_registrations_per_user = 4000000000
+# One user holds every registration: its sign-in challenges must not bind.
+sign_in = [{ max = 4000000000, window_secs = 600 }]
 
 [server]
 max_connections = 15000
@@ -440,9 +454,11 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             store: match args.store {
                 Some(StoreKind::Memory) => "memory",
                 Some(StoreKind::Postgres) => "postgres",
+                Some(StoreKind::Sqlite) => "sqlite",
                 None => "unknown",
             }
             .to_owned(),
+            sign_in: args.sign_in,
         }
         .run()
         .await;
@@ -453,9 +469,10 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 async fn bench(args: Args) -> Result<serde_json::Value, String> {
     let store_kind = args
         .store
-        .ok_or("--store memory|postgres (in process) or --server URL")?;
+        .ok_or("--store memory|postgres|sqlite (in process) or --server URL")?;
     let keys = CodeKeyRing::new(CodeKey::new(KeyId::new("bench"), &[0x42; 32]));
     let mut pg_schema: Option<(sqlx::PgPool, String)> = None;
+    let mut sqlite_dir: Option<std::path::PathBuf> = None;
     let mut budgets: Arc<dyn BudgetStore> = Arc::new(otp_sms_core::MemoryBudgets::new());
     let store: Arc<dyn EventStore<Event>> = match store_kind {
         StoreKind::Memory => Arc::new(MemoryStore::<Event>::new()),
@@ -480,6 +497,22 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
             pg_schema = Some((pool, schema));
             Arc::new(store)
         }
+        StoreKind::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("otp-sms-bench-{}", uuid::Uuid::now_v7()));
+            let durability = match args.sqlite_durability {
+                SqliteDurability::Full => otp_sms_sqlite::Durability::Full,
+                SqliteDurability::Normal => otp_sms_sqlite::Durability::Normal,
+            };
+            let database = otp_sms_sqlite::Database::open(
+                otp_sms_sqlite::SqliteOptions::new(dir.join("bench.db")).with_durability(durability),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            sqlite_dir = Some(dir);
+            // Budgets in the same file, as the server keeps them.
+            budgets = Arc::new(otp_sms_sqlite::SqliteBudgets::new(database.clone()));
+            Arc::new(otp_sms_sqlite::SqliteStore::<Event>::new(database))
+        }
     };
     if let (Some((pool, schema)), true) = (&pg_schema, args.preload_events > 0) {
         eprintln!("preloading {} events", args.preload_events);
@@ -489,6 +522,9 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
         budgets = Arc::new(NoBudgets);
     }
     let result = measure(&args, store, budgets, keys).await;
+    if let Some(dir) = sqlite_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     if let Some((pool, schema)) = pg_schema {
         sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
             .execute(&pool)
@@ -527,7 +563,10 @@ async fn measure(
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         service: CommandService::new(store, users.clone(), users, keys)
             .with_stream_cache(args.stream_cache.unwrap_or(match args.store {
-                Some(StoreKind::Postgres) => otp_sms_core::StreamCache::DEFAULT_CAPACITY,
+                // What the server uses with a database.
+                Some(StoreKind::Postgres | StoreKind::Sqlite) => {
+                    otp_sms_core::StreamCache::DEFAULT_CAPACITY
+                }
                 _ => 0,
             }))
             .with_budget_store(budgets)
@@ -580,7 +619,11 @@ async fn measure(
     };
     let mut line = serde_json::json!({
         "system": "otp-sms",
-        "store": match args.store { Some(StoreKind::Postgres) => "postgres", _ => "memory" },
+        "store": match args.store {
+            Some(StoreKind::Postgres) => "postgres",
+            Some(StoreKind::Sqlite) => "sqlite",
+            _ => "memory",
+        },
         "registrations": n,
         "concurrency": c,
         "budgets": budgets,

@@ -1,12 +1,18 @@
 //! Driving a running server over the wire: C clients, each with a connection of its own
 //! (HTTP/1.1 keep-alive for `http`, `grpc-web` and `baseline`; HTTP/2 for `grpc`), add N
 //! registrations with `return_code` through a token with `user.write`, then verify each once
-//! with the right code. `baseline` drives the bare axum handler of [`crate::baseline`] the
-//! same way, one request per "verify".
+//! with the right code; with `sign_in`, then challenge each (code returned, a binding per
+//! registration) and check it (HTTP, gRPC, gRPC-web). `baseline` drives the bare axum handler
+//! of [`crate::baseline`] the same way, one request per "verify".
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
+use otp_sms_grpc::proto::otpsms::v1::{
+    otpsms_sign_in_client::OtpsmsSignInClient, request_challenges, CheckOtp,
+    CheckOtpsmsChallengeRequest, RequestOtpsmsChallengeRequest, RequestOtpsmsChallengeResponse,
+};
 use otp_sms_grpc::proto::zitadel::resources::user::v3alpha::{
     set_phone, zitadel_users_client::ZitadelUsersClient, AddOtpsmsAuthenticatorRequest,
     AddOtpsmsAuthenticatorResponse, ReturnPhoneVerificationCode, SetPhone,
@@ -64,9 +70,12 @@ pub struct Remote {
     pub concurrency: usize,
     /// What to print as `store` (the benchmark cannot see the server's store).
     pub store: String,
+    /// After the verifies, challenge each registration for sign-in and check it.
+    pub sign_in: bool,
 }
 
 const SERVICE: &str = "/zitadel.resources.user.v3alpha.ZITADELUsers";
+const SIGN_IN_SERVICE: &str = "/otpsms.v1.OTPSMSSignIn";
 
 /// The baseline's request: 20 bytes of JSON.
 pub const BASELINE_BODY: &str = r#"{"code": "12345678"}"#;
@@ -74,7 +83,10 @@ pub const BASELINE_BODY: &str = r#"{"code": "12345678"}"#;
 /// A client with one connection.
 enum Client {
     Http(reqwest::Client),
-    Grpc(ZitadelUsersClient<Channel>),
+    Grpc {
+        users: ZitadelUsersClient<Channel>,
+        sign_in: OtpsmsSignInClient<Channel>,
+    },
 }
 
 fn http1_client() -> Result<reqwest::Client, String> {
@@ -147,7 +159,10 @@ impl Remote {
                     .connect()
                     .await
                     .map_err(|e| format!("cannot connect to {}: {e}", self.server))?;
-                Client::Grpc(ZitadelUsersClient::new(channel))
+                Client::Grpc {
+                    users: ZitadelUsersClient::new(channel.clone()),
+                    sign_in: OtpsmsSignInClient::new(channel),
+                }
             }
             _ => Client::Http(http1_client()?),
         })
@@ -197,8 +212,8 @@ impl Remote {
                     _ => Err(format!("add answered {status}: {body}")),
                 }
             }
-            (Protocol::Grpc, Client::Grpc(grpc)) => {
-                let added = grpc
+            (Protocol::Grpc, Client::Grpc { users, .. }) => {
+                let added = users
                     .add_otpsms_authenticator(self.authed(self.add_request(i)))
                     .await
                     .map_err(|e| e.to_string())?
@@ -244,7 +259,7 @@ impl Remote {
                     .await;
                 succeeded(res, "verify").await
             }
-            (Protocol::Grpc | Protocol::GrpcBaseline, Client::Grpc(grpc)) => grpc
+            (Protocol::Grpc | Protocol::GrpcBaseline, Client::Grpc { users, .. }) => users
                 .verify_otpsms_registration(self.authed(request()))
                 .await
                 .map(|_| ())
@@ -266,15 +281,126 @@ impl Remote {
         }
     }
 
-    /// A gRPC-web call of `method`; the answer's message.
+    /// Challenges registration `id` for sign-in under `binding`; the returned code.
+    async fn challenge(
+        &self,
+        client: &mut Client,
+        id: &str,
+        binding: &str,
+    ) -> Result<String, String> {
+        let request = || RequestOtpsmsChallengeRequest {
+            id: self.user.clone(),
+            otp_sms_id: Some(id.to_owned()),
+            binding: binding.to_owned(),
+            otp_sms: Some(request_challenges::Otpsms { return_code: true }),
+            ..Default::default()
+        };
+        let challenged = match (self.protocol, client) {
+            (Protocol::Http, Client::Http(http)) => {
+                let res = http
+                    .post(format!(
+                        "{}/resources/v3alpha/users/{}/otp_sms/_challenge",
+                        self.server, self.user
+                    ))
+                    .bearer_auth(&self.token)
+                    .json(&serde_json::json!({
+                        "otpSmsId": id, "binding": binding, "otpSms": {"returnCode": true}
+                    }))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = res.status();
+                let body: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
+                return match body["challenges"]["otpSms"].as_str() {
+                    Some(code) if status.is_success() => Ok(code.to_owned()),
+                    _ => Err(format!("challenge answered {status}: {body}")),
+                };
+            }
+            (Protocol::Grpc, Client::Grpc { sign_in, .. }) => sign_in
+                .request_otpsms_challenge(self.authed(request()))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner(),
+            (Protocol::GrpcWeb, Client::Http(http)) => {
+                let answer = self
+                    .grpc_web_call(http, SIGN_IN_SERVICE, "RequestOTPSMSChallenge", &request())
+                    .await?;
+                RequestOtpsmsChallengeResponse::decode(answer.as_slice())
+                    .map_err(|e| e.to_string())?
+            }
+            _ => return Err("no sign-in for this protocol".into()),
+        };
+        challenged
+            .challenges
+            .and_then(|c| c.otp_sms)
+            .ok_or_else(|| "the challenge returned no code".into())
+    }
+
+    /// Checks the challenge of registration `id` under `binding` with its code.
+    async fn check(
+        &self,
+        client: &mut Client,
+        id: &str,
+        binding: &str,
+        code: &str,
+    ) -> Result<(), String> {
+        let request = || CheckOtpsmsChallengeRequest {
+            id: self.user.clone(),
+            otp_sms_id: Some(id.to_owned()),
+            binding: binding.to_owned(),
+            otp_sms: Some(CheckOtp {
+                code: code.to_owned(),
+            }),
+            ..Default::default()
+        };
+        match (self.protocol, client) {
+            (Protocol::Http, Client::Http(http)) => {
+                let res = http
+                    .post(format!(
+                        "{}/resources/v3alpha/users/{}/otp_sms/_check",
+                        self.server, self.user
+                    ))
+                    .bearer_auth(&self.token)
+                    .json(&serde_json::json!({
+                        "otpSmsId": id, "binding": binding, "otpSms": {"code": code}
+                    }))
+                    .send()
+                    .await;
+                succeeded(res, "check").await
+            }
+            (Protocol::Grpc, Client::Grpc { sign_in, .. }) => sign_in
+                .check_otpsms_challenge(self.authed(request()))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (Protocol::GrpcWeb, Client::Http(http)) => self
+                .grpc_web_call(http, SIGN_IN_SERVICE, "CheckOTPSMSChallenge", &request())
+                .await
+                .map(|_| ()),
+            _ => Err("no sign-in for this protocol".into()),
+        }
+    }
+
+    /// A gRPC-web call of the users service's `method`; the answer's message.
     async fn grpc_web(
         &self,
         http: &reqwest::Client,
         method: &str,
         message: &impl Message,
     ) -> Result<Vec<u8>, String> {
+        self.grpc_web_call(http, SERVICE, method, message).await
+    }
+
+    /// A gRPC-web call of `service`'s `method`; the answer's message.
+    async fn grpc_web_call(
+        &self,
+        http: &reqwest::Client,
+        service: &str,
+        method: &str,
+        message: &impl Message,
+    ) -> Result<Vec<u8>, String> {
         let res = http
-            .post(format!("{}{SERVICE}/{method}", self.server))
+            .post(format!("{}{service}/{method}", self.server))
             .bearer_auth(&self.token)
             .header("content-type", "application/grpc-web+proto")
             .body(grpc_web_frame(message))
@@ -290,7 +416,7 @@ impl Remote {
     pub async fn run(self) -> Result<serde_json::Value, String> {
         let n = self.registrations;
         let c = self.concurrency.max(1);
-        let this = std::sync::Arc::new(self);
+        let this = Arc::new(self);
         let mut clients = Vec::with_capacity(c);
         for _ in 0..c {
             clients.push(this.client().await?);
@@ -318,7 +444,7 @@ impl Remote {
                 .into_iter()
                 .enumerate()
                 .map(|(k, mut client)| {
-                    let this = std::sync::Arc::clone(&this);
+                    let this = Arc::clone(&this);
                     tokio::spawn(async move {
                         let (from, to) = share(k);
                         let mut added = Vec::with_capacity(to - from);
@@ -342,7 +468,7 @@ impl Remote {
         let tasks: Vec<_> = work
             .into_iter()
             .map(|(mut client, added)| {
-                let this = std::sync::Arc::clone(&this);
+                let this = Arc::clone(&this);
                 tokio::spawn(async move {
                     let mut latencies = Vec::with_capacity(added.len());
                     for (id, code) in &added {
@@ -350,13 +476,16 @@ impl Remote {
                         this.verify(&mut client, id, code).await?;
                         latencies.push(t.elapsed().as_nanos() as u64);
                     }
-                    Ok::<_, String>(latencies)
+                    Ok::<_, String>((client, added, latencies))
                 })
             })
             .collect();
         let mut latencies = Vec::with_capacity(n);
+        let mut verified = Vec::with_capacity(c);
         for task in tasks {
-            latencies.extend(task.await.map_err(|e| e.to_string())??);
+            let (client, added, took) = task.await.map_err(|e| e.to_string())??;
+            latencies.extend(took);
+            verified.push((client, added));
         }
         let took = started.elapsed();
         latencies.sort_unstable();
@@ -365,7 +494,12 @@ impl Remote {
         } else {
             "server"
         };
-        Ok(serde_json::json!({
+        let sign_in = if this.sign_in && !this.protocol.is_baseline() {
+            Some(Arc::clone(&this).sign_in(verified).await?)
+        } else {
+            None
+        };
+        let mut line = serde_json::json!({
             "system": "otp-sms",
             "target": target,
             "protocol": this.protocol.name(),
@@ -376,6 +510,81 @@ impl Remote {
             "verify_per_sec": (n as f64 / took.as_secs_f64()).round(),
             "verify_p50_us": crate::percentile(&latencies, 50.0),
             "verify_p99_us": crate::percentile(&latencies, 99.0),
+        });
+        if let (Some(fields), Some(serde_json::Value::Object(more))) =
+            (line.as_object_mut(), sign_in)
+        {
+            fields.extend(more);
+        }
+        Ok(line)
+    }
+
+    /// Challenges every verified registration under a binding of its own (code returned),
+    /// then checks each with its code, naming the registration as the challenge's answer did;
+    /// the rates of both phases and the checks' latencies.
+    async fn sign_in(
+        self: Arc<Self>,
+        verified: Vec<(Client, Vec<(String, String)>)>,
+    ) -> Result<serde_json::Value, String> {
+        let n = self.registrations;
+        let c = verified.len();
+        eprintln!(
+            "challenging {n} from {c} clients over {}",
+            self.protocol.name()
+        );
+        let started = Instant::now();
+        let tasks: Vec<_> = verified
+            .into_iter()
+            .map(|(mut client, added)| {
+                let this = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let mut challenged = Vec::with_capacity(added.len());
+                    for (id, _) in added {
+                        let binding = format!("session-{id}");
+                        let code = this.challenge(&mut client, &id, &binding).await?;
+                        challenged.push((id, binding, code));
+                    }
+                    Ok::<_, String>((client, challenged))
+                })
+            })
+            .collect();
+        let mut work = Vec::with_capacity(c);
+        for task in tasks {
+            work.push(task.await.map_err(|e| e.to_string())??);
+        }
+        let challenge_took = started.elapsed();
+        eprintln!(
+            "checking {n} from {c} clients over {}",
+            self.protocol.name()
+        );
+        let started = Instant::now();
+        let tasks: Vec<_> = work
+            .into_iter()
+            .map(|(mut client, challenged)| {
+                let this = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(challenged.len());
+                    for (id, binding, code) in &challenged {
+                        let t = Instant::now();
+                        this.check(&mut client, id, binding, code).await?;
+                        latencies.push(t.elapsed().as_nanos() as u64);
+                    }
+                    Ok::<_, String>(latencies)
+                })
+            })
+            .collect();
+        let mut latencies = Vec::with_capacity(n);
+        for task in tasks {
+            latencies.extend(task.await.map_err(|e| e.to_string())??);
+        }
+        let check_took = started.elapsed();
+        latencies.sort_unstable();
+        let rate = |t: Duration| (n as f64 / t.as_secs_f64()).round();
+        Ok(serde_json::json!({
+            "challenge_per_sec": rate(challenge_took),
+            "check_per_sec": rate(check_took),
+            "check_p50_us": crate::percentile(&latencies, 50.0),
+            "check_p99_us": crate::percentile(&latencies, 99.0),
         }))
     }
 }

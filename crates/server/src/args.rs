@@ -35,7 +35,9 @@ pub struct Args {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: SocketAddr,
-    /// PostgreSQL URL; migrations run at start. Without it, data lives only in memory.
+    /// Where data lives: a PostgreSQL URL (`postgres://…`) or a SQLite file
+    /// (`sqlite:///path/to/file.db`, created with its directory if missing); migrations run at
+    /// start. Without it, data lives only in memory.
     #[arg(long, env = "OTP_SMS_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Schema for the PostgreSQL tables.

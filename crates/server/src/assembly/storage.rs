@@ -1,11 +1,13 @@
-//! Where the server keeps its state: PostgreSQL (the events, and the budgets and idempotency
-//! records every server on the database shares) or, without a database URL, memory.
+//! Where the server keeps its state: PostgreSQL or a SQLite file (the events, and the budgets
+//! and idempotency records every server on the database shares) or, without a database URL,
+//! memory.
 
 use std::sync::Arc;
 
 use otp_sms_core::{BudgetStore, Event, EventStore, IdempotencyStore};
 use otp_sms_memory::MemoryStore;
 use otp_sms_postgres::{DatabaseHosts, PgBudgets, PgIdempotency, PgStore};
+use otp_sms_sqlite::{Database, SqliteBudgets, SqliteIdempotency, SqliteStore};
 
 use crate::config::Config;
 use crate::{Args, StartError};
@@ -17,6 +19,8 @@ pub(crate) enum StoreCheck {
     Memory,
     /// PostgreSQL: ready while it takes writes.
     Postgres(Arc<PgStore<Event>>),
+    /// A SQLite file: ready while it can be read.
+    Sqlite(Database),
 }
 
 /// The opened store and what goes with it.
@@ -33,8 +37,8 @@ pub(crate) struct Storage {
 }
 
 impl Storage {
-    /// PostgreSQL when `args` has a database URL (migrated, each component its own tables),
-    /// else memory.
+    /// PostgreSQL when `args` has a `postgres://` database URL (migrated, each component its
+    /// own tables), a SQLite file for a `sqlite:` one, else memory.
     pub(crate) async fn open(args: &Args, config: &Config) -> Result<Self, StartError> {
         let Some(url) = &args.database_url else {
             tracing::warn!("NO DATABASE: data lives only in memory and is lost when the server stops (pass --database-url for PostgreSQL)");
@@ -45,6 +49,9 @@ impl Storage {
                 shared: None,
             });
         };
+        if url.starts_with("sqlite:") {
+            return Self::open_sqlite(url, config).await;
+        }
         let timeouts = config.database.timeouts().map_err(StartError::Other)?;
         // One host, or several (`host1:5432,host2:5432`, target_session_attrs): the pool
         // starts on the one that takes writes, and the store follows a promotion.
@@ -79,6 +86,27 @@ impl Storage {
             check: StoreCheck::Postgres(store),
             stream_cache: config.service.stream_cache,
             shared: Some((Arc::new(budgets), Arc::new(records))),
+        })
+    }
+
+    /// The SQLite file of `url`, created (mode 0600, with its directory) if missing and
+    /// migrated; the events, budgets and idempotency records all in it, shared by every server
+    /// process on the file.
+    async fn open_sqlite(url: &str, config: &Config) -> Result<Self, StartError> {
+        let database = Database::open_url(url).await?;
+        tracing::info!(
+            path = %database.options().path().display(),
+            stream_cache = config.service.stream_cache,
+            "using SQLite; migrations applied"
+        );
+        Ok(Self {
+            store: Arc::new(SqliteStore::<Event>::new(database.clone())),
+            check: StoreCheck::Sqlite(database.clone()),
+            stream_cache: config.service.stream_cache,
+            shared: Some((
+                Arc::new(SqliteBudgets::new(database.clone())),
+                Arc::new(SqliteIdempotency::new(database)),
+            )),
         })
     }
 }

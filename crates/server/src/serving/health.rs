@@ -21,11 +21,14 @@ pub(crate) struct Readiness {
 
 impl Readiness {
     async fn check(&self) -> Result<(), &'static str> {
-        if let StoreCheck::Postgres(store) = &self.store {
-            if let Err(e) = store.ping().await {
-                tracing::warn!(error = %e, "readiness: the event store takes no writes");
-                return Err("event store unavailable");
-            }
+        let reached = match &self.store {
+            StoreCheck::Memory => Ok(()),
+            StoreCheck::Postgres(store) => store.ping().await,
+            StoreCheck::Sqlite(database) => database.ping().await,
+        };
+        if let Err(e) = reached {
+            tracing::warn!(error = %e, "readiness: the event store takes no writes");
+            return Err("event store unavailable");
         }
         if self
             .notifier
