@@ -158,7 +158,13 @@ async fn run(keys: Keys, steps: Vec<Step>) -> Result<(), TestCaseError> {
         let in_memory = answer(&memory, &keys, step).await;
         let in_postgres = answer(&*postgres, &keys, step).await;
         let in_sqlite = answer(&sqlite, &keys, step).await;
-        prop_assert_eq!(&in_memory, &in_postgres, "step {}: {:?} (PostgreSQL)", i, step);
+        prop_assert_eq!(
+            &in_memory,
+            &in_postgres,
+            "step {}: {:?} (PostgreSQL)",
+            i,
+            step
+        );
         prop_assert_eq!(&in_memory, &in_sqlite, "step {}: {:?} (SQLite)", i, step);
     }
     prop_assert_eq!(members(&memory).await, members(&*postgres).await);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use otp_sms_core::{Event, EventStore};
+use otp_sms_core::{Event, EventPayload, EventStore};
 use otp_sms_sqlite::testing::TempDir;
 use otp_sms_sqlite::{Database, SqliteOptions, SqliteStore};
 use otp_sms_tests::net::WebhookReceiver;

@@ -504,7 +504,8 @@ async fn bench(args: Args) -> Result<serde_json::Value, String> {
                 SqliteDurability::Normal => otp_sms_sqlite::Durability::Normal,
             };
             let database = otp_sms_sqlite::Database::open(
-                otp_sms_sqlite::SqliteOptions::new(dir.join("bench.db")).with_durability(durability),
+                otp_sms_sqlite::SqliteOptions::new(dir.join("bench.db"))
+                    .with_durability(durability),
             )
             .await
             .map_err(|e| e.to_string())?;

@@ -83,10 +83,13 @@ pub const BASELINE_BODY: &str = r#"{"code": "12345678"}"#;
 /// A client with one connection.
 enum Client {
     Http(reqwest::Client),
-    Grpc {
-        users: ZitadelUsersClient<Channel>,
-        sign_in: OtpsmsSignInClient<Channel>,
-    },
+    Grpc(Box<GrpcClients>),
+}
+
+/// The gRPC services' clients on one connection.
+struct GrpcClients {
+    users: ZitadelUsersClient<Channel>,
+    sign_in: OtpsmsSignInClient<Channel>,
 }
 
 fn http1_client() -> Result<reqwest::Client, String> {
@@ -159,10 +162,10 @@ impl Remote {
                     .connect()
                     .await
                     .map_err(|e| format!("cannot connect to {}: {e}", self.server))?;
-                Client::Grpc {
+                Client::Grpc(Box::new(GrpcClients {
                     users: ZitadelUsersClient::new(channel.clone()),
                     sign_in: OtpsmsSignInClient::new(channel),
-                }
+                }))
             }
             _ => Client::Http(http1_client()?),
         })
@@ -212,8 +215,9 @@ impl Remote {
                     _ => Err(format!("add answered {status}: {body}")),
                 }
             }
-            (Protocol::Grpc, Client::Grpc { users, .. }) => {
-                let added = users
+            (Protocol::Grpc, Client::Grpc(grpc)) => {
+                let added = grpc
+                    .users
                     .add_otpsms_authenticator(self.authed(self.add_request(i)))
                     .await
                     .map_err(|e| e.to_string())?
@@ -259,7 +263,8 @@ impl Remote {
                     .await;
                 succeeded(res, "verify").await
             }
-            (Protocol::Grpc | Protocol::GrpcBaseline, Client::Grpc { users, .. }) => users
+            (Protocol::Grpc | Protocol::GrpcBaseline, Client::Grpc(grpc)) => grpc
+                .users
                 .verify_otpsms_registration(self.authed(request()))
                 .await
                 .map(|_| ())
@@ -316,7 +321,8 @@ impl Remote {
                     _ => Err(format!("challenge answered {status}: {body}")),
                 };
             }
-            (Protocol::Grpc, Client::Grpc { sign_in, .. }) => sign_in
+            (Protocol::Grpc, Client::Grpc(grpc)) => grpc
+                .sign_in
                 .request_otpsms_challenge(self.authed(request()))
                 .await
                 .map_err(|e| e.to_string())?
@@ -368,7 +374,8 @@ impl Remote {
                     .await;
                 succeeded(res, "check").await
             }
-            (Protocol::Grpc, Client::Grpc { sign_in, .. }) => sign_in
+            (Protocol::Grpc, Client::Grpc(grpc)) => grpc
+                .sign_in
                 .check_otpsms_challenge(self.authed(request()))
                 .await
                 .map(|_| ())

@@ -10,7 +10,7 @@ use sqlx::sqlite::SqliteConnection;
 use crate::database::Database;
 use crate::error::{map_error, port};
 use crate::time::{from_micros, micros, until};
-use crate::writer::Outcome;
+use crate::writer::{Isolation, Outcome};
 
 /// The send budgets of `otp_sms_core` in a SQLite file ([`Database`]).
 ///
@@ -129,7 +129,9 @@ fn max_of(rule: &Rule) -> u32 {
     }
 }
 
-/// A take, in the writer: every budget checked, then every entry written, or none.
+/// A take, in the writer: every budget checked, then every entry written in one statement, or
+/// none. What it may change before a refusal (lapsed entries removed) may stay: the store
+/// means the same with or without them, so a take needs no savepoint.
 async fn take(
     conn: &mut SqliteConnection,
     now: DateTime<Utc>,
@@ -139,26 +141,30 @@ async fn take(
     let mut entries: Vec<(usize, i64, i64)> = Vec::with_capacity(request.takes.len());
     for (i, budget) in request.takes.iter().enumerate() {
         let adds = budget.rules.iter().any(Rule::adds);
+        // The member's entry, if any, and the key's newest number: one statement.
+        let (counted, last): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT (SELECT until FROM budget_entries WHERE key = ?1 AND member = ?2), \
+                    (SELECT coalesce(max(seq), 0) FROM budget_entries WHERE key = ?1)",
+        )
+        .bind(&budget.key)
+        .bind(&budget.member)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_error)?;
+        let mut last = last;
         if adds {
-            let counted: Option<i64> = sqlx::query_scalar(
-                "SELECT until FROM budget_entries WHERE key = ?1 AND member = ?2",
-            )
-            .bind(&budget.key)
-            .bind(&budget.member)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_error)?;
             match counted {
                 // Counted already: a repeated take is admitted and adds nothing.
                 Some(until) if until > now_us => continue,
-                // A lapsed entry of the same member makes way.
+                // A lapsed entry of the same member makes way (the key's newer entries move
+                // down: its number again).
                 Some(_) => {
                     remove(conn, &budget.key, &budget.member).await?;
+                    last = last_seq(conn, &budget.key).await?;
                 }
                 None => {}
             }
         }
-        let last = last_seq(conn, &budget.key).await?;
         for rule in &budget.rules {
             if let Some(retry_after) = refusal(conn, budget, rule, last, now).await? {
                 return Ok(Outcome::Discard(TakeOutcome::Refused {
@@ -177,19 +183,24 @@ async fn take(
             entries.push((i, last + 1, now_us.saturating_add(micros_of(keep))));
         }
     }
-    for (i, seq, until) in entries {
+    if !entries.is_empty() {
+        // Every entry of the take in one statement: all or none.
+        let rows = vec!["(?, ?, ?, ?, ?)"; entries.len()].join(", ");
+        let sql = format!("INSERT INTO budget_entries (key, seq, member, at, until) VALUES {rows}");
+        let mut insert = sqlx::query(&sql);
+        for &(i, seq, until) in &entries {
+            let budget = &request.takes[i];
+            insert = insert
+                .bind(&budget.key)
+                .bind(seq)
+                .bind(&budget.member)
+                .bind(now_us)
+                .bind(until);
+        }
+        insert.execute(&mut *conn).await.map_err(map_error)?;
+    }
+    for &(i, seq, _) in &entries {
         let budget = &request.takes[i];
-        sqlx::query(
-            "INSERT INTO budget_entries (key, seq, member, at, until) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(&budget.key)
-        .bind(seq)
-        .bind(&budget.member)
-        .bind(now_us)
-        .bind(until)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_error)?;
         // A windowed key's entries deeper than its deepest window can never be probed again.
         let windows: Vec<u32> = budget
             .rules
@@ -229,9 +240,10 @@ impl BudgetStore for SqliteBudgets {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, now| {
-                Box::pin(take(conn, now, request))
-            }))
+            .write(
+                Isolation::Statement,
+                Box::new(move |conn, now| Box::pin(take(conn, now, request))),
+            )
             .await
             .map_err(port)
     }
@@ -241,9 +253,13 @@ impl BudgetStore for SqliteBudgets {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, _| {
-                Box::pin(async move { Ok(Outcome::Keep(remove(conn, &key, &member).await?)) })
-            }))
+            // A deletion and two renumberings: all or none.
+            .write(
+                Isolation::Savepoint,
+                Box::new(move |conn, _| {
+                    Box::pin(async move { Ok(Outcome::Keep(remove(conn, &key, &member).await?)) })
+                }),
+            )
             .await
             .map_err(port)
     }
@@ -271,24 +287,27 @@ impl BudgetStore for SqliteBudgets {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, now| {
-                Box::pin(async move {
-                    let counted: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM budget_entries WHERE key = ?1 AND until > ?2",
-                    )
-                    .bind(&key)
-                    .bind(micros(now))
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(map_error)?;
-                    sqlx::query("DELETE FROM budget_entries WHERE key = ?1")
+            .write(
+                Isolation::Statement,
+                Box::new(move |conn, now| {
+                    Box::pin(async move {
+                        let counted: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM budget_entries WHERE key = ?1 AND until > ?2",
+                        )
                         .bind(&key)
-                        .execute(&mut *conn)
+                        .bind(micros(now))
+                        .fetch_one(&mut *conn)
                         .await
                         .map_err(map_error)?;
-                    Ok(Outcome::Keep(counted.max(0) as u64))
-                })
-            }))
+                        sqlx::query("DELETE FROM budget_entries WHERE key = ?1")
+                            .bind(&key)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(map_error)?;
+                        Ok(Outcome::Keep(counted.max(0) as u64))
+                    })
+                }),
+            )
             .await
             .map_err(port)
     }

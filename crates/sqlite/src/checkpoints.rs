@@ -6,7 +6,7 @@ use otp_sms_core::{CheckpointStore, PortError};
 
 use crate::database::Database;
 use crate::error::{map_error, port};
-use crate::writer::Outcome;
+use crate::writer::{Isolation, Outcome};
 
 /// How far each named subscription has handled the event feed, in a SQLite file. A save only
 /// moves a checkpoint forward, so a slow process cannot send a faster one's back. Passes
@@ -42,21 +42,24 @@ impl CheckpointStore for SqliteCheckpoints {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, _| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO checkpoints (name, position) VALUES (?1, ?2) \
+            .write(
+                Isolation::Statement,
+                Box::new(move |conn, _| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "INSERT INTO checkpoints (name, position) VALUES (?1, ?2) \
                          ON CONFLICT (name) DO UPDATE SET \
                          position = max(position, excluded.position)",
-                    )
-                    .bind(name)
-                    .bind(position)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(map_error)?;
-                    Ok(Outcome::Keep(()))
-                })
-            }))
+                        )
+                        .bind(name)
+                        .bind(position)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_error)?;
+                        Ok(Outcome::Keep(()))
+                    })
+                }),
+            )
             .await
             .map_err(port)
     }

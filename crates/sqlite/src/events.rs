@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::database::Database;
 use crate::error::{is_unique_violation, map_error};
 use crate::time::{from_micros, micros, micros_after};
-use crate::writer::Outcome;
+use crate::writer::{Isolation, Outcome};
 
 /// The event store of `otp_sms_core` in a SQLite file ([`Database`]).
 ///
@@ -142,6 +142,111 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The version and the command check of `stream`: its version, and whether `command` wrote
+/// to it.
+async fn version_of(
+    conn: &mut SqliteConnection,
+    stream: &StreamId,
+    command: Option<&str>,
+) -> Result<(u64, bool), StoreError> {
+    let (actual, done): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(max(sequence), 0), coalesce(max(command_id = ?4), 0) FROM events \
+         WHERE instance_id = ?1 AND aggregate_type = ?2 AND aggregate_id = ?3",
+    )
+    .bind(stream.instance.as_str())
+    .bind(&*stream.aggregate_type)
+    .bind(&*stream.aggregate_id)
+    .bind(command)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_error)?;
+    Ok((actual.max(0) as u64, done != 0))
+}
+
+fn expected_arg(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::NoStream => 0,
+        ExpectedVersion::Exact(v) => to_i64(v),
+    }
+}
+
+/// An append without outbox messages, in the writer, as one statement: the version and
+/// command check in a `WITH`, the events inserted only if it passes.
+async fn append_in_one(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    stream: StreamId,
+    expected: ExpectedVersion,
+    command: Option<CommandId>,
+    rows: Vec<Row_>,
+) -> Result<Outcome<Result<AppendOutcome, StoreError>>, StoreError> {
+    let command_text = command.map(|c| c.0.to_string());
+    let at = micros(now);
+    let values: Vec<String> = (0..rows.len())
+        .map(|i| {
+            let p = 7 + i * 5;
+            format!(
+                "({}, ?{p}, ?{}, ?{}, ?{}, ?{})",
+                i + 1,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4
+            )
+        })
+        .collect();
+    let sql = format!(
+        "WITH v(actual, done) AS ( \
+           SELECT coalesce(max(sequence), 0), coalesce(max(command_id = ?4), 0) FROM events \
+           WHERE instance_id = ?1 AND aggregate_type = ?2 AND aggregate_id = ?3), \
+         e(off, event_type, revision, payload, creator, owner) AS (VALUES {}) \
+         INSERT INTO events (instance_id, aggregate_type, aggregate_id, sequence, event_type, \
+           revision, payload, creator, owner, created_at, command_id) \
+         SELECT ?1, ?2, ?3, v.actual + e.off, e.event_type, e.revision, e.payload, e.creator, \
+           e.owner, ?6, ?4 FROM v, e \
+         WHERE (?5 < 0 OR v.actual = ?5) AND v.done = 0 ORDER BY e.off \
+         RETURNING position, sequence",
+        values.join(", ")
+    );
+    let mut insert = sqlx::query_as::<_, (i64, i64)>(&sql)
+        .bind(stream.instance.as_str())
+        .bind(&*stream.aggregate_type)
+        .bind(&*stream.aggregate_id)
+        .bind(command_text.as_deref())
+        .bind(expected_arg(expected))
+        .bind(at);
+    for row in rows {
+        insert = insert
+            .bind(row.event_type)
+            .bind(row.revision)
+            .bind(row.payload)
+            .bind(row.creator)
+            .bind(row.owner);
+    }
+    let mut written = insert.fetch_all(&mut *conn).await.map_err(map_error)?;
+    if written.is_empty() {
+        // Refused: say against which version.
+        let (actual, _) = version_of(conn, &stream, command_text.as_deref()).await?;
+        return Ok(Outcome::Discard(Err(StoreError::Conflict {
+            stream,
+            expected,
+            actual,
+        })));
+    }
+    written.sort_unstable_by_key(|&(_, sequence)| sequence);
+    let recorded: Vec<RecordedMeta> = written
+        .into_iter()
+        .map(|(position, sequence)| RecordedMeta {
+            sequence: sequence as u64,
+            position: position as u64,
+            created_at: from_micros(at),
+        })
+        .collect();
+    let version = recorded.last().map_or(0, |r| r.sequence);
+    Ok(Outcome::Keep(Ok(AppendOutcome { version, recorded })))
+}
+
 /// The append, in the writer: the version and command check, the events, the outbox.
 async fn append_rows(
     conn: &mut SqliteConnection,
@@ -153,19 +258,8 @@ async fn append_rows(
     outbox: Vec<(Uuid, String)>,
 ) -> Result<Outcome<Result<AppendOutcome, StoreError>>, StoreError> {
     let command_text = command.map(|c| c.0.to_string());
-    let (actual, done): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(max(sequence), 0), coalesce(max(command_id = ?4), 0) FROM events \
-         WHERE instance_id = ?1 AND aggregate_type = ?2 AND aggregate_id = ?3",
-    )
-    .bind(stream.instance.as_str())
-    .bind(&*stream.aggregate_type)
-    .bind(&*stream.aggregate_id)
-    .bind(command_text.as_deref())
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map_error)?;
-    let actual = actual.max(0) as u64;
-    if !expected.admits(actual) || done != 0 {
+    let (actual, done) = version_of(conn, &stream, command_text.as_deref()).await?;
+    if !expected.admits(actual) || done {
         return Ok(Outcome::Discard(Err(StoreError::Conflict {
             stream,
             expected,
@@ -263,14 +357,28 @@ impl<E: EventPayload> EventStore<E> for SqliteStore<E> {
             .map(|m| (m.id, m.payload.to_string()))
             .collect();
         let (stream, expected, command) = (append.stream, append.expected, append.command);
-        self.database
-            .inner
-            .writer
-            .write(Box::new(move |conn, now| {
-                Box::pin(append_rows(
-                    conn, now, stream, expected, command, rows, outbox,
-                ))
-            }))
+        let writer = &self.database.inner.writer;
+        if outbox.is_empty() && !rows.is_empty() {
+            // The common append (a verify, a check): its check and its events in one
+            // statement, which SQLite runs all or nothing.
+            return writer
+                .write(
+                    Isolation::Statement,
+                    Box::new(move |conn, now| {
+                        Box::pin(append_in_one(conn, now, stream, expected, command, rows))
+                    }),
+                )
+                .await?;
+        }
+        writer
+            .write(
+                Isolation::Savepoint,
+                Box::new(move |conn, now| {
+                    Box::pin(append_rows(
+                        conn, now, stream, expected, command, rows, outbox,
+                    ))
+                }),
+            )
             .await?
     }
 
@@ -298,12 +406,14 @@ impl<E: EventPayload> EventStore<E> for SqliteStore<E> {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, now| {
-                Box::pin(async move {
-                    let at = micros(now);
-                    // Instances take turns: each one's oldest, then each one's second, …
-                    let rows = sqlx::query(
-                        "UPDATE outbox SET leased_until = ?3, attempts = attempts + 1 \
+            .write(
+                Isolation::Statement,
+                Box::new(move |conn, now| {
+                    Box::pin(async move {
+                        let at = micros(now);
+                        // Instances take turns: each one's oldest, then each one's second, …
+                        let rows = sqlx::query(
+                            "UPDATE outbox SET leased_until = ?3, attempts = attempts + 1 \
                          WHERE id IN (SELECT id FROM ( \
                                  SELECT id, rowid AS seq, row_number() OVER \
                                    (PARTITION BY instance_id ORDER BY rowid) AS turn \
@@ -312,50 +422,51 @@ impl<E: EventPayload> EventStore<E> for SqliteStore<E> {
                                ORDER BY turn, seq LIMIT ?2) \
                          RETURNING rowid AS seq, id, instance_id, aggregate_type, \
                                    aggregate_id, payload, created_at, attempts",
-                    )
-                    .bind(at)
-                    .bind(limit)
-                    .bind(micros_after(now, lease))
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(map_error)?;
-                    let mut out = Vec::with_capacity(rows.len());
-                    for row in &rows {
-                        let id: String = row.try_get("id").map_err(map_error)?;
-                        let payload: String = row.try_get("payload").map_err(map_error)?;
-                        let seq: i64 = row.try_get("seq").map_err(map_error)?;
-                        out.push((
-                            seq,
-                            OutboxMessage::new(
-                                Uuid::parse_str(&id)
-                                    .map_err(|e| StoreError::Internal(e.to_string()))?,
-                                stream_of(row)?,
-                                serde_json::from_str(&payload)
-                                    .map_err(|e| StoreError::Internal(e.to_string()))?,
-                                from_micros(row.try_get("created_at").map_err(map_error)?),
-                                row.try_get::<i64, _>("attempts").map_err(map_error)? as u32,
-                            ),
-                        ));
-                    }
-                    // RETURNING has no order of its own, and may name no column of the
-                    // choice: each instance's leased messages are its oldest, so their turn
-                    // is their rank among its own.
-                    out.sort_by_key(|(seq, _)| *seq);
-                    let mut turns: std::collections::HashMap<InstanceId, i64> =
-                        std::collections::HashMap::new();
-                    let mut ranked: Vec<((i64, i64), OutboxMessage)> = out
-                        .into_iter()
-                        .map(|(seq, m)| {
-                            let turn = turns.entry(m.stream.instance.clone()).or_insert(0);
-                            *turn += 1;
-                            ((*turn, seq), m)
-                        })
-                        .collect();
-                    ranked.sort_by_key(|(order, _)| *order);
-                    let out = ranked;
-                    Ok(Outcome::Keep(out.into_iter().map(|(_, m)| m).collect()))
-                })
-            }))
+                        )
+                        .bind(at)
+                        .bind(limit)
+                        .bind(micros_after(now, lease))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(map_error)?;
+                        let mut out = Vec::with_capacity(rows.len());
+                        for row in &rows {
+                            let id: String = row.try_get("id").map_err(map_error)?;
+                            let payload: String = row.try_get("payload").map_err(map_error)?;
+                            let seq: i64 = row.try_get("seq").map_err(map_error)?;
+                            out.push((
+                                seq,
+                                OutboxMessage::new(
+                                    Uuid::parse_str(&id)
+                                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                                    stream_of(row)?,
+                                    serde_json::from_str(&payload)
+                                        .map_err(|e| StoreError::Internal(e.to_string()))?,
+                                    from_micros(row.try_get("created_at").map_err(map_error)?),
+                                    row.try_get::<i64, _>("attempts").map_err(map_error)? as u32,
+                                ),
+                            ));
+                        }
+                        // RETURNING has no order of its own, and may name no column of the
+                        // choice: each instance's leased messages are its oldest, so their turn
+                        // is their rank among its own.
+                        out.sort_by_key(|(seq, _)| *seq);
+                        let mut turns: std::collections::HashMap<InstanceId, i64> =
+                            std::collections::HashMap::new();
+                        let mut ranked: Vec<((i64, i64), OutboxMessage)> = out
+                            .into_iter()
+                            .map(|(seq, m)| {
+                                let turn = turns.entry(m.stream.instance.clone()).or_insert(0);
+                                *turn += 1;
+                                ((*turn, seq), m)
+                            })
+                            .collect();
+                        ranked.sort_by_key(|(order, _)| *order);
+                        let out = ranked;
+                        Ok(Outcome::Keep(out.into_iter().map(|(_, m)| m).collect()))
+                    })
+                }),
+            )
             .await
             .map_err(settled_read)
     }
@@ -364,16 +475,19 @@ impl<E: EventPayload> EventStore<E> for SqliteStore<E> {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, _| {
-                Box::pin(async move {
-                    let done = sqlx::query("DELETE FROM outbox WHERE id = ?1")
-                        .bind(id.to_string())
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(map_error)?;
-                    Ok(Outcome::Keep(done.rows_affected() > 0))
-                })
-            }))
+            .write(
+                Isolation::Statement,
+                Box::new(move |conn, _| {
+                    Box::pin(async move {
+                        let done = sqlx::query("DELETE FROM outbox WHERE id = ?1")
+                            .bind(id.to_string())
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(map_error)?;
+                        Ok(Outcome::Keep(done.rows_affected() > 0))
+                    })
+                }),
+            )
             .await
             .map_err(settled_read)
     }
@@ -382,17 +496,20 @@ impl<E: EventPayload> EventStore<E> for SqliteStore<E> {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, now| {
-                Box::pin(async move {
-                    let done = sqlx::query("UPDATE outbox SET leased_until = ?2 WHERE id = ?1")
-                        .bind(id.to_string())
-                        .bind(micros_after(now, after))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(map_error)?;
-                    Ok(Outcome::Keep(done.rows_affected() > 0))
-                })
-            }))
+            .write(
+                Isolation::Statement,
+                Box::new(move |conn, now| {
+                    Box::pin(async move {
+                        let done = sqlx::query("UPDATE outbox SET leased_until = ?2 WHERE id = ?1")
+                            .bind(id.to_string())
+                            .bind(micros_after(now, after))
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(map_error)?;
+                        Ok(Outcome::Keep(done.rows_affected() > 0))
+                    })
+                }),
+            )
             .await
             .map_err(settled_read)
     }

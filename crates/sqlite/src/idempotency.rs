@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::database::Database;
 use crate::error::{map_error, port};
 use crate::time::{from_micros, micros, micros_after};
-use crate::writer::Outcome;
+use crate::writer::{Isolation, Outcome};
 
 /// What each client key stands for, per instance and principal, in a SQLite file. A claim
 /// runs in the database's one writer: it inserts the record, or takes over a lapsed one, or
@@ -61,10 +61,12 @@ impl IdempotencyStore for SqliteIdempotency {
         self.database
             .inner
             .writer
-            .write(Box::new(move |conn, now| {
-                Box::pin(async move {
-                    let now_us = micros(now);
-                    let claimed = sqlx::query(
+            .write(
+                Isolation::Statement,
+                Box::new(move |conn, now| {
+                    Box::pin(async move {
+                        let now_us = micros(now);
+                        let claimed = sqlx::query(
                         "INSERT INTO idempotency_keys (instance_id, principal, key, fingerprint, \
                            command_id, registration_id, sealed_code, created_at, expires_at) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
@@ -87,45 +89,49 @@ impl IdempotencyStore for SqliteIdempotency {
                     .execute(&mut *conn)
                     .await
                     .map_err(map_error)?;
-                    sqlx::query(
-                        "DELETE FROM idempotency_keys WHERE (instance_id, principal, key) IN \
+                        sqlx::query(
+                            "DELETE FROM idempotency_keys WHERE (instance_id, principal, key) IN \
                          (SELECT instance_id, principal, key FROM idempotency_keys \
                           WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 8)",
-                    )
-                    .bind(now_us)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(map_error)?;
-                    if claimed.rows_affected() > 0 {
-                        return Ok(Outcome::Keep(Claim::New));
-                    }
-                    let (fingerprint, command, registration, sealed, at): Row = sqlx::query_as(
-                        "SELECT fingerprint, command_id, registration_id, sealed_code, \
+                        )
+                        .bind(now_us)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_error)?;
+                        if claimed.rows_affected() > 0 {
+                            return Ok(Outcome::Keep(Claim::New));
+                        }
+                        let (fingerprint, command, registration, sealed, at): Row = sqlx::query_as(
+                            "SELECT fingerprint, command_id, registration_id, sealed_code, \
                          created_at FROM idempotency_keys \
                          WHERE instance_id = ?1 AND principal = ?2 AND key = ?3",
-                    )
-                    .bind(&instance)
-                    .bind(&principal)
-                    .bind(&key)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(map_error)?;
-                    let sealed_code: Option<SealedCode> = sealed
-                        .map(|s| serde_json::from_str(&s))
-                        .transpose()
-                        .map_err(internal)?;
-                    Ok(Outcome::Keep(Claim::Existing {
-                        record: IdempotencyRecord {
-                            fingerprint,
-                            command: CommandId(Uuid::parse_str(&command).map_err(internal)?),
-                            registration: RegistrationId::parse("registration_id", registration)
+                        )
+                        .bind(&instance)
+                        .bind(&principal)
+                        .bind(&key)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_error)?;
+                        let sealed_code: Option<SealedCode> = sealed
+                            .map(|s| serde_json::from_str(&s))
+                            .transpose()
+                            .map_err(internal)?;
+                        Ok(Outcome::Keep(Claim::Existing {
+                            record: IdempotencyRecord {
+                                fingerprint,
+                                command: CommandId(Uuid::parse_str(&command).map_err(internal)?),
+                                registration: RegistrationId::parse(
+                                    "registration_id",
+                                    registration,
+                                )
                                 .map_err(internal)?,
-                            sealed_code,
-                        },
-                        at: from_micros(at),
-                    }))
-                })
-            }))
+                                sealed_code,
+                            },
+                            at: from_micros(at),
+                        }))
+                    })
+                }),
+            )
             .await
             .map_err(port)
     }

@@ -2,9 +2,12 @@
 //! that wait together commit in one transaction (one flush of the log for all of them).
 //!
 //! SQLite takes one writer at a time per file, so several writing connections would only wait
-//! for each other (in the busy handler's sleeps). Each write runs inside a savepoint of the
-//! batch's transaction: one that fails or is refused rolls back alone, and is answered only
-//! after the batch's commit, so nobody is told "done" before it is durable. The transaction
+//! for each other (in the busy handler's sleeps). A write of several statements runs inside a
+//! savepoint of the batch's transaction, so that one that fails or is refused rolls back
+//! alone; a write that is one statement (or whose only changes before its decision are
+//! harmless, such as removing lapsed entries) runs without one, as SQLite undoes a failed
+//! statement by itself. Every write is answered only after the batch's commit, so nobody is
+//! told "done" before it is durable. The transaction
 //! starts with `BEGIN IMMEDIATE`, which takes the file's write lock: writers of other
 //! processes on the same file wait for it (up to the busy time-out), so a check and the write
 //! it guards (a version, a budget) are exact across processes.
@@ -26,11 +29,21 @@ const MAX_BATCH: usize = 256;
 pub(crate) enum Outcome<T> {
     /// Commit its changes.
     Keep(T),
-    /// Roll its changes back, and answer this.
+    /// Roll its changes back (those of a write in a savepoint; a write without one has none
+    /// that matter), and answer this.
     Discard(T),
 }
 
-/// A write's body: runs on the writer's connection, inside its own savepoint, at `now`.
+/// Whether a write needs a savepoint of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// Several statements that must roll back together on a refusal or an error.
+    Savepoint,
+    /// One statement, or statements whose changes may stay whatever it decides.
+    Statement,
+}
+
+/// A write's body: runs on the writer's connection at `now`.
 pub(crate) type Body<T> = Box<
     dyn for<'c> FnOnce(
             &'c mut SqliteConnection,
@@ -42,20 +55,27 @@ pub(crate) type Body<T> = Box<
 /// How a write is answered once its batch is settled (committed, or not).
 type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+/// What running a write came to: keep its changes, an error that ends the batch, its answer.
+type Ran = (bool, Option<StoreError>, Answer);
+
 /// A write waiting for the writer.
 trait Job: Send {
-    /// Runs it; whether to keep its changes, and how to answer once the batch is settled.
+    /// Runs it; whether to keep its changes, the error that ends the batch if one did, and
+    /// how to answer once the batch is settled.
     fn run<'c>(
         self: Box<Self>,
         conn: &'c mut SqliteConnection,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'c, (bool, Answer)>;
+    ) -> BoxFuture<'c, Ran>;
     /// Answers without running: the batch could not start.
     fn fail(self: Box<Self>, error: StoreError);
+    /// Whether it runs in a savepoint.
+    fn isolation(&self) -> Isolation;
 }
 
 struct Task<T> {
     body: Body<T>,
+    isolation: Isolation,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -64,18 +84,20 @@ impl<T: Send + 'static> Job for Task<T> {
         self: Box<Self>,
         conn: &'c mut SqliteConnection,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'c, (bool, Answer)> {
-        let Task { body, reply } = *self;
+    ) -> BoxFuture<'c, Ran> {
+        let Task { body, reply, .. } = *self;
         Box::pin(async move {
             match body(conn, now).await {
                 Ok(Outcome::Keep(value)) => (
                     true,
+                    None,
                     Box::new(move |settled: Result<(), StoreError>| {
                         let _ = reply.send(settled.map(|()| value));
                     }) as Answer,
                 ),
                 Ok(Outcome::Discard(value)) => (
                     false,
+                    None,
                     Box::new(move |settled: Result<(), StoreError>| {
                         // Nothing of it is written either way; a failed commit is still the
                         // answer, so that a refusal is never reported from a broken batch.
@@ -84,6 +106,8 @@ impl<T: Send + 'static> Job for Task<T> {
                 ),
                 Err(e) => (
                     false,
+                    // Busy, full, I/O: SQLite may have rolled the transaction back.
+                    matches!(e, StoreError::Unavailable(_)).then(|| e.clone()),
                     Box::new(move |_: Result<(), StoreError>| {
                         let _ = reply.send(Err(e));
                     }) as Answer,
@@ -94,6 +118,10 @@ impl<T: Send + 'static> Job for Task<T> {
 
     fn fail(self: Box<Self>, error: StoreError) {
         let _ = self.reply.send(Err(error));
+    }
+
+    fn isolation(&self) -> Isolation {
+        self.isolation
     }
 }
 
@@ -122,10 +150,18 @@ impl Writer {
     /// Runs `body` in the next batch; its answer once the batch committed (or failed). A
     /// caller that waited past the time-out, or whose writer is gone, gets
     /// [`StoreError::Unknown`]: the write may still be committed.
-    pub(crate) async fn write<T: Send + 'static>(&self, body: Body<T>) -> Result<T, StoreError> {
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        isolation: Isolation,
+        body: Body<T>,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Box::new(Task { body, reply }))
+            .send(Box::new(Task {
+                body,
+                isolation,
+                reply,
+            }))
             .map_err(|_| StoreError::Unavailable("sqlite: the writer has stopped".into()))?;
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(result)) => result,
@@ -172,19 +208,29 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::UnboundedReceiver<Box<d
                 job.fail(e.clone());
                 continue;
             }
-            if let Err(e) = exec(&mut conn, "SAVEPOINT job").await {
-                broken = Some(e.clone());
-                job.fail(e);
-                continue;
+            let isolated = job.isolation() == Isolation::Savepoint;
+            if isolated {
+                if let Err(e) = exec(&mut conn, "SAVEPOINT job").await {
+                    broken = Some(e.clone());
+                    job.fail(e);
+                    continue;
+                }
             }
-            let (keep, answer) = job.run(&mut conn, now).await;
-            let closed = if keep {
-                exec(&mut conn, "RELEASE job").await
-            } else {
-                match exec(&mut conn, "ROLLBACK TO job").await {
+            let (keep, fatal, answer) = job.run(&mut conn, now).await;
+            let closed = match (isolated, keep) {
+                (true, true) => exec(&mut conn, "RELEASE job").await,
+                (true, false) => match exec(&mut conn, "ROLLBACK TO job").await {
                     Ok(()) => exec(&mut conn, "RELEASE job").await,
                     Err(e) => Err(e),
-                }
+                },
+                // A failed statement is undone by SQLite itself.
+                (false, _) => Ok(()),
+            };
+            // A full disk, an I/O error or a lost lock may have rolled the whole transaction
+            // back: the batch ends here.
+            let closed = match fatal {
+                Some(e) => Err(e),
+                None => closed,
             };
             if let Err(e) = closed {
                 broken = Some(e);
