@@ -73,53 +73,30 @@ async fn remove(conn: &mut SqliteConnection, key: &str, member: &str) -> Result<
     Ok(true)
 }
 
-/// `None` if `rule` admits one more entry under `take.key` (whose newest entry is numbered
-/// `last`), else when it will (inner `None`: not by time alone).
-async fn refusal(
+/// `None` if a held `rule` (or a gate) admits one more entry under `take.key` (whose newest
+/// entry is numbered `last`), else when it will (inner `None`: not by time alone).
+async fn held_refusal(
     conn: &mut SqliteConnection,
     take: &BudgetTake,
     rule: &Rule,
     last: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<Option<std::time::Duration>>, StoreError> {
-    let now_us = micros(now);
-    match *rule {
-        Rule::Window { max: 0, .. } => Ok(Some(None)),
-        Rule::Window { max, window } => {
-            // Fewer entries than the max cannot fill any window.
-            if last < i64::from(max) {
-                return Ok(None);
-            }
-            let probe: Option<i64> =
-                sqlx::query_scalar("SELECT at FROM budget_entries WHERE key = ?1 AND seq = ?2")
-                    .bind(&take.key)
-                    .bind(last - i64::from(max) + 1)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_error)?;
-            let window = micros_of(window);
-            Ok(probe
-                .filter(|&at| at > now_us.saturating_sub(window))
-                .map(|at| until(now, at.saturating_add(window))))
-        }
-        Rule::Held { .. } | Rule::Absent => {
-            let cap = max_of(rule);
-            // A key whose newest number is below the cap cannot hold it full: no count (a
-            // user with many registrations under a large cap).
-            if last < i64::from(cap) {
-                return Ok(None);
-            }
-            let (held, soonest): (i64, Option<i64>) = sqlx::query_as(
-                "SELECT count(*), min(until) FROM budget_entries WHERE key = ?1 AND until > ?2",
-            )
-            .bind(&take.key)
-            .bind(now_us)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map_error)?;
-            Ok((held >= i64::from(cap)).then(|| soonest.and_then(|s| until(now, s))))
-        }
+    let cap = max_of(rule);
+    // A key whose newest number is below the cap cannot hold it full: no count (a user with
+    // many registrations under a large cap).
+    if last < i64::from(cap) {
+        return Ok(None);
     }
+    let (held, soonest): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), min(until) FROM budget_entries WHERE key = ?1 AND until > ?2",
+    )
+    .bind(&take.key)
+    .bind(micros(now))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_error)?;
+    Ok((held >= i64::from(cap)).then(|| soonest.and_then(|s| until(now, s))))
 }
 
 fn max_of(rule: &Rule) -> u32 {
@@ -138,42 +115,102 @@ async fn take(
     request: TakeRequest,
 ) -> Result<Outcome<TakeOutcome>, StoreError> {
     let now_us = micros(now);
-    let mut entries: Vec<(usize, i64, i64)> = Vec::with_capacity(request.takes.len());
-    for (i, budget) in request.takes.iter().enumerate() {
+    let takes = &request.takes;
+    if takes.is_empty() {
+        return Ok(Outcome::Keep(TakeOutcome::Taken));
+    }
+    // Every budget's member entry, if any, and its key's newest number: one statement.
+    let keys: Vec<String> = (0..takes.len())
+        .map(|i| format!("({i}, ?{}, ?{})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!(
+        "WITH k(i, key, member) AS (VALUES {}) \
+         SELECT k.i, (SELECT b.until FROM budget_entries b \
+                       WHERE b.key = k.key AND b.member = k.member), \
+                     (SELECT coalesce(max(b.seq), 0) FROM budget_entries b WHERE b.key = k.key) \
+         FROM k ORDER BY k.i",
+        keys.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (i64, Option<i64>, i64)>(&sql);
+    for budget in takes {
+        query = query.bind(&budget.key).bind(&budget.member);
+    }
+    let found = query.fetch_all(&mut *conn).await.map_err(map_error)?;
+    // Per budget: `None` when its member counts already (a repeated take: admitted, adds
+    // nothing), else its key's newest number.
+    let mut lasts: Vec<Option<i64>> = Vec::with_capacity(takes.len());
+    for (budget, (_, counted, last)) in takes.iter().zip(found) {
         let adds = budget.rules.iter().any(Rule::adds);
-        // The member's entry, if any, and the key's newest number: one statement.
-        let (counted, last): (Option<i64>, i64) = sqlx::query_as(
-            "SELECT (SELECT until FROM budget_entries WHERE key = ?1 AND member = ?2), \
-                    (SELECT coalesce(max(seq), 0) FROM budget_entries WHERE key = ?1)",
-        )
-        .bind(&budget.key)
-        .bind(&budget.member)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_error)?;
-        let mut last = last;
-        if adds {
-            match counted {
-                // Counted already: a repeated take is admitted and adds nothing.
-                Some(until) if until > now_us => continue,
-                // A lapsed entry of the same member makes way (the key's newer entries move
-                // down: its number again).
-                Some(_) => {
-                    remove(conn, &budget.key, &budget.member).await?;
-                    last = last_seq(conn, &budget.key).await?;
+        lasts.push(match counted {
+            Some(until) if adds && until > now_us => None,
+            // A lapsed entry of the same member makes way (the key's newer entries move down:
+            // its number again).
+            Some(_) if adds => {
+                remove(conn, &budget.key, &budget.member).await?;
+                Some(last_seq(conn, &budget.key).await?)
+            }
+            _ => Some(last),
+        });
+    }
+    // Every window's probe (the entry `max` places back from the newest): one statement.
+    let mut probes: Vec<(usize, usize, i64)> = Vec::new();
+    for (i, budget) in takes.iter().enumerate() {
+        let Some(last) = lasts[i] else { continue };
+        for (r, rule) in budget.rules.iter().enumerate() {
+            if let Rule::Window { max, .. } = *rule {
+                if max > 0 && last >= i64::from(max) {
+                    probes.push((i, r, last - i64::from(max) + 1));
                 }
-                None => {}
             }
         }
-        for rule in &budget.rules {
-            if let Some(retry_after) = refusal(conn, budget, rule, last, now).await? {
+    }
+    let mut probed: std::collections::HashMap<(usize, usize), i64> =
+        std::collections::HashMap::new();
+    if !probes.is_empty() {
+        let rows: Vec<String> = (0..probes.len())
+            .map(|p| format!("({p}, ?{}, ?{})", 2 * p + 1, 2 * p + 2))
+            .collect();
+        let sql = format!(
+            "WITH p(n, key, seq) AS (VALUES {}) \
+             SELECT p.n, (SELECT b.at FROM budget_entries b WHERE b.key = p.key AND b.seq = p.seq) \
+             FROM p",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (i64, Option<i64>)>(&sql);
+        for &(i, _, seq) in &probes {
+            query = query.bind(&takes[i].key).bind(seq);
+        }
+        for (n, at) in query.fetch_all(&mut *conn).await.map_err(map_error)? {
+            if let (Some(&(i, r, _)), Some(at)) = (probes.get(n as usize), at) {
+                probed.insert((i, r), at);
+            }
+        }
+    }
+    let mut entries: Vec<(usize, i64, i64)> = Vec::with_capacity(takes.len());
+    for (i, budget) in takes.iter().enumerate() {
+        let Some(last) = lasts[i] else { continue };
+        for (r, rule) in budget.rules.iter().enumerate() {
+            let refused = match *rule {
+                Rule::Window { max: 0, .. } => Some(None),
+                Rule::Window { window, .. } => {
+                    let window = micros_of(window);
+                    probed
+                        .get(&(i, r))
+                        .filter(|&&at| at > now_us.saturating_sub(window))
+                        .map(|&at| until(now, at.saturating_add(window)))
+                }
+                Rule::Held { .. } | Rule::Absent => {
+                    held_refusal(conn, budget, rule, last, now).await?
+                }
+            };
+            if let Some(retry_after) = refused {
                 return Ok(Outcome::Discard(TakeOutcome::Refused {
                     take: i,
                     retry_after,
                 }));
             }
         }
-        if adds {
+        if budget.rules.iter().any(Rule::adds) {
             let keep = budget
                 .rules
                 .iter()
@@ -189,7 +226,7 @@ async fn take(
         let sql = format!("INSERT INTO budget_entries (key, seq, member, at, until) VALUES {rows}");
         let mut insert = sqlx::query(&sql);
         for &(i, seq, until) in &entries {
-            let budget = &request.takes[i];
+            let budget = &takes[i];
             insert = insert
                 .bind(&budget.key)
                 .bind(seq)
@@ -200,7 +237,7 @@ async fn take(
         insert.execute(&mut *conn).await.map_err(map_error)?;
     }
     for &(i, seq, _) in &entries {
-        let budget = &request.takes[i];
+        let budget = &takes[i];
         // A windowed key's entries deeper than its deepest window can never be probed again.
         let windows: Vec<u32> = budget
             .rules
