@@ -200,3 +200,53 @@ async fn a_backup_taken_while_writing_holds_every_acknowledged_write_and_can_be_
         .await
         .expect("the restored file takes writes");
 }
+
+/// Given a file capped at 256 KiB (as a full disk), when appends of 4 KiB events go on past
+/// the cap, then the append that does not fit fails as UNAVAILABLE (or as an outcome unknown,
+/// which the command service settles by reading its stream), nothing of it is written, every
+/// acknowledged append is there whole, and the store keeps answering reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_file_refuses_the_write_that_does_not_fit_and_keeps_the_rest() {
+    let dir = TempDir::new();
+    let database =
+        Database::open(SqliteOptions::new(dir.file("small.db")).with_max_size(256 * 1024))
+            .await
+            .unwrap();
+    let store = SqliteStore::<TestEvent>::new(database);
+    let big = |n: usize| NewEvent {
+        event: TestEvent {
+            kind: "test.big".into(),
+            body: serde_json::json!({ "n": n, "pad": "x".repeat(4096) }),
+        },
+        ..event(n)
+    };
+    let mut acknowledged = 0;
+    let refused = loop {
+        match store
+            .append(Append::new(
+                stream(acknowledged),
+                ExpectedVersion::NoStream,
+                vec![big(0), big(1)],
+            ))
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(e) => break e,
+        }
+        assert!(acknowledged < 1_000, "the cap never bound");
+    };
+    assert!(
+        matches!(refused, StoreError::Unavailable(_) | StoreError::Unknown(_)),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("full"), "{refused}");
+    let feed = store.read_all(0, usize::MAX).await.expect("reads go on");
+    assert_eq!(
+        feed.len(),
+        acknowledged * 2,
+        "every acknowledged append, and nothing else"
+    );
+    assert!(acknowledged > 0);
+    let last = store.read_stream(&stream(acknowledged)).await.unwrap();
+    assert!(last.is_empty(), "nothing of the refused append");
+}

@@ -51,6 +51,7 @@ pub struct SqliteOptions {
     busy_timeout: Duration,
     readers: u32,
     operation_timeout: Duration,
+    max_size: Option<u64>,
 }
 
 impl SqliteOptions {
@@ -63,6 +64,7 @@ impl SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             operation_timeout: Duration::from_secs(10),
+            max_size: None,
         }
     }
 
@@ -113,6 +115,15 @@ impl SqliteOptions {
         self
     }
 
+    /// Caps the file at about `bytes` (SQLite's `max_page_count`, in pages of 4 KiB): a
+    /// write that would grow it further fails as a full disk does, UNAVAILABLE and nothing of
+    /// its batch written, so a runaway cannot fill the volume the host needs for more. No cap
+    /// by default.
+    pub fn with_max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -124,7 +135,7 @@ impl SqliteOptions {
     }
 
     fn connect_options(&self) -> SqliteConnectOptions {
-        SqliteConnectOptions::new()
+        let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
@@ -133,7 +144,11 @@ impl SqliteOptions {
                 Durability::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(self.busy_timeout)
-            .foreign_keys(false)
+            .foreign_keys(false);
+        match self.max_size {
+            Some(bytes) => options.pragma("max_page_count", (bytes / 4096).max(1).to_string()),
+            None => options,
+        }
     }
 }
 
@@ -187,7 +202,7 @@ impl Database {
             .connect_lazy_with(connect);
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Writer::start(writer, options.operation_timeout),
+                writer: Writer::start(writer, options.operation_timeout, options.durability),
                 readers,
                 options,
             }),

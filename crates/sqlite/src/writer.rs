@@ -20,6 +20,7 @@ use otp_sms_core::StoreError;
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::database::Durability;
 use crate::error::map_error;
 
 /// At most this many writes commit together.
@@ -41,6 +42,17 @@ pub(crate) enum Isolation {
     Savepoint,
     /// One statement, or statements whose changes may stay whatever it decides.
     Statement,
+}
+
+/// Whether a write's answer waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// As the database's durability says (the default).
+    Durable,
+    /// Never: a power cut may forget it, as PostgreSQL's budget takes with
+    /// `synchronous_commit = off` (a forgotten budget take errs toward sending a few more). It
+    /// commits before the durable writes that wait with it, so their flush carries it too.
+    Lazy,
 }
 
 /// A write's body: runs on the writer's connection at `now`.
@@ -71,11 +83,14 @@ trait Job: Send {
     fn fail(self: Box<Self>, error: StoreError);
     /// Whether it runs in a savepoint.
     fn isolation(&self) -> Isolation;
+    /// Whether it may commit without waiting for the disk.
+    fn lazy(&self) -> bool;
 }
 
 struct Task<T> {
     body: Body<T>,
     isolation: Isolation,
+    flush: Flush,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
@@ -123,6 +138,10 @@ impl<T: Send + 'static> Job for Task<T> {
     fn isolation(&self) -> Isolation {
         self.isolation
     }
+
+    fn lazy(&self) -> bool {
+        self.flush == Flush::Lazy
+    }
 }
 
 /// The writer's queue.
@@ -141,9 +160,9 @@ impl std::fmt::Debug for dyn Job {
 impl Writer {
     /// Starts the writer on `conn` (a task of the current runtime). Calls wait at most
     /// `timeout` for their answer.
-    pub(crate) fn start(conn: SqliteConnection, timeout: Duration) -> Self {
+    pub(crate) fn start(conn: SqliteConnection, timeout: Duration, durability: Durability) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, jobs));
+        tokio::spawn(run(conn, jobs, durability));
         Self { queue, timeout }
     }
 
@@ -155,11 +174,22 @@ impl Writer {
         isolation: Isolation,
         body: Body<T>,
     ) -> Result<T, StoreError> {
+        self.write_flushed(isolation, Flush::Durable, body).await
+    }
+
+    /// [`Writer::write`], with its answer waiting for the disk or not.
+    pub(crate) async fn write_flushed<T: Send + 'static>(
+        &self,
+        isolation: Isolation,
+        flush: Flush,
+        body: Body<T>,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Box::new(Task {
                 body,
                 isolation,
+                flush,
                 reply,
             }))
             .map_err(|_| StoreError::Unavailable("sqlite: the writer has stopped".into()))?;
@@ -183,9 +213,16 @@ async fn exec(conn: &mut SqliteConnection, sql: &str) -> Result<(), StoreError> 
         .map_err(map_error)
 }
 
-/// The writer's loop: a batch of what waits, in one transaction.
-async fn run(mut conn: SqliteConnection, mut jobs: mpsc::UnboundedReceiver<Box<dyn Job>>) {
+/// The writer's loop: what waits, in at most two transactions: the writes that may commit
+/// without waiting for the disk (budget takes), then the others.
+async fn run(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::UnboundedReceiver<Box<dyn Job>>,
+    durability: Durability,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    // What the connection's `synchronous` is now (the file is opened with the durability).
+    let mut flushing = durability == Durability::Full;
     while let Some(first) = jobs.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -194,63 +231,88 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::UnboundedReceiver<Box<d
                 Err(_) => break,
             }
         }
-        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
-            for job in batch.drain(..) {
-                job.fail(e.clone());
-            }
-            continue;
-        }
-        let now = Utc::now();
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut broken: Option<StoreError> = None;
-        for job in batch.drain(..) {
-            if let Some(e) = &broken {
-                job.fail(e.clone());
+        let (lazy, durable): (Vec<_>, Vec<_>) = batch.drain(..).partition(|job| job.lazy());
+        for (group, flush) in [(lazy, false), (durable, durability == Durability::Full)] {
+            if group.is_empty() {
                 continue;
             }
-            let isolated = job.isolation() == Isolation::Savepoint;
-            if isolated {
-                if let Err(e) = exec(&mut conn, "SAVEPOINT job").await {
-                    broken = Some(e.clone());
-                    job.fail(e);
+            if flush != flushing {
+                let pragma = if flush {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                };
+                if let Err(e) = exec(&mut conn, pragma).await {
+                    for job in group {
+                        job.fail(e.clone());
+                    }
                     continue;
                 }
+                flushing = flush;
             }
-            let (keep, fatal, answer) = job.run(&mut conn, now).await;
-            let closed = match (isolated, keep) {
-                (true, true) => exec(&mut conn, "RELEASE job").await,
-                (true, false) => match exec(&mut conn, "ROLLBACK TO job").await {
-                    Ok(()) => exec(&mut conn, "RELEASE job").await,
-                    Err(e) => Err(e),
-                },
-                // A failed statement is undone by SQLite itself.
-                (false, _) => Ok(()),
-            };
-            // A full disk, an I/O error or a lost lock may have rolled the whole transaction
-            // back: the batch ends here.
-            let closed = match fatal {
-                Some(e) => Err(e),
-                None => closed,
-            };
-            if let Err(e) = closed {
-                broken = Some(e);
-            }
-            answers.push(answer);
+            transaction(&mut conn, group).await;
         }
-        let settled = match broken {
-            Some(e) => Err(e),
-            // A commit that failed may, on an I/O error, have reached the disk in part:
-            // whoever waits for it must find out (an append reads its stream for its command).
-            None => exec(&mut conn, "COMMIT")
-                .await
-                .map_err(|e| StoreError::Unknown(e.to_string())),
+    }
+}
+
+/// `jobs` in one transaction, each answered once it is settled.
+async fn transaction(conn: &mut SqliteConnection, jobs: Vec<Box<dyn Job>>) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
+        for job in jobs {
+            job.fail(e.clone());
+        }
+        return;
+    }
+    let now = Utc::now();
+    let mut answers = Vec::with_capacity(jobs.len());
+    let mut broken: Option<StoreError> = None;
+    for job in jobs {
+        if let Some(e) = &broken {
+            job.fail(e.clone());
+            continue;
+        }
+        let isolated = job.isolation() == Isolation::Savepoint;
+        if isolated {
+            if let Err(e) = exec(conn, "SAVEPOINT job").await {
+                broken = Some(e.clone());
+                job.fail(e);
+                continue;
+            }
+        }
+        let (keep, fatal, answer) = job.run(conn, now).await;
+        let closed = match (isolated, keep) {
+            (true, true) => exec(conn, "RELEASE job").await,
+            (true, false) => match exec(conn, "ROLLBACK TO job").await {
+                Ok(()) => exec(conn, "RELEASE job").await,
+                Err(e) => Err(e),
+            },
+            // A failed statement is undone by SQLite itself.
+            (false, _) => Ok(()),
         };
-        if settled.is_err() {
-            // Nothing of the batch is written: SQLite rolls a failed commit back, or we do.
-            let _ = exec(&mut conn, "ROLLBACK").await;
+        // A full disk, an I/O error or a lost lock may have rolled the whole transaction
+        // back: the batch ends here.
+        let closed = match fatal {
+            Some(e) => Err(e),
+            None => closed,
+        };
+        if let Err(e) = closed {
+            broken = Some(e);
         }
-        for answer in answers {
-            answer(settled.clone());
-        }
+        answers.push(answer);
+    }
+    let settled = match broken {
+        Some(e) => Err(e),
+        // A commit that failed may, on an I/O error, have reached the disk in part: whoever
+        // waits for it must find out (an append reads its stream for its command).
+        None => exec(conn, "COMMIT")
+            .await
+            .map_err(|e| StoreError::Unknown(e.to_string())),
+    };
+    if settled.is_err() {
+        // Nothing of the batch is written: SQLite rolls a failed commit back, or we do.
+        let _ = exec(conn, "ROLLBACK").await;
+    }
+    for answer in answers {
+        answer(settled.clone());
     }
 }
