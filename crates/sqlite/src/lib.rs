@@ -34,6 +34,7 @@ mod database;
 mod error;
 mod events;
 mod idempotency;
+mod options;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod time;
@@ -41,7 +42,8 @@ mod writer;
 
 pub use budgets::SqliteBudgets;
 pub use checkpoints::SqliteCheckpoints;
-pub use database::{Database, Durability, SqliteOptions, MIGRATOR};
+pub use database::{Database, MIGRATOR};
 pub use error::map_error;
 pub use events::SqliteStore;
 pub use idempotency::SqliteIdempotency;
+pub use options::{Durability, SqliteOptions};

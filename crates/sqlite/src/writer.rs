@@ -20,8 +20,8 @@ use otp_sms_core::StoreError;
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::database::Durability;
 use crate::error::map_error;
+use crate::options::Durability;
 
 /// At most this many writes commit together.
 const MAX_BATCH: usize = 256;
