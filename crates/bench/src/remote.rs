@@ -429,80 +429,59 @@ impl Remote {
             clients.push(this.client().await?);
         }
         let share = move |k: usize| (k * n / c, (k + 1) * n / c);
+        let shares: Vec<(Client, (usize, usize))> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(k, client)| (client, share(k)))
+            .collect();
         let mut add_per_sec = serde_json::Value::Null;
-        let mut work: Vec<(Client, Vec<(String, String)>)> = Vec::with_capacity(c);
-        if this.protocol.is_baseline() {
-            work = clients
+        let work: Vec<(Client, Vec<(String, String)>)> = if this.protocol.is_baseline() {
+            let request = (String::from("bench-registration"), String::from("12345678"));
+            shares
                 .into_iter()
-                .enumerate()
-                .map(|(k, client)| {
-                    let (from, to) = share(k);
-                    let request = (String::from("bench-registration"), String::from("12345678"));
-                    (client, vec![request; to - from])
-                })
-                .collect();
+                .map(|(client, (from, to))| (client, vec![request.clone(); to - from]))
+                .collect()
         } else {
             eprintln!(
                 "adding {n} registrations from {c} clients over {}",
                 this.protocol.name()
             );
             let started = Instant::now();
-            let tasks: Vec<_> = clients
-                .into_iter()
-                .enumerate()
-                .map(|(k, mut client)| {
-                    let this = Arc::clone(&this);
-                    tokio::spawn(async move {
-                        let (from, to) = share(k);
-                        let mut added = Vec::with_capacity(to - from);
-                        for i in from..to {
-                            added.push(this.add(&mut client, i).await?);
-                        }
-                        Ok::<_, String>((client, added))
-                    })
-                })
-                .collect();
-            for task in tasks {
-                work.push(task.await.map_err(|e| e.to_string())??);
-            }
+            let added = per_client(&this, shares, |this, (mut client, (from, to))| async move {
+                let mut added = Vec::with_capacity(to - from);
+                for i in from..to {
+                    added.push(this.add(&mut client, i).await?);
+                }
+                Ok((client, added))
+            })
+            .await?;
             add_per_sec = (n as f64 / started.elapsed().as_secs_f64()).round().into();
-        }
+            added
+        };
         eprintln!(
             "verifying {n} from {c} clients over {}",
             this.protocol.name()
         );
         let started = Instant::now();
-        let tasks: Vec<_> = work
-            .into_iter()
-            .map(|(mut client, added)| {
-                let this = Arc::clone(&this);
-                tokio::spawn(async move {
-                    let mut latencies = Vec::with_capacity(added.len());
-                    for (id, code) in &added {
-                        let t = Instant::now();
-                        this.verify(&mut client, id, code).await?;
-                        latencies.push(t.elapsed().as_nanos() as u64);
-                    }
-                    Ok::<_, String>((client, added, latencies))
-                })
-            })
-            .collect();
-        let mut latencies = Vec::with_capacity(n);
-        let mut verified = Vec::with_capacity(c);
-        for task in tasks {
-            let (client, added, took) = task.await.map_err(|e| e.to_string())??;
-            latencies.extend(took);
-            verified.push((client, added));
-        }
+        let verified = per_client(&this, work, |this, (mut client, added)| async move {
+            let mut latencies = Vec::with_capacity(added.len());
+            for (id, code) in &added {
+                let t = Instant::now();
+                this.verify(&mut client, id, code).await?;
+                latencies.push(t.elapsed().as_nanos() as u64);
+            }
+            Ok(((client, added), latencies))
+        })
+        .await?;
         let took = started.elapsed();
-        latencies.sort_unstable();
+        let (verified, latencies) = merged(verified);
         let target = if this.protocol.is_baseline() {
             "baseline"
         } else {
             "server"
         };
         let sign_in = if this.sign_in && !this.protocol.is_baseline() {
-            Some(Arc::clone(&this).sign_in(verified).await?)
+            Some(this.sign_in(verified).await?)
         } else {
             None
         };
@@ -530,7 +509,7 @@ impl Remote {
     /// then checks each with its code, naming the registration as the challenge's answer did;
     /// the rates of both phases and the checks' latencies.
     async fn sign_in(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         verified: Vec<(Client, Vec<(String, String)>)>,
     ) -> Result<serde_json::Value, String> {
         let n = self.registrations;
@@ -540,52 +519,34 @@ impl Remote {
             self.protocol.name()
         );
         let started = Instant::now();
-        let tasks: Vec<_> = verified
-            .into_iter()
-            .map(|(mut client, added)| {
-                let this = Arc::clone(&self);
-                tokio::spawn(async move {
-                    let mut challenged = Vec::with_capacity(added.len());
-                    for (id, _) in added {
-                        let binding = format!("session-{id}");
-                        let code = this.challenge(&mut client, &id, &binding).await?;
-                        challenged.push((id, binding, code));
-                    }
-                    Ok::<_, String>((client, challenged))
-                })
-            })
-            .collect();
-        let mut work = Vec::with_capacity(c);
-        for task in tasks {
-            work.push(task.await.map_err(|e| e.to_string())??);
-        }
+        let work = per_client(self, verified, |this, (mut client, added)| async move {
+            let mut challenged = Vec::with_capacity(added.len());
+            for (id, _) in added {
+                let binding = format!("session-{id}");
+                let code = this.challenge(&mut client, &id, &binding).await?;
+                challenged.push((id, binding, code));
+            }
+            Ok((client, challenged))
+        })
+        .await?;
         let challenge_took = started.elapsed();
         eprintln!(
             "checking {n} from {c} clients over {}",
             self.protocol.name()
         );
         let started = Instant::now();
-        let tasks: Vec<_> = work
-            .into_iter()
-            .map(|(mut client, challenged)| {
-                let this = Arc::clone(&self);
-                tokio::spawn(async move {
-                    let mut latencies = Vec::with_capacity(challenged.len());
-                    for (id, binding, code) in &challenged {
-                        let t = Instant::now();
-                        this.check(&mut client, id, binding, code).await?;
-                        latencies.push(t.elapsed().as_nanos() as u64);
-                    }
-                    Ok::<_, String>(latencies)
-                })
-            })
-            .collect();
-        let mut latencies = Vec::with_capacity(n);
-        for task in tasks {
-            latencies.extend(task.await.map_err(|e| e.to_string())??);
-        }
+        let checked = per_client(self, work, |this, (mut client, challenged)| async move {
+            let mut latencies = Vec::with_capacity(challenged.len());
+            for (id, binding, code) in &challenged {
+                let t = Instant::now();
+                this.check(&mut client, id, binding, code).await?;
+                latencies.push(t.elapsed().as_nanos() as u64);
+            }
+            Ok(((), latencies))
+        })
+        .await?;
         let check_took = started.elapsed();
-        latencies.sort_unstable();
+        let (_, latencies) = merged(checked);
         let rate = |t: Duration| (n as f64 / t.as_secs_f64()).round();
         Ok(serde_json::json!({
             "challenge_per_sec": rate(challenge_took),
@@ -594,6 +555,44 @@ impl Remote {
             "check_p99_us": crate::percentile(&latencies, 99.0),
         }))
     }
+}
+
+/// Runs `step` on each client's part of `work` at once, a task each; what each returned, in
+/// client order (the first error, if any).
+async fn per_client<W, R, F, Fut>(
+    this: &Arc<Remote>,
+    work: Vec<W>,
+    step: F,
+) -> Result<Vec<R>, String>
+where
+    W: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Arc<Remote>, W) -> Fut,
+    Fut: std::future::Future<Output = Result<R, String>> + Send + 'static,
+{
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|w| tokio::spawn(step(Arc::clone(this), w)))
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.map_err(|e| e.to_string())??);
+    }
+    Ok(out)
+}
+
+/// Each client's result and latencies: the results, and every latency sorted.
+fn merged<T>(parts: Vec<(T, Vec<u64>)>) -> (Vec<T>, Vec<u64>) {
+    let mut latencies = Vec::new();
+    let results = parts
+        .into_iter()
+        .map(|(result, took)| {
+            latencies.extend(took);
+            result
+        })
+        .collect();
+    latencies.sort_unstable();
+    (results, latencies)
 }
 
 /// The resident memory of process `pid`, in KiB (Linux).

@@ -6,7 +6,6 @@ use otp_sms_core::{CheckpointStore, PortError};
 
 use crate::database::Database;
 use crate::error::{map_error, port};
-use crate::writer::{Isolation, Outcome};
 
 /// How far each named subscription has handled the event feed, in a SQLite file. A save only
 /// moves a checkpoint forward, so a slow process cannot send a faster one's back. Passes
@@ -40,27 +39,16 @@ impl CheckpointStore for SqliteCheckpoints {
             .map_err(|_| PortError::Internal(format!("position {position} out of range")))?;
         let name = name.to_owned();
         self.database
-            .inner
-            .writer
-            .write(
-                Isolation::Statement,
-                Box::new(move |conn, _| {
-                    Box::pin(async move {
-                        sqlx::query(
-                            "INSERT INTO checkpoints (name, position) VALUES (?1, ?2) \
-                         ON CONFLICT (name) DO UPDATE SET \
-                         position = max(position, excluded.position)",
-                        )
-                        .bind(name)
-                        .bind(position)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(map_error)?;
-                        Ok(Outcome::Keep(()))
-                    })
-                }),
-            )
+            .changed(move |_| {
+                sqlx::query(
+                    "INSERT INTO checkpoints (name, position) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)",
+                )
+                .bind(name)
+                .bind(position)
+            })
             .await
+            .map(|_| ())
             .map_err(port)
     }
 }

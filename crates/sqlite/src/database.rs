@@ -17,6 +17,10 @@ use crate::writer::Writer;
 /// The migrations of this crate, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// A statement with its arguments, owning them.
+pub(crate) type Statement =
+    sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'static>>;
+
 /// An open database file, shared by the stores on it ([`crate::SqliteStore`],
 /// [`crate::SqliteBudgets`], [`crate::SqliteIdempotency`], [`crate::SqliteCheckpoints`]):
 /// their writes go through one writer, which commits the writes that wait together in one
@@ -65,6 +69,26 @@ impl Database {
                 options,
             }),
         })
+    }
+
+    /// Runs one statement in the writer (`statement` builds it at the batch's time); how many
+    /// rows it changed, once its batch committed.
+    pub(crate) async fn changed<F>(&self, statement: F) -> Result<u64, StoreError>
+    where
+        F: FnOnce(chrono::DateTime<chrono::Utc>) -> Statement + Send + 'static,
+    {
+        self.inner
+            .writer
+            .write(
+                crate::writer::Isolation::Statement,
+                Box::new(move |conn, now| {
+                    Box::pin(async move {
+                        let done = statement(now).execute(conn).await.map_err(map_error)?;
+                        Ok(crate::writer::Outcome::Keep(done.rows_affected()))
+                    })
+                }),
+            )
+            .await
     }
 
     /// The options it was opened with.

@@ -473,44 +473,21 @@ impl<E: EventPayload> EventStore<E> for SqliteStore<E> {
 
     async fn delete_outbox(&self, id: Uuid) -> Result<bool, StoreError> {
         self.database
-            .inner
-            .writer
-            .write(
-                Isolation::Statement,
-                Box::new(move |conn, _| {
-                    Box::pin(async move {
-                        let done = sqlx::query("DELETE FROM outbox WHERE id = ?1")
-                            .bind(id.to_string())
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(map_error)?;
-                        Ok(Outcome::Keep(done.rows_affected() > 0))
-                    })
-                }),
-            )
+            .changed(move |_| sqlx::query("DELETE FROM outbox WHERE id = ?1").bind(id.to_string()))
             .await
+            .map(|changed| changed > 0)
             .map_err(settled_read)
     }
 
     async fn retry_outbox(&self, id: Uuid, after: Duration) -> Result<bool, StoreError> {
         self.database
-            .inner
-            .writer
-            .write(
-                Isolation::Statement,
-                Box::new(move |conn, now| {
-                    Box::pin(async move {
-                        let done = sqlx::query("UPDATE outbox SET leased_until = ?2 WHERE id = ?1")
-                            .bind(id.to_string())
-                            .bind(micros_after(now, after))
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(map_error)?;
-                        Ok(Outcome::Keep(done.rows_affected() > 0))
-                    })
-                }),
-            )
+            .changed(move |now| {
+                sqlx::query("UPDATE outbox SET leased_until = ?2 WHERE id = ?1")
+                    .bind(id.to_string())
+                    .bind(micros_after(now, after))
+            })
             .await
+            .map(|changed| changed > 0)
             .map_err(settled_read)
     }
 
