@@ -196,14 +196,12 @@ impl Remote {
     async fn add(&self, client: &mut Client, i: usize) -> Result<(String, String), String> {
         match (self.protocol, client) {
             (Protocol::Http, Client::Http(http)) => {
-                let res = http
-                    .post(format!(
-                        "{}/resources/v3alpha/users/{}/otp_sms",
-                        self.server, self.user
-                    ))
-                    .bearer_auth(&self.token)
-                    .json(&serde_json::json!({"number": number(i), "returnCode": {}}))
-                    .send()
+                let res = self
+                    .post(
+                        http,
+                        "",
+                        &serde_json::json!({"number": number(i), "returnCode": {}}),
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 let status = res.status();
@@ -252,15 +250,7 @@ impl Remote {
         };
         match (self.protocol, client) {
             (Protocol::Http, Client::Http(http)) => {
-                let res = http
-                    .post(format!(
-                        "{}/resources/v3alpha/users/{}/otp_sms/{id}/_verify",
-                        self.server, self.user
-                    ))
-                    .bearer_auth(&self.token)
-                    .json(&code)
-                    .send()
-                    .await;
+                let res = self.post(http, &format!("/{id}/_verify"), &code).await;
                 succeeded(res, "verify").await
             }
             (Protocol::Grpc | Protocol::GrpcBaseline, Client::Grpc(grpc)) => grpc
@@ -302,16 +292,14 @@ impl Remote {
         };
         let challenged = match (self.protocol, client) {
             (Protocol::Http, Client::Http(http)) => {
-                let res = http
-                    .post(format!(
-                        "{}/resources/v3alpha/users/{}/otp_sms/_challenge",
-                        self.server, self.user
-                    ))
-                    .bearer_auth(&self.token)
-                    .json(&serde_json::json!({
-                        "otpSmsId": id, "binding": binding, "otpSms": {"returnCode": true}
-                    }))
-                    .send()
+                let res = self
+                    .post(
+                        http,
+                        "/_challenge",
+                        &serde_json::json!({
+                            "otpSmsId": id, "binding": binding, "otpSms": {"returnCode": true}
+                        }),
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 let status = res.status();
@@ -361,16 +349,14 @@ impl Remote {
         };
         match (self.protocol, client) {
             (Protocol::Http, Client::Http(http)) => {
-                let res = http
-                    .post(format!(
-                        "{}/resources/v3alpha/users/{}/otp_sms/_check",
-                        self.server, self.user
-                    ))
-                    .bearer_auth(&self.token)
-                    .json(&serde_json::json!({
-                        "otpSmsId": id, "binding": binding, "otpSms": {"code": code}
-                    }))
-                    .send()
+                let res = self
+                    .post(
+                        http,
+                        "/_check",
+                        &serde_json::json!({
+                            "otpSmsId": id, "binding": binding, "otpSms": {"code": code}
+                        }),
+                    )
                     .await;
                 succeeded(res, "check").await
             }
@@ -386,6 +372,23 @@ impl Remote {
                 .map(|_| ()),
             _ => Err("no sign-in for this protocol".into()),
         }
+    }
+
+    /// POSTs `body` as JSON to the user's `otp_sms{path}`, with the token.
+    async fn post(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> reqwest::Result<reqwest::Response> {
+        http.post(format!(
+            "{}/resources/v3alpha/users/{}/otp_sms{path}",
+            self.server, self.user
+        ))
+        .bearer_auth(&self.token)
+        .json(body)
+        .send()
+        .await
     }
 
     /// A gRPC-web call of the users service's `method`; the answer's message.
