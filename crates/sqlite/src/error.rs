@@ -3,15 +3,15 @@
 use otp_sms_core::{PortError, StoreError};
 
 /// SQLite's primary result codes that mean "not now" rather than "wrong": busy or locked by
-/// another process, the disk full or failing, the file read-only or gone.
-const UNAVAILABLE: [i64; 7] = [
+/// another process, the disk full or failing, the file read-only or gone. (A corrupt file is
+/// INTERNAL: waiting does not mend it.)
+const UNAVAILABLE: [i64; 6] = [
     5,  // SQLITE_BUSY
     6,  // SQLITE_LOCKED
     8,  // SQLITE_READONLY
     10, // SQLITE_IOERR
     13, // SQLITE_FULL
     14, // SQLITE_CANTOPEN
-    11, // SQLITE_CORRUPT: the file, not the call, is broken; nothing more is written
 ];
 
 /// The primary result code of a database error (extended codes keep it in their low byte).

@@ -7,10 +7,10 @@
 //! alone; a write that is one statement (or whose only changes before its decision are
 //! harmless, such as removing lapsed entries) runs without one, as SQLite undoes a failed
 //! statement by itself. Every write is answered only after the batch's commit, so nobody is
-//! told "done" before it is durable. The transaction
-//! starts with `BEGIN IMMEDIATE`, which takes the file's write lock: writers of other
-//! processes on the same file wait for it (up to the busy time-out), so a check and the write
-//! it guards (a version, a budget) are exact across processes.
+//! told "done" before it is durable. The transaction starts with `BEGIN IMMEDIATE`, which
+//! takes the file's write lock: writers of other processes on the same file wait for it (up
+//! to the busy time-out), so a check and the write it guards (a version, a budget) are exact
+//! across processes.
 
 use std::time::Duration;
 
