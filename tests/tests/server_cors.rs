@@ -109,6 +109,32 @@ async fn a_configured_origin_passes_the_preflight_and_reads_the_status_headers()
     assert_eq!(header(&response, "access-control-allow-origin"), None);
 }
 
+/// ZITADEL's browser clients send `grpc-timeout`, `x-zitadel-orgid` and `x-requested-with`,
+/// which upstream's CORS interceptor allows: a preflight asking for them passes here too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headers_zitadel_browser_clients_send_pass_the_preflight() {
+    let s = server(
+        &format!("[server]\ncors_allowed_origins = [\"{CONSOLE}\"]\n"),
+        false,
+    );
+    let response = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, s.url(CONNECT_PATH))
+        .header("origin", CONSOLE)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,grpc-timeout,x-grpc-web,x-zitadel-orgid,x-requested-with",
+        )
+        .send()
+        .await
+        .expect("the preflight");
+    assert!(response.status().is_success(), "{}", response.status());
+    let allowed = header(&response, "access-control-allow-headers").unwrap();
+    for needed in ["grpc-timeout", "x-zitadel-orgid", "x-requested-with"] {
+        assert!(allowed.contains(needed), "{needed} not in {allowed}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_origin_is_allowed_by_default() {
     let s = server("", false);

@@ -13,8 +13,11 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// The request headers the protocols and the API use.
-pub const ALLOWED_HEADERS: [&str; 7] = [
+/// The request headers the protocols and the API use, and those upstream's CORS interceptor
+/// allows that ZITADEL's browser clients send (`grpc-timeout`, a call's deadline;
+/// `x-zitadel-orgid`, which this API does not read: the organization is the request's own
+/// field; `x-requested-with`), so that their preflights pass here as there.
+pub const ALLOWED_HEADERS: [&str; 10] = [
     "authorization",
     "content-type",
     "x-grpc-web",
@@ -22,6 +25,9 @@ pub const ALLOWED_HEADERS: [&str; 7] = [
     "connect-protocol-version",
     "connect-timeout-ms",
     "idempotency-key",
+    "grpc-timeout",
+    "x-zitadel-orgid",
+    "x-requested-with",
 ];
 
 /// The response headers a page may read: gRPC's status in headers (gRPC-web puts trailers in
