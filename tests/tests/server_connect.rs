@@ -256,6 +256,15 @@ async fn the_protocols_headers_and_refusals() {
             Some("invalid_argument"),
         ),
         (
+            "a timeout of zero: the deadline has passed, nothing runs",
+            "AddOTPSMSAuthenticator",
+            "application/json",
+            add.clone(),
+            vec![ALICE, ("connect-timeout-ms", "0")],
+            504,
+            Some("deadline_exceeded"),
+        ),
+        (
             "a generous timeout and a charset",
             "AddOTPSMSAuthenticator",
             "application/json; charset=utf-8",

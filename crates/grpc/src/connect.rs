@@ -369,7 +369,7 @@ async fn call(
     }
 }
 
-/// `Connect-Timeout-Ms`: a positive integer of at most 10 digits.
+/// `Connect-Timeout-Ms`: an integer of at most 10 digits (0: the deadline has passed).
 fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ConnectError> {
     let Some(value) = headers.get("connect-timeout-ms") else {
         return Ok(None);
@@ -417,6 +417,14 @@ impl Context {
             Codec::Json => from_json(input, &self.bytes)?,
         };
         let request = tonic::Request::from_parts(self.metadata, self.extensions, message);
+        if self.timeout.is_some_and(|limit| limit.is_zero()) {
+            // A deadline that has passed already: the call must not run (a timer of zero
+            // would still poll it once, and a quick call would finish).
+            return Err(ConnectError::new(
+                Code::DeadlineExceeded,
+                "the call's time ran out",
+            ));
+        }
         let answer = match self.timeout {
             Some(limit) => tokio::time::timeout(limit, handler(request))
                 .await
@@ -508,6 +516,7 @@ mod tests {
             timeout(&h).map_err(|_| ())
         };
         assert_eq!(with("1500"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(with("0"), Ok(Some(Duration::ZERO)));
         assert_eq!(
             with("9999999999"),
             Ok(Some(Duration::from_millis(9_999_999_999)))
