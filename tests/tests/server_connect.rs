@@ -490,3 +490,33 @@ async fn sign_in_in_json() {
     assert_eq!(status, 400, "{replay}");
     assert_eq!(replay["code"], json!("failed_precondition"));
 }
+
+/// A body in an encoding the server does not take is `unimplemented` (HTTP 501), and the
+/// answer's `Accept-Encoding` names those it does, as the Connect protocol asks, so that a
+/// client can send again in one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_encoding_is_refused_naming_the_accepted_ones() {
+    let s = server();
+    let response = reqwest::Client::new()
+        .post(s.url(&format!("/{SERVICE}/AddOTPSMSAuthenticator")))
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .header("connect-protocol-version", "1")
+        .header(ALICE.0, ALICE.1)
+        .body("not brotli")
+        .send()
+        .await
+        .expect("the call");
+    assert_eq!(response.status().as_u16(), 501);
+    let accepted = response
+        .headers()
+        .get("accept-encoding")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        accepted.contains("gzip") && accepted.contains("identity"),
+        "{accepted:?}"
+    );
+    let body: Value = response.json().await.expect("a JSON error");
+    assert_eq!(body["code"], "unimplemented");
+}

@@ -267,10 +267,18 @@ async fn call(
         Some(e) if e.as_bytes().eq_ignore_ascii_case(b"identity") => false,
         Some(e) if e.as_bytes().eq_ignore_ascii_case(b"gzip") => true,
         Some(_) => {
-            return Err(ConnectError::new(
+            // The protocol asks for the encodings the server takes, so that a client can
+            // send again in one of them.
+            let mut refused = ConnectError::new(
                 Code::Unimplemented,
                 "content encodings supported: identity, gzip",
-            ))
+            )
+            .into_response();
+            refused.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip, identity"),
+            );
+            return Ok(refused);
         }
     };
     let too_large = || {
