@@ -304,6 +304,42 @@ fn unframe(body: &[u8]) -> (Option<Vec<u8>>, String) {
     (message, trailers)
 }
 
+/// A gRPC-web-text call (base64 frames) that does not ask for a format (`Accept: */*`, as
+/// reqwest and fetch send) is answered in text, as the request was: a browser client that
+/// reads base64 gets base64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_web_text_call_without_accept_is_answered_in_text() {
+    use base64::Engine;
+    let s = server();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let res = reqwest::Client::new()
+        .post(s.url("/zitadel.resources.user.v3alpha.ZITADELUsers/AddOTPSMSAuthenticator"))
+        .header("content-type", "application/grpc-web-text")
+        .header("x-grpc-web", "1")
+        .bearer_auth("token-alice")
+        .body(b64.encode(frame(0, &add_request("alice").encode_to_vec())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("application/grpc-web-text"),
+        "{content_type}"
+    );
+    let text = res.text().await.unwrap();
+    // Each frame is base64 of its own, padded: decode four characters (one quantum) at a time.
+    let text: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let mut body = Vec::new();
+    for quantum in text.chunks(4) {
+        body.extend(b64.decode(quantum).expect("base64"));
+    }
+    let (message, trailers) = unframe(&body);
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let added = AddOtpsmsAuthenticatorResponse::decode(message.unwrap().as_slice()).unwrap();
+    assert!(added.verification_code.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_then_verify_over_grpc_web_on_http1() {
     let s = server();

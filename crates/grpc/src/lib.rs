@@ -684,11 +684,12 @@ where
     B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    tower::service_fn(move |request: axum::extract::Request| {
+    tower::service_fn(move |mut request: axum::extract::Request| {
         let grpc = grpc.clone();
         let users = users.clone();
         async move {
             if is_grpc(request.headers()) {
+                text_answers_text(request.headers_mut());
                 let response = tower::ServiceExt::oneshot(grpc, request).await?;
                 return Ok(response.map(axum::body::Body::new));
             }
@@ -702,6 +703,27 @@ where
             Ok(connect::serve(&users, service, &method, request).await)
         }
     })
+}
+
+/// A gRPC-web-text request that asks for no gRPC-web format (no `Accept`, or `*/*` as fetch
+/// sends) is answered in text too: the answer's format is the request's unless the client
+/// asks for another; tonic-web would answer binary to a client that reads base64.
+fn text_answers_text(headers: &mut axum::http::HeaderMap) {
+    use axum::http::header::{ACCEPT, CONTENT_TYPE};
+    let text = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc-web-text"));
+    let asks_a_format = headers
+        .get_all(ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("application/grpc-web")));
+    if text && !asks_a_format {
+        headers.insert(
+            ACCEPT,
+            axum::http::HeaderValue::from_static("application/grpc-web-text"),
+        );
+    }
 }
 
 fn name_of<S: NamedService>(_: &S) -> &'static str {
