@@ -75,7 +75,7 @@ const COLUMNS: &str = "position, instance_id, aggregate_type, aggregate_id, sequ
                        event_type, revision, payload, creator, owner, created_at, command_id";
 
 /// An event as the writer stores it (encoded before it reaches the writer).
-struct Row_ {
+struct EncodedEvent {
     event_type: String,
     revision: i64,
     payload: String,
@@ -179,7 +179,7 @@ async fn append_in_one(
     stream: StreamId,
     expected: ExpectedVersion,
     command: Option<CommandId>,
-    rows: Vec<Row_>,
+    rows: Vec<EncodedEvent>,
 ) -> Result<Outcome<Result<AppendOutcome, StoreError>>, StoreError> {
     let command_text = command.map(|c| c.0.to_string());
     let at = micros(now);
@@ -254,7 +254,7 @@ async fn append_rows(
     stream: StreamId,
     expected: ExpectedVersion,
     command: Option<CommandId>,
-    rows: Vec<Row_>,
+    rows: Vec<EncodedEvent>,
     outbox: Vec<(Uuid, String)>,
 ) -> Result<Outcome<Result<AppendOutcome, StoreError>>, StoreError> {
     let command_text = command.map(|c| c.0.to_string());
@@ -343,7 +343,7 @@ impl<E: EventPayload> EventStore<E> for SqliteStore<E> {
     async fn append(&self, append: Append<E>) -> Result<AppendOutcome, StoreError> {
         let mut rows = Vec::with_capacity(append.events.len());
         for new in &append.events {
-            rows.push(Row_ {
+            rows.push(EncodedEvent {
                 event_type: new.event.event_type().to_owned(),
                 revision: i64::from(new.event.revision()),
                 payload: new.event.to_json()?.to_string(),
