@@ -66,10 +66,20 @@ impl From<&Details> for DetailsJson {
     }
 }
 
-/// An empty message (`SendPhoneVerificationCode`, `ReturnPhoneVerificationCode`).
+/// `UnlockOTPSMSVerificationResponse`: an empty message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(as = v1UnlockOTPSMSVerificationResponse)]
 pub struct Empty {}
+
+/// `SendPhoneVerificationCode`: the code goes out by SMS. An empty message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = v3alphaSendPhoneVerificationCode)]
+pub struct SendPhoneVerificationCode {}
+
+/// `ReturnPhoneVerificationCode`: the code comes back in the answer. An empty message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = v3alphaReturnPhoneVerificationCode)]
+pub struct ReturnPhoneVerificationCode {}
 
 /// `SetPhone`: the body of the add call. `Debug` masks the number. Fields it does not know
 /// are ignored, as ZITADEL's gateway does (a client of a newer revision keeps working); they
@@ -84,10 +94,10 @@ pub struct SetPhone {
     pub number: String,
     /// Send the code by SMS (the default when no option is set).
     #[serde(default, alias = "send_code")]
-    pub send_code: Option<Empty>,
+    pub send_code: Option<SendPhoneVerificationCode>,
     /// Return the code in the response instead of sending it.
     #[serde(default, alias = "return_code")]
-    pub return_code: Option<Empty>,
+    pub return_code: Option<ReturnPhoneVerificationCode>,
     /// Mark the phone as verified; must be `true` when set.
     #[serde(default, alias = "is_verified")]
     pub is_verified: Option<bool>,
@@ -180,10 +190,10 @@ pub struct StatusJson {
 pub struct ResendCode {
     /// Send the code by SMS (the default).
     #[serde(default, alias = "send_code")]
-    pub send_code: Option<Empty>,
+    pub send_code: Option<SendPhoneVerificationCode>,
     /// Return the code in the response.
     #[serde(default, alias = "return_code")]
-    pub return_code: Option<Empty>,
+    pub return_code: Option<ReturnPhoneVerificationCode>,
 }
 
 /// The answer of the resend extension. `Debug` hides the code.

@@ -478,6 +478,35 @@ async fn the_openapi_document_lists_the_served_calls() {
     assert_eq!(doc, serde_json::to_value(otp_sms_http::openapi()).unwrap());
 }
 
+/// `sendCode` and `returnCode` name the messages they are (the proto's
+/// `SendPhoneVerificationCode` and `ReturnPhoneVerificationCode`), in the add body and in
+/// the resend body; neither is the unlock call's answer.
+#[test]
+fn the_code_delivery_options_name_their_own_schemas() {
+    let doc = serde_json::to_value(otp_sms_http::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for body in ["v3alphaSetPhone", "v1ResendOTPSMSCodeRequest"] {
+        let properties = &schemas[body]["properties"];
+        for (field, schema) in [
+            ("sendCode", "v3alphaSendPhoneVerificationCode"),
+            ("returnCode", "v3alphaReturnPhoneVerificationCode"),
+        ] {
+            let text = properties[field].to_string();
+            assert!(
+                text.contains(&format!("#/components/schemas/{schema}")),
+                "{body}.{field}: {text}"
+            );
+            assert!(!text.contains("Unlock"), "{body}.{field}: {text}");
+        }
+    }
+    for schema in [
+        "v3alphaSendPhoneVerificationCode",
+        "v3alphaReturnPhoneVerificationCode",
+    ] {
+        assert_eq!(schemas[schema]["type"], "object", "{schema}");
+    }
+}
+
 #[tokio::test]
 async fn the_openapi_document_lists_the_query_parameters() {
     let doc = serde_json::to_value(otp_sms_http::openapi()).unwrap();
