@@ -247,7 +247,9 @@ async fn append_in_one(
     Ok(Outcome::Keep(Ok(AppendOutcome { version, recorded })))
 }
 
-/// The append, in the writer: the version and command check, the events, the outbox.
+/// An append with outbox messages (or without events), in the writer, in a savepoint of its
+/// own: its events as [`append_in_one`] writes them (with none, the version check alone),
+/// then its outbox messages; a refusal of either rolls back the whole.
 async fn append_rows(
     conn: &mut SqliteConnection,
     now: DateTime<Utc>,
@@ -257,44 +259,27 @@ async fn append_rows(
     rows: Vec<EncodedEvent>,
     outbox: Vec<(Uuid, String)>,
 ) -> Result<Outcome<Result<AppendOutcome, StoreError>>, StoreError> {
-    let command_text = command.map(|c| c.0.to_string());
-    let (actual, done) = version_of(conn, &stream, command_text.as_deref()).await?;
-    if !expected.admits(actual) || done {
-        return Ok(Outcome::Discard(Err(StoreError::Conflict {
-            stream,
-            expected,
-            actual,
-        })));
-    }
+    let appended = if rows.is_empty() {
+        let command_text = command.map(|c| c.0.to_string());
+        let (actual, done) = version_of(conn, &stream, command_text.as_deref()).await?;
+        if !expected.admits(actual) || done {
+            return Ok(Outcome::Discard(Err(StoreError::Conflict {
+                stream,
+                expected,
+                actual,
+            })));
+        }
+        AppendOutcome {
+            version: actual,
+            recorded: Vec::new(),
+        }
+    } else {
+        match append_in_one(conn, now, stream.clone(), expected, command, rows).await? {
+            Outcome::Keep(Ok(appended)) => appended,
+            refused => return Ok(refused),
+        }
+    };
     let at = micros(now);
-    let mut recorded = Vec::with_capacity(rows.len());
-    for (offset, row) in rows.into_iter().enumerate() {
-        let sequence = actual + offset as u64 + 1;
-        let position: i64 = sqlx::query_scalar(
-            "INSERT INTO events (instance_id, aggregate_type, aggregate_id, sequence, \
-             event_type, revision, payload, creator, owner, created_at, command_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING position",
-        )
-        .bind(stream.instance.as_str())
-        .bind(&*stream.aggregate_type)
-        .bind(&*stream.aggregate_id)
-        .bind(to_i64(sequence))
-        .bind(row.event_type)
-        .bind(row.revision)
-        .bind(row.payload)
-        .bind(row.creator)
-        .bind(row.owner)
-        .bind(at)
-        .bind(command_text.as_deref())
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_error)?;
-        recorded.push(RecordedMeta {
-            sequence,
-            position: position as u64,
-            created_at: from_micros(at),
-        });
-    }
     for (id, payload) in outbox {
         let written = sqlx::query(
             "INSERT INTO outbox (id, instance_id, aggregate_type, aggregate_id, payload, \
@@ -319,8 +304,7 @@ async fn append_rows(
             Err(e) => return Err(map_error(e)),
         }
     }
-    let version = recorded.last().map_or(actual, |r| r.sequence);
-    Ok(Outcome::Keep(Ok(AppendOutcome { version, recorded })))
+    Ok(Outcome::Keep(Ok(appended)))
 }
 
 #[async_trait]

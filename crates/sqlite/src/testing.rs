@@ -74,58 +74,49 @@ pub async fn fresh_database() -> (Database, TempDir) {
     (database, dir)
 }
 
-macro_rules! delegate_store {
-    ($t:ty) => {
-        #[async_trait]
-        impl otp_sms_core::EventStore<TestEvent> for InTempFile<$t> {
-            async fn read_stream(
-                &self,
-                s: &otp_sms_core::StreamId,
-            ) -> Result<otp_sms_core::Recorded<TestEvent>, otp_sms_core::StoreError> {
-                self.store.read_stream(s).await
-            }
-            async fn append(
-                &self,
-                a: otp_sms_core::Append<TestEvent>,
-            ) -> Result<otp_sms_core::AppendOutcome, otp_sms_core::StoreError> {
-                self.store.append(a).await
-            }
-            async fn read_all(
-                &self,
-                after: u64,
-                limit: usize,
-            ) -> Result<otp_sms_core::Recorded<TestEvent>, otp_sms_core::StoreError> {
-                self.store.read_all(after, limit).await
-            }
-            async fn fetch_outbox(
-                &self,
-                limit: usize,
-                lease: std::time::Duration,
-            ) -> Result<Vec<otp_sms_core::OutboxMessage>, otp_sms_core::StoreError> {
-                self.store.fetch_outbox(limit, lease).await
-            }
-            async fn delete_outbox(
-                &self,
-                id: uuid::Uuid,
-            ) -> Result<bool, otp_sms_core::StoreError> {
-                self.store.delete_outbox(id).await
-            }
-            async fn retry_outbox(
-                &self,
-                id: uuid::Uuid,
-                after: std::time::Duration,
-            ) -> Result<bool, otp_sms_core::StoreError> {
-                self.store.retry_outbox(id, after).await
-            }
-            async fn outbox_stats(
-                &self,
-            ) -> Result<otp_sms_core::OutboxStats, otp_sms_core::StoreError> {
-                self.store.outbox_stats().await
-            }
-        }
-    };
+/// The store on its temporary file, for the conformance suite.
+#[async_trait]
+impl otp_sms_core::EventStore<TestEvent> for InTempFile<SqliteStore<TestEvent>> {
+    async fn read_stream(
+        &self,
+        s: &otp_sms_core::StreamId,
+    ) -> Result<otp_sms_core::Recorded<TestEvent>, otp_sms_core::StoreError> {
+        self.store.read_stream(s).await
+    }
+    async fn append(
+        &self,
+        a: otp_sms_core::Append<TestEvent>,
+    ) -> Result<otp_sms_core::AppendOutcome, otp_sms_core::StoreError> {
+        self.store.append(a).await
+    }
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<otp_sms_core::Recorded<TestEvent>, otp_sms_core::StoreError> {
+        self.store.read_all(after, limit).await
+    }
+    async fn fetch_outbox(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<otp_sms_core::OutboxMessage>, otp_sms_core::StoreError> {
+        self.store.fetch_outbox(limit, lease).await
+    }
+    async fn delete_outbox(&self, id: uuid::Uuid) -> Result<bool, otp_sms_core::StoreError> {
+        self.store.delete_outbox(id).await
+    }
+    async fn retry_outbox(
+        &self,
+        id: uuid::Uuid,
+        after: std::time::Duration,
+    ) -> Result<bool, otp_sms_core::StoreError> {
+        self.store.retry_outbox(id, after).await
+    }
+    async fn outbox_stats(&self) -> Result<otp_sms_core::OutboxStats, otp_sms_core::StoreError> {
+        self.store.outbox_stats().await
+    }
 }
-delegate_store!(SqliteStore<TestEvent>);
 
 #[async_trait]
 impl otp_sms_core::BudgetStore for InTempFile<SqliteBudgets> {
