@@ -1,0 +1,8 @@
+//! The `outbox` target: `otp_sms_fuzz::stored::outbox`.
+#![cfg_attr(fuzzing, no_main)]
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| otp_sms_fuzz::stored::outbox(data));
+#[cfg(not(fuzzing))]
+fn main() {
+    otp_sms_fuzz::replay::main("outbox")
+}

@@ -1,0 +1,8 @@
+//! The `reports` target: `otp_sms_fuzz::wire::reports`.
+#![cfg_attr(fuzzing, no_main)]
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| otp_sms_fuzz::wire::reports(data));
+#[cfg(not(fuzzing))]
+fn main() {
+    otp_sms_fuzz::replay::main("reports")
+}
