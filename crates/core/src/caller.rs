@@ -223,8 +223,13 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
             .ok()
             .map(|a: IpAddr| a.to_canonical());
     }
-    let (host, _port) = hop.rsplit_once(':')?;
-    host.parse().ok().map(|a: IpAddr| a.to_canonical())
+    // `address:port` is IPv4 only (an IPv6 address with a port is bracketed, RFC 7239), and
+    // the port is digits: `::b:e…` with junk after the last colon is no address at all.
+    let (host, port) = hop.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -233,6 +238,19 @@ mod tests {
 
     fn ip(s: &str) -> Option<IpAddr> {
         s.parse().ok()
+    }
+
+    /// Found by the `headers` fuzz target: an IPv6 address followed by junk after a colon was
+    /// read as address and port, so that `::B:e` plus junk named `::b`. Only IPv4 takes an
+    /// unbracketed port, and a port is digits.
+    #[test]
+    fn a_hop_with_junk_after_a_colon_is_no_address() {
+        assert_eq!(parse_hop("::B:e\0\0   B"), None);
+        assert_eq!(parse_hop("2001:db8::1:x"), None);
+        assert_eq!(parse_hop("198.51.100.7:"), None);
+        assert_eq!(parse_hop("198.51.100.7:8080"), ip("198.51.100.7"));
+        assert_eq!(parse_hop("[2001:db8::1]:443"), ip("2001:db8::1"));
+        assert_eq!(parse_hop("2001:db8::1"), ip("2001:db8::1"));
     }
 
     #[test]
