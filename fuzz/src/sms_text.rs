@@ -71,42 +71,47 @@ const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆ�
 ¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
 const GSM7_EXTENSION: &str = "\u{c}^{}\\[~]|€";
 
-/// The segments, the second way: the text packed into SMS as a phone or provider splits it,
-/// character by character, never splitting a character's septets (an escape and its
-/// character) or UTF-16 units (a surrogate pair) over two SMS. One SMS holds 160 septets or 70
-/// units; a part of a longer text 153 or 67 (the rest is the concatenation header).
+/// The segments, the second way: the text encoded as a phone sends it (GSM 03.38 septets, an
+/// extension character as the escape and its septet; or UTF-16 units) and cut into parts of
+/// 153 septets or 67 units (160 or 70 for a text that fits one SMS), moving a part's last unit
+/// to the next part when it is an escape or a high surrogate, whose character would otherwise
+/// be split.
 pub fn packed(text: &str) -> (Encoding, usize) {
-    let gsm: Option<Vec<usize>> = text
+    const ESCAPE: u16 = 0xFFFF;
+    let septets: Option<Vec<u16>> = text
         .chars()
         .map(|c| {
-            if GSM7_BASIC.contains(c) {
-                Some(1)
-            } else if GSM7_EXTENSION.contains(c) {
-                Some(2)
+            if let Some(at) = GSM7_BASIC.chars().position(|b| b == c) {
+                Some(vec![at as u16])
             } else {
-                None
+                GSM7_EXTENSION
+                    .chars()
+                    .position(|e| e == c)
+                    .map(|at| vec![ESCAPE, at as u16])
             }
         })
-        .collect();
-    let (encoding, sizes, single, part) = match gsm {
-        Some(sizes) => (Encoding::Gsm7, sizes, 160, 153),
-        None => (
-            Encoding::Ucs2,
-            text.chars().map(char::len_utf16).collect(),
-            70,
-            67,
-        ),
+        .collect::<Option<Vec<Vec<u16>>>>()
+        .map(|chars| chars.concat());
+    /// The encoding, its units, the room of one SMS and of a part, and which unit leads a
+    /// character of two.
+    type Cut = (Encoding, Vec<u16>, usize, usize, fn(u16) -> bool);
+    let (encoding, units, single, part, lead): Cut = match septets {
+        Some(septets) => (Encoding::Gsm7, septets, 160, 153, |u| u == ESCAPE),
+        None => (Encoding::Ucs2, text.encode_utf16().collect(), 70, 67, |u| {
+            (0xD800..0xDC00).contains(&u)
+        }),
     };
-    if sizes.iter().sum::<usize>() <= single {
+    if units.len() <= single {
         return (encoding, 1);
     }
-    let (mut parts, mut used) = (1, 0);
-    for size in sizes {
-        if used + size > part {
-            parts += 1;
-            used = 0;
+    let (mut parts, mut rest) = (0, &units[..]);
+    while !rest.is_empty() {
+        let mut take = part.min(rest.len());
+        if take < rest.len() && lead(rest[take - 1]) {
+            take -= 1;
         }
-        used += size;
+        parts += 1;
+        rest = &rest[take..];
     }
     (encoding, parts)
 }

@@ -162,10 +162,41 @@ impl MessageTemplates {
     }
 
     /// Ends every text with the WebOTP line `@domain #code`, so that browsers autofill the code
-    /// only on `domain` (the site's host, no scheme or port).
+    /// only on `domain` (the site's host, no scheme or port). The domain is taken as given:
+    /// [`MessageTemplates::try_with_webotp_domain`] checks that it is a host name, which
+    /// configuration read from a file should be.
     pub fn with_webotp_domain(mut self, domain: &str) -> Self {
         self.webotp_domain = Some(domain.trim().to_ascii_lowercase());
         self
+    }
+
+    /// [`MessageTemplates::with_webotp_domain`], refusing a domain that is not a host name
+    /// (letters, digits and hyphens in dot-separated labels of 1 to 63 characters, at most 253
+    /// in all; IDNs in their `xn--` form): anything else (a space, a newline, a `#`) would
+    /// break the WebOTP line, which must be the text's last line and read `@host #code`.
+    ///
+    /// ```
+    /// use otp_sms_core::message::MessageTemplates;
+    /// assert!(MessageTemplates::new("Acme").try_with_webotp_domain("id.acme.example").is_ok());
+    /// assert!(MessageTemplates::new("Acme").try_with_webotp_domain("acme.example\n@evil").is_err());
+    /// ```
+    pub fn try_with_webotp_domain(self, domain: &str) -> Result<Self, TemplateError> {
+        let host = domain.trim().to_ascii_lowercase();
+        let label_ok = |label: &str| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        };
+        if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err(TemplateError::Invalid(format!(
+                "the WebOTP domain `{}` is not a host name",
+                domain.escape_debug()
+            )));
+        }
+        Ok(self.with_webotp_domain(&host))
     }
 
     /// Adds the 11-character app hash Android's SMS Retriever needs to hand the SMS to the app,
@@ -352,30 +383,42 @@ const GSM7_EXTENSION: &str = "\u{c}^{}\\[~]|€";
 /// assert_eq!(segments(&format!("{}ł", "a".repeat(70))), (Encoding::Ucs2, 2));
 /// ```
 pub fn segments(text: &str) -> (Encoding, usize) {
-    let mut septets = 0usize;
-    let mut gsm = true;
-    for c in text.chars() {
+    let septets = |c: char| {
         if GSM7_BASIC.contains(c) {
-            septets += 1;
+            Some(1)
         } else if GSM7_EXTENSION.contains(c) {
-            septets += 2;
+            Some(2)
         } else {
-            gsm = false;
-            break;
+            None
         }
-    }
-    if gsm {
-        let parts = if septets <= 160 {
-            1
-        } else {
-            septets.div_ceil(153)
-        };
-        return (Encoding::Gsm7, parts.max(1));
-    }
+    };
+    let gsm = text.chars().all(|c| septets(c).is_some());
     // UCS-2 as providers send it: UTF-16 units (a character beyond the BMP takes two).
-    let units = text.encode_utf16().count();
-    let parts = if units <= 70 { 1 } else { units.div_ceil(67) };
-    (Encoding::Ucs2, parts.max(1))
+    let (encoding, single, part) = if gsm {
+        (Encoding::Gsm7, 160, 153)
+    } else {
+        (Encoding::Ucs2, 70, 67)
+    };
+    let size = |c: char| match septets(c) {
+        Some(n) if gsm => n,
+        _ => c.len_utf16(),
+    };
+    if text.chars().map(size).sum::<usize>() <= single {
+        return (encoding, 1);
+    }
+    // A longer text is split character by character: a part never ends inside a character
+    // (an extension character's escape and septet, or a surrogate pair, stay together), so a
+    // part may hold a unit less than its room, and the count is not the units over the room.
+    let (mut parts, mut used) = (1, 0);
+    for c in text.chars() {
+        let n = size(c);
+        if used + n > part {
+            parts += 1;
+            used = 0;
+        }
+        used += n;
+    }
+    (encoding, parts)
 }
 
 #[cfg(test)]
@@ -399,6 +442,21 @@ mod tests {
         // An emoji is two UTF-16 units.
         assert_eq!(segments(&"😀".repeat(35)), (Encoding::Ucs2, 1));
         assert_eq!(segments(&"😀".repeat(36)), (Encoding::Ucs2, 2));
+    }
+
+    /// Found by the `sms_text` fuzz target: a part never splits a character, so 152 septets
+    /// and an extension character (2 septets) fill a first part of 152, and 306 septets can
+    /// take three parts, not two; 66 units and an emoji likewise.
+    #[test]
+    fn a_part_never_splits_a_character() {
+        let gsm = format!("{}€{}", "a".repeat(152), "a".repeat(152));
+        assert_eq!(segments(&gsm), (Encoding::Gsm7, 3));
+        assert_eq!(
+            segments(&format!("{}€", "a".repeat(159))),
+            (Encoding::Gsm7, 2)
+        );
+        let ucs2 = format!("{}😀{}", "ł".repeat(66), "ł".repeat(66));
+        assert_eq!(segments(&ucs2), (Encoding::Ucs2, 3));
     }
 
     #[test]

@@ -392,7 +392,7 @@ impl TextConfig {
             t = t.with_sign_in_template(locale, template).map_err(fail)?;
         }
         if let Some(domain) = &self.webotp_domain {
-            t = t.with_webotp_domain(domain);
+            t = t.try_with_webotp_domain(domain).map_err(fail)?;
         }
         if let Some(hash) = &self.android_app_hash {
             t = t.with_android_app_hash(hash).map_err(fail)?;
