@@ -7,7 +7,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 
 use axum::body::HttpBody;
-use axum::http::{HeaderMap, StatusCode, Version};
+use axum::http::{HeaderMap, Method, StatusCode, Version};
 use base64::Engine as _;
 use otp_sms_core::{Event, EventPayload, EventStore};
 use serde_json::Value;
@@ -16,13 +16,16 @@ use tower::ServiceExt;
 use crate::fixture::{runtime, Fixture};
 use crate::request::RequestText;
 
-/// What a refused call may write: a wrong code's failed checks and the lock they may close,
-/// and a budget refusal's audit record.
-const WRITTEN_BY_REFUSALS: [&str; 4] = [
+/// What a refused call may write: a wrong code's failed checks, the lock they may close and
+/// the sign-in challenge they burn, a challenge found expired, and a budget refusal's audit
+/// record.
+const WRITTEN_BY_REFUSALS: [&str; 6] = [
     Event::CHECK_FAILED,
     Event::VERIFICATION_LOCKED,
     Event::SEND_REFUSED,
     Event::CHALLENGE_CHECK_FAILED,
+    Event::CHALLENGE_BURNT,
+    Event::CHALLENGE_EXPIRED,
 ];
 
 /// An answer, read whole, and the types of the events the call wrote.
@@ -93,27 +96,43 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// The protocol of `request`.
+    /// The protocol of `request`: by its path and content type, as the routes tell them
+    /// apart; a call the library routers would hand to another protocol's fallback (an
+    /// unknown method, a content type no protocol speaks) is `Other`, because the server's
+    /// own protocol layer, not these routers, renders those.
     pub fn of(request: &RequestText) -> Self {
+        const GRPC_TYPES: [&str; 6] = [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/grpc-web-text+proto",
+        ];
         let path = request.uri.path();
+        let known = otp_sms_grpc::known_method(path).is_some();
+        let content_type = request.header("content-type").unwrap_or_default();
         if path.starts_with("/sms/status/") {
             Protocol::Report
         } else if otp_sms_grpc::is_grpc(&request.headers) {
-            let web = request
-                .header("content-type")
-                .is_some_and(|t| t.starts_with("application/grpc-web"));
+            let web = content_type.starts_with("application/grpc-web");
             // gRPC is HTTP/2 only: over HTTP/1.1 tonic-web refuses it (400), gRPC-web is what
             // HTTP/1.1 clients speak.
-            if otp_sms_grpc::known_method(path).is_some()
-                && (web || request.version == Version::HTTP_2)
-            {
+            let framed = web || request.version == Version::HTTP_2;
+            let post = request.method == Method::POST;
+            if known && framed && post && GRPC_TYPES.contains(&content_type) {
                 Protocol::Grpc
             } else {
                 Protocol::Other
             }
         } else if otp_sms_grpc::is_connect(&request.method, path, &request.headers) {
-            Protocol::Connect
-        } else if path.starts_with("/resources/") {
+            if known {
+                Protocol::Connect
+            } else {
+                Protocol::Other
+            }
+        } else if path.starts_with("/resources/") && request.method != Method::HEAD {
+            // A HEAD answer has no body to judge.
             Protocol::Json
         } else {
             Protocol::Other
@@ -196,8 +215,10 @@ fn json_api(answer: &Answer) -> Result<(), String> {
 }
 
 fn connect(answer: &Answer) -> Result<(), String> {
-    // 501 is Connect's status for `unimplemented`; no other 5xx.
-    if answer.status.is_server_error() && answer.status != StatusCode::NOT_IMPLEMENTED {
+    // 501 and 504 are Connect's statuses for `unimplemented` and `deadline_exceeded` (the
+    // caller's own Connect-Timeout-Ms); no other 5xx.
+    let allowed = [StatusCode::NOT_IMPLEMENTED, StatusCode::GATEWAY_TIMEOUT];
+    if answer.status.is_server_error() && !allowed.contains(&answer.status) {
         return Err(format!("a server fault: {}", answer.status));
     }
     if answer.status.is_success() {
