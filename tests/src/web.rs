@@ -55,9 +55,10 @@ pub fn install() {
     }
 }
 
-/// Validates an OpenAPI document against the specification (swagger-parser): `Ok` or the
-/// validator's errors.
-pub fn validate_openapi(document: &serde_json::Value) -> Result<(), String> {
+/// Validates an OpenAPI document against the specification of its version
+/// (@seriousme/openapi-schema-validator, then swagger-parser, which also resolves every
+/// reference): what the validators print (`valid OpenAPI 3.1`) or their errors.
+pub fn validate_openapi(document: &serde_json::Value) -> Result<String, String> {
     install();
     let file = std::env::temp_dir().join(format!("otp-sms-openapi-{}.json", uuid::Uuid::now_v7()));
     std::fs::write(&file, document.to_string()).map_err(|e| e.to_string())?;
@@ -71,7 +72,7 @@ pub fn validate_openapi(document: &serde_json::Value) -> Result<(), String> {
     let _ = std::fs::remove_file(&file);
     let output = output?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }

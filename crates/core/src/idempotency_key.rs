@@ -9,6 +9,12 @@ use crate::ids::{InstanceId, PrincipalId};
 /// up to 64).
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
+/// A key in its bare form, as an ECMA-262 pattern for schemas (the OpenAPI document states it
+/// on the header): visible ASCII, not starting with `"` (that is the quoted form, a Structured
+/// Field string, which [`IdempotencyKey::from_header`] also reads). With 1 to
+/// [`MAX_IDEMPOTENCY_KEY_CHARS`] characters, every value it matches is a key.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!#-~][!-~]*$";
+
 /// A client's idempotency key: 1 to 255 visible ASCII characters.
 ///
 /// ```
@@ -135,4 +141,35 @@ pub struct IdempotencyScope {
     pub principal: PrincipalId,
     /// The key.
     pub key: IdempotencyKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value the schema pattern matches is a key, read alike bare and from a header;
+    /// every bare key the pattern refuses starts with `"` (the quoted form) — over every string
+    /// of one and two ASCII characters.
+    #[test]
+    fn the_key_pattern_is_what_parse_accepts() {
+        let pattern = regex_automata::dfa::regex::Regex::new(IDEMPOTENCY_KEY_PATTERN).unwrap();
+        let ascii = (0u8..=127).map(char::from);
+        let singles = ascii.clone().map(String::from);
+        let pairs = ascii
+            .clone()
+            .flat_map(|a| ascii.clone().map(move |b| format!("{a}{b}")));
+        for value in singles.chain(pairs) {
+            let parsed = IdempotencyKey::parse(&value).is_ok();
+            if pattern.is_match(&value) {
+                assert!(parsed, "{value:?} matches and is refused");
+                let from_header = IdempotencyKey::from_header(&value).map(|k| k.0);
+                assert_eq!(from_header.ok().as_deref(), Some(value.as_str()));
+            } else if parsed {
+                assert!(
+                    value.starts_with('"'),
+                    "{value:?} is a key the pattern refuses"
+                );
+            }
+        }
+    }
 }

@@ -11,6 +11,12 @@ use crate::error::Error;
 /// The longest identifier a caller may send, in characters (the contract's bound).
 pub const MAX_ID_CHARS: usize = 200;
 
+/// What an identifier may hold, as an ECMA-262 pattern for schemas (the OpenAPI document
+/// states it on every id): any character but a control character (Unicode category Cc,
+/// U+0000–U+001F and U+007F–U+009F). With 1 to [`MAX_ID_CHARS`] characters, exactly what the
+/// ids' `parse` accepts.
+pub const ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+
 /// Checks the contract's bound for caller-supplied strings: 1..=200 characters (not bytes).
 pub(crate) fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), Error> {
     if value.is_empty() {
@@ -177,6 +183,23 @@ const SINGLE_TENANT: &str = "default";
 
 #[cfg(test)]
 mod tests {
+    /// The schema pattern refuses exactly the characters `parse` refuses: every character
+    /// of the Basic Multilingual Plane and the first of every other plane.
+    #[test]
+    fn the_id_pattern_is_what_parse_accepts() {
+        let pattern = regex_automata::dfa::regex::Regex::new(super::ID_PATTERN).unwrap();
+        let planes = (0x1_0000..=0x10_0000).step_by(0x1_0000);
+        for c in (0..=0xFFFF).chain(planes).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            assert_eq!(
+                pattern.is_match(&text),
+                super::UserId::parse("id", text.as_str()).is_ok(),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

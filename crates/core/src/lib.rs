@@ -107,9 +107,12 @@ pub use event::{
 };
 pub use idempotency::{
     Claim, IdempotencyKey, IdempotencyRecord, IdempotencyScope, IdempotencyStore,
-    MemoryIdempotency, DEFAULT_IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEY_CHARS,
+    MemoryIdempotency, DEFAULT_IDEMPOTENCY_WINDOW, IDEMPOTENCY_KEY_PATTERN,
+    MAX_IDEMPOTENCY_KEY_CHARS,
 };
-pub use ids::{InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, MAX_ID_CHARS};
+pub use ids::{
+    InstanceId, OrganizationId, PrincipalId, RegistrationId, UserId, ID_PATTERN, MAX_ID_CHARS,
+};
 pub use keys::{CodeBinding, CodeHash, CodeKey, CodeKeyRing, KeyError, KeyId, SealedCode};
 pub use phone::{mask_number, NumberType, Phone, MAX_PHONE_CHARS};
 pub use phones::{PhoneList, PhoneSummary};

@@ -57,10 +57,12 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+mod document;
 mod error;
 mod sign_in;
 pub mod wire;
 
+pub use document::{EXCLUSIVE_PARAMETERS, REFUSALS_BEYOND_THE_SCHEMA};
 use error::invalid;
 pub use error::ApiError;
 use wire::{
@@ -81,7 +83,9 @@ struct Api {
 #[derive(OpenApi)]
 #[openapi(
     info(
-        title = "otp-sms: ZITADEL v3alpha OTP SMS registration",
+        // As reflection serves them (the proto's protoc-gen-openapiv2 options).
+        title = "User Service",
+        version = "3.0-alpha",
         description = "Add a phone as a second factor, verify it with a one-time code, remove it; sign in with it (a challenge, then a check). \
                        Errors are google.rpc.Status bodies."
     ),
@@ -124,7 +128,9 @@ fn documented_routes() -> OpenApiRouter<Api> {
 /// are as [`router`] serves them at the root; see [`openapi_nested`] for a router nested under
 /// a prefix.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().split_for_parts().1
+    let mut document = documented_routes().split_for_parts().1;
+    document::state_facts(&mut document);
+    document
 }
 
 /// The OpenAPI document of [`router`] nested under `prefix` (`Router::nest(prefix, …)`): every

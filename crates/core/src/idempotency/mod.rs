@@ -24,7 +24,9 @@ use crate::keys::SealedCode;
 use crate::ports::PortError;
 use crate::store::CommandId;
 
-pub use crate::idempotency_key::{IdempotencyKey, IdempotencyScope, MAX_IDEMPOTENCY_KEY_CHARS};
+pub use crate::idempotency_key::{
+    IdempotencyKey, IdempotencyScope, IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_CHARS,
+};
 pub use memory::MemoryIdempotency;
 
 /// What a key stands for.
