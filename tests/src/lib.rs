@@ -29,6 +29,7 @@ pub mod fixture;
 pub mod grpc;
 pub mod net;
 pub mod pg;
+pub mod python;
 
 pub mod replication;
 pub mod server;
