@@ -344,39 +344,25 @@ fn text_seeds(seeds: &Path) {
         })
     });
     write(&seeds.join("stored_events"), "fixture", rows);
-    write(
-        &seeds.join("outbox"),
-        "not_a_delivery",
-        "{\"instance\":\"inst-1\",\"user\":\"alice\",\"number\":1}",
+    let long = format!(
+        "{}\n{}{{code}}[]€\n\n\nexample.com\n\n\n123456\n1",
+        "a".repeat(40),
+        "b".repeat(140)
     );
-    write(&seeds.join("outbox"), "empty", "{}");
-    write(&seeds.join("sms_text"), "webotp", "Acme\nIhr {app}-Code: {code}\\nGültig {minutes} Min.\nde\nAnmeldung: {code}\nid.acme.example\nFA+9qCX9VSu\nde-CH\n12345678\n5");
-    write(
-        &seeds.join("sms_text"),
-        "ucs2",
-        "Ακμή\nΚωδικός {code} 😀\nel\n\n\n\nel\nA1B2C3\n10",
-    );
-    write(
-        &seeds.join("sms_text"),
-        "long",
-        format!(
-            "{}\n{}{{code}}[]€\n\n\nexample.com\n\n\n123456\n1",
-            "a".repeat(40),
-            "b".repeat(140)
-        ),
-    );
+    let texts = [
+        ("outbox", "not_a_delivery", r#"{"instance":"inst-1","user":"alice","number":1}"#),
+        ("outbox", "empty", "{}"),
+        ("sms_text", "webotp", "Acme\nIhr {app}-Code: {code}\\nGültig {minutes} Min.\nde\nAnmeldung: {code}\nid.acme.example\nFA+9qCX9VSu\nde-CH\n12345678\n5"),
+        ("sms_text", "ucs2", "Ακμή\nΚωδικός {code} 😀\nel\n\n\n\nel\nA1B2C3\n10"),
+        ("sms_text", "long", &long),
+        ("config", "bad_type", "[server]\nmax_body_bytes = \"many\"\n"),
+        ("config", "unknown_key", "[abuse]\nwhatever = 1\n"),
+    ];
+    for (target, name, text) in texts {
+        write(&seeds.join(target), name, text);
+    }
     let dev =
         std::fs::read_to_string(otp_sms_fuzz::replay::root().join("../crates/server/dev.toml"))
             .unwrap();
     write(&seeds.join("config"), "dev", dev);
-    write(
-        &seeds.join("config"),
-        "bad_type",
-        "[server]\nmax_body_bytes = \"many\"\n",
-    );
-    write(
-        &seeds.join("config"),
-        "unknown_key",
-        "[abuse]\nwhatever = 1\n",
-    );
 }

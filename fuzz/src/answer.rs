@@ -6,10 +6,13 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 
-use axum::body::HttpBody;
+use axum::body::{Body, HttpBody};
+use axum::http::Request;
 use axum::http::{HeaderMap, Method, StatusCode, Version};
+use axum::Router;
 use base64::Engine as _;
 use otp_sms_core::{Event, EventPayload, EventStore};
+use otp_sms_memory::MemoryStore;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -45,39 +48,41 @@ pub struct Answer {
 
 /// Sends `request` to the fixture's routes and reads the answer.
 pub fn send(fixture: &Fixture, request: &RequestText) -> Answer {
-    runtime().block_on(async {
-        let before = fixture.store.len() as u64;
-        let response = match fixture.app.clone().oneshot(request.build()).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let (parts, mut body) = response.into_parts();
-        let (mut bytes, mut trailers) = (Vec::new(), None);
-        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            let frame = frame.unwrap_or_else(|e| {
-                panic!("{}: the response body failed: {e}", request.describe())
-            });
-            match frame.into_data() {
-                Ok(data) => bytes.extend_from_slice(&data),
-                Err(frame) => trailers = frame.into_trailers().ok(),
-            }
+    runtime().block_on(call(&fixture.app, &fixture.store, request.build()))
+}
+
+/// Sends `request` to `app` and reads the answer whole, with the events it appended to
+/// `store` (calls one at a time: what the store gained is this call's).
+pub async fn call(app: &Router, store: &MemoryStore<Event>, request: Request<Body>) -> Answer {
+    let what = format!("{} {}", request.method(), request.uri());
+    let before = store.len() as u64;
+    let response = match app.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, mut body) = response.into_parts();
+    let (mut bytes, mut trailers) = (Vec::new(), None);
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.unwrap_or_else(|e| panic!("{what}: the response body failed: {e}"));
+        match frame.into_data() {
+            Ok(data) => bytes.extend_from_slice(&data),
+            Err(frame) => trailers = frame.into_trailers().ok(),
         }
-        let written = fixture
-            .store
-            .read_all(before, usize::MAX)
-            .await
-            .expect("the memory store reads")
-            .iter()
-            .map(|e| e.event.event_type().to_owned())
-            .collect();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: bytes,
-            trailers,
-            written,
-        }
-    })
+    }
+    let written = store
+        .read_all(before, usize::MAX)
+        .await
+        .expect("the memory store reads")
+        .iter()
+        .map(|e| e.event.event_type().to_owned())
+        .collect();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: bytes,
+        trailers,
+        written,
+    }
 }
 
 /// Which protocol a request speaks, as the routes tell them apart.
@@ -171,6 +176,38 @@ pub fn judge(request: &RequestText, answer: &Answer) -> Result<(), String> {
     }
 }
 
+/// The HTTP status of a JSON API refusal with google.rpc code `code` (docs/api.md, written
+/// here apart from the server's own table): `None` for a code no refusal may carry.
+pub fn json_status(code: i64) -> Option<u16> {
+    Some(match code {
+        3 | 9 | 11 => 400,
+        16 => 401,
+        7 => 403,
+        5 => 404,
+        10 => 409,
+        8 => 429,
+        // An unknown method on a known path, as grpc-gateway answers it.
+        12 => 405,
+        _ => return None,
+    })
+}
+
+/// The HTTP status of a Connect error with code `code` (the Connect protocol's table):
+/// `None` for a code no refusal may carry.
+pub fn connect_status(code: &str) -> Option<u16> {
+    Some(match code {
+        "invalid_argument" | "failed_precondition" | "out_of_range" => 400,
+        "unauthenticated" => 401,
+        "permission_denied" => 403,
+        "not_found" => 404,
+        "aborted" | "already_exists" => 409,
+        "resource_exhausted" => 429,
+        "unimplemented" => 501,
+        "deadline_exceeded" => 504,
+        _ => return None,
+    })
+}
+
 fn refusal_wrote_only_its_record(answer: &Answer) -> Result<(), String> {
     match answer
         .written
@@ -194,17 +231,10 @@ fn json_api(answer: &Answer) -> Result<(), String> {
     if !status["message"].as_str().is_some_and(|m| !m.is_empty()) {
         return Err("a refusal without a message".into());
     }
-    let expected = match status["code"].as_i64() {
-        Some(3 | 9 | 11) => 400,
-        Some(16) => 401,
-        Some(7) => 403,
-        Some(5) => 404,
-        Some(10) => 409,
-        Some(8) => 429,
-        // An unknown method on a known path, as grpc-gateway answers it.
-        Some(12) => 405,
-        other => return Err(format!("a refusal with code {other:?}")),
-    };
+    let code = status["code"].as_i64();
+    let expected = code
+        .and_then(json_status)
+        .ok_or_else(|| format!("a refusal with code {code:?}"))?;
     if answer.status.as_u16() != expected {
         return Err(format!(
             "code {} answered {}",
@@ -233,17 +263,8 @@ fn connect(answer: &Answer) -> Result<(), String> {
     }
     let error: Value = serde_json::from_slice(&answer.body)
         .map_err(|e| format!("a refusal that is not Connect's error JSON: {e}"))?;
-    let expected = match error["code"].as_str().unwrap_or_default() {
-        "invalid_argument" | "failed_precondition" | "out_of_range" => 400,
-        "unauthenticated" => 401,
-        "permission_denied" => 403,
-        "not_found" => 404,
-        "aborted" | "already_exists" => 409,
-        "resource_exhausted" => 429,
-        "unimplemented" => 501,
-        "deadline_exceeded" => 504,
-        other => return Err(format!("a refusal with code {other:?}")),
-    };
+    let code = error["code"].as_str().unwrap_or_default();
+    let expected = connect_status(code).ok_or_else(|| format!("a refusal with code {code:?}"))?;
     if answer.status.as_u16() != expected {
         return Err(format!("code {} answered {}", error["code"], answer.status));
     }
@@ -317,7 +338,10 @@ fn report(answer: &Answer) -> Result<(), String> {
     }
 }
 
-fn grpc_field(answer: &Answer, name: &str) -> Option<String> {
+/// A gRPC status field (`grpc-status`, `grpc-message`) of an answer: from its headers
+/// (trailers-only), its trailers (gRPC) or the trailer frame that ends its body (gRPC-web,
+/// binary or text).
+pub fn grpc_field(answer: &Answer, name: &str) -> Option<String> {
     let from = |headers: &HeaderMap| {
         headers
             .get(name)

@@ -98,6 +98,25 @@ pub fn with_new_fixture<T>(call: impl FnOnce(&Fixture) -> T) -> T {
     call(&build())
 }
 
+/// Every route the server mounts for the API (JSON with its document and fallbacks,
+/// Connect, gRPC-web and gRPC) and the providers' delivery reports (Twilio's and Vonage's,
+/// signed with this module's secrets), on `service`.
+pub fn routes(service: CommandService, tokens: Arc<StaticTokens>) -> Router {
+    otp_sms_http::standalone_router(service.clone(), tokens.clone())
+        .merge(otp_sms_grpc::router(service.clone(), tokens))
+        .merge(twilio::status_routes(twilio::StatusEndpoint::new(
+            TWILIO_TOKEN,
+            TWILIO_URL,
+            service.clone(),
+        )))
+        .merge(vonage::receipt_routes(vonage::ReceiptEndpoint::new(
+            VONAGE_KEY,
+            VONAGE_SECRET,
+            vonage::SignatureMethod::Sha256,
+            service,
+        )))
+}
+
 fn caller(principal: &str) -> Caller {
     Caller::new(
         InstanceId::parse("instance", "inst-1").expect("a valid id"),
@@ -175,19 +194,7 @@ fn build() -> Fixture {
             .await
             .expect("the fixture's delivery");
     });
-    let app = otp_sms_http::standalone_router(service.clone(), tokens.clone())
-        .merge(otp_sms_grpc::router(service.clone(), tokens))
-        .merge(twilio::status_routes(twilio::StatusEndpoint::new(
-            TWILIO_TOKEN,
-            TWILIO_URL,
-            service.clone(),
-        )))
-        .merge(vonage::receipt_routes(vonage::ReceiptEndpoint::new(
-            VONAGE_KEY,
-            VONAGE_SECRET,
-            vonage::SignatureMethod::Sha256,
-            service.clone(),
-        )));
+    let app = routes(service.clone(), tokens);
     Fixture {
         app,
         service,

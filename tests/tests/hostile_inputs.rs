@@ -13,17 +13,18 @@
 //!
 //! 256 cases per protocol by default (`PROPTEST_CASES` sets more).
 
-use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use axum::body::{Body, HttpBody};
-use axum::http::{HeaderMap, Request, StatusCode, Version};
+use axum::body::Body;
+use axum::http::{Request, StatusCode, Version};
 use axum::Router;
 use otp_sms_core::{
-    AbusePolicy, AddRequest, Caller, CodeKey, CodeKeyRing, CommandService, Event, EventPayload,
-    EventStore, InstanceId, KeyId, PhoneVerification, PrincipalId,
+    AbusePolicy, AddRequest, Caller, CodeKey, CodeKeyRing, CommandService, Event, InstanceId,
+    KeyId, PhoneVerification, PrincipalId,
 };
+use otp_sms_fuzz::answer::{call, connect_status, grpc_field, json_status, Answer};
+use otp_sms_fuzz::fixture::{routes, TWILIO_TOKEN, TWILIO_URL, VONAGE_KEY, VONAGE_SECRET};
+use otp_sms_fuzz::request::escape;
 use otp_sms_memory::MemoryStore;
 use otp_sms_providers::{twilio, vonage};
 use otp_sms_testkit::doubles::{StaticAuthorizer, StaticTokens, StaticUsers};
@@ -31,12 +32,6 @@ use proptest::prelude::*;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::Value;
 use tokio::runtime::Runtime;
-use tower::ServiceExt;
-
-const TWILIO_TOKEN: &str = "twilio-auth-token";
-const TWILIO_URL: &str = "https://otp.example.com/sms/status/twilio";
-const VONAGE_KEY: &str = "abcd1234";
-const VONAGE_SECRET: &str = "vonage-signature-secret";
 
 /// The event types a refused call may write: a wrong code's failed check and the lock it may
 /// close, and a budget refusal's audit record.
@@ -132,19 +127,7 @@ fn fixture() -> &'static Fixture {
             assert_eq!(sender.sent().len(), 1, "{passed:?}");
             added.registration_id.to_string()
         });
-        let app = otp_sms_http::standalone_router(service.clone(), tokens.clone())
-            .merge(otp_sms_grpc::router(service.clone(), tokens))
-            .merge(twilio::status_routes(twilio::StatusEndpoint::new(
-                TWILIO_TOKEN,
-                TWILIO_URL,
-                service.clone(),
-            )))
-            .merge(vonage::receipt_routes(vonage::ReceiptEndpoint::new(
-                VONAGE_KEY,
-                VONAGE_SECRET,
-                vonage::SignatureMethod::Sha256,
-                service,
-            )));
+        let app = routes(service, tokens);
         let pool = DescriptorPool::decode(otp_sms_grpc::FILE_DESCRIPTOR_SET).unwrap();
         Fixture {
             runtime,
@@ -155,19 +138,6 @@ fn fixture() -> &'static Fixture {
             pool,
         }
     })
-}
-
-/// Every byte outside RFC 3986's unreserved set percent-encoded, so that any text can stand in
-/// a path segment or a query value.
-fn escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A path segment: a real id, a plain or odd one, or any text, escaped.
@@ -294,49 +264,13 @@ fn token() -> impl Strategy<Value = Option<String>> {
     ]
 }
 
-/// What one call answered, and the events it wrote.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    trailers: Option<HeaderMap>,
-    written: Vec<String>,
-}
-
 fn send(request: Request<Body>) -> Answer {
     // The properties run on threads of their own but share the fixture: one call at a time,
     // so that the events read after a call are its own.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let f = fixture();
-    f.runtime.block_on(async {
-        let before = f.store.len() as u64;
-        let response = f.app.clone().oneshot(request).await.unwrap();
-        let (parts, mut body) = response.into_parts();
-        let (mut bytes, mut trailers) = (Vec::new(), None);
-        while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            let frame = frame.expect("a response body reads");
-            match frame.into_data() {
-                Ok(data) => bytes.extend_from_slice(&data),
-                Err(frame) => trailers = frame.into_trailers().ok(),
-            }
-        }
-        let written = f
-            .store
-            .read_all(before, usize::MAX)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.event.event_type().to_owned())
-            .collect();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: bytes,
-            trailers,
-            written,
-        }
-    })
+    f.runtime.block_on(call(&f.app, &f.store, request))
 }
 
 /// A refusal wrote nothing but what refusals write by design.
@@ -419,17 +353,8 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("{what}: not a google.rpc.Status: {e}")))?;
         let code = status["code"].as_i64().unwrap_or_default();
         prop_assert!(status["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {status}");
-        let expected = match code {
-            3 | 9 | 11 => 400,
-            16 => 401,
-            7 => 403,
-            5 => 404,
-            10 => 409,
-            8 => 429,
-            // An unknown method on a known path, as grpc-gateway answers it.
-            12 => 405,
-            other => return Err(TestCaseError::fail(format!("{what}: code {other}: {status}"))),
-        };
+        let expected = json_status(code)
+            .ok_or_else(|| TestCaseError::fail(format!("{what}: code {code}: {status}")))?;
         prop_assert_eq!(answer.status.as_u16(), expected, "{}: {}", what, status);
         refusal_wrote_only_its_record(&answer, &what)?;
     }
@@ -496,16 +421,9 @@ proptest! {
         }
         let error: Value = serde_json::from_slice(&answer.body)
             .map_err(|e| TestCaseError::fail(format!("{what}: not Connect's error JSON: {e}")))?;
-        let expected = match error["code"].as_str().unwrap_or_default() {
-            "invalid_argument" | "failed_precondition" | "out_of_range" => 400,
-            "unauthenticated" => 401,
-            "permission_denied" => 403,
-            "not_found" => 404,
-            "aborted" | "already_exists" => 409,
-            "resource_exhausted" => 429,
-            "unimplemented" => 501,
-            other => return Err(TestCaseError::fail(format!("{what}: code {other:?}: {error}"))),
-        };
+        let code = error["code"].as_str().unwrap_or_default();
+        let expected = connect_status(code)
+            .ok_or_else(|| TestCaseError::fail(format!("{what}: code {code:?}: {error}")))?;
         prop_assert_eq!(answer.status.as_u16(), expected, "{}: {}", what, error);
         refusal_wrote_only_its_record(&answer, &what)?;
     }
@@ -762,35 +680,4 @@ fn grpc_status(answer: &Answer) -> Option<i32> {
 
 fn grpc_message(answer: &Answer) -> Option<String> {
     grpc_field(answer, "grpc-message")
-}
-
-fn grpc_field(answer: &Answer, name: &str) -> Option<String> {
-    let from = |headers: &HeaderMap| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    from(&answer.headers)
-        .or_else(|| answer.trailers.as_ref().and_then(from))
-        .or_else(|| web_trailer(&answer.body, name))
-}
-
-/// A field of the trailer frame (flag 0x80) of a gRPC-web body.
-fn web_trailer(body: &[u8], name: &str) -> Option<String> {
-    let mut rest = body;
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes(rest[1..5].try_into().ok()?) as usize;
-        let payload = rest.get(5..5 + len)?;
-        if rest[0] & 0x80 != 0 {
-            return std::str::from_utf8(payload).ok()?.lines().find_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                key.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| value.trim().to_owned())
-            });
-        }
-        rest = &rest[5 + len..];
-    }
-    None
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use otp_sms_fuzz::answer::send;
 use otp_sms_fuzz::fixture::{with_new_fixture, TEST_CODE};
-use otp_sms_fuzz::request::RequestText;
+use otp_sms_fuzz::request::{escape, RequestText};
 use otp_sms_http::{EXCLUSIVE_PARAMETERS, REFUSALS_BEYOND_THE_SCHEMA};
 use proptest::prelude::*;
 use proptest::strategy::Union;
@@ -341,17 +341,6 @@ fn request(doc: &Value, operation: Operation) -> BoxedStrategy<(String, Vec<u8>)
             (operation.id.clone(), text)
         })
         .boxed()
-}
-
-fn escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Whether a 400 is one the operation's 400 answer allows for.
