@@ -344,6 +344,12 @@ fn text_seeds(seeds: &Path) {
         })
     });
     write(&seeds.join("stored_events"), "fixture", rows);
+    // Every type the stores may read, so that the fuzzer starts from each decoder.
+    let every_type: String = otp_sms_core::Event::TYPES
+        .iter()
+        .map(|t| format!("{t} 1 {{}}\n"))
+        .collect();
+    write(&seeds.join("stored_events"), "every_type", every_type);
     let long = format!(
         "{}\n{}{{code}}[]€\n\n\nexample.com\n\n\n123456\n1",
         "a".repeat(40),
