@@ -16,9 +16,9 @@
 use otp_sms_core::{NumberType, Phone, MAX_PHONE_CHARS};
 use phonenumber::metadata::DATABASE;
 
-/// What both sides say of one input: the E.164 form, type and region of a valid number.
+/// What one side says of one input: the E.164 form, type and region of a valid number.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Answer {
+pub struct Reading {
     /// The number in E.164 form.
     pub e164: String,
     /// Its type by the numbering plan.
@@ -28,9 +28,9 @@ pub struct Answer {
 }
 
 /// The project's answer.
-pub fn ours(input: &str) -> Option<Answer> {
+pub fn ours(input: &str) -> Option<Reading> {
     let phone = Phone::parse(input).ok()?;
-    Some(Answer {
+    Some(Reading {
         e164: phone.as_e164().to_owned(),
         number_type: phone.number_type(),
         region: phone.region().map(str::to_owned),
@@ -38,7 +38,7 @@ pub fn ours(input: &str) -> Option<Answer> {
 }
 
 /// phonenumber's answer, and whether its type and region are comparable (no leading zeros).
-pub fn reference(input: &str) -> Option<(Answer, bool)> {
+pub fn reference(input: &str) -> Option<(Reading, bool)> {
     if input.is_empty() || input.chars().count() > MAX_PHONE_CHARS {
         return None;
     }
@@ -47,7 +47,7 @@ pub fn reference(input: &str) -> Option<(Answer, bool)> {
         return None;
     }
     let comparable = number.national().zeros() == 0;
-    let answer = Answer {
+    let answer = Reading {
         e164: number.format().mode(phonenumber::Mode::E164).to_string(),
         number_type: NumberType::from(number.number_type(&DATABASE)),
         region: number
@@ -65,7 +65,7 @@ pub fn check(data: &[u8]) {
         return;
     };
     let (ours, theirs) = (ours(input), reference(input));
-    let e164 = |a: &Option<Answer>| a.as_ref().map(|a| a.e164.clone());
+    let e164 = |a: &Option<Reading>| a.as_ref().map(|a| a.e164.clone());
     let theirs_e164 = theirs.as_ref().map(|(a, _)| a.e164.clone());
     assert_eq!(
         e164(&ours),

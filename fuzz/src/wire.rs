@@ -51,11 +51,9 @@ pub fn connect(data: &[u8]) {
 }
 
 fn prepare_connect(request: &mut RequestText) {
-    {
-        let gzip = request.header("content-encoding") == Some("gzip");
-        if gzip && !request.body.starts_with(&[0x1f, 0x8b]) {
-            request.body = gzip_bytes(&request.body);
-        }
+    let gzip = request.header("content-encoding") == Some("gzip");
+    if gzip && !request.body.starts_with(&[0x1f, 0x8b]) {
+        request.body = gzip_bytes(&request.body);
     }
 }
 
@@ -65,15 +63,13 @@ pub fn grpc_web(data: &[u8]) {
 }
 
 fn prepare_grpc_web(request: &mut RequestText) {
-    {
-        let text = request
-            .header("content-type")
-            .is_some_and(|t| t.starts_with("application/grpc-web-text"));
-        if text {
-            request.body = base64::engine::general_purpose::STANDARD
-                .encode(&request.body)
-                .into_bytes();
-        }
+    let text = request
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/grpc-web-text"));
+    if text {
+        request.body = base64::engine::general_purpose::STANDARD
+            .encode(&request.body)
+            .into_bytes();
     }
 }
 
@@ -84,24 +80,22 @@ pub fn grpc(data: &[u8]) {
 }
 
 fn prepare_grpc(request: &mut RequestText) {
-    {
-        request.version = Version::HTTP_2;
-        let headers = &mut request.headers;
-        if !headers.contains_key("te") {
-            headers.insert("te", HeaderValue::from_static("trailers"));
-        }
-        if !headers.contains_key("content-type") {
-            headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-        }
-        let gzip = request.header("grpc-encoding") == Some("gzip");
-        let body = &request.body;
-        if gzip && body.len() >= 5 && body[0] == 1 && !body[5..].starts_with(&[0x1f, 0x8b]) {
-            let compressed = gzip_bytes(&body[5..]);
-            let mut framed = vec![1];
-            framed.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
-            framed.extend_from_slice(&compressed);
-            request.body = framed;
-        }
+    request.version = Version::HTTP_2;
+    let headers = &mut request.headers;
+    if !headers.contains_key("te") {
+        headers.insert("te", HeaderValue::from_static("trailers"));
+    }
+    if !headers.contains_key("content-type") {
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+    }
+    let gzip = request.header("grpc-encoding") == Some("gzip");
+    let body = &request.body;
+    if gzip && body.len() >= 5 && body[0] == 1 && !body[5..].starts_with(&[0x1f, 0x8b]) {
+        let compressed = gzip_bytes(&body[5..]);
+        let mut framed = vec![1];
+        framed.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&compressed);
+        request.body = framed;
     }
 }
 
