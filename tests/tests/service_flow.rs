@@ -1104,3 +1104,61 @@ async fn a_refusal_keeps_the_history_it_read() {
         "the remove decided on the kept history"
     );
 }
+
+/// A process with a tracing subscriber (global or, as here, scoped) sees every command as a
+/// span with its store calls as children; spans are skipped only where no subscriber was ever
+/// set (decision 86).
+#[test]
+fn once_a_subscriber_is_set_a_command_and_its_store_calls_are_spans() {
+    let names = Arc::new(std::sync::Mutex::new(Vec::new()));
+    tracing::subscriber::with_default(SpanNames(names.clone()), || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let f = Fixture::new(Backend::Memory).await;
+                let (registration, code) = returned_code(&f).await;
+                f.service
+                    .verify(
+                        &Fixture::caller("user-1"),
+                        verify_req("user-1", &registration, &code),
+                    )
+                    .await
+                    .expect("the right code verifies");
+            })
+    });
+    let names = names.lock().expect("names");
+    for span in [
+        "otp_sms.command",
+        "otp_sms.store.read_stream",
+        "otp_sms.store.append",
+    ] {
+        assert!(names.contains(&span), "no {span} span in {names:?}");
+    }
+}
+
+/// A subscriber that keeps the name of every span opened.
+struct SpanNames(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl tracing::Subscriber for SpanNames {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut names = self.0.lock().expect("names");
+        names.push(span.metadata().name());
+        tracing::span::Id::from_u64(names.len() as u64)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}

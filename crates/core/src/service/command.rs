@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use tracing::Instrument as _;
-
 use chrono::{DateTime, Utc};
 
 use super::CommandService;
@@ -28,6 +26,7 @@ use crate::store::{
 use super::attempt::{Attempt, FollowUp};
 use super::delivery::CodeDelivery;
 use super::guard::{needs_admission, Admission, Permit};
+use super::span::traced;
 
 impl CommandService {
     /// Runs `attempt` (see [`Self::run`]), then the commands its committed events call for,
@@ -49,13 +48,15 @@ impl CommandService {
     async fn run(&self, attempt: Attempt<'_>) -> (Result<Details, Error>, Vec<FollowUp>) {
         let mut ended = Ended::default();
         // The command's span: its store calls and budget takes are its children.
-        let span = tracing::info_span!(
-            "otp_sms.command",
-            command = attempt.command.name(),
-            otp_sms_id = %attempt.registration,
-            command_id = %attempt.id,
-        );
-        let result = self.run_loop(&attempt, &mut ended).instrument(span).await;
+        let result = traced(self.run_loop(&attempt, &mut ended), || {
+            tracing::info_span!(
+                "otp_sms.command",
+                command = attempt.command.name(),
+                otp_sms_id = %attempt.registration,
+                command_id = %attempt.id,
+            )
+        })
+        .await;
         self.instruments
             .command_finished(attempt.command, &result, ended.issued);
         (result, ended.follow_ups)
@@ -219,10 +220,9 @@ impl CommandService {
                 return Ok((cached, true));
             }
         }
-        let read = self
-            .store
-            .read_stream(stream)
-            .instrument(tracing::info_span!("otp_sms.store.read_stream"));
+        let read = traced(self.store.read_stream(stream), || {
+            tracing::info_span!("otp_sms.store.read_stream")
+        });
         Ok((read.await?, false))
     }
 
@@ -305,11 +305,10 @@ impl CommandService {
             command: Some(a.id),
         };
         let started = std::time::Instant::now();
-        let appended = self
-            .store
-            .append(append)
-            .instrument(tracing::info_span!("otp_sms.store.append", attempt = tries))
-            .await;
+        let appended = traced(self.store.append(append), || {
+            tracing::info_span!("otp_sms.store.append", attempt = tries)
+        })
+        .await;
         self.instruments.append(
             started.elapsed(),
             match &appended {

@@ -2,7 +2,6 @@
 //! `code sent`, delete the message.
 
 use std::time::Duration;
-use tracing::Instrument as _;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,6 +10,7 @@ use futures_util::stream::{self, StreamExt};
 use uuid::Uuid;
 
 use super::attempt::Attempt;
+use super::span::traced;
 use super::CommandService;
 use crate::aggregate::{Command, Registration};
 use crate::caller::Caller;
@@ -191,13 +191,15 @@ impl CommandService {
             return Ok(DeliveryReport::default());
         }
         // A pass with work is a trace of its own: each send is a child of it.
-        let pass = tracing::info_span!("otp_sms.notifier.pass", messages = messages.len());
-        let outcomes: Vec<Outcome> = stream::iter(messages)
+        let count = messages.len();
+        let sends = stream::iter(messages)
             .map(|message| self.deliver_message(sender, message, start_by, deadline))
             .buffer_unordered(concurrency)
-            .collect()
-            .instrument(pass)
-            .await;
+            .collect();
+        let outcomes: Vec<Outcome> = traced(sends, || {
+            tracing::info_span!("otp_sms.notifier.pass", messages = count)
+        })
+        .await;
         let mut report = DeliveryReport::default();
         for outcome in outcomes {
             match outcome {
@@ -388,15 +390,15 @@ impl CommandService {
         if held == Some(true) {
             tracing::info!(message_id = %sms.message_id, registration = %sms.registration, "an earlier attempt reached the provider: not sent again");
         } else {
-            sender
-                .send(&sms)
-                .instrument(tracing::info_span!(
+            traced(sender.send(&sms), || {
+                tracing::info_span!(
                     "otp_sms.sms.send",
                     message_id = %sms.message_id,
                     otp_sms_id = %sms.registration,
-                ))
-                .await
-                .map_err(Failure::Send)?;
+                )
+            })
+            .await
+            .map_err(Failure::Send)?;
         }
         let user = UserRecord {
             id: d.user.clone(),

@@ -23,9 +23,9 @@ use crate::ids::{PrincipalId, RegistrationId};
 use crate::phone::Phone;
 use crate::ports::UserRecord;
 use crate::store::{Append, ExpectedVersion, NewEvent, Recorded, RecordedMeta, StreamId};
-use tracing::Instrument as _;
 
 use super::attempt::{Attempt, FollowUp};
+use super::span::traced;
 use super::CommandService;
 
 /// How long a registration slot without a registration behind it is taken for an add still in
@@ -129,14 +129,10 @@ impl CommandService {
         if plan.is_empty() {
             return Ok(Admission::Go(permit));
         }
-        let mut outcome = self
-            .budgets
-            .take(&plan.request)
-            .instrument(tracing::info_span!(
-                "otp_sms.budgets.take",
-                budgets = plan.scopes.len()
-            ))
-            .await?;
+        let mut outcome = traced(self.budgets.take(&plan.request), || {
+            tracing::info_span!("otp_sms.budgets.take", budgets = plan.scopes.len())
+        })
+        .await?;
         let mut slot_retry = None;
         if let TakeOutcome::Refused { take, .. } = outcome {
             if plan.scopes.get(take) == Some(&Scope::UserRegistrations) {

@@ -9,6 +9,7 @@ mod guard;
 mod idempotency;
 mod phones;
 mod sign_in;
+mod span;
 
 use std::collections::HashMap;
 use std::sync::Arc;
