@@ -36,11 +36,12 @@ pub(crate) fn check_length(field: &'static str, value: &str, max: usize) -> Resu
 /// Whether `value` holds a control character (Unicode category Cc). Ids are nearly always
 /// ASCII, where a byte test answers without decoding characters.
 pub(crate) fn has_control(value: &str) -> bool {
-    if value.is_ascii() {
-        value.bytes().any(|b| b.is_ascii_control())
-    } else {
-        value.chars().any(char::is_control)
-    }
+    // One pass over the bytes without an early exit, which the compiler vectorizes: a byte
+    // from 0x20 to 0x7e is printable ASCII. Only a value with another byte is decoded.
+    let printable_ascii = value
+        .bytes()
+        .fold(true, |all, b| all & (b.wrapping_sub(0x20) < 0x5f));
+    !printable_ascii && value.chars().any(char::is_control)
 }
 
 macro_rules! id_newtype {
