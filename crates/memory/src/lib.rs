@@ -268,8 +268,9 @@ impl<E: EventPayload> EventStore<E> for MemoryStore<E> {
         let mut recorded = Vec::with_capacity(append.events.len());
         if count > 0 {
             // A new stream is inserted with room for a typical life (added, code added,
-            // verified, ...), so later appends do not reallocate under the shard's lock.
-            let capacity = append.events.len().max(4);
+            // code sent, verified, then a sign-in's challenge issued, sent and succeeded), so
+            // later appends do not reallocate under the shard's lock.
+            let capacity = append.events.len().max(8);
             let events = match shard.entry(at.hash, at.matches(), |entry| entry.hash) {
                 TableEntry::Occupied(entry) => &mut entry.into_mut().events,
                 TableEntry::Vacant(entry) => {
