@@ -199,6 +199,8 @@ struct Request {
     caller: Caller,
     user_id: String,
     phone: String,
+    /// The host's session id a sign-in binds its challenge to (`--sign-in`).
+    binding: String,
 }
 
 fn requests(n: usize) -> Vec<Request> {
@@ -218,6 +220,7 @@ fn requests(n: usize) -> Vec<Request> {
             // A different Swiss mobile number per registration, spread over 10,000 ranges
             // (ten per range at 100,000 registrations), as real users' numbers are.
             phone: format!("+4179{:04}{:03}", i % 10_000, (i / 10_000) % 1000),
+            binding: format!("session-{i}"),
         })
         .collect()
 }
@@ -548,16 +551,17 @@ async fn measure(
         eprintln!("preloading {} events", args.preload_events);
         preload(store.as_ref(), &keys, args.preload_events).await?;
     }
-    // One organization value per user, as rows loaded from the host's storage would be.
     // The host's users: one per registration, in one organization, in the library's
-    // static directory (no grants: every caller acts for themselves).
+    // static directory (no grants: every caller acts for themselves). One organization value
+    // per user, as rows loaded from the host's storage would be: a single shared value would
+    // have both cores bump one reference count on every call, which 5cf74c8's benchmark (the
+    // reference of issue 26) did not measure either.
     let instance = InstanceId::parse("instance", INSTANCE).expect("valid");
-    let organization = OrganizationId::parse("org", ORG).expect("valid");
     let users = Arc::new((0..n).fold(StaticDirectory::new(), |d, i| {
         d.with_user(
             instance.clone(),
             UserId::parse("id", user_name(i)).expect("benchmark user ids are valid"),
-            organization.clone(),
+            OrganizationId::parse("org", ORG).expect("valid"),
         )
     }));
     // Leaked: it lives until the process exits, and tasks borrow it without reference counts.
@@ -680,7 +684,7 @@ async fn sign_in(shared: &'static Shared, n: usize, c: usize, line: &mut serde_j
             .service
             .challenge(
                 &r.caller,
-                ChallengeRequest::new(r.user_id.clone(), format!("session-{i}"))
+                ChallengeRequest::new(r.user_id.clone(), r.binding.clone())
                     .for_registration(registration.clone())
                     .returning_code(),
             )
@@ -698,7 +702,7 @@ async fn sign_in(shared: &'static Shared, n: usize, c: usize, line: &mut serde_j
         s.service
             .check(
                 &r.caller,
-                CheckRequest::new(r.user_id.clone(), format!("session-{i}"), code)
+                CheckRequest::new(r.user_id.clone(), r.binding.clone(), code)
                     .for_registration(registration.clone()),
             )
             .await
