@@ -1106,8 +1106,8 @@ async fn a_refusal_keeps_the_history_it_read() {
 }
 
 /// A process with a tracing subscriber (global or, as here, scoped) sees every command as a
-/// span with its store calls as children; spans are skipped only where no subscriber was ever
-/// set (decision 86).
+/// span, and its store calls as spans too; spans are skipped only where no subscriber was ever
+/// set (decision 86). The parentage is the server's test (`server_traces.rs`).
 #[test]
 fn once_a_subscriber_is_set_a_command_and_its_store_calls_are_spans() {
     let names = Arc::new(std::sync::Mutex::new(Vec::new()));
